@@ -1,0 +1,41 @@
+# The README's two commands: `make run` and `make test`. Everything else is a helper.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test lint format bench demo clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+## make run: migrate, validate the shipped course, serve the web app with the send loop in-process.
+run: $(STAMP)
+	$(BIN)/drip db upgrade
+	$(BIN)/drip course validate
+	$(BIN)/drip serve --scheduler
+
+## make test: the whole suite (SQLite; PostgreSQL too when DRIP_TEST_POSTGRES_URL is set).
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## make bench: throughput benchmarks; installs postfix's smtp-sink when it can (see README).
+bench: $(STAMP)
+	-command -v smtp-sink >/dev/null 2>&1 || test -x /usr/sbin/smtp-sink || \
+		(test "$$(id -u)" = 0 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null 2>&1)
+	$(BIN)/python benchmarks/render.py
+	$(BIN)/python benchmarks/send_due.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

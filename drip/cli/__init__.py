@@ -1,0 +1,24 @@
+"""The ``drip`` command line: a thin layer over the library, one sub-app per noun."""
+
+from __future__ import annotations
+
+import typer
+
+from drip.cli import course, db, stats, subscribers
+from drip.cli._common import DripGroup
+
+app = typer.Typer(
+    cls=DripGroup,
+    name="drip",
+    no_args_is_help=True,
+    help="drip: self-hosted email drip courses. Configure with DRIP_* variables or a .env file.",
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(db.app, name="db")
+app.add_typer(course.app, name="course")
+app.add_typer(subscribers.app, name="subscribers")
+app.command("stats")(stats.stats)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,71 @@
+"""What every CLI command shares: settings, database, courses, ``--now`` parsing, output."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from sqlalchemy import Engine
+from typer.core import TyperGroup
+
+from drip.config import Settings, get_settings
+from drip.courses import Catalog
+from drip.db import engine_for
+from drip.exceptions import DripError, InvalidCourse
+
+console = Console()
+
+
+class DripGroup(TyperGroup):
+    """Turns a ``DripError`` into one line on stderr and its exit code: no traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except InvalidCourse as error:
+            for problem in error.problems:
+                typer.echo(problem, err=True)
+            raise typer.Exit(error.exit_code) from None
+        except DripError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(error.exit_code) from None
+
+
+def settings() -> Settings:
+    return get_settings()
+
+
+def engine(*, migrate: bool = True) -> Engine:
+    return engine_for(settings(), migrate=migrate)
+
+
+def catalog() -> Catalog:
+    return Catalog.from_dir(settings().courses_dir)
+
+
+def parse_now(value: str | None) -> datetime:
+    """``--now``: ISO 8601 with ``Z`` or an offset; a naive time means UTC; default: the clock."""
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not ISO 8601 (e.g. 2026-11-25T07:00:00Z or 2026-11-25T07:00+13:00)",
+            param_hint="--now",
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+NowOption = Annotated[
+    str | None,
+    typer.Option("--now", help="Pretend it is this time (ISO 8601; naive means UTC)."),
+]
+
+
+def is_tty() -> bool:
+    return sys.stdout.isatty()

@@ -1,0 +1,134 @@
+"""Settings from the environment (``DRIP_`` prefix) and a ``.env`` file.
+
+``DRIP_SECRET_KEY`` has no default in code: when it is unset and the database is a
+local SQLite file, a random key is generated once into ``drip-secret.key`` beside the
+database (mode 0600) and reused from then on. Other databases need it set explicitly,
+because every host sharing the database must sign with the same key.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+from drip.exceptions import ConfigError
+
+SECRET_FILE_NAME = "drip-secret.key"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DRIP_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    database_url: str = "sqlite:///./drip.db"
+    smtp_url: SecretStr = SecretStr("file://./outbox")
+    base_url: str = "http://127.0.0.1:8000"
+    secret_key: SecretStr | None = None
+    courses_dir: Path = Path("./courses")
+    templates_dir: Path | None = None
+    webhook_secret: SecretStr | None = None
+    default_course: str | None = None
+
+    #: messages per second across all connections; 0 means unthrottled
+    send_rate: float = Field(default=10.0, ge=0)
+    smtp_connections: int = Field(default=2, ge=1, le=32)
+    smtp_timeout: float = Field(default=30.0, gt=0)
+    #: seconds a claimed delivery stays leased before another worker may retry it
+    lease_seconds: int = Field(default=300, ge=10)
+    #: attempts before a temporarily failing delivery is given up as failed
+    max_attempts: int = Field(default=8, ge=1)
+    send_interval_seconds: int = Field(default=60, ge=1)
+    batch_size: int = Field(default=200, ge=1)
+
+    #: origins a signup form may name in its ``redirect`` field
+    allowed_redirect_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: signups per IP per minute before answering 429
+    signup_rate_per_minute: int = Field(default=10, ge=1)
+    #: minimum seconds between two confirmation emails to the same pending address
+    confirm_resend_seconds: int = Field(default=600, ge=0)
+    confirm_max_age_days: int = Field(default=7, ge=1)
+    trust_forwarded_for: bool = False
+
+    dkim_selector: str | None = None
+    dkim_private_key_file: Path | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("allowed_redirect_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def sqlite_path(self) -> Path | None:
+        """The SQLite database file, or None for an in-memory or non-SQLite database."""
+        if not self.is_sqlite:
+            return None
+        database = make_url(self.database_url).database
+        if not database or database == ":memory:":
+            return None
+        return Path(database)
+
+    def secret_keys(self) -> list[str]:
+        """Signing keys, newest first: the first signs, all verify."""
+        if self.secret_key is not None:
+            keys = [k.strip() for k in self.secret_key.get_secret_value().split(",") if k.strip()]
+            if not keys or any(len(k) < 16 for k in keys):
+                raise ConfigError("DRIP_SECRET_KEY: each key must be at least 16 characters")
+            return keys
+        return [_generated_key(self)]
+
+
+def _generated_key(settings: Settings) -> str:
+    database = settings.sqlite_path()
+    if database is None:
+        raise ConfigError(
+            "DRIP_SECRET_KEY is not set; it is required unless the database is a local "
+            "SQLite file (generate one with: python3 -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))')"
+        )
+    key_file = database.resolve().parent / SECRET_FILE_NAME
+    if key_file.exists():
+        return key_file.read_text().strip()
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    # Write a private temp file, then hard-link it into place: atomic, and a concurrent
+    # first run either wins or reads the winner's complete key.
+    fd, temp_name = tempfile.mkstemp(dir=key_file.parent, prefix=".drip-key-")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
+        try:
+            os.link(temp_name, key_file)
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(temp_name)
+    return key_file.read_text().strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings; tests build their own ``Settings(...)`` instead."""
+    try:
+        return Settings()
+    except ValueError as error:
+        raise ConfigError(f"invalid configuration: {error}") from error

@@ -1,0 +1,120 @@
+"""Engine factory, schema migrations and sessions.
+
+SQLite is tuned for several processes sharing one file: WAL, a busy timeout, foreign
+keys on, and every transaction opened with ``BEGIN IMMEDIATE`` so a writer takes the
+lock up front instead of failing half-way when it upgrades from reading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session
+
+from drip.config import Settings
+from drip.exceptions import ConfigError, SchemaOutOfDate
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def make_engine(database_url: str) -> Engine:
+    """An engine for ``database_url``; SQLite files get WAL, busy timeout and IMMEDIATE."""
+    if database_url.startswith("sqlite"):
+        return _sqlite_engine(database_url)
+    try:
+        return create_engine(database_url, pool_pre_ping=True)
+    except Exception as error:  # bad URL or missing driver
+        raise ConfigError(f"DRIP_DATABASE_URL: {error}") from error
+
+
+def _sqlite_engine(database_url: str) -> Engine:
+    engine = create_engine(database_url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event, not pysqlite, decide how transactions start.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def alembic_config(engine: Engine) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["engine"] = engine
+    return config
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def upgrade(engine: Engine) -> tuple[str | None, str | None]:
+    """Migrate to the newest schema; returns (revision before, revision after)."""
+    before = current_revision(engine)
+    command.upgrade(alembic_config(engine), "head")
+    return before, current_revision(engine)
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Upgrade a SQLite database in place; ask for ``drip db upgrade`` on a shared server.
+
+    Several hosts may share a PostgreSQL database, so migrating it is an explicit step.
+    """
+    try:
+        current = current_revision(engine)
+    except OperationalError as error:
+        raise ConfigError(f"cannot open the database: {error.orig}") from error
+    if current == head_revision():
+        return
+    if engine.dialect.name == "sqlite":
+        upgrade(engine)
+        return
+    raise SchemaOutOfDate(
+        f"the database schema is at {current or 'nothing'}, this drip needs "
+        f"{head_revision()}: run `drip db upgrade`"
+    )
+
+
+def engine_for(settings: Settings, *, migrate: bool = True) -> Engine:
+    engine = make_engine(settings.database_url)
+    if migrate:
+        ensure_schema(engine)
+    return engine
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error."""
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise

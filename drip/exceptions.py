@@ -1,0 +1,97 @@
+"""Every error drip raises on purpose.
+
+::
+
+    DripError
+    ├── ConfigError(DripError, ValueError)        bad setting or environment
+    ├── InvalidCourse(DripError, ValueError)       course YAML that fails validation
+    ├── UnknownCourse(DripError, LookupError)
+    ├── SchemaOutOfDate(DripError, RuntimeError)   database needs `drip db upgrade`
+    ├── InvalidSubscriber(DripError, ValueError)   bad email, time zone, name
+    ├── SubscriberNotFound(DripError, LookupError)
+    ├── InvalidToken(DripError, ValueError)        tampered, wrong purpose or unknown
+    │   └── ExpiredToken
+    ├── TemplateError(DripError, ValueError)       an email template fails to render
+    └── MailError(DripError)                       a message could not be handed over
+        ├── TemporaryFailure                       4xx or connection trouble: retry later
+        └── PermanentFailure                       5xx for the recipient: never retry
+
+The CLI prints ``str(error)`` of any ``DripError`` on one line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+
+class DripError(Exception):
+    """Base class: an error whose message is meant for the user, not a traceback."""
+
+    exit_code = 1
+
+
+class ConfigError(DripError, ValueError):
+    exit_code = 2
+
+
+class InvalidCourse(DripError, ValueError):
+    """A course file is invalid. ``problems`` lists every ``file:line: key: message``."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
+
+
+class UnknownCourse(DripError, LookupError):
+    exit_code = 2
+
+
+class SchemaOutOfDate(DripError, RuntimeError):
+    exit_code = 2
+
+
+class InvalidSubscriber(DripError, ValueError):
+    """Bad subscriber input; ``field`` names the offending field."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class SubscriberNotFound(DripError, LookupError):
+    exit_code = 1
+
+
+class InvalidToken(DripError, ValueError):
+    pass
+
+
+class ExpiredToken(InvalidToken):
+    """A correctly signed token past its age limit; ``payload`` is still usable to resend."""
+
+    def __init__(self, message: str, *, payload: object = None) -> None:
+        super().__init__(message)
+        self.payload = payload
+
+
+class TemplateError(DripError, ValueError):
+    pass
+
+
+class MailError(DripError):
+    """A message was not accepted. ``code`` and ``response`` come from the server when known."""
+
+    def __init__(self, message: str, *, code: int | None = None, response: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.response = response
+
+
+class TemporaryFailure(MailError):
+    pass
+
+
+class PermanentFailure(MailError):
+    pass

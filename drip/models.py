@@ -1,0 +1,149 @@
+"""Tables: Subscriber, Enrollment (a subscriber on a course) and Delivery (one lesson).
+
+The Delivery row is both the queue and the receipt: one row per (enrollment, day id),
+unique, carrying one status, one timestamp per event, the attempts, the SMTP response
+and the Message-ID. All datetimes are aware UTC.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import Column, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores aware datetimes as UTC and always reads them back aware (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use aware UTC")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_uid() -> str:
+    """A random public identifier, used in tokens and Message-IDs instead of row ids."""
+    return secrets.token_hex(12)
+
+
+def _ts(*, index: bool = False) -> Column:  # type: ignore[type-arg]
+    return Column(UTCDateTime(), nullable=True, index=index)
+
+
+class SubscriberStatus(StrEnum):
+    PENDING = "pending"  #: signed up, confirmation link not yet followed
+    ACTIVE = "active"  #: confirmed; receives lessons
+    UNSUBSCRIBED = "unsubscribed"  #: left; never mailed again unless they sign up anew
+    SUPPRESSED = "suppressed"  #: the mail server rejected the address permanently
+
+
+class EnrollmentStatus(StrEnum):
+    PENDING = "pending"  #: waiting for the subscriber's confirmation
+    ACTIVE = "active"  #: lessons are being delivered
+    COMPLETED = "completed"  #: every day of the course was sent
+    CANCELLED = "cancelled"  #: stopped by unsubscribe, suppression or deletion
+
+
+class DeliveryStatus(StrEnum):
+    SCHEDULED = "scheduled"  #: waiting for due_at (also after a temporary failure)
+    SENDING = "sending"  #: claimed by a worker until claimed_until
+    SENT = "sent"  #: accepted by the mail server
+    FAILED = "failed"  #: given up: permanent rejection or too many attempts
+    CANCELLED = "cancelled"  #: the subscriber left before it went out
+    SKIPPED = "skipped"  #: its day was removed from the course
+
+
+#: statuses from which a delivery may still go out
+PENDING_DELIVERY = (DeliveryStatus.SCHEDULED, DeliveryStatus.SENDING)
+
+
+class Subscriber(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    uid: str = Field(default_factory=new_uid, sa_column=Column(String(32), unique=True))
+    email: str = Field(sa_column=Column(String(320), unique=True, nullable=False))
+    name: str = Field(default="", sa_column=Column(String(200), nullable=False))
+    timezone: str | None = Field(default=None, sa_column=Column(String(64)))
+    status: str = Field(
+        default=SubscriberStatus.PENDING, sa_column=Column(String(16), nullable=False, index=True)
+    )
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+    confirmed_at: datetime | None = Field(default=None, sa_column=_ts())
+    unsubscribed_at: datetime | None = Field(default=None, sa_column=_ts())
+    suppressed_at: datetime | None = Field(default=None, sa_column=_ts())
+    suppressed_reason: str | None = Field(default=None, sa_column=Column(Text))
+    confirmation_sent_at: datetime | None = Field(default=None, sa_column=_ts())
+    # Proof of consent: when, from where and through which form the address was given.
+    consent_at: datetime | None = Field(default=None, sa_column=_ts())
+    consent_ip: str | None = Field(default=None, sa_column=Column(String(64)))
+    consent_user_agent: str | None = Field(default=None, sa_column=Column(String(512)))
+    consent_source: str | None = Field(default=None, sa_column=Column(String(512)))
+
+
+class Enrollment(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("subscriber_id", "course_slug"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    uid: str = Field(default_factory=new_uid, sa_column=Column(String(32), unique=True))
+    subscriber_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    course_slug: str = Field(sa_column=Column(String(100), nullable=False, index=True))
+    status: str = Field(
+        default=EnrollmentStatus.PENDING, sa_column=Column(String(16), nullable=False)
+    )
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+    started_at: datetime | None = Field(default=None, sa_column=_ts())
+    completed_at: datetime | None = Field(default=None, sa_column=_ts())
+    cancelled_at: datetime | None = Field(default=None, sa_column=_ts())
+
+
+class Delivery(SQLModel, table=True):
+    __table_args__ = (
+        UniqueConstraint("enrollment_id", "day_id", name="uq_delivery_enrollment_day"),
+        # The claim query: scheduled rows by due time, stranded claims by lease expiry.
+        Index("ix_delivery_status_due_at", "status", "due_at"),
+        Index("ix_delivery_status_claimed_until", "status", "claimed_until"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    enrollment_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("enrollment.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    day_id: str = Field(sa_column=Column(String(100), nullable=False))
+    status: str = Field(
+        default=DeliveryStatus.SCHEDULED, sa_column=Column(String(16), nullable=False)
+    )
+    due_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+    claimed_until: datetime | None = Field(default=None, sa_column=_ts())
+    sent_at: datetime | None = Field(default=None, sa_column=_ts())
+    failed_at: datetime | None = Field(default=None, sa_column=_ts())
+    cancelled_at: datetime | None = Field(default=None, sa_column=_ts())
+    message_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    smtp_response: str | None = Field(default=None, sa_column=Column(Text))
+    last_error: str | None = Field(default=None, sa_column=Column(Text))

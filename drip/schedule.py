@@ -1,0 +1,73 @@
+"""Pure scheduling: when a lesson is due, from plain values and ``now``. No I/O.
+
+A subscriber gets day 1 as soon as they confirm. Every later day is due at the course's
+``send_at`` in the subscriber's own zone, on the first allowed weekday *after* the local
+calendar day on which the previous lesson went out. Because the next due time is computed
+from when the previous lesson was actually sent, an outage shifts the schedule instead of
+producing a burst, and a DST change can neither skip nor double a day: the arithmetic is
+on local calendar dates, converted to UTC only at the end.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+#: first retry after a temporary failure; doubles per attempt
+RETRY_BASE = timedelta(minutes=5)
+#: longest wait between two attempts
+RETRY_CAP = timedelta(hours=6)
+
+
+def local_send_time(day: date, send_at: time, zone: ZoneInfo) -> datetime:
+    """``send_at`` on local ``day`` as aware UTC.
+
+    A wall time that does not exist (the spring-forward gap) resolves to the same
+    instant as the hour before the gap plus the minutes (02:30 → 03:30 DST); an ambiguous
+    one (autumn fold) to its first occurrence. Either way it stays on ``day``.
+    """
+    return datetime.combine(day, send_at, tzinfo=zone).astimezone(UTC)
+
+
+def next_allowed_day(after: date, weekdays: frozenset[int]) -> date:
+    """The first date strictly after ``after`` whose weekday is allowed."""
+    if not weekdays:
+        raise ValueError("at least one weekday must be allowed")
+    candidate = after + timedelta(days=1)
+    while candidate.weekday() not in weekdays:
+        candidate += timedelta(days=1)
+    return candidate
+
+
+def next_due(
+    *, last_sent_at: datetime, zone: ZoneInfo, send_at: time, weekdays: frozenset[int]
+) -> datetime:
+    """When the lesson after one sent at ``last_sent_at`` is due (aware UTC)."""
+    sent_local_day = last_sent_at.astimezone(zone).date()
+    return local_send_time(next_allowed_day(sent_local_day, weekdays), send_at, zone)
+
+
+def resume_due(
+    *,
+    now: datetime,
+    last_sent_at: datetime | None,
+    zone: ZoneInfo,
+    send_at: time,
+    weekdays: frozenset[int],
+) -> datetime:
+    """When the next lesson is due for an enrollment that (re)starts at ``now``.
+
+    At once, unless a lesson already went out on today's local date: then the usual
+    next slot, so a resubscribe never yields two lessons on one day.
+    """
+    if last_sent_at is None:
+        return now
+    return max(
+        now, next_due(last_sent_at=last_sent_at, zone=zone, send_at=send_at, weekdays=weekdays)
+    )
+
+
+def retry_at(*, now: datetime, attempts: int) -> datetime:
+    """When to try again after ``attempts`` failed attempts (exponential, capped)."""
+    delay = RETRY_BASE * (2 ** max(attempts - 1, 0))
+    return now + min(delay, RETRY_CAP)

@@ -1,0 +1,61 @@
+"""Signed, purpose-bound tokens for confirmation and unsubscribe links (itsdangerous).
+
+Each purpose has its own salt, so an unsubscribe token can never confirm and vice versa.
+Tokens carry an enrollment's random ``uid``, never a row id or an email address.
+Confirmation tokens expire; unsubscribe tokens do not, because RFC 8058 links in old mail
+must keep working. ``DRIP_SECRET_KEY`` may list several keys: the first signs, all verify.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
+
+from drip.exceptions import ExpiredToken, InvalidToken
+
+
+class Purpose(StrEnum):
+    CONFIRM = "drip.confirm"  #: double opt-in link; expires
+    UNSUBSCRIBE = "drip.unsubscribe"  #: List-Unsubscribe and footer links; never expires
+
+
+class Tokens:
+    def __init__(self, secret_keys: list[str], *, confirm_max_age_seconds: int) -> None:
+        if not secret_keys:
+            raise ValueError("at least one secret key is needed")
+        keys = list(reversed(secret_keys))  # itsdangerous signs with the *last* key
+        self._confirm = URLSafeTimedSerializer(keys, salt=Purpose.CONFIRM)
+        self._unsubscribe = URLSafeSerializer(keys, salt=Purpose.UNSUBSCRIBE)
+        self._max_age = confirm_max_age_seconds
+
+    def confirm_token(self, uid: str) -> str:
+        return self._confirm.dumps(uid)
+
+    def unsubscribe_token(self, uid: str) -> str:
+        return self._unsubscribe.dumps(uid)
+
+    def read_confirm(self, token: str) -> tuple[str, datetime]:
+        """(enrollment uid, time issued) from a confirmation token."""
+        try:
+            uid, issued = self._confirm.loads(token, max_age=self._max_age, return_timestamp=True)
+        except SignatureExpired:
+            # The signature is good, only old: keep the uid so the page can offer a resend.
+            _, uid = self._confirm.loads_unsafe(token)
+            raise ExpiredToken("this confirmation link has expired", payload=_uid(uid)) from None
+        except BadSignature:
+            raise InvalidToken("this link is not valid") from None
+        return _uid(uid), issued.astimezone(UTC)
+
+    def read_unsubscribe(self, token: str) -> str:
+        try:
+            return _uid(self._unsubscribe.loads(token))
+        except BadSignature:
+            raise InvalidToken("this link is not valid") from None
+
+
+def _uid(value: object) -> str:
+    if not isinstance(value, str) or not value.isalnum() or len(value) > 32:
+        raise InvalidToken("this link is not valid")
+    return value

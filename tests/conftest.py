@@ -1,0 +1,113 @@
+"""Shared fixtures: real SQLite files, a throwaway PostgreSQL database, the shipped course."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from drip.config import Settings
+from drip.courses import Catalog, Course, load_course
+from drip.db import engine_for, make_engine, upgrade
+
+ROOT = Path(__file__).resolve().parent.parent
+COURSES_DIR = ROOT / "courses"
+SHIPPED_COURSE = COURSES_DIR / "yin-immersion.yaml"
+TEST_SECRET = "test-secret-key-not-for-production"
+PG_URL = os.environ.get("DRIP_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(autouse=True)
+def _no_drip_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests never see the developer's DRIP_* variables or .env file."""
+    for name in list(os.environ):
+        if name.startswith("DRIP_") and name != "DRIP_TEST_POSTGRES_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    from drip.config import get_settings
+
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def course() -> Course:
+    return load_course(SHIPPED_COURSE)
+
+
+@pytest.fixture(scope="session")
+def catalog() -> Catalog:
+    return Catalog.from_dir(COURSES_DIR)
+
+
+@pytest.fixture(scope="session")
+def _pg_server_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    if not PG_URL:
+        pytest.skip("DRIP_TEST_POSTGRES_URL not set: PostgreSQL lane skipped")
+    name = f"drip_test_{secrets.token_hex(4)}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_url(_pg_server_url: str) -> Iterator[str]:
+    """The session's PostgreSQL database, emptied before each test."""
+    engine = create_engine(_pg_server_url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+    yield _pg_server_url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each database drip supports: a SQLite file, and PostgreSQL when available."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'drip.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+def make_settings(tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": f"sqlite:///{tmp_path / 'drip.db'}",
+        "smtp_url": "memory://",
+        "secret_key": TEST_SECRET,
+        "courses_dir": COURSES_DIR,
+        "send_rate": 0,
+        "_env_file": None,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[Engine]:
+    engine = engine_for(settings)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def any_engine(database_url: str) -> Iterator[Engine]:
+    """A migrated engine on each supported database."""
+    engine = make_engine(database_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()

@@ -1,0 +1,85 @@
+"""Schema migrations and the constraints the delivery guarantees rest on."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from drip.db import current_revision, ensure_schema, head_revision, make_engine, upgrade
+from drip.exceptions import SchemaOutOfDate
+from drip.models import Delivery, Enrollment, Subscriber
+
+NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+
+
+def test_migrations_build_the_schema_from_empty(any_engine: Engine) -> None:
+    """Upgrading an empty database creates every table and ends at the head revision."""
+    assert current_revision(any_engine) == head_revision()
+    tables = set(inspect(any_engine).get_table_names())
+    assert {"subscriber", "enrollment", "delivery", "alembic_version"} <= tables
+    indexes = {ix["name"] for ix in inspect(any_engine).get_indexes("delivery")}
+    assert {"ix_delivery_status_due_at", "ix_delivery_status_claimed_until"} <= indexes
+
+
+def test_upgrade_twice_is_harmless(any_engine: Engine) -> None:
+    """Running the migrations again changes nothing."""
+    assert upgrade(any_engine) == (head_revision(), head_revision())
+
+
+def test_delivery_is_unique_per_enrollment_and_day(any_engine: Engine) -> None:
+    """The database itself refuses a second delivery row for the same (enrollment, day)."""
+    with Session(any_engine) as session:
+        subscriber = Subscriber(email="a@example.org")
+        session.add(subscriber)
+        session.flush()
+        enrollment = Enrollment(subscriber_id=subscriber.id, course_slug="c")
+        session.add(enrollment)
+        session.flush()
+        session.add(Delivery(enrollment_id=enrollment.id, day_id="d1", due_at=NOW))
+        session.commit()
+        session.add(Delivery(enrollment_id=enrollment.id, day_id="d1", due_at=NOW))
+        with pytest.raises(IntegrityError):
+            session.commit()
+
+
+def test_datetimes_come_back_aware_utc(any_engine: Engine) -> None:
+    """Timestamps round-trip as aware UTC datetimes on every database."""
+    with Session(any_engine) as session:
+        session.add(Subscriber(email="tz@example.org", created_at=NOW))
+        session.commit()
+    with Session(any_engine) as session:
+        row = session.get(Subscriber, 1)
+        assert row is not None
+        assert row.created_at == NOW
+        assert row.created_at.tzinfo is not None
+
+
+def test_sqlite_is_tuned_for_concurrency(tmp_path: Path) -> None:
+    """SQLite files run in WAL mode with a busy timeout and foreign keys enforced."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_sqlite_schema_is_upgraded_on_demand(tmp_path: Path) -> None:
+    """Commands on an empty SQLite file migrate it themselves."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'new.db'}")
+    ensure_schema(engine)
+    assert current_revision(engine) == head_revision()
+
+
+def test_postgres_schema_is_never_migrated_implicitly(pg_url: str) -> None:
+    """On a shared server, a command asks for `drip db upgrade` instead of migrating."""
+    engine = make_engine(pg_url)
+    with pytest.raises(SchemaOutOfDate, match="drip db upgrade"):
+        ensure_schema(engine)
+    with engine.connect() as connection:
+        assert not connection.execute(text("SELECT to_regclass('subscriber')")).scalar()
+    engine.dispose()
