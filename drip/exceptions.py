@@ -90,8 +90,22 @@ class MailError(DripError):
 
 
 class TemporaryFailure(MailError):
-    pass
+    """Try again later. ``connection`` means the server itself is unreachable or unusable,
+    so the rest of the run would fail the same way."""
+
+    def __init__(
+        self, message: str, *, code: int | None = None, response: str = "", connection: bool = False
+    ) -> None:
+        super().__init__(message, code=code, response=response)
+        self.connection = connection
 
 
 class PermanentFailure(MailError):
-    pass
+    """Never retry this message. ``suppress`` means the recipient address itself was
+    rejected (RCPT 5xx), so nothing more may be sent to it."""
+
+    def __init__(
+        self, message: str, *, code: int | None = None, response: str = "", suppress: bool = False
+    ) -> None:
+        super().__init__(message, code=code, response=response)
+        self.suppress = suppress

@@ -26,7 +26,7 @@ def normalize_email(raw: str) -> str:
     if len(raw) > 320 or any(ch in raw for ch in "\r\n\0"):
         raise InvalidSubscriber("email is not a valid address", field="email")
     try:
-        result = validate_email(raw, check_deliverability=False)
+        result = validate_email(raw, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as error:
         raise InvalidSubscriber(f"email is not a valid address: {error}", field="email") from None
     local, _, domain = result.normalized.rpartition("@")

@@ -11,9 +11,11 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
+from drip.compose import Composer
 from drip.config import Settings
 from drip.courses import Catalog, Course, load_course
 from drip.db import engine_for, make_engine, upgrade
+from drip.testing import SmtpSink
 
 ROOT = Path(__file__).resolve().parent.parent
 COURSES_DIR = ROOT / "courses"
@@ -111,3 +113,15 @@ def any_engine(database_url: str) -> Iterator[Engine]:
     upgrade(engine)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    """A real SMTP server on 127.0.0.1 that records messages and fails on demand."""
+    with SmtpSink() as sink:
+        yield sink
+
+
+@pytest.fixture
+def composer(settings: Settings) -> Composer:
+    return Composer(settings=settings)

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import secrets
+import tempfile
+import webbrowser
+from datetime import UTC, datetime
+from email import policy
+from email.parser import BytesParser
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -9,8 +16,11 @@ import typer
 from rich.table import Table
 
 from drip.cli._common import DripGroup, catalog, console, settings
+from drip.compose import Composer, render_problems
+from drip.compose import preview as preview_message
 from drip.courses import Course, course_files, load_course
 from drip.exceptions import InvalidCourse
+from drip.tokens import Tokens
 
 app = typer.Typer(cls=DripGroup, no_args_is_help=True, help="Inspect and check courses.")
 
@@ -67,4 +77,56 @@ def validate(
 
 def _render_problems(path: Path, course: Course) -> list[str]:
     """Every email of the course rendered once, so template errors show before sending."""
-    return []
+    return render_problems(
+        composer=_preview_composer(), course=course, label=str(path), now=datetime.now(UTC)
+    )
+
+
+def _preview_composer() -> Composer:
+    # A throwaway key: previews never need links that work, nor the real key file.
+    tokens = Tokens([secrets.token_urlsafe(32)], confirm_max_age_seconds=3600)
+    return Composer(settings=settings(), tokens=tokens)
+
+
+class Format(StrEnum):
+    html = "html"
+    text = "text"
+    eml = "eml"
+
+
+@app.command()
+def preview(
+    course: Annotated[str, typer.Argument(help="Course slug.")],
+    day: Annotated[
+        str, typer.Argument(help="Day number (1-7), day id, or confirm|welcome|goodbye.")
+    ],
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="What to print.")] = Format.html,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file.")] = None,
+    open_browser: Annotated[
+        bool, typer.Option("--open", help="Open the HTML in a browser (writes a temp file).")
+    ] = False,
+) -> None:
+    """Render an email exactly as a (sample) subscriber would receive it.
+
+    Example: drip course preview yin-immersion 1 --format eml -o day1.eml
+    """
+    message = preview_message(
+        composer=_preview_composer(), course=catalog().get(course), which=day, now=datetime.now(UTC)
+    )
+    parsed = BytesParser(policy=policy.default).parsebytes(message.data)
+    if fmt is Format.eml:
+        content = message.data.decode("ascii", "replace").replace("\r\n", "\n")
+    else:
+        part = parsed.get_body(("html",) if fmt is Format.html else ("plain",))
+        content = part.get_content() if part is not None else ""
+    if open_browser:
+        target = output or Path(tempfile.mkstemp(suffix=".html", prefix="drip-preview-")[1])
+        html_part = parsed.get_body(("html",))
+        target.write_text(html_part.get_content() if html_part else "", encoding="utf-8")
+        webbrowser.open(target.resolve().as_uri())
+        typer.echo(f"opened {target}")
+    elif output:
+        output.write_text(content, encoding="utf-8")
+        typer.echo(f"wrote {output}")
+    else:
+        typer.echo(content, nl=False)

@@ -1,0 +1,131 @@
+"""Test helpers for drip and for projects built on it (needs the ``dev`` extra: aiosmtpd).
+
+``SmtpSink`` is a real SMTP server on 127.0.0.1 that records what it receives and can be
+told to misbehave: refuse a recipient with any code, refuse the next DATA, or drop the
+connection mid-message.
+
+    with SmtpSink() as sink:
+        settings = Settings(smtp_url=sink.url, ...)
+        ...
+        assert sink.message_ids() == [...]
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import dataclass
+from email.parser import BytesHeaderParser
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Received:
+    envelope_from: str
+    recipients: tuple[str, ...]
+    data: bytes
+
+    @property
+    def message_id(self) -> str:
+        return str(BytesHeaderParser().parsebytes(self.data).get("Message-ID", ""))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class _Handler:
+    def __init__(self, sink: SmtpSink) -> None:
+        self.sink = sink
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
+    ) -> str:
+        with self.sink.lock:
+            reply = self.sink.rcpt_replies.get(address.lower())
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.sink.lock:
+            if self.sink.drop_next:
+                self.sink.drop_next -= 1
+                server.transport.close()  # vanish mid-message, like a crashed server
+                return "421 gone"
+            if self.sink.data_replies:
+                return self.sink.data_replies.pop(0)
+            self.sink.received.append(
+                Received(envelope.mail_from, tuple(envelope.rcpt_tos), envelope.original_content)
+            )
+            count = len(self.sink.received)
+        return f"250 2.0.0 Ok: queued as drip-sink-{count}"
+
+
+class SmtpSink:
+    def __init__(
+        self,
+        *,
+        tls_context: Any = None,
+        credentials: tuple[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.lock = threading.Lock()
+        self.received: list[Received] = []
+        #: recipient (lower case) → full SMTP reply to RCPT, e.g. "550 5.1.1 no such user"
+        self.rcpt_replies: dict[str, str] = {}
+        #: replies for the next DATA commands, used up in order
+        self.data_replies: list[str] = []
+        #: how many of the next messages to answer by dropping the connection
+        self.drop_next = 0
+        self.logins: list[str] = []
+        self._tls_context = tls_context
+        self._credentials = credentials
+        self._controller: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}?starttls=off"
+
+    def start(self) -> SmtpSink:
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult
+
+        def authenticate(
+            server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+        ) -> AuthResult:
+            login = (auth_data.login.decode(), auth_data.password.decode())
+            ok = login == self._credentials
+            if ok:
+                self.logins.append(login[0])
+            return AuthResult(success=ok, handled=False)
+
+        options: dict[str, Any] = {"data_size_limit": 50 * 1024 * 1024}
+        if self._tls_context is not None:
+            options.update(tls_context=self._tls_context, require_starttls=True)
+        if self._credentials is not None:
+            options.update(authenticator=authenticate, auth_require_tls=True)
+        self._controller = Controller(
+            _Handler(self), hostname="127.0.0.1", port=self.port, ready_timeout=10, **options
+        )
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    def __enter__(self) -> SmtpSink:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def message_ids(self) -> list[str]:
+        with self.lock:
+            return [message.message_id for message in self.received]

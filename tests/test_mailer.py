@@ -1,0 +1,190 @@
+"""Mail transports against a real SMTP server on loopback, plus file and memory backends."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import trustme
+
+from drip.exceptions import ConfigError, PermanentFailure, TemporaryFailure
+from drip.mailer import mailer_from_url, memory
+from drip.mailer.file import FileMailer
+from drip.mailer.smtp import SmtpConfig, SmtpMailer
+from drip.message import Outgoing, Prototype, quoted_printable
+from drip.testing import SmtpSink, free_port
+
+NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+
+
+def _message(n: int = 0, to: str = "ana@example.org") -> Outgoing:
+    prototype = Prototype(from_name="Maya", from_address="hello@example.com", subject="Hi")
+    return prototype.build(
+        to_name="Ana",
+        to_address=to,
+        message_id=f"m{n}@example.com",
+        date=NOW,
+        text=quoted_printable("hello"),
+        html=quoted_printable("<p>hello</p>"),
+    )
+
+
+def _smtp(url: str) -> SmtpMailer:
+    mailer = mailer_from_url(url, timeout=5)
+    assert isinstance(mailer, SmtpMailer)
+    return mailer
+
+
+def test_a_batch_reuses_one_connection(smtp_sink: SmtpSink) -> None:
+    """Twenty messages go over a single SMTP connection and all arrive intact."""
+    with _smtp(smtp_sink.url) as mailer:
+        replies = [mailer.send(_message(n)) for n in range(20)]
+        assert mailer.connections_opened == 1
+    assert smtp_sink.message_ids() == [f"<m{n}@example.com>" for n in range(20)]
+    assert replies[0].startswith("250 2.0.0 Ok: queued as")
+    assert smtp_sink.received[0].data.endswith(b"\r\n")
+
+
+def test_connection_is_recycled_after_its_message_limit(smtp_sink: SmtpSink) -> None:
+    """max_per_connection makes the mailer reconnect, as servers with per-session limits need."""
+    with _smtp(smtp_sink.url + "&max_per_connection=3") as mailer:
+        for n in range(7):
+            mailer.send(_message(n))
+        assert mailer.connections_opened == 3
+    assert len(smtp_sink.received) == 7
+
+
+@pytest.mark.parametrize(
+    "reply", ["450 4.2.0 mailbox busy", "451 4.3.0 try later", "421 4.7.0 too many connections"]
+)
+def test_4xx_recipient_is_temporary(smtp_sink: SmtpSink, reply: str) -> None:
+    """A 4xx answer is a TemporaryFailure; the next message still goes through."""
+    smtp_sink.rcpt_replies["busy@example.org"] = reply
+    with _smtp(smtp_sink.url) as mailer:
+        with pytest.raises(TemporaryFailure) as caught:
+            mailer.send(_message(1, to="busy@example.org"))
+        assert caught.value.code == int(reply[:3])
+        mailer.send(_message(2))
+    assert smtp_sink.message_ids() == ["<m2@example.com>"]
+
+
+def test_5xx_recipient_is_permanent_and_suppresses(smtp_sink: SmtpSink) -> None:
+    """A 550 at RCPT is a PermanentFailure that marks the address for suppression."""
+    smtp_sink.rcpt_replies["gone@example.org"] = "550 5.1.1 no such user"
+    with _smtp(smtp_sink.url) as mailer:
+        with pytest.raises(PermanentFailure) as caught:
+            mailer.send(_message(1, to="gone@example.org"))
+        mailer.send(_message(2))
+        assert mailer.connections_opened == 1
+    assert caught.value.suppress is True
+    assert "no such user" in caught.value.response
+    assert len(smtp_sink.received) == 1
+
+
+def test_5xx_after_data_fails_without_suppressing(smtp_sink: SmtpSink) -> None:
+    """A message refused after DATA (content, size) is permanent but not the address's fault."""
+    smtp_sink.data_replies.append("554 5.7.1 message refused")
+    with _smtp(smtp_sink.url) as mailer, pytest.raises(PermanentFailure) as caught:
+        mailer.send(_message(1))
+    assert caught.value.suppress is False
+
+
+def test_dropped_connection_is_temporary_and_reconnects(smtp_sink: SmtpSink) -> None:
+    """A server vanishing mid-message is a TemporaryFailure; the next send reconnects."""
+    smtp_sink.drop_next = 1
+    with _smtp(smtp_sink.url) as mailer:
+        with pytest.raises(TemporaryFailure) as caught:
+            mailer.send(_message(1))
+        assert caught.value.connection is True
+        mailer.send(_message(2))
+        assert mailer.connections_opened == 2
+    assert smtp_sink.message_ids() == ["<m2@example.com>"]
+
+
+def test_server_down_is_a_connection_failure() -> None:
+    """Nothing listening: a TemporaryFailure flagged as a connection problem."""
+    with _smtp(f"smtp://127.0.0.1:{free_port()}") as mailer:
+        with pytest.raises(TemporaryFailure, match="cannot connect") as caught:
+            mailer.send(_message())
+    assert caught.value.connection is True
+
+
+@pytest.fixture
+def tls_sink(tmp_path: Path) -> Iterator[tuple[SmtpSink, Path]]:
+    """An SMTP server that requires STARTTLS and AUTH, with a certificate from a test CA."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    with SmtpSink(tls_context=server_context, credentials=("maya", "s3cret pw")) as sink:
+        yield sink, ca_file
+
+
+def test_starttls_and_auth(tls_sink: tuple[SmtpSink, Path]) -> None:
+    """smtp://user:pass@host upgrades with STARTTLS, verifies the certificate, then logs in."""
+    sink, ca_file = tls_sink
+    url = f"smtp://maya:s3cret%20pw@127.0.0.1:{sink.port}?starttls=require&cafile={ca_file}"
+    with _smtp(url) as mailer:
+        mailer.send(_message())
+    assert sink.logins == ["maya"]
+    assert len(sink.received) == 1
+
+
+def test_wrong_password_is_a_config_error(tls_sink: tuple[SmtpSink, Path]) -> None:
+    """A refused login is reported as configuration, not retried as a delivery problem."""
+    sink, ca_file = tls_sink
+    url = f"smtp://maya:wrong@127.0.0.1:{sink.port}?cafile={ca_file}"
+    with _smtp(url) as mailer, pytest.raises(ConfigError, match="login refused"):
+        mailer.send(_message())
+
+
+def test_untrusted_certificate_is_refused(tls_sink: tuple[SmtpSink, Path]) -> None:
+    """Without the CA, the self-signed server certificate fails verification."""
+    sink, _ = tls_sink
+    with _smtp(f"smtp://maya:x@127.0.0.1:{sink.port}") as mailer:
+        with pytest.raises(TemporaryFailure, match="CERTIFICATE_VERIFY_FAILED"):
+            mailer.send(_message())
+
+
+def test_starttls_require_refuses_a_plain_server(smtp_sink: SmtpSink) -> None:
+    """starttls=require never falls back to plain text."""
+    url = f"smtp://127.0.0.1:{smtp_sink.port}?starttls=require"
+    with _smtp(url) as mailer, pytest.raises(ConfigError, match="STARTTLS"):
+        mailer.send(_message())
+
+
+def test_password_is_never_sent_in_clear_off_loopback() -> None:
+    """Credentials over an unencrypted link are refused unless the server is on loopback."""
+    assert SmtpConfig.from_url("smtp://u:p@127.0.0.1:25", timeout=1).is_loopback
+    assert not SmtpConfig.from_url("smtp://u:p@mail.example.com", timeout=1).is_loopback
+    config = SmtpConfig.from_url("smtps://u:p%40x@mail.example.com", timeout=1)
+    assert (config.port, config.implicit_tls, config.password) == (465, True, "p@x")
+
+
+def test_unknown_scheme_is_a_config_error() -> None:
+    """A typo in DRIP_SMTP_URL is named, not a crash."""
+    with pytest.raises(ConfigError, match="unsupported scheme 'smpt'"):
+        mailer_from_url("smpt://host")
+
+
+def test_file_mailer_writes_one_eml_per_message(tmp_path: Path) -> None:
+    """file://DIR writes each message as an .eml named after its Message-ID, no temp files left."""
+    mailer = mailer_from_url(f"file://{tmp_path}/outbox")
+    assert isinstance(mailer, FileMailer)
+    first = _message(1)
+    mailer.send(first)
+    mailer.send(_message(2))
+    files = sorted(p.name for p in (tmp_path / "outbox").iterdir())
+    assert files == ["m1_example.com.eml", "m2_example.com.eml"]
+    assert (tmp_path / "outbox" / files[0]).read_bytes() == first.data
+
+
+def test_memory_mailer_keeps_messages() -> None:
+    """memory:// appends to drip.mailer.memory.outbox for tests to inspect."""
+    memory.outbox.clear()
+    mailer_from_url("memory://").send(_message(5))
+    assert [m.message_id for m in memory.outbox] == ["<m5@example.com>"]

@@ -1,0 +1,170 @@
+"""Message building: headers, parts, compliance, determinism and header-injection safety."""
+
+from __future__ import annotations
+
+import quopri
+import re
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+
+import pytest
+
+from drip.compose import Composer, Recipient, lesson_message_id
+from drip.courses import Course
+from drip.message import Prototype, SplicedBody, quoted_printable
+
+NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+ANA = Recipient("ana@example.org", "Ana", "a1b2c3", "Europe/Lisbon")
+
+
+def _parse(data: bytes) -> EmailMessage:
+    message = message_from_bytes(data, policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def test_lesson_has_every_required_header(composer: Composer, course: Course) -> None:
+    """A lesson carries From, To, Subject, Date, Message-ID, List-* and is multipart text+HTML."""
+    message = _parse(
+        composer.lesson(course=course, day=course.days[2], recipient=ANA, now=NOW).data
+    )
+    assert message["From"] == "Yin Yoga with Maya <hello@example.com>"
+    assert message["Reply-To"] == "maya@example.com"
+    assert message["To"] == "Ana <ana@example.org>"
+    assert message["Subject"] == course.days[2].subject
+    assert message["Date"].datetime == NOW
+    assert message["Message-ID"] == "<a1b2c3.spine@example.com>"
+    assert message["List-Id"] == "7-Day Yin Yoga Immersion <yin-immersion.example.com>"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert message.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
+    html = message.get_body(("html",)).get_content()
+    assert course.days[2].class_.url in html
+    assert "Day 3 of 7" in html
+    assert "physician" in html
+
+
+def test_unsubscribe_url_is_the_same_in_header_and_footer(
+    composer: Composer, course: Course
+) -> None:
+    """List-Unsubscribe has an HTTPS-style URL and a mailto; the footers link the same URL."""
+    message = _parse(
+        composer.lesson(course=course, day=course.days[0], recipient=ANA, now=NOW).data
+    )
+    urls = re.findall(r"<([^>]+)>", message["List-Unsubscribe"])
+    assert len(urls) == 2
+    web, mailto = urls
+    assert web == composer.unsubscribe_url(ANA.uid)
+    assert web.startswith("http://127.0.0.1:8000/unsubscribe/")
+    assert mailto.startswith("mailto:maya@example.com?subject=")
+    assert f'href="{web}"' in message.get_body(("html",)).get_content()
+    assert web in message.get_body(("plain",)).get_content()
+
+
+def test_message_id_is_deterministic_per_enrollment_and_day(
+    composer: Composer, course: Course
+) -> None:
+    """Building the same lesson twice (a retry) gives the same Message-ID; another day differs."""
+    first = composer.lesson(course=course, day=course.days[0], recipient=ANA, now=NOW)
+    again = composer.lesson(course=course, day=course.days[0], recipient=ANA, now=NOW)
+    other = composer.lesson(course=course, day=course.days[1], recipient=ANA, now=NOW)
+    expected = lesson_message_id("a1b2c3", "upper-back-shoulders", "example.com")
+    assert first.message_id == again.message_id == f"<{expected}>"
+    assert other.message_id != first.message_id
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Eve\r\nBcc: victim@example.net",
+        "Eve\nContent-Type: text/html",
+        "Eve\rX-Injected: yes",
+        'Eve" <evil@example.net>, "x',
+    ],
+)
+def test_names_cannot_inject_headers_or_recipients(
+    composer: Composer, course: Course, name: str
+) -> None:
+    """CR/LF and quotes in a name never create headers or extra addresses."""
+    recipient = Recipient("eve@example.org", name, "e1", "UTC")
+    data = composer.lesson(course=course, day=course.days[0], recipient=recipient, now=NOW).data
+    message = _parse(data)
+    assert message["Bcc"] is None and message["X-Injected"] is None
+    assert message.get_content_type() == "multipart/alternative"
+    assert [a.addr_spec for a in message["To"].addresses] == ["eve@example.org"]
+    head = data.split(b"\r\n\r\n", 1)[0]
+    assert all(line[:1] in (b" ", b"\t") or b":" in line for line in head.split(b"\r\n"))
+
+
+def test_subject_with_newlines_stays_one_header() -> None:
+    """Even a subject given with CR/LF to the builder stays a single Subject header."""
+    prototype = Prototype(
+        from_name="A", from_address="a@example.com", subject="Hello\r\nBcc: x@example.net"
+    )
+    data = prototype.build(
+        to_name="B",
+        to_address="b@example.org",
+        message_id="m@example.com",
+        date=NOW,
+        text=quoted_printable("t"),
+        html=quoted_printable("h"),
+    ).data
+    message = _parse(data)
+    assert message["Bcc"] is None
+    assert message["Subject"] == "Hello Bcc: x@example.net"
+
+
+def test_non_ascii_round_trips(composer: Composer, course: Course) -> None:
+    """Non-ASCII names and subjects are encoded and decode back exactly."""
+    prototype = Prototype(
+        from_name="Maya Sørensen",
+        from_address="hello@example.com",
+        subject="Día 1: respira 🧘 — ça va",
+    )
+    text = "Grüße, Zoë — 🧘 " + "long line " * 30
+    data = prototype.build(
+        to_name="Zoë Ångström",
+        to_address="zoe@exämple.org",
+        message_id="m@example.com",
+        date=NOW,
+        text=quoted_printable(text),
+        html=quoted_printable("<p>Zoë</p>"),
+    ).data
+    data.decode("ascii")  # the wire form is 7-bit clean
+    message = _parse(data)
+    assert message["Subject"] == "Día 1: respira 🧘 — ça va"
+    assert message["From"].addresses[0].display_name == "Maya Sørensen"
+    assert message["To"].addresses[0].display_name == "Zoë Ångström"
+    assert message["To"].addresses[0].domain == "xn--exmple-cua.org"
+    assert message.get_body(("plain",)).get_content().rstrip("\n") == text
+
+
+def test_lines_respect_smtp_and_quoted_printable_limits(composer: Composer, course: Course) -> None:
+    """Every line ends in CRLF, header lines stay short and QP body lines ≤ 76 columns."""
+    data = composer.lesson(course=course, day=course.days[6], recipient=ANA, now=NOW).data
+    assert b"\n" not in data.replace(b"\r\n", b"")
+    head, body = data.split(b"\r\n\r\n", 1)
+    assert max(len(line) for line in head.split(b"\r\n")) <= 100
+    assert max(len(line) for line in body.split(b"\r\n")) <= 76
+
+
+def test_spliced_body_decodes_to_the_full_text() -> None:
+    """Splicing values into a pre-encoded body decodes to exactly the substituted text."""
+    slots = {"name": "\x00n\x00", "url": "\x00u\x00"}
+    template = ("x" * 70 + " Hi \x00n\x00, ünïcode ") * 3 + "link: \x00u\x00 end "
+    body = SplicedBody(template, slots)
+    values = {"name": "Zoë =?", "url": "https://example.com/" + "a" * 120}
+    encoded = body.encode(values)
+    assert max(len(line) for line in encoded.split(b"\r\n")) <= 76
+    decoded = quopri.decodestring(encoded.replace(b"\r\n", b"\n")).decode("utf-8")
+    expected = template.replace("\x00n\x00", values["name"]).replace("\x00u\x00", values["url"])
+    assert decoded == expected == body.text(values)
+
+
+def test_confirmation_has_no_list_unsubscribe(composer: Composer, course: Course) -> None:
+    """The opt-in email links to confirmation and is not a list message yet."""
+    message = _parse(composer.confirmation(course=course, recipient=ANA, now=NOW).data)
+    assert message["List-Unsubscribe"] is None
+    assert "/confirm/" in message.get_body(("plain",)).get_content()
+    assert message["Subject"] == "Please confirm: 7-Day Yin Yoga Immersion"
