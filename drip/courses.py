@@ -21,7 +21,9 @@ from pydantic import (
     ConfigDict,
     Field,
     HttpUrl,
+    TypeAdapter,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
@@ -50,13 +52,19 @@ def _email(value: str) -> str:
         raise ValueError(f"not an email address ({error})") from None
 
 
-def _url(value: HttpUrl) -> str:
-    return str(value)
+_http_url = TypeAdapter(HttpUrl)
+
+
+def _url(value: str) -> str:
+    try:
+        return str(_http_url.validate_python(value))
+    except ValidationError as error:
+        raise ValueError(f"not a URL ({error.errors()[0]['msg']})") from None
 
 
 Line = Annotated[str, AfterValidator(_nonblank)]
 Email = Annotated[str, AfterValidator(_email)]
-Url = Annotated[HttpUrl, AfterValidator(_url)]
+Url = Annotated[str, AfterValidator(_url)]
 
 
 class _Strict(BaseModel):
@@ -109,11 +117,17 @@ class Course(_Strict):
     @field_validator("send_at", mode="before")
     @classmethod
     def _hh_mm(cls, value: Any) -> Any:
+        if isinstance(value, time):
+            return value
         if isinstance(value, int):  # YAML 1.1 reads 07:00 unquoted as a sexagesimal number
             return time(value // 60, value % 60) if 0 <= value < 24 * 60 else value
         if not isinstance(value, str) or not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
             raise ValueError("must be a local time as HH:MM, e.g. '07:00'")
         return value
+
+    @field_serializer("send_at")
+    def _dump_hh_mm(self, value: time) -> str:
+        return value.strftime("%H:%M")
 
     @field_validator("default_timezone")
     @classmethod
@@ -216,8 +230,6 @@ def _describe(label: str, data: CommentedMap, error: Any) -> str:
         message = "unknown key"
     elif error["type"] == "missing":
         message = "required key is missing"
-    elif error["type"] == "url_parsing" or error["type"].startswith("url_"):
-        message = f"not a URL ({message})"
     return f"{label}:{_line_of(data, loc)}: {_dotted(loc)}: {message}"
 
 

@@ -1,0 +1,113 @@
+"""``drip send-due`` and ``drip run``: the send engine from cron or as a service."""
+
+from __future__ import annotations
+
+import json
+import signal
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from drip.cli._common import NowOption, catalog, console, engine, is_tty, parse_now, settings
+from drip.engine import RunReport, Sender, due
+from drip.logs import configure as configure_logging
+from drip.loop import make_scheduler, stop
+
+
+def send_due(
+    now: NowOption = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Send at most this many lessons.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what is due; claim and send nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Send every lesson due now, then exit: 0 all sent, 1 something failed, 2 bad usage.
+
+    Safe to run from cron every minute, even overlapping: no lesson is sent twice.
+
+    Example: drip send-due --now 2026-11-25T07:00:00Z --limit 500
+    """
+    when = parse_now(now)
+    configure_logging("WARNING")  # cron: failures are logged, the summary is the one line
+    db = engine()
+    if dry_run:
+        rows = due(engine=db, now=when, limit=limit)
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        table = Table("email", "course", "day", "due (UTC)", "attempts")
+        for row in rows:
+            table.add_row(
+                *(str(row[key]) for key in ("email", "course", "day", "due_at", "attempts"))
+            )
+        console.print(table)
+        typer.echo(f"{len(rows)} lesson(s) due at {when.isoformat()}")
+        return
+    sender = Sender(engine=db, settings=settings(), catalog=catalog())
+    signal.signal(signal.SIGTERM, lambda *_: sender.stopping.set())
+    if is_tty() and not as_json:
+        report = _with_progress(sender, when, limit)
+    else:
+        report = sender.send_due(now=when, limit=limit)
+    if as_json:
+        typer.echo(json.dumps({**report.as_dict(), "ok": report.ok}))
+    else:
+        typer.echo(summary(report))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def summary(report: RunReport) -> str:
+    line = ", ".join(
+        f"{value} {key}" for key, value in report.as_dict().items() if key != "stopped"
+    )
+    return line + (f"; stopped early: {report.stopped}" if report.stopped else "")
+
+
+def _with_progress(sender: Sender, when: Any, limit: int | None) -> RunReport:
+    columns = (
+        TextColumn("sending"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[last]}"),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("send", total=limit, last="")
+        return sender.send_due(
+            now=when,
+            limit=limit,
+            progress=lambda outcome: progress.update(task, advance=1, last=outcome),
+        )
+
+
+def run(
+    interval: Annotated[
+        int | None,
+        typer.Option(
+            "--interval", min=1, help="Seconds between runs (default DRIP_SEND_INTERVAL_SECONDS)."
+        ),
+    ] = None,
+) -> None:
+    """Run the send loop until SIGTERM/SIGINT: send-due every minute, never overlapping.
+
+    Example: drip run --interval 60
+    """
+    configure_logging("INFO")
+    config = settings()
+    sender = Sender(engine=engine(), settings=config, catalog=catalog())
+    scheduler = make_scheduler(
+        sender, interval_seconds=interval or config.send_interval_seconds, background=False
+    )
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop(scheduler, sender))
+    typer.echo(
+        f"drip: sending every {interval or config.send_interval_seconds}s; "
+        "stop with Ctrl-C or SIGTERM",
+        err=True,
+    )
+    scheduler.start()

@@ -1,0 +1,343 @@
+"""The send engine end to end with real databases, by passing `now` (never sleeping)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from drip.compose import Composer, Recipient
+from drip.config import Settings
+from drip.courses import Catalog, Course
+from drip.db import session_scope
+from drip.engine import Sender, claim
+from drip.enrollment import sign_up, unsubscribe
+from drip.mailer import memory
+from drip.models import Delivery, DeliveryStatus, Enrollment, Subscriber, SubscriberStatus
+from drip.testing import SmtpSink, free_port
+from tests.conftest import make_settings
+
+
+@pytest.fixture(autouse=True)
+def _empty_outbox() -> Iterator[None]:
+    memory.outbox.clear()
+    yield
+    memory.outbox.clear()
+
+
+def enrol(
+    engine: Engine,
+    course: Course,
+    email: str,
+    *,
+    now: datetime,
+    timezone: str | None = None,
+    name: str = "",
+) -> str:
+    """A confirmed subscriber; returns the enrollment uid."""
+    with session_scope(engine) as session:
+        result = sign_up(
+            session=session,
+            course=course,
+            email=email,
+            name=name,
+            timezone=timezone,
+            confirmed=True,
+            now=now,
+        )
+        return result.enrollment.uid
+
+
+def sender_for(engine: Engine, settings: Settings, course: Course, **kwargs: Any) -> Sender:
+    return Sender(
+        engine=engine, settings=settings, catalog=Catalog({course.slug: course}), **kwargs
+    )
+
+
+def deliveries(engine: Engine) -> list[Delivery]:
+    with Session(engine) as session:
+        return list(session.exec(select(Delivery).order_by(Delivery.id)).all())
+
+
+def variant(course: Course, **changes: Any) -> Course:
+    """A fresh copy of the course with some keys changed (as if the YAML were edited)."""
+    data = course.model_dump(by_alias=True, mode="json")
+    data.update(changes)
+    return Course.model_validate(data)
+
+
+def walk(sender: Sender, start: datetime, days: int, step: timedelta = timedelta(hours=1)) -> None:
+    now = start
+    while now <= start + timedelta(days=days):
+        sender.send_due(now=now)
+        now += step
+
+
+@pytest.mark.parametrize(
+    ("zone", "start_local"),
+    [
+        ("Pacific/Auckland", datetime(2026, 9, 24, 20, 0)),  # DST starts 27 Sep
+        ("America/Los_Angeles", datetime(2026, 10, 29, 9, 15)),  # DST ends 1 Nov
+        ("Europe/London", datetime(2026, 10, 22, 6, 0)),  # DST ends 25 Oct
+    ],
+)
+def test_seven_lessons_one_per_local_day_across_dst(
+    any_engine: Engine, tmp_path: Path, course: Course, zone: str, start_local: datetime
+) -> None:
+    """Walking hour by hour, each subscriber gets exactly 7 lessons in order, one per local
+    day, day 1 at once and the rest at 07:00 their time, through a DST change."""
+    tz = ZoneInfo(zone)
+    start = start_local.replace(tzinfo=tz).astimezone(UTC).replace(minute=0)
+    enrol(any_engine, course, "walker@example.org", now=start, timezone=zone)
+    sender = sender_for(any_engine, make_settings(tmp_path), course)
+    walk(sender, start, days=9)
+
+    sent = [m for m in memory.outbox if m.recipient == "walker@example.org"]
+    rows = [d for d in deliveries(any_engine) if d.status == DeliveryStatus.SENT]
+    assert [r.day_id for r in rows] == [d.id for d in course.days]
+    assert len(sent) == 7 and len({m.message_id for m in sent}) == 7
+    local = [r.sent_at.astimezone(tz) for r in rows if r.sent_at]
+    assert local[0] == start.astimezone(tz)
+    assert [t.hour for t in local[1:]] == [7] * 6
+    dates = [t.date() for t in local]
+    assert all((b - a).days == 1 for a, b in zip(dates, dates[1:], strict=False))
+
+
+def test_subscriber_without_timezone_uses_course_default(
+    engine: Engine, settings: Settings, course: Course
+) -> None:
+    """No zone from the form: lessons follow the course's default_timezone (London)."""
+    start = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    enrol(engine, course, "plain@example.org", now=start)
+    walk(sender_for(engine, settings, course), start, days=2)
+    second = deliveries(engine)[1]
+    assert second.sent_at == datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
+
+
+def test_send_days_are_respected(engine: Engine, settings: Settings, course: Course) -> None:
+    """A Monday-Friday course sends nothing at the weekend and resumes on Monday."""
+    weekdays_only = variant(course, send_days=["mon", "tue", "wed", "thu", "fri"])
+    start = datetime(2026, 11, 26, 7, 0, tzinfo=UTC)  # a Thursday
+    enrol(engine, weekdays_only, "weekday@example.org", now=start)
+    walk(sender_for(engine, settings, weekdays_only), start, days=6)
+    sent_days = [d.sent_at.strftime("%a") for d in deliveries(engine) if d.sent_at]
+    assert sent_days == ["Thu", "Fri", "Mon", "Tue", "Wed"]
+
+
+def test_outage_shifts_the_schedule_without_a_burst(
+    engine: Engine, settings: Settings, course: Course
+) -> None:
+    """After three days without runs, one lesson goes out, the next one a day later."""
+    start = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    enrol(engine, course, "outage@example.org", now=start)
+    sender = sender_for(engine, settings, course)
+    walk(sender, start, days=1)  # day 1 and day 2
+    assert len(memory.outbox) == 2
+    back = start + timedelta(days=4, hours=3)  # nothing ran for three days: 10:00 on day 5
+    walk(sender, back, days=0.5)
+    assert len(memory.outbox) == 3, "one overdue lesson, not three"
+    walk(sender, back + timedelta(days=0.5, hours=1), days=2)
+    assert len(memory.outbox) == 5
+    sent = [d.sent_at.date() for d in deliveries(engine) if d.sent_at]
+    assert len(sent) == len(set(sent)), "never two lessons on one day"
+
+
+def test_unsubscribe_after_claim_is_not_sent(
+    engine: Engine, settings: Settings, course: Course
+) -> None:
+    """A subscriber who leaves after their lesson was claimed does not receive it."""
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    uid = enrol(engine, course, "leaver@example.org", now=now)
+
+    class UnsubscribesWhileBuilding(Composer):
+        def lesson(self, **kwargs: Any) -> Any:
+            with session_scope(engine) as session:
+                unsubscribe(session=session, uid=uid, now=now)
+            return super().lesson(**kwargs)
+
+    sender = sender_for(
+        engine, settings, course, composer=UnsubscribesWhileBuilding(settings=settings)
+    )
+    report = sender.send_due(now=now)
+    assert report.cancelled == 1 and report.sent == 0
+    assert memory.outbox == []
+    assert [d.status for d in deliveries(engine)] == [DeliveryStatus.CANCELLED]
+    walk(sender, now, days=3)
+    assert memory.outbox == []
+
+
+def test_stranded_claim_is_retried_with_the_same_message_id(
+    any_engine: Engine, tmp_path: Path, course: Course
+) -> None:
+    """A claim left by a crashed worker is sent after its lease, with the same Message-ID."""
+    settings = make_settings(tmp_path)
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    enrol(any_engine, course, "crash@example.org", now=now)
+    stranded = claim(engine=any_engine, now=now, limit=10, lease=timedelta(minutes=5))
+    assert len(stranded) == 1
+    sender = sender_for(any_engine, settings, course)
+    assert sender.send_due(now=now + timedelta(minutes=4)).sent == 0  # lease still held
+    assert sender.send_due(now=now + timedelta(minutes=6)).sent == 1
+    expected = Composer(settings=settings).lesson(
+        course=course,
+        day=course.days[0],
+        now=now,
+        recipient=Recipient("crash@example.org", "", stranded[0].uid, "UTC"),
+    )
+    assert memory.outbox[0].message_id == expected.message_id
+    assert deliveries(any_engine)[0].attempts == 2
+
+
+def test_course_edits_never_resend_and_skip_removed_days(
+    engine: Engine, settings: Settings, course: Course
+) -> None:
+    """Inserting a day before sent ones, reordering, or removing a day never resends."""
+    start = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    enrol(engine, course, "edits@example.org", now=start)
+    walk(sender_for(engine, settings, course), start, days=1)  # days 1 and 2 sent
+    days = course.model_dump(by_alias=True, mode="json")["days"]
+    new_day = {**days[0], "id": "breath-intro", "subject": "A new first day"}
+    edited = variant(course, days=[new_day, *reversed(days[1:]), days[0]][:-1])
+    # hips (sent) now last but one, upper-back (sent) removed via slicing, "breath-intro" new
+    edited = variant(
+        edited,
+        days=[
+            d
+            for d in edited.model_dump(by_alias=True, mode="json")["days"]
+            if d["id"] != "side-body"
+        ],
+    )
+    walk(sender_for(engine, settings, edited), start + timedelta(days=1, hours=1), days=8)
+    sent = [d.day_id for d in deliveries(engine) if d.status == DeliveryStatus.SENT]
+    assert len(sent) == len(set(sent)), "no day sent twice"
+    assert sent[:2] == ["upper-back-shoulders", "hips"]
+    assert "breath-intro" in sent
+    statuses = {d.day_id: d.status for d in deliveries(engine)}
+    assert statuses.get("side-body") in (None, DeliveryStatus.SKIPPED)
+
+
+# -- failures from a real SMTP server ---------------------------------------------------------
+
+
+def _smtp_settings(tmp_path: Path, sink: SmtpSink, **overrides: Any) -> Settings:
+    return make_settings(tmp_path, smtp_url=sink.url, smtp_connections=1, **overrides)
+
+
+def test_temporary_failure_is_retried_later(
+    engine: Engine, tmp_path: Path, course: Course, smtp_sink: SmtpSink
+) -> None:
+    """451 defers with backoff (exit non-zero); the retry after the backoff succeeds."""
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    enrol(engine, course, "flaky@example.org", now=now)
+    enrol(engine, course, "fine@example.org", now=now)
+    smtp_sink.rcpt_replies["flaky@example.org"] = "451 4.3.0 try again later"
+    sender = sender_for(engine, _smtp_settings(tmp_path, smtp_sink), course)
+    report = sender.send_due(now=now)
+    assert (report.sent, report.deferred, report.ok) == (1, 1, False)
+    assert sender.send_due(now=now + timedelta(minutes=2)).sent == 0  # still backing off
+    del smtp_sink.rcpt_replies["flaky@example.org"]
+    assert sender.send_due(now=now + timedelta(minutes=6)).sent == 1
+    flaky = [d for d in deliveries(engine) if d.status == DeliveryStatus.SENT]
+    assert {d.attempts for d in flaky} == {1, 2}
+    assert sorted(r.recipients[0] for r in smtp_sink.received) == [
+        "fine@example.org",
+        "flaky@example.org",
+    ]
+
+
+def test_too_many_temporary_failures_give_up_and_move_on(
+    engine: Engine, tmp_path: Path, course: Course, smtp_sink: SmtpSink
+) -> None:
+    """After max_attempts the lesson is failed and the next day is scheduled."""
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    enrol(engine, course, "busy@example.org", now=now)
+    smtp_sink.rcpt_replies["busy@example.org"] = "452 4.2.2 mailbox full"
+    sender = sender_for(engine, _smtp_settings(tmp_path, smtp_sink, max_attempts=2), course)
+    sender.send_due(now=now)
+    report = sender.send_due(now=now + timedelta(hours=1))
+    assert report.failed == 1
+    rows = deliveries(engine)
+    assert [(d.day_id, d.status) for d in rows] == [
+        ("upper-back-shoulders", DeliveryStatus.FAILED),
+        ("hips", DeliveryStatus.SCHEDULED),
+    ]
+    assert "gave up after 2 attempts" in (rows[0].last_error or "")
+
+
+def test_permanent_rejection_suppresses_the_address(
+    any_engine: Engine, tmp_path: Path, course: Course, smtp_sink: SmtpSink
+) -> None:
+    """550 at RCPT suppresses the subscriber: nothing more is ever sent; others carry on."""
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    enrol(any_engine, course, "gone@example.org", now=now)
+    enrol(any_engine, course, "here@example.org", now=now)
+    smtp_sink.rcpt_replies["gone@example.org"] = "550 5.1.1 user unknown"
+    sender = sender_for(any_engine, _smtp_settings(tmp_path, smtp_sink), course)
+    report = sender.send_due(now=now)
+    assert (report.sent, report.suppressed) == (1, 1)
+    walk(sender, now, days=3)
+    assert {r.recipients[0] for r in smtp_sink.received} == {"here@example.org"}
+    with Session(any_engine) as session:
+        gone = session.exec(select(Subscriber).where(Subscriber.email == "gone@example.org")).one()
+    assert gone.status == SubscriberStatus.SUPPRESSED
+    assert "user unknown" in (gone.suppressed_reason or "")
+
+
+def test_dropped_connection_stops_the_run_and_loses_nothing(
+    engine: Engine, tmp_path: Path, course: Course, smtp_sink: SmtpSink
+) -> None:
+    """A connection dropped mid-batch ends the run early; the next run delivers everything."""
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    for n in range(10):
+        enrol(engine, course, f"p{n}@example.org", now=now)
+    smtp_sink.drop_next = 1
+    sender = sender_for(engine, _smtp_settings(tmp_path, smtp_sink), course)
+    report = sender.send_due(now=now)
+    assert report.stopped and not report.ok
+    assert report.sent == 0
+    assert {d.status for d in deliveries(engine)} == {DeliveryStatus.SCHEDULED}
+    assert sender.send_due(now=now + timedelta(minutes=1)).sent == 10
+    assert len(set(smtp_sink.message_ids())) == 10
+
+
+def test_smtp_down_stops_early_and_marks_nothing_sent(
+    engine: Engine, tmp_path: Path, course: Course
+) -> None:
+    """No server at all: the run stops, every lesson stays due, attempts are not used up."""
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    for n in range(5):
+        enrol(engine, course, f"p{n}@example.org", now=now)
+    settings = make_settings(tmp_path, smtp_url=f"smtp://127.0.0.1:{free_port()}")
+    report = sender_for(engine, settings, course).send_due(now=now)
+    assert report.stopped and "SMTP unavailable" in report.stopped
+    assert report.sent == 0
+    assert {(d.status, d.attempts) for d in deliveries(engine)} == {(DeliveryStatus.SCHEDULED, 0)}
+
+
+def test_limit_caps_a_run(engine: Engine, settings: Settings, course: Course) -> None:
+    """--limit N sends at most N lessons; the rest wait for the next run."""
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    for n in range(7):
+        enrol(engine, course, f"p{n}@example.org", now=now)
+    sender = sender_for(engine, settings, course)
+    assert sender.send_due(now=now, limit=3).sent == 3
+    assert sender.send_due(now=now).sent == 4
+
+
+def test_enrollment_completes_after_the_last_day(
+    engine: Engine, settings: Settings, course: Course
+) -> None:
+    """After day 7 the enrollment is completed and nothing more is queued."""
+    start = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    enrol(engine, course, "done@example.org", now=start)
+    walk(sender_for(engine, settings, course), start, days=10)
+    with Session(engine) as session:
+        enrollment = session.exec(select(Enrollment)).one()
+    assert enrollment.status == "completed"
+    assert len(memory.outbox) == 7

@@ -1,0 +1,91 @@
+"""Pure due-time arithmetic: local send times, weekdays, DST, backoff."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from drip.schedule import local_send_time, next_allowed_day, next_due, resume_due, retry_at
+
+SEVEN = time(7, 0)
+ALL_DAYS = frozenset(range(7))
+WEEKDAYS = frozenset(range(5))
+
+
+@pytest.mark.parametrize(
+    ("zone", "sent_local", "expected_local"),
+    [
+        # Los Angeles falls back on 2026-11-01 and springs forward on 2026-03-08.
+        ("America/Los_Angeles", datetime(2026, 10, 31, 7, 0), datetime(2026, 11, 1, 7, 0)),
+        ("America/Los_Angeles", datetime(2026, 3, 7, 7, 0), datetime(2026, 3, 8, 7, 0)),
+        # London: 2026-03-29 (forward) and 2026-10-25 (back).
+        ("Europe/London", datetime(2026, 3, 28, 7, 0), datetime(2026, 3, 29, 7, 0)),
+        ("Europe/London", datetime(2026, 10, 24, 23, 59), datetime(2026, 10, 25, 7, 0)),
+        # Auckland: 2026-04-05 (back) and 2026-09-27 (forward).
+        ("Pacific/Auckland", datetime(2026, 4, 4, 7, 0), datetime(2026, 4, 5, 7, 0)),
+        ("Pacific/Auckland", datetime(2026, 9, 26, 0, 5), datetime(2026, 9, 27, 7, 0)),
+    ],
+)
+def test_next_lesson_is_next_local_day_at_send_time_across_dst(
+    zone: str, sent_local: datetime, expected_local: datetime
+) -> None:
+    """Across a DST change the next lesson is still the next local day at 07:00 local."""
+    tz = ZoneInfo(zone)
+    sent = sent_local.replace(tzinfo=tz).astimezone(UTC)
+    due = next_due(last_sent_at=sent, zone=tz, send_at=SEVEN, weekdays=ALL_DAYS)
+    assert due.astimezone(tz).replace(tzinfo=None) == expected_local
+    assert due.tzinfo is UTC
+
+
+def test_nonexistent_local_time_stays_on_its_day() -> None:
+    """02:30 on a spring-forward day does not exist; the lesson still goes out that day."""
+    tz = ZoneInfo("America/Los_Angeles")
+    due = local_send_time(date(2026, 3, 8), time(2, 30), tz)
+    assert due.astimezone(tz).date() == date(2026, 3, 8)
+    assert due.astimezone(tz).hour == 3
+
+
+def test_ambiguous_local_time_uses_the_first() -> None:
+    """01:30 happens twice when clocks fall back; the first one is used, once."""
+    tz = ZoneInfo("America/Los_Angeles")
+    due = local_send_time(date(2026, 11, 1), time(1, 30), tz)
+    assert due == datetime(2026, 11, 1, 8, 30, tzinfo=UTC)  # 01:30 PDT
+
+
+def test_local_day_decides_not_utc_day() -> None:
+    """Sent late evening in Auckland (still the previous UTC day): next is tomorrow local."""
+    tz = ZoneInfo("Pacific/Auckland")
+    sent = datetime(2026, 11, 25, 22, 0, tzinfo=tz).astimezone(UTC)  # 09:00 UTC, same day
+    due = next_due(last_sent_at=sent, zone=tz, send_at=SEVEN, weekdays=ALL_DAYS)
+    assert due.astimezone(tz) == datetime(2026, 11, 26, 7, 0, tzinfo=tz)
+
+
+def test_send_days_skip_the_weekend() -> None:
+    """With Monday-Friday only, a lesson sent on Friday is followed on Monday."""
+    assert next_allowed_day(date(2026, 11, 27), WEEKDAYS) == date(2026, 11, 30)  # Fri → Mon
+    assert next_allowed_day(date(2026, 11, 24), WEEKDAYS) == date(2026, 11, 25)
+
+
+def test_resume_never_doubles_a_day() -> None:
+    """A restart on a day a lesson already went out waits for the next slot."""
+    tz = ZoneInfo("Europe/London")
+    sent = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    now = sent + timedelta(hours=5)
+    assert resume_due(
+        now=now, last_sent_at=sent, zone=tz, send_at=SEVEN, weekdays=ALL_DAYS
+    ) == datetime(2026, 11, 26, 7, 0, tzinfo=UTC)
+    assert resume_due(now=now, last_sent_at=None, zone=tz, send_at=SEVEN, weekdays=ALL_DAYS) == now
+
+
+def test_retry_backoff_doubles_and_is_capped() -> None:
+    """Retries wait 5, 10, 20 … minutes, never more than 6 hours."""
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    waits = [retry_at(now=now, attempts=n) - now for n in (1, 2, 3, 10)]
+    assert waits == [
+        timedelta(minutes=5),
+        timedelta(minutes=10),
+        timedelta(minutes=20),
+        timedelta(hours=6),
+    ]
