@@ -25,6 +25,8 @@ from drip.exceptions import ConfigError, SchemaOutOfDate
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: execution options for a read-only connection: on SQLite it does not take the write lock
+READ_ONLY = {"sqlite_begin": "DEFERRED"}
 
 
 def make_engine(database_url: str) -> Engine:
@@ -53,7 +55,9 @@ def _sqlite_engine(database_url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # IMMEDIATE unless a read-only caller asks for DEFERRED (see READ_ONLY).
+        mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        connection.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
 

@@ -24,15 +24,19 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, and_, or_, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
 from drip import schedule
 from drip.compose import Composer, Recipient
 from drip.config import Settings
 from drip.courses import Catalog, Course
-from drip.enrollment import schedule_next, stop_subscriber, subscriber_zone
+from drip.db import READ_ONLY
+from drip.enrollment import stop_subscriber
 from drip.exceptions import DripError, PermanentFailure, TemporaryFailure, UnknownCourse
 from drip.logs import log_event
 from drip.mailer import Mailer, mailer_from_url
@@ -62,6 +66,8 @@ class Claimed:
     email: str
     name: str
     timezone: str | None
+    #: day id → status of every delivery row of this enrollment, at claim time
+    history: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -167,7 +173,17 @@ def claim(*, engine: Engine, now: datetime, limit: int, lease: timedelta) -> lis
             .where(Delivery.id.in_(ids), Delivery.claimed_until == lease_until)  # type: ignore[union-attr]
             .order_by(Delivery.due_at, Delivery.id)
         ).all()
-    return [Claimed(r[0], r[1], r[2], r[3], lease_until, *r[4:]) for r in rows]
+        history: dict[int, dict[str, str]] = {}
+        for enrollment_id, day_id, status in session.execute(
+            select(Delivery.enrollment_id, Delivery.day_id, Delivery.status).where(
+                Delivery.enrollment_id.in_({r[1] for r in rows})  # type: ignore[attr-defined]
+            )
+        ):
+            history.setdefault(enrollment_id, {})[day_id] = status
+    return [
+        Claimed(r[0], r[1], r[2], r[3], lease_until, *r[4:], history=history.get(r[1], {}))
+        for r in rows
+    ]
 
 
 def due(*, engine: Engine, now: datetime, limit: int | None = None) -> list[dict[str, object]]:
@@ -200,6 +216,43 @@ def due(*, engine: Engine, now: datetime, limit: int | None = None) -> list[dict
 
 
 # -- sending --------------------------------------------------------------------------------
+
+#: the statements run once per message, built once (building them is costlier than running)
+_CHECK = (
+    select(Delivery.status, Subscriber.status)
+    .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
+    .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
+    .where(Delivery.id == bindparam("id"), Delivery.claimed_until == bindparam("lease"))
+)
+_MARK_SENT = (
+    update(Delivery)
+    .where(
+        Delivery.id == bindparam("delivery"),
+        Delivery.status == DeliveryStatus.SENDING,
+        Delivery.claimed_until == bindparam("lease"),
+    )
+    .values(
+        status=DeliveryStatus.SENT,
+        claimed_until=None,
+        sent_at=bindparam("now"),
+        smtp_response=bindparam("reply"),
+        message_id=bindparam("msgid"),
+    )
+)
+_NEXT_VALUES = {
+    "enrollment_id": bindparam("enrollment"),
+    "day_id": bindparam("day"),
+    "status": DeliveryStatus.SCHEDULED,
+    "due_at": bindparam("due"),
+    "attempts": 0,
+    "created_at": bindparam("now"),
+}
+_INSERT_NEXT = {
+    dialect: insert(Delivery)
+    .values(**_NEXT_VALUES)
+    .on_conflict_do_nothing(index_elements=["enrollment_id", "day_id"])
+    for dialect, insert in (("sqlite", sqlite_insert), ("postgresql", pg_insert))
+}
 
 
 class Sender:
@@ -297,7 +350,7 @@ class Sender:
             message = self.composer.lesson(course=course, day=day, recipient=recipient, now=now)
         except DripError as error:  # a template error: nobody gets a broken lesson
             return self._defer(item, now, str(error))
-        if not self._still_wanted(item):
+        if not self._still_wanted(item, now):
             return "cancelled"
         self.throttle.wait()
         try:
@@ -315,16 +368,29 @@ class Sender:
             item, course, now, DeliveryStatus.SENT, reply=reply, message_id=message.message_id
         )
 
-    def _still_wanted(self, item: Claimed) -> bool:
-        """Right before SMTP: is the claim still ours and the subscriber still active?"""
-        with Session(self.engine) as session:
-            row = session.execute(
-                select(Delivery.status, Subscriber.status)
-                .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
-                .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
-                .where(Delivery.id == item.delivery_id, Delivery.claimed_until == item.lease)
-            ).first()
-        return row is not None and tuple(row) == (DeliveryStatus.SENDING, SubscriberStatus.ACTIVE)
+    def _still_wanted(self, item: Claimed, now: datetime) -> bool:
+        """Right before SMTP: is the claim still ours and the subscriber still active?
+
+        A claim that is ours but whose subscriber is no longer active is cancelled here,
+        so it is not claimed again after its lease.
+        """
+        with self.engine.connect().execution_options(**READ_ONLY) as connection:
+            row = connection.execute(_CHECK, {"id": item.delivery_id, "lease": item.lease}).first()
+        if row is None or row[0] != DeliveryStatus.SENDING:
+            return False
+        if row[1] != SubscriberStatus.ACTIVE:
+            with self.engine.begin() as connection:
+                self._update_claimed(
+                    connection,
+                    item,
+                    {
+                        "status": DeliveryStatus.CANCELLED,
+                        "claimed_until": None,
+                        "cancelled_at": now,
+                    },
+                )
+            return False
+        return True
 
     # -- recording ------------------------------------------------------------------------
 
@@ -339,27 +405,35 @@ class Sender:
         message_id: str | None = None,
         error: str | None = None,
     ) -> str:
-        """Record a final outcome for this day and queue the next one, atomically."""
-        with Session(self.engine, expire_on_commit=False) as session, session.begin():
-            values: dict[str, object] = {"status": status, "claimed_until": None}
+        """Record a final outcome for this day and queue the next one, in one transaction."""
+        values: dict[str, object] = {"status": status, "claimed_until": None}
+        if status == DeliveryStatus.FAILED:
+            values.update(failed_at=now, last_error=error)
+        else:
+            values.update(last_error=error)
+        with self.engine.begin() as connection:
             if status == DeliveryStatus.SENT:
-                values.update(sent_at=now, smtp_response=reply, message_id=message_id)
-            elif status == DeliveryStatus.FAILED:
-                values.update(failed_at=now, last_error=error)
+                updated = connection.execute(
+                    _MARK_SENT,
+                    {
+                        "delivery": item.delivery_id,
+                        "lease": item.lease,
+                        "now": now,
+                        "reply": reply,
+                        "msgid": message_id,
+                    },
+                ).rowcount
             else:
-                values.update(last_error=error)
-            if not self._update_claimed(session, item, values):
+                updated = self._update_claimed(connection, item, values)
+            if not updated:
                 return "cancelled"  # unsubscribed meanwhile, or the lease was taken over
-            enrollment = session.get(Enrollment, item.enrollment_id)
-            subscriber = session.get(Subscriber, enrollment.subscriber_id) if enrollment else None
-            if enrollment and subscriber and enrollment.status == EnrollmentStatus.ACTIVE:
-                schedule_next(
-                    session=session,
-                    enrollment=enrollment,
-                    course=course,
-                    zone=subscriber_zone(subscriber, course),
-                    now=now,
-                )
+            self._queue_next(
+                connection,
+                item,
+                course,
+                now,
+                sent_at=now if status == DeliveryStatus.SENT else None,
+            )
         if status != DeliveryStatus.SENT:
             log_event(
                 logger,
@@ -372,6 +446,62 @@ class Sender:
                 error=error,
             )
         return str(status)  # "sent", "failed" or "skipped": RunReport's field names
+
+    def _queue_next(
+        self,
+        connection: Connection,
+        item: Claimed,
+        course: Course,
+        now: datetime,
+        *,
+        sent_at: datetime | None,
+    ) -> None:
+        done = {day for day, status in item.history.items() if status != DeliveryStatus.CANCELLED}
+        zone = ZoneInfo(item.timezone) if item.timezone else course.zone
+        plan = schedule.plan_next(
+            day_ids=[day.id for day in course.days],
+            done=done | {item.day_id},
+            last_sent_at=sent_at,
+            resuming=False,
+            now=now,
+            zone=zone,
+            send_at=course.send_at,
+            weekdays=course.weekdays,
+        )
+        if plan.day_id is None:
+            connection.execute(
+                update(Enrollment)
+                .where(
+                    Enrollment.id == item.enrollment_id,
+                    Enrollment.status == EnrollmentStatus.ACTIVE,
+                )
+                .values(status=EnrollmentStatus.COMPLETED, completed_at=now)
+            )
+        elif plan.day_id in item.history:  # cancelled by an earlier unsubscribe: reuse it
+            connection.execute(
+                update(Delivery)
+                .where(
+                    Delivery.enrollment_id == item.enrollment_id,
+                    Delivery.day_id == plan.day_id,
+                    Delivery.status == DeliveryStatus.CANCELLED,
+                )
+                .values(
+                    status=DeliveryStatus.SCHEDULED,
+                    due_at=plan.due_at,
+                    attempts=0,
+                    cancelled_at=None,
+                )
+            )
+        else:
+            connection.execute(
+                _INSERT_NEXT[connection.dialect.name],
+                {
+                    "enrollment": item.enrollment_id,
+                    "day": plan.day_id,
+                    "due": plan.due_at,
+                    "now": now,
+                },
+            )
 
     def _defer(
         self, item: Claimed, now: datetime, error: str, *, course: Course | None = None
@@ -443,8 +573,9 @@ class Sender:
                 )
 
     @staticmethod
-    def _update_claimed(session: Session, item: Claimed, values: dict[str, object]) -> bool:
-        result = session.execute(
+    def _update_claimed(connection: Connection, item: Claimed, values: dict[str, object]) -> bool:
+        """Update the row only while this worker still holds its claim (the lease token)."""
+        result = connection.execute(
             update(Delivery)
             .where(
                 Delivery.id == item.delivery_id,

@@ -193,48 +193,33 @@ def schedule_next(
     now: datetime,
     resuming: bool = False,
 ) -> Delivery | None:
-    """Queue the first course day this enrollment has not had; complete it when none is left.
-
-    Days are tracked by id, so days inserted, reordered or removed in the YAML never
-    cause a resend. ``resuming`` (a start or restart) makes the lesson due at once unless
-    one already went out today; otherwise it is due on the next allowed local day.
-    """
+    """Queue the next lesson of an enrollment (see ``schedule.plan_next``), or complete it."""
     rows = session.exec(select(Delivery).where(Delivery.enrollment_id == enrollment.id)).all()
-    by_day = {row.day_id: row for row in rows}
     if any(row.status in PENDING_DELIVERY for row in rows):
         return None  # one lesson in the queue at a time
-    done = {row.day_id for row in rows if row.status != DeliveryStatus.CANCELLED}
-    next_day = next((day for day in course.days if day.id not in done), None)
-    if next_day is None:
+    plan = schedule.plan_next(
+        day_ids=[day.id for day in course.days],
+        done={row.day_id for row in rows if row.status != DeliveryStatus.CANCELLED},
+        last_sent_at=max((row.sent_at for row in rows if row.sent_at), default=None),
+        resuming=resuming,
+        now=now,
+        zone=zone,
+        send_at=course.send_at,
+        weekdays=course.weekdays,
+    )
+    if plan.day_id is None or plan.due_at is None:
         enrollment.status = EnrollmentStatus.COMPLETED
         enrollment.completed_at = now
         session.add(enrollment)
         return None
-
-    last_sent = max((row.sent_at for row in rows if row.sent_at), default=None)
-    if resuming:
-        due = schedule.resume_due(
-            now=now,
-            last_sent_at=last_sent,
-            zone=zone,
-            send_at=course.send_at,
-            weekdays=course.weekdays,
-        )
-    else:
-        due = schedule.next_due(
-            last_sent_at=last_sent or now,
-            zone=zone,
-            send_at=course.send_at,
-            weekdays=course.weekdays,
-        )
-    delivery = by_day.get(next_day.id)
+    delivery = next((row for row in rows if row.day_id == plan.day_id), None)
     if delivery is None:
         delivery = Delivery(
-            enrollment_id=enrollment.id, day_id=next_day.id, due_at=due, created_at=now
+            enrollment_id=enrollment.id, day_id=plan.day_id, due_at=plan.due_at, created_at=now
         )
     else:  # a lesson cancelled by an unsubscribe, now resumed
         delivery.status = DeliveryStatus.SCHEDULED
-        delivery.due_at = due
+        delivery.due_at = plan.due_at
         delivery.attempts = 0
         delivery.cancelled_at = None
         delivery.claimed_until = None

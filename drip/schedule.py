@@ -10,6 +10,8 @@ on local calendar dates, converted to UTC only at the end.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -71,3 +73,43 @@ def retry_at(*, now: datetime, attempts: int) -> datetime:
     """When to try again after ``attempts`` failed attempts (exponential, capped)."""
     delay = RETRY_BASE * (2 ** max(attempts - 1, 0))
     return now + min(delay, RETRY_CAP)
+
+
+@dataclass(frozen=True)
+class NextLesson:
+    """What an enrollment gets next: a day and when, or nothing (the course is finished)."""
+
+    day_id: str | None
+    due_at: datetime | None
+
+
+def plan_next(
+    *,
+    day_ids: Sequence[str],
+    done: Collection[str],
+    last_sent_at: datetime | None,
+    resuming: bool,
+    now: datetime,
+    zone: ZoneInfo,
+    send_at: time,
+    weekdays: frozenset[int],
+) -> NextLesson:
+    """The first course day not in ``done``, and when it is due.
+
+    Days are matched by id, so days inserted, reordered or removed in the YAML never
+    cause a resend. ``resuming`` (a start or restart) makes it due at once unless a
+    lesson already went out today; otherwise it is due on the next allowed local day
+    after the last lesson (or after ``now`` when there is none).
+    """
+    day_id = next((day for day in day_ids if day not in done), None)
+    if day_id is None:
+        return NextLesson(None, None)
+    if resuming:
+        due = resume_due(
+            now=now, last_sent_at=last_sent_at, zone=zone, send_at=send_at, weekdays=weekdays
+        )
+    else:
+        due = next_due(
+            last_sent_at=last_sent_at or now, zone=zone, send_at=send_at, weekdays=weekdays
+        )
+    return NextLesson(day_id, due)
