@@ -145,7 +145,8 @@ def confirm(
     enrollment, subscriber = find_enrollment(session=session, uid=uid)
     if subscriber.status == SubscriberStatus.SUPPRESSED:
         raise InvalidToken("this address cannot receive email from us")
-    if subscriber.unsubscribed_at is not None and subscriber.unsubscribed_at > issued_at:
+    left = subscriber.unsubscribed_at
+    if left is not None and left.replace(microsecond=0) > issued_at:  # tokens count seconds
         raise InvalidToken("this link was sent before you unsubscribed; please sign up again")
     activate(session=session, subscriber=subscriber, enrollment=enrollment, course=course, now=now)
     return enrollment

@@ -19,7 +19,10 @@ MAX_NAME = 100
 
 
 def normalize_email(raw: str) -> str:
-    """The canonical form of an address (domain lower-cased, IDNA); no DNS look-up."""
+    """The canonical form of an address, lower-cased so one person is one subscriber.
+
+    Local parts are case-sensitive in theory, never in practice; no DNS look-up is made.
+    """
     raw = (raw or "").strip()
     if not raw:
         raise InvalidSubscriber("email is required", field="email")
@@ -29,8 +32,7 @@ def normalize_email(raw: str) -> str:
         result = validate_email(raw, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as error:
         raise InvalidSubscriber(f"email is not a valid address: {error}", field="email") from None
-    local, _, domain = result.normalized.rpartition("@")
-    return f"{local}@{domain.lower()}"
+    return result.normalized.lower()
 
 
 def clean_name(raw: str | None) -> str:

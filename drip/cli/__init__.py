@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from drip.cli import course, db, send, stats, subscribers
+from drip.cli import course, db, send, serve, stats, subscribers
 from drip.cli._common import DripGroup
 
 app = typer.Typer(
@@ -17,9 +17,11 @@ app = typer.Typer(
 app.add_typer(db.app, name="db")
 app.add_typer(course.app, name="course")
 app.add_typer(subscribers.app, name="subscribers")
+app.command("serve")(serve.serve)
 app.command("send-due")(send.send_due)
 app.command("run")(send.run)
 app.command("stats")(stats.stats)
+app.command("form-snippet")(serve.form_snippet)
 
 
 def main() -> None:

@@ -1,0 +1,383 @@
+"""The web side through FastAPI's TestClient: signup, confirmation, unsubscribe, bad input."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import time
+from collections.abc import Iterator
+from email import message_from_bytes, policy
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from itsdangerous import URLSafeTimedSerializer
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from drip.config import Settings
+from drip.mailer import memory
+from drip.models import Delivery, Enrollment, Subscriber
+from drip.tokens import Purpose
+from drip.web import create_app
+from tests.conftest import TEST_SECRET, make_settings
+
+WEBHOOK_SECRET = "webhook-secret-for-tests"
+
+
+@pytest.fixture
+def app_settings(tmp_path: Any) -> Settings:
+    return make_settings(
+        tmp_path, allowed_redirect_origins=["https://blog.example"], confirm_resend_seconds=0
+    )
+
+
+@pytest.fixture
+def client(app_settings: Settings) -> Iterator[TestClient]:
+    memory.outbox.clear()
+    with TestClient(create_app(app_settings), follow_redirects=False) as test_client:
+        yield test_client
+    memory.outbox.clear()
+
+
+@pytest.fixture
+def db(client: TestClient) -> Engine:
+    return client.app.state.drip.engine  # type: ignore[attr-defined]
+
+
+def subscribers(db: Engine) -> list[Subscriber]:
+    with Session(db) as session:
+        return list(session.exec(select(Subscriber)).all())
+
+
+def link(kind: str) -> str:
+    """The path of the last confirm/unsubscribe link sent."""
+    text = message_from_bytes(memory.outbox[-1].data, policy=policy.default)
+    body = text.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    return re.search(rf"http://127\.0\.0\.1:8000(/{kind}/\S+)", body).group(1)  # type: ignore[union-attr]
+
+
+def test_json_signup_is_pending_with_consent_and_a_confirmation(
+    client: TestClient, db: Engine
+) -> None:
+    """A JSON signup answers 202 pending, stores proof of consent, mails a confirmation."""
+    response = client.post(
+        "/subscribe",
+        json={"email": "Ana@Example.org", "name": "Ana", "timezone": "Europe/Lisbon"},
+        headers={"User-Agent": "pytest-agent", "Referer": "https://blog/x"},
+    )
+    assert response.status_code == 202
+    assert response.json() == {"status": "pending"}
+    [ana] = subscribers(db)
+    assert (ana.email, ana.status, ana.timezone) == ("ana@example.org", "pending", "Europe/Lisbon")
+    assert ana.consent_user_agent == "pytest-agent"
+    assert ana.consent_ip and ana.consent_source == "json:https://blog/x"
+    assert [m.recipient for m in memory.outbox] == ["ana@example.org"]
+
+
+def test_form_post_redirects_to_thanks(client: TestClient) -> None:
+    """A browser form post gets a 303 to the thank-you page, which renders."""
+    response = client.post("/subscribe", data={"email": "bo@example.org"})
+    assert response.status_code == 303
+    assert response.headers["location"] == "/thanks/yin-immersion"
+    assert "check your inbox" in client.get(response.headers["location"]).text
+
+
+def test_redirect_only_to_allowed_origins(client: TestClient) -> None:
+    """A `redirect` to an allowed origin is followed; any other is ignored (no open redirect)."""
+    ok = client.post(
+        "/subscribe", data={"email": "a@example.org", "redirect": "https://blog.example/thanks"}
+    )
+    assert ok.headers["location"] == "https://blog.example/thanks"
+    evil = client.post(
+        "/subscribe", data={"email": "b@example.org", "redirect": "https://evil.example/phish"}
+    )
+    assert evil.headers["location"] == "/thanks/yin-immersion"
+
+
+def test_same_answer_whatever_the_address_state(client: TestClient, db: Engine) -> None:
+    """New, pending, active and unsubscribed addresses all get the identical response."""
+    answers = []
+    for _ in range(2):  # new, then pending
+        answers.append(client.post("/subscribe", json={"email": "x@example.org"}))
+    client.get(link("confirm"))  # active
+    answers.append(client.post("/subscribe", json={"email": "x@example.org"}))
+    client.post(_unsubscribe_path(db, "x@example.org"))  # unsubscribed
+    answers.append(client.post("/subscribe", json={"email": "x@example.org"}))
+    assert {(a.status_code, a.text) for a in answers} == {(202, '{"status":"pending"}')}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "field"),
+    [
+        ({"content": b"{not json", "headers": {"Content-Type": "application/json"}}, 422, "body"),
+        (
+            {"content": b"email=a@b.org", "headers": {"Content-Type": "text/plain"}},
+            422,
+            "content-type",
+        ),
+        ({"json": {"name": "No Email"}}, 422, "email"),
+        ({"json": {"email": "not-an-address"}}, 422, "email"),
+        ({"json": {"email": "a@example.org\r\nBcc: x@example.net"}}, 422, "email"),
+        ({"json": {"email": "'; DROP TABLE subscriber; --@example.org"}}, 422, "email"),
+        ({"json": {"email": ["a@example.org"]}}, 422, "email"),
+        ({"json": ["a@example.org"]}, 422, "body"),
+        ({"json": {"email": "a@example.org", "course": "pilates"}}, 422, "course"),
+        ({"json": {"email": "a@example.org", "name": "x" * 20_000}}, 413, "body"),
+    ],
+)
+def test_bad_input_is_named_and_stores_nothing(
+    client: TestClient, db: Engine, kwargs: dict[str, Any], status: int, field: str
+) -> None:
+    """Each malformed request gets a clear error naming the field, and no row is written."""
+    response = client.post("/subscribe", **kwargs)
+    assert response.status_code == status
+    assert response.json()["detail"][0]["loc"] == ["body", field]
+    assert subscribers(db) == []
+    assert memory.outbox == []
+
+
+def test_browser_errors_reshow_the_form(client: TestClient, db: Engine) -> None:
+    """A bad address from a browser re-shows the form with the message and what was typed."""
+    response = client.post("/subscribe", data={"email": "nope", "name": "<b>Ana</b>"})
+    assert response.status_code == 422
+    assert 'role="alert"' in response.text and "email is not a valid address" in response.text
+    assert "&lt;b&gt;Ana&lt;/b&gt;" in response.text and "<b>Ana</b>" not in response.text
+    assert subscribers(db) == []
+
+
+def test_awkward_but_valid_input_is_stored_safely(client: TestClient, db: Engine) -> None:
+    """Unicode, CR/LF and SQL-looking names are stored as plain text; bad zones fall back."""
+    client.post(
+        "/subscribe",
+        json={
+            "email": "zoe@example.org",
+            "name": "Zoë\r\nBcc: x@evil'); DROP TABLE x;--",
+            "timezone": "Not/AZone",
+        },
+    )
+    [zoe] = subscribers(db)
+    assert zoe.name == "Zoë Bcc: x@evil'); DROP TABLE x;--"
+    assert zoe.timezone is None
+
+
+def test_honeypot_pretends_success_and_stores_nothing(client: TestClient, db: Engine) -> None:
+    """A filled honeypot looks like a normal signup to the bot, but nothing is kept or sent."""
+    response = client.post(
+        "/subscribe", data={"email": "bot@example.org", "website": "http://spam"}
+    )
+    assert response.status_code == 303
+    assert subscribers(db) == [] and memory.outbox == []
+
+
+def test_rate_limit_per_ip(tmp_path: Any) -> None:
+    """Past the per-IP limit a signup gets 429 with Retry-After."""
+    with TestClient(create_app(make_settings(tmp_path, signup_rate_per_minute=2))) as client:
+        codes = [
+            client.post("/subscribe", json={"email": f"r{n}@example.org"}).status_code
+            for n in range(3)
+        ]
+        assert codes == [202, 202, 429]
+        assert (
+            int(client.post("/subscribe", json={"email": "r@example.org"}).headers["Retry-After"])
+            > 0
+        )
+
+
+def _signed_client(tmp_path: Any) -> TestClient:
+    return TestClient(create_app(make_settings(tmp_path, webhook_secret=WEBHOOK_SECRET)))
+
+
+def _hmac(body: bytes) -> bytes:
+    return hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).digest()
+
+
+TALLY = {
+    "eventType": "FORM_RESPONSE",
+    "data": {
+        "fields": [
+            {
+                "key": "question_1",
+                "label": "Email",
+                "type": "INPUT_EMAIL",
+                "value": "tally@example.org",
+            },
+            {"key": "question_2", "label": "First name", "type": "INPUT_TEXT", "value": "Tal"},
+            {
+                "key": "question_3",
+                "label": "timezone",
+                "type": "HIDDEN_FIELDS",
+                "value": "Asia/Tokyo",
+            },
+        ]
+    },
+}
+TYPEFORM = {
+    "event_type": "form_response",
+    "form_response": {
+        "answers": [
+            {"type": "text", "text": "Ty", "field": {"ref": "name", "type": "short_text"}},
+            {"type": "email", "email": "type@example.org", "field": {"ref": "email"}},
+        ],
+        "hidden": {"timezone": "America/Chicago", "course": "yin-immersion"},
+    },
+}
+
+
+def test_tally_and_typeform_webhooks_with_valid_signatures(tmp_path: Any) -> None:
+    """Signed Tally and Typeform payloads are accepted and their fields mapped."""
+    with _signed_client(tmp_path) as client:
+        body = json.dumps(TALLY).encode()
+        tally = client.post(
+            "/subscribe",
+            content=body,
+            headers={
+                "Content-Type": "application/json",
+                "Tally-Signature": base64.b64encode(_hmac(body)).decode(),
+            },
+        )
+        body = json.dumps(TYPEFORM).encode()
+        typeform = client.post(
+            "/subscribe",
+            content=body,
+            headers={
+                "Content-Type": "application/json",
+                "Typeform-Signature": "sha256=" + base64.b64encode(_hmac(body)).decode(),
+            },
+        )
+        assert (tally.status_code, typeform.status_code) == (202, 202)
+        rows = {s.email: (s.name, s.timezone) for s in subscribers(client.app.state.drip.engine)}
+    assert rows == {
+        "tally@example.org": ("Tal", "Asia/Tokyo"),
+        "type@example.org": ("Ty", "America/Chicago"),
+    }
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, {"X-Drip-Signature": "sha256=" + "0" * 64}, {"Tally-Signature": "bm9wZQ=="}]
+)
+def test_unsigned_or_wrongly_signed_webhooks_are_refused(
+    tmp_path: Any, headers: dict[str, str]
+) -> None:
+    """With DRIP_WEBHOOK_SECRET set, a JSON post without a valid signature is 401, not stored."""
+    with _signed_client(tmp_path) as client:
+        response = client.post("/subscribe", json={"email": "x@example.org"}, headers=headers)
+        assert response.status_code == 401
+        assert subscribers(client.app.state.drip.engine) == []
+
+
+def test_confirm_enrols_once_and_day_one_is_due(client: TestClient, db: Engine) -> None:
+    """Following the link confirms, enrols and makes day 1 due; a replay changes nothing."""
+    client.post("/subscribe", json={"email": "c@example.org"})
+    path = link("confirm")
+    for _ in range(2):
+        response = client.get(path)
+        assert response.status_code == 200 and "You're in" in response.text
+    with Session(db) as session:
+        assert session.exec(select(Subscriber.status)).one() == "active"
+        assert session.exec(select(Enrollment.status)).one() == "active"
+        assert [d.day_id for d in session.exec(select(Delivery))] == ["upper-back-shoulders"]
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda t: t[:-2] + ("A" if t[-1] != "A" else "B") + "x",
+        lambda t: "garbage",
+        lambda t: t.split(".")[0],
+    ],
+)
+def test_tampered_tokens_get_a_400_page(client: TestClient, mutate: Any) -> None:
+    """A modified token is refused with a plain page that leaks nothing."""
+    client.post("/subscribe", json={"email": "t@example.org"})
+    bad = "/confirm/" + mutate(link("confirm").removeprefix("/confirm/"))
+    response = client.get(bad)
+    assert response.status_code == 400
+    assert "not valid" in response.text and "Traceback" not in response.text
+
+
+def test_tokens_are_purpose_bound(client: TestClient, db: Engine) -> None:
+    """An unsubscribe token cannot confirm, and a confirm token cannot unsubscribe."""
+    client.post("/subscribe", json={"email": "p@example.org"})
+    confirm_token = link("confirm").removeprefix("/confirm/")
+    assert client.post(f"/unsubscribe/{confirm_token}").status_code == 400
+    unsubscribe_path = _unsubscribe_path(db, "p@example.org")
+    token = unsubscribe_path.removeprefix("/unsubscribe/")
+    assert client.get(f"/confirm/{token}").status_code == 400
+
+
+def test_expired_confirmation_offers_a_resend(
+    client: TestClient, db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An old link says it expired and offers a new one, which is then mailed."""
+    client.post("/subscribe", json={"email": "late@example.org"})
+    with Session(db) as session:
+        uid = session.exec(select(Enrollment.uid)).one()
+    month_ago = time.time() - 30 * 86400
+    with monkeypatch.context() as patch:  # sign as if 30 days ago
+        patch.setattr("itsdangerous.timed.time.time", lambda: month_ago)
+        token = URLSafeTimedSerializer([TEST_SECRET], salt=Purpose.CONFIRM).dumps(uid)
+    response = client.get(f"/confirm/{token}")
+    assert response.status_code == 410 and "expired" in response.text
+    memory.outbox.clear()
+    assert client.post(f"/confirm/{token}/resend").status_code == 200
+    assert [m.recipient for m in memory.outbox] == ["late@example.org"]
+    assert client.get(link("confirm")).status_code == 200
+
+
+def _unsubscribe_path(db: Engine, email: str) -> str:
+    with Session(db) as session:
+        uid = session.exec(
+            select(Enrollment.uid).join(Subscriber).where(Subscriber.email == email)
+        ).one()
+    from drip.tokens import Tokens
+
+    return "/unsubscribe/" + Tokens([TEST_SECRET], confirm_max_age_seconds=60).unsubscribe_token(
+        uid
+    )
+
+
+def test_get_never_unsubscribes_post_does_at_once(client: TestClient, db: Engine) -> None:
+    """GET shows a button only; an RFC 8058 one-click POST unsubscribes and cancels lessons."""
+    client.post("/subscribe", json={"email": "u@example.org"})
+    client.get(link("confirm"))
+    path = _unsubscribe_path(db, "u@example.org")
+    page = client.get(path)
+    assert page.status_code == 200 and "<button" in page.text
+    assert subscribers(db)[0].status == "active"
+    for _ in range(2):  # idempotent
+        response = client.post(
+            path,
+            content=b"List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert response.status_code == 200 and "unsubscribed" in response.text
+    assert subscribers(db)[0].status == "unsubscribed"
+    with Session(db) as session:
+        assert {d.status for d in session.exec(select(Delivery))} == {"cancelled"}
+
+
+def test_resubscribe_resumes_at_the_next_unsent_day(client: TestClient, db: Engine) -> None:
+    """Leaving and coming back needs a new confirmation, then resumes where it stopped."""
+    client.post("/subscribe", json={"email": "back@example.org"})
+    client.get(link("confirm"))
+    with Session(db) as session:  # pretend day 1 went out
+        delivery = session.exec(select(Delivery)).one()
+        delivery.status, delivery.sent_at = "sent", delivery.due_at
+        session.add(delivery)
+        session.commit()
+    client.post(_unsubscribe_path(db, "back@example.org"))
+    client.post("/subscribe", json={"email": "back@example.org"})
+    assert subscribers(db)[0].status == "pending"
+    client.get(link("confirm"))
+    with Session(db) as session:
+        rows = {d.day_id: d.status for d in session.exec(select(Delivery))}
+    assert rows == {"upper-back-shoulders": "sent", "hips": "scheduled"}
+
+
+def test_healthz(client: TestClient) -> None:
+    """/healthz answers ok when the database is reachable."""
+    assert client.get("/healthz").json() == {"status": "ok"}
