@@ -1,0 +1,203 @@
+"""End to end through real processes: uvicorn serving drip, a real SMTP server, a browser."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from email import message_from_bytes, policy
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from drip.testing import SmtpSink, free_port
+from tests.conftest import COURSES_DIR, TEST_SECRET
+
+DRIP = Path(sys.executable).with_name("drip")
+pytestmark = pytest.mark.slow
+
+
+class Server:
+    def __init__(self, base_url: str, env: dict[str, str]) -> None:
+        self.base_url = base_url
+        self.env = env
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(DRIP), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+
+@pytest.fixture
+def server(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[Server]:
+    """`drip serve` as a real process on a free port, mailing into the SMTP sink."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIP_")}
+    env.update(
+        DRIP_DATABASE_URL=f"sqlite:///{tmp_path / 'drip.db'}",
+        DRIP_SMTP_URL=smtp_sink.url,
+        DRIP_SECRET_KEY=TEST_SECRET,
+        DRIP_COURSES_DIR=str(COURSES_DIR),
+        DRIP_BASE_URL=base_url,
+        DRIP_SEND_RATE="0",
+    )
+    process = subprocess.Popen(
+        [str(DRIP), "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"{base_url}/healthz", timeout=1).read()
+            break
+        except (urllib.error.URLError, ConnectionError):
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(process.stderr.read().decode() if process.stderr else "")
+            time.sleep(0.1)
+    yield Server(base_url, env)
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def _wait_for(sink: SmtpSink, count: int) -> None:
+    deadline = time.monotonic() + 15
+    while len(sink.received) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(sink.received) >= count
+
+
+def _post(url: str, body: bytes, content_type: str) -> int:
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": content_type}
+    )
+    try:
+        return urllib.request.urlopen(request, timeout=10).status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_signup_confirm_lessons_and_one_click_unsubscribe(
+    server: Server, smtp_sink: SmtpSink
+) -> None:
+    """Form post → confirmation mail → its link → day 1 by send-due → RFC 8058 POST from the
+    List-Unsubscribe header → later runs send nothing more."""
+    assert (
+        _post(
+            f"{server.base_url}/subscribe",
+            b"email=maya.student%40example.org&name=Sam",
+            "application/x-www-form-urlencoded",
+        )
+        == 200
+    )  # 303 followed to /thanks
+    _wait_for(smtp_sink, 1)
+    confirmation = message_from_bytes(smtp_sink.received[0].data, policy=policy.default)
+    text = confirmation.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    confirm_url = re.search(r"(http://\S+/confirm/\S+)", text).group(1)  # type: ignore[union-attr]
+    assert "You're in" in urllib.request.urlopen(confirm_url, timeout=10).read().decode()
+
+    run = server.cli("send-due")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("1 sent")
+    [lesson] = [
+        m
+        for m in (message_from_bytes(r.data, policy=policy.default) for r in smtp_sink.received)
+        if m["Subject"].startswith("Day 1")
+    ]
+    assert lesson["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    one_click = re.search(r"<(http[^>]+)>", lesson["List-Unsubscribe"]).group(1)  # type: ignore[union-attr]
+
+    assert (
+        _post(one_click, b"List-Unsubscribe=One-Click", "application/x-www-form-urlencoded") == 200
+    )
+    for days in (1, 2, 5):
+        later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + days * 86400))
+        assert server.cli("send-due", "--now", later).returncode == 0
+    assert len(smtp_sink.received) == 2, "nothing more after unsubscribing"
+    listed = server.cli("subscribers", "list", "--json")
+    assert '"status": "unsubscribed"' in listed.stdout
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "chromium"],
+            capture_output=True,
+            timeout=600,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+        found = shutil.which("chromium")
+    if not found:
+        pytest.skip("Chromium is not installed and could not be installed (apt-get chromium)")
+    return found
+
+
+def test_form_snippet_in_a_real_browser_from_another_origin(
+    server: Server, smtp_sink: SmtpSink, tmp_path: Path
+) -> None:
+    """Headless Chromium loads the form snippet from another origin, fills it in, submits;
+    the visitor's time zone is filled in by the snippet's script."""
+    chromium = _chromium()
+    snippet = server.cli("form-snippet", "yin-immersion").stdout
+    page = tmp_path / "site"
+    page.mkdir()
+    (page / "index.html").write_text(
+        "<!doctype html><html><body><h1>My yoga blog</h1>"
+        + snippet
+        + "<script>document.getElementById('drip-email').value = 'browser@example.org';"
+        "document.getElementById('drip-name').value = 'Bea';"
+        "document.querySelector('form').submit();</script></body></html>"
+    )
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(page))
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    try:
+        result = subprocess.run(
+            [
+                chromium,
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={tmp_path / 'profile'}",
+                "--timeout=5000",
+                "--dump-dom",
+                f"http://127.0.0.1:{site.server_address[1]}/index.html",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "TZ": "Pacific/Auckland"},
+        )
+    finally:
+        site.shutdown()
+    assert "check your inbox" in result.stdout, result.stderr[-2000:]
+    listed = server.cli("subscribers", "list", "--json").stdout
+    assert '"email": "browser@example.org"' in listed
+    assert '"timezone": "Pacific/Auckland"' in listed
+    _wait_for(smtp_sink, 1)
