@@ -71,7 +71,9 @@ def server(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[Server]:
         except (urllib.error.URLError, ConnectionError):
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                raise RuntimeError(process.stderr.read().decode() if process.stderr else "")
+                raise RuntimeError(
+                    process.stderr.read().decode() if process.stderr else ""
+                ) from None
             time.sleep(0.1)
     yield Server(base_url, env)
     process.terminate()
