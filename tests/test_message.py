@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import base64
 import quopri
 import re
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 
 from drip.compose import Composer, Recipient, lesson_message_id
 from drip.courses import Course
 from drip.message import Prototype, SplicedBody, quoted_printable
+from tests.conftest import make_settings
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
 ANA = Recipient("ana@example.org", "Ana", "a1b2c3", "Europe/Lisbon")
@@ -168,3 +171,36 @@ def test_confirmation_has_no_list_unsubscribe(composer: Composer, course: Course
     assert message["List-Unsubscribe"] is None
     assert "/confirm/" in message.get_body(("plain",)).get_content()
     assert message["Subject"] == "Please confirm: 7-Day Yin Yoga Immersion"
+
+
+def test_dkim_signature_verifies(tmp_path: Path, course: Course) -> None:
+    """With a DKIM key configured, lessons carry a signature that verifies with the public key."""
+    import dkim
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_file = tmp_path / "dkim.pem"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    composer = Composer(
+        settings=make_settings(tmp_path, dkim_selector="drip", dkim_private_key_file=key_file)
+    )
+    data = composer.lesson(course=course, day=course.days[0], recipient=ANA, now=NOW).data
+    assert data.startswith(b"DKIM-Signature:")
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        assert name == b"drip._domainkey.example.com."
+        return record
+
+    assert dkim.verify(data, dnsfunc=dns)
+    assert not dkim.verify(data.replace(b"Day 1", b"Day 9", 1), dnsfunc=dns)
