@@ -113,9 +113,14 @@ def sign_up(
         subscriber.status = SubscriberStatus.PENDING
     if enrollment.status == EnrollmentStatus.CANCELLED:
         enrollment.status = EnrollmentStatus.PENDING
-    last = subscriber.confirmation_sent_at
-    due = last is None or (now - last).total_seconds() >= confirm_resend_seconds
+    due = confirmation_due(subscriber=subscriber, now=now, min_seconds=confirm_resend_seconds)
     return SignUp(subscriber, enrollment, send_confirmation=due)
+
+
+def confirmation_due(*, subscriber: Subscriber, now: datetime, min_seconds: int) -> bool:
+    """May another confirmation email go out (at most one per ``min_seconds``)?"""
+    last = subscriber.confirmation_sent_at
+    return last is None or (now - last).total_seconds() >= min_seconds
 
 
 def mark_confirmation_sent(*, session: Session, subscriber: Subscriber, now: datetime) -> None:

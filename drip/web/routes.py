@@ -237,8 +237,9 @@ def resend_confirmation(
             except InvalidToken as error:
                 return _page(st, request, "error.html", 400, message=_token_message(error))
             course = st.catalog.get(enrolled.course_slug)
-            last = subscriber.confirmation_sent_at
-            due = last is None or (now - last).total_seconds() >= st.settings.confirm_resend_seconds
+            due = enrollment.confirmation_due(
+                subscriber=subscriber, now=now, min_seconds=st.settings.confirm_resend_seconds
+            )
             if subscriber.status == "pending" and due:
                 enrollment.mark_confirmation_sent(session=session, subscriber=subscriber, now=now)
                 message = st.composer.confirmation(
