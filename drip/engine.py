@@ -24,7 +24,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, and_, bindparam, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -36,7 +35,7 @@ from drip.compose import Composer, Recipient
 from drip.config import Settings
 from drip.courses import Catalog, Course
 from drip.db import READ_ONLY
-from drip.enrollment import stop_subscriber
+from drip.enrollment import stop_subscriber, zone_for
 from drip.exceptions import DripError, PermanentFailure, TemporaryFailure, UnknownCourse
 from drip.logs import log_event
 from drip.mailer import Mailer, mailer_from_url
@@ -457,7 +456,7 @@ class Sender:
         sent_at: datetime | None,
     ) -> None:
         done = {day for day, status in item.history.items() if status != DeliveryStatus.CANCELLED}
-        zone = ZoneInfo(item.timezone) if item.timezone else course.zone
+        zone = zone_for(item.timezone, course)
         plan = schedule.plan_next(
             day_ids=[day.id for day in course.days],
             done=done | {item.day_id},

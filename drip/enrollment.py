@@ -47,7 +47,12 @@ class SignUp:
 
 
 def subscriber_zone(subscriber: Subscriber, course: Course) -> ZoneInfo:
-    return ZoneInfo(subscriber.timezone) if subscriber.timezone else course.zone
+    return zone_for(subscriber.timezone, course)
+
+
+def zone_for(timezone: str | None, course: Course) -> ZoneInfo:
+    """The subscriber's own IANA zone, else the course default."""
+    return ZoneInfo(timezone) if timezone else course.zone
 
 
 def sign_up(
