@@ -5,14 +5,15 @@
    (``claimed_until``), so concurrent runs share the work and never take the same row.
 2. **Send** each: build the message, re-check right before SMTP that the subscriber is
    still active and the claim still ours, hand it over.
-3. **Record** in its own transaction: ``sent`` with the server's reply and Message-ID,
-   and the next day scheduled. The lease value is the claim token: a worker whose lease
-   expired and was taken over can no longer record anything.
+3. **Record** ``sent`` with the server's reply and Message-ID, and the next day
+   scheduled, in the transaction that re-checks the next claim: so before anything
+   else goes out on that connection. The lease value is the claim token: a worker whose
+   lease expired and was taken over can no longer record anything.
 
-A crash between 2 and 3 leaves the row ``sending``; after the lease it is claimed again
-and resent with the same Message-ID. Temporary failures are retried with backoff;
-a recipient rejected with 5xx is suppressed; a server that cannot be reached stops the
-run early and releases every claim not yet attempted.
+A crash between 2 and 3 leaves the row ``sending`` (at most one per SMTP connection);
+after the lease it is claimed again and resent with the same Message-ID. Temporary
+failures are retried with backoff; a recipient rejected with 5xx is suppressed; a server
+that cannot be reached stops the run early and releases every claim not yet attempted.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, and_, bindparam, or_, select, update
+from sqlalchemy import Connection, Engine, Select, and_, bindparam, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
@@ -34,7 +36,6 @@ from drip import schedule
 from drip.compose import Composer, Recipient
 from drip.config import Settings
 from drip.courses import Catalog, Course
-from drip.db import READ_ONLY
 from drip.enrollment import stop_subscriber, zone_for
 from drip.exceptions import DripError, PermanentFailure, TemporaryFailure, UnknownCourse
 from drip.logs import log_event
@@ -124,6 +125,15 @@ class Throttle:
 # -- claiming -------------------------------------------------------------------------------
 
 
+def _joined(query: Select) -> Select:  # type: ignore[type-arg]
+    """``query`` joined from each delivery to its enrollment and subscriber."""
+    return (
+        query.select_from(Delivery)
+        .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
+        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
+    )
+
+
 def _due_condition(now: datetime):  # type: ignore[no-untyped-def]
     return or_(
         and_(Delivery.status == DeliveryStatus.SCHEDULED, Delivery.due_at <= now),
@@ -131,17 +141,19 @@ def _due_condition(now: datetime):  # type: ignore[no-untyped-def]
     )
 
 
-def claim(*, engine: Engine, now: datetime, limit: int, lease: timedelta) -> list[Claimed]:
+def claim(
+    *, bind: Engine | Connection, now: datetime, limit: int, lease: timedelta
+) -> list[Claimed]:
     """Take up to ``limit`` due deliveries, oldest first, leased until ``now + lease``."""
     lease_until = now + lease
-    with Session(engine) as session, session.begin():
+    with Session(bind) as session, session.begin():
         query = (
             select(Delivery.id)
             .where(_due_condition(now))
             .order_by(Delivery.due_at, Delivery.id)
             .limit(limit)
         )
-        if engine.dialect.name == "postgresql":
+        if bind.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         ids = list(session.execute(query).scalars())
         if not ids:
@@ -156,19 +168,19 @@ def claim(*, engine: Engine, now: datetime, limit: int, lease: timedelta) -> lis
             )
         )
         rows = session.execute(
-            select(
-                Delivery.id,
-                Delivery.enrollment_id,
-                Delivery.day_id,
-                Delivery.attempts,
-                Enrollment.uid,
-                Enrollment.course_slug,
-                Subscriber.email,
-                Subscriber.name,
-                Subscriber.timezone,
+            _joined(
+                select(
+                    Delivery.id,
+                    Delivery.enrollment_id,
+                    Delivery.day_id,
+                    Delivery.attempts,
+                    Enrollment.uid,
+                    Enrollment.course_slug,
+                    Subscriber.email,
+                    Subscriber.name,
+                    Subscriber.timezone,
+                )
             )
-            .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
-            .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
             .where(Delivery.id.in_(ids), Delivery.claimed_until == lease_until)  # type: ignore[union-attr]
             .order_by(Delivery.due_at, Delivery.id)
         ).all()
@@ -188,15 +200,15 @@ def claim(*, engine: Engine, now: datetime, limit: int, lease: timedelta) -> lis
 def due(*, engine: Engine, now: datetime, limit: int | None = None) -> list[dict[str, object]]:
     """What would be sent at ``now``, without claiming anything (``--dry-run``)."""
     query = (
-        select(
-            Enrollment.course_slug,
-            Delivery.day_id,
-            Delivery.due_at,
-            Delivery.attempts,
-            Subscriber.email,
+        _joined(
+            select(
+                Enrollment.course_slug,
+                Delivery.day_id,
+                Delivery.due_at,
+                Delivery.attempts,
+                Subscriber.email,
+            )
         )
-        .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
-        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
         .where(_due_condition(now))
         .order_by(Delivery.due_at, Delivery.id)
         .limit(limit)
@@ -217,11 +229,10 @@ def due(*, engine: Engine, now: datetime, limit: int | None = None) -> list[dict
 # -- sending --------------------------------------------------------------------------------
 
 #: the statements run once per message, built once (building them is costlier than running)
-_CHECK = (
-    select(Delivery.status, Subscriber.status)
-    .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
-    .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
-    .where(Delivery.id == bindparam("id"), Delivery.claimed_until == bindparam("lease"))
+_CHECK = _joined(select(Subscriber.status)).where(
+    Delivery.id == bindparam("id"),
+    Delivery.status == DeliveryStatus.SENDING,
+    Delivery.claimed_until == bindparam("lease"),
 )
 _MARK_SENT = (
     update(Delivery)
@@ -314,156 +325,214 @@ class Sender:
         budget: _Budget,
         progress: Callable[[str], None] | None,
     ) -> None:
-        with self.mailer_factory() as mailer:
+        """One worker thread: its own SMTP and database connections, batch after batch."""
+        with self.mailer_factory() as mailer, self.engine.connect() as connection:
+            worker = _Worker(self, mailer, connection, now, report)
             while not self.stopping.is_set() and not report.stopped:
                 size = budget.take(self.settings.batch_size)
                 if not size:
                     return
-                batch = claim(engine=self.engine, now=now, limit=size, lease=self.lease)
+                batch = claim(bind=connection, now=now, limit=size, lease=self.lease)
                 budget.give_back(size - len(batch))
                 if not batch:
                     return
-                for index, item in enumerate(batch):
-                    if self.stopping.is_set() or report.stopped:
-                        self._release(batch[index:])
-                        return
-                    outcome = self._deliver(item, mailer, now, report)
-                    report.add(outcome)
-                    if progress:
-                        progress(outcome)
+                worker.run(batch, progress)
 
-    def _deliver(self, item: Claimed, mailer: Mailer, now: datetime, report: RunReport) -> str:
+
+@dataclass(frozen=True)
+class _Accepted:
+    """A message the server accepted whose receipt is not written yet."""
+
+    item: Claimed
+    course: Course
+    reply: str
+    message_id: str
+
+
+class _Worker:
+    """Sends claimed lessons one after another over one SMTP and one database connection.
+
+    The receipt of an accepted message is written in the same transaction as the
+    re-check of the next claim, just before that one goes to SMTP: one transaction per
+    message, and never more than one message per connection sent but not recorded.
+    """
+
+    def __init__(
+        self,
+        sender: Sender,
+        mailer: Mailer,
+        connection: Connection,
+        now: datetime,
+        report: RunReport,
+    ) -> None:
+        self.sender = sender
+        self.settings = sender.settings
+        self.mailer = mailer
+        self.connection = connection
+        self.now = now
+        self.report = report
+        self.unrecorded: _Accepted | None = None
+
+    def run(self, batch: list[Claimed], progress: Callable[[str], None] | None) -> None:
         try:
-            course = self.catalog.get(item.course_slug)
+            for index, item in enumerate(batch):
+                if self.sender.stopping.is_set() or self.report.stopped:
+                    self._release(batch[index:])
+                    return
+                outcome = self._deliver(item)
+                self.report.add(outcome)
+                if progress:
+                    progress(outcome)
+        finally:
+            if self.unrecorded is not None:
+                with self._transaction():
+                    pass
+
+    def _deliver(self, item: Claimed) -> str:
+        try:
+            course = self.sender.catalog.get(item.course_slug)
         except UnknownCourse as error:
-            return self._defer(item, now, str(error))
+            return self._defer(item, str(error))
         day = course.day(item.day_id)
         if day is None:  # removed from the YAML: skip it, move on to the next day
-            return self._finish(
-                item, course, now, DeliveryStatus.SKIPPED, error="day removed from the course"
-            )
+            with self._transaction() as connection:
+                return self._close_day(
+                    connection,
+                    item,
+                    course,
+                    DeliveryStatus.SKIPPED,
+                    error="day removed from the course",
+                )
         recipient = Recipient(
             item.email, item.name, item.uid, item.timezone or course.default_timezone
         )
         try:
-            message = self.composer.lesson(course=course, day=day, recipient=recipient, now=now)
+            message = self.sender.composer.lesson(
+                course=course, day=day, recipient=recipient, now=self.now
+            )
         except DripError as error:  # a template error: nobody gets a broken lesson
-            return self._defer(item, now, str(error))
-        if not self._still_wanted(item, now):
+            return self._defer(item, str(error))
+        self.sender.throttle.wait()
+        if not self._still_wanted(item):
             return "cancelled"
-        self.throttle.wait()
         try:
-            reply = mailer.send(message)
+            reply = self.mailer.send(message)
         except TemporaryFailure as error:
             if error.connection:
-                report.stopped = f"SMTP unavailable: {error}"
+                self.report.stopped = f"SMTP unavailable: {error}"
                 self._release([item])
                 log_event(logger, logging.ERROR, "smtp-unavailable", error=str(error))
                 return "deferred"
-            return self._defer(item, now, str(error), course=course)
+            return self._defer(item, str(error), course=course)
         except PermanentFailure as error:
-            return self._reject(item, course, now, error)
-        return self._finish(
-            item, course, now, DeliveryStatus.SENT, reply=reply, message_id=message.message_id
-        )
+            return self._reject(item, course, error)
+        self.unrecorded = _Accepted(item, course, reply, message.message_id)
+        return "sent"
 
-    def _still_wanted(self, item: Claimed, now: datetime) -> bool:
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """A transaction that first writes the receipt of the last accepted message."""
+        with self.connection.begin():
+            if self.unrecorded is not None:
+                self._write_receipt(self.unrecorded)
+            yield self.connection
+        self.unrecorded = None
+
+    def _still_wanted(self, item: Claimed) -> bool:
         """Right before SMTP: is the claim still ours and the subscriber still active?
 
         A claim that is ours but whose subscriber is no longer active is cancelled here,
         so it is not claimed again after its lease.
         """
-        with self.engine.connect().execution_options(**READ_ONLY) as connection:
+        with self._transaction() as connection:
             row = connection.execute(_CHECK, {"id": item.delivery_id, "lease": item.lease}).first()
-        if row is None or row[0] != DeliveryStatus.SENDING:
-            return False
-        if row[1] != SubscriberStatus.ACTIVE:
-            with self.engine.begin() as connection:
+            if row is None:
+                return False
+            if row[0] != SubscriberStatus.ACTIVE:
                 self._update_claimed(
                     connection,
                     item,
                     {
                         "status": DeliveryStatus.CANCELLED,
                         "claimed_until": None,
-                        "cancelled_at": now,
+                        "cancelled_at": self.now,
                     },
                 )
-            return False
+                return False
         return True
 
     # -- recording ------------------------------------------------------------------------
 
-    def _finish(
+    def _write_receipt(self, accepted: _Accepted) -> None:
+        item = accepted.item
+        updated = self.connection.execute(
+            _MARK_SENT,
+            {
+                "delivery": item.delivery_id,
+                "lease": item.lease,
+                "now": self.now,
+                "reply": accepted.reply,
+                "msgid": accepted.message_id,
+            },
+        ).rowcount
+        if updated:
+            self._queue_next(self.connection, item, accepted.course, sent_at=self.now)
+            return
+        # Unsubscribed between the check and the send, or the lease was taken over.
+        log_event(
+            logger,
+            logging.WARNING,
+            "receipt-lost",
+            email=item.email,
+            course=item.course_slug,
+            day=item.day_id,
+            message_id=accepted.message_id,
+        )
+
+    def _close_day(
         self,
+        connection: Connection,
         item: Claimed,
         course: Course,
-        now: datetime,
         status: DeliveryStatus,
         *,
-        reply: str | None = None,
-        message_id: str | None = None,
-        error: str | None = None,
+        error: str,
     ) -> str:
-        """Record a final outcome for this day and queue the next one, in one transaction."""
-        values: dict[str, object] = {"status": status, "claimed_until": None}
+        """Record that this day will not be sent (skipped or failed); queue the next one."""
+        values: dict[str, object] = {"status": status, "claimed_until": None, "last_error": error}
         if status == DeliveryStatus.FAILED:
-            values.update(failed_at=now, last_error=error)
-        else:
-            values.update(last_error=error)
-        with self.engine.begin() as connection:
-            if status == DeliveryStatus.SENT:
-                updated = connection.execute(
-                    _MARK_SENT,
-                    {
-                        "delivery": item.delivery_id,
-                        "lease": item.lease,
-                        "now": now,
-                        "reply": reply,
-                        "msgid": message_id,
-                    },
-                ).rowcount
-            else:
-                updated = self._update_claimed(connection, item, values)
-            if not updated:
-                return "cancelled"  # unsubscribed meanwhile, or the lease was taken over
-            self._queue_next(
-                connection,
-                item,
-                course,
-                now,
-                sent_at=now if status == DeliveryStatus.SENT else None,
-            )
-        if status != DeliveryStatus.SENT:
-            log_event(
-                logger,
-                logging.WARNING,
-                "delivery",
-                outcome=status,
-                email=item.email,
-                course=item.course_slug,
-                day=item.day_id,
-                error=error,
-            )
-        return str(status)  # "sent", "failed" or "skipped": RunReport's field names
+            values["failed_at"] = self.now
+        if not self._update_claimed(connection, item, values):
+            return "cancelled"  # unsubscribed meanwhile, or the lease was taken over
+        self._queue_next(connection, item, course, sent_at=None)
+        log_event(
+            logger,
+            logging.WARNING,
+            "delivery",
+            outcome=status,
+            email=item.email,
+            course=item.course_slug,
+            day=item.day_id,
+            error=error,
+        )
+        return str(status)  # "failed" or "skipped": RunReport's field names
 
     def _queue_next(
         self,
         connection: Connection,
         item: Claimed,
         course: Course,
-        now: datetime,
         *,
         sent_at: datetime | None,
     ) -> None:
         done = {day for day, status in item.history.items() if status != DeliveryStatus.CANCELLED}
-        zone = zone_for(item.timezone, course)
         plan = schedule.plan_next(
             day_ids=[day.id for day in course.days],
             done=done | {item.day_id},
             last_sent_at=sent_at,
             resuming=False,
-            now=now,
-            zone=zone,
+            now=self.now,
+            zone=zone_for(item.timezone, course),
             send_at=course.send_at,
             weekdays=course.weekdays,
         )
@@ -474,7 +543,7 @@ class Sender:
                     Enrollment.id == item.enrollment_id,
                     Enrollment.status == EnrollmentStatus.ACTIVE,
                 )
-                .values(status=EnrollmentStatus.COMPLETED, completed_at=now)
+                .values(status=EnrollmentStatus.COMPLETED, completed_at=self.now)
             )
         elif plan.day_id in item.history:  # cancelled by an earlier unsubscribe: reuse it
             connection.execute(
@@ -498,30 +567,28 @@ class Sender:
                     "enrollment": item.enrollment_id,
                     "day": plan.day_id,
                     "due": plan.due_at,
-                    "now": now,
+                    "now": self.now,
                 },
             )
 
-    def _defer(
-        self, item: Claimed, now: datetime, error: str, *, course: Course | None = None
-    ) -> str:
+    def _defer(self, item: Claimed, error: str, *, course: Course | None = None) -> str:
         """A temporary failure: retry with backoff, or give up after max attempts."""
-        if course is not None and item.attempts >= self.settings.max_attempts:
-            return self._finish(
-                item,
-                course,
-                now,
-                DeliveryStatus.FAILED,
-                error=f"gave up after {item.attempts} attempts: {error}",
-            )
-        with Session(self.engine) as session, session.begin():
+        with self._transaction() as connection:
+            if course is not None and item.attempts >= self.settings.max_attempts:
+                return self._close_day(
+                    connection,
+                    item,
+                    course,
+                    DeliveryStatus.FAILED,
+                    error=f"gave up after {item.attempts} attempts: {error}",
+                )
             self._update_claimed(
-                session,
+                connection,
                 item,
                 {
                     "status": DeliveryStatus.SCHEDULED,
                     "claimed_until": None,
-                    "due_at": schedule.retry_at(now=now, attempts=item.attempts),
+                    "due_at": schedule.retry_at(now=self.now, attempts=item.attempts),
                     "last_error": error,
                 },
             )
@@ -538,31 +605,36 @@ class Sender:
         )
         return "deferred"
 
-    def _reject(self, item: Claimed, course: Course, now: datetime, error: PermanentFailure) -> str:
-        outcome = self._finish(item, course, now, DeliveryStatus.FAILED, error=str(error))
-        if not error.suppress:
-            return outcome
-        with Session(self.engine) as session, session.begin():
-            subscriber = session.execute(
-                select(Subscriber)
-                .join(Enrollment, Enrollment.subscriber_id == Subscriber.id)
-                .where(Enrollment.id == item.enrollment_id)
-            ).scalar_one()
-            stop_subscriber(
-                session=session,
-                subscriber=subscriber,
-                status=SubscriberStatus.SUPPRESSED,
-                now=now,
-                reason=error.response,
+    def _reject(self, item: Claimed, course: Course, error: PermanentFailure) -> str:
+        """A permanent failure: this day failed; a rejected address is suppressed."""
+        with self._transaction() as connection:
+            outcome = self._close_day(
+                connection, item, course, DeliveryStatus.FAILED, error=str(error)
             )
+            if not error.suppress:
+                return outcome
+            with Session(bind=connection) as session:
+                subscriber = session.execute(
+                    select(Subscriber)
+                    .join(Enrollment, Enrollment.subscriber_id == Subscriber.id)
+                    .where(Enrollment.id == item.enrollment_id)
+                ).scalar_one()
+                stop_subscriber(
+                    session=session,
+                    subscriber=subscriber,
+                    status=SubscriberStatus.SUPPRESSED,
+                    now=self.now,
+                    reason=error.response,
+                )
+                session.flush()
         return "suppressed"
 
     def _release(self, items: list[Claimed]) -> None:
         """Give back claims never attempted: due again at once, the attempt not counted."""
-        with Session(self.engine) as session, session.begin():
+        with self._transaction() as connection:
             for item in items:
                 self._update_claimed(
-                    session,
+                    connection,
                     item,
                     {
                         "status": DeliveryStatus.SCHEDULED,

@@ -2,7 +2,7 @@
 
 ``SmtpSink`` is a real SMTP server on 127.0.0.1 that records what it receives and can be
 told to misbehave: refuse a recipient with any code, refuse the next DATA, or drop the
-connection mid-message.
+connection mid-message. It advertises PIPELINING unless told not to.
 
     with SmtpSink() as sink:
         settings = Settings(smtp_url=sink.url, ...)
@@ -40,6 +40,14 @@ class _Handler:
     def __init__(self, sink: SmtpSink) -> None:
         self.sink = sink
 
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.sink.pipelining:  # aiosmtpd reads pipelined commands; it just never says so
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
     ) -> str:
@@ -72,8 +80,11 @@ class SmtpSink:
         tls_context: Any = None,
         credentials: tuple[str, str] | None = None,
         port: int | None = None,
+        pipelining: bool = True,
     ) -> None:
         self.port = port or free_port()
+        #: advertise PIPELINING (RFC 2920); off, clients must wait for each reply
+        self.pipelining = pipelining
         self.lock = threading.Lock()
         self.received: list[Received] = []
         #: recipient (lower case) → full SMTP reply to RCPT, e.g. "550 5.1.1 no such user"

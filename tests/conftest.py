@@ -115,10 +115,11 @@ def any_engine(database_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-@pytest.fixture
-def smtp_sink() -> Iterator[SmtpSink]:
-    """A real SMTP server on 127.0.0.1 that records messages and fails on demand."""
-    with SmtpSink() as sink:
+@pytest.fixture(params=["pipelining", "lockstep"])
+def smtp_sink(request: pytest.FixtureRequest) -> Iterator[SmtpSink]:
+    """A real SMTP server on 127.0.0.1 that records messages and fails on demand, once
+    advertising PIPELINING and once not, so both ways of talking to it are tested."""
+    with SmtpSink(pipelining=request.param == "pipelining") as sink:
         yield sink
 
 

@@ -24,7 +24,11 @@ DRIP = Path(sys.executable).with_name("drip")
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
 COUNT = 1000
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    # one SMTP dialogue is enough here; test_mailer covers both
+    pytest.mark.parametrize("smtp_sink", ["pipelining"], indirect=True),
+]
 
 
 def seed(database_url: str, count: int) -> None:

@@ -23,7 +23,11 @@ from drip.testing import SmtpSink, free_port
 from tests.conftest import COURSES_DIR, TEST_SECRET
 
 DRIP = Path(sys.executable).with_name("drip")
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    # one SMTP dialogue is enough here; test_mailer covers both
+    pytest.mark.parametrize("smtp_sink", ["pipelining"], indirect=True),
+]
 
 
 class Server:

@@ -179,7 +179,7 @@ def test_stranded_claim_is_retried_with_the_same_message_id(
     settings = make_settings(tmp_path)
     now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
     enrol(any_engine, course, "crash@example.org", now=now)
-    stranded = claim(engine=any_engine, now=now, limit=10, lease=timedelta(minutes=5))
+    stranded = claim(bind=any_engine, now=now, limit=10, lease=timedelta(minutes=5))
     assert len(stranded) == 1
     sender = sender_for(any_engine, settings, course)
     assert sender.send_due(now=now + timedelta(minutes=4)).sent == 0  # lease still held
