@@ -16,8 +16,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Dialect, Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.sql import ClauseElement
 from sqlmodel import Session
 
 from drip.config import Settings
@@ -57,9 +58,38 @@ def _sqlite_engine(database_url: str) -> Engine:
     def _on_begin(connection: Any) -> None:
         # IMMEDIATE unless a read-only caller asks for DEFERRED (see READ_ONLY).
         mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        connection.connection.driver_connection.execute(f"BEGIN {mode}")
 
     return engine
+
+
+class Prepared:
+    """A Core statement compiled once for a dialect, run straight on the DBAPI cursor.
+
+    For the few statements the send loop runs per message, where SQLAlchemy's
+    per-execution bookkeeping costs more than the database's own work. Parameters go
+    through the same bind processors (type conversions) as a normal execution; rows
+    come back as the driver returns them.
+    """
+
+    def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
+        self._compiled = statement.compile(dialect=dialect)
+        self.sql = str(self._compiled)
+        self._order = self._compiled.positiontup  # None for named paramstyles
+        self._processors = {
+            name: processor
+            for bind, name in self._compiled.bind_names.items()
+            if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect))
+        }
+
+    def execute(self, connection: Connection, params: dict[str, Any]) -> Any:
+        """Run in ``connection``'s current transaction; returns the DBAPI cursor."""
+        values = self._compiled.construct_params(params)
+        for name, process in self._processors.items():
+            values[name] = process(values[name])
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute(self.sql, [values[name] for name in self._order] if self._order else values)
+        return cursor
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, Select, and_, bindparam, or_, select, update
+from sqlalchemy import Connection, Dialect, Engine, Select, and_, bindparam, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
@@ -36,6 +36,7 @@ from drip import schedule
 from drip.compose import Composer, Recipient
 from drip.config import Settings
 from drip.courses import Catalog, Course
+from drip.db import Prepared
 from drip.enrollment import stop_subscriber, zone_for
 from drip.exceptions import DripError, PermanentFailure, TemporaryFailure, UnknownCourse
 from drip.logs import log_event
@@ -228,41 +229,49 @@ def due(*, engine: Engine, now: datetime, limit: int | None = None) -> list[dict
 
 # -- sending --------------------------------------------------------------------------------
 
-#: the statements run once per message, built once (building them is costlier than running)
-_CHECK = _joined(select(Subscriber.status)).where(
-    Delivery.id == bindparam("id"),
-    Delivery.status == DeliveryStatus.SENDING,
-    Delivery.claimed_until == bindparam("lease"),
-)
-_MARK_SENT = (
-    update(Delivery)
-    .where(
-        Delivery.id == bindparam("delivery"),
-        Delivery.status == DeliveryStatus.SENDING,
-        Delivery.claimed_until == bindparam("lease"),
-    )
-    .values(
-        status=DeliveryStatus.SENT,
-        claimed_until=None,
-        sent_at=bindparam("now"),
-        smtp_response=bindparam("reply"),
-        message_id=bindparam("msgid"),
-    )
-)
-_NEXT_VALUES = {
-    "enrollment_id": bindparam("enrollment"),
-    "day_id": bindparam("day"),
-    "status": DeliveryStatus.SCHEDULED,
-    "due_at": bindparam("due"),
-    "attempts": 0,
-    "created_at": bindparam("now"),
-}
-_INSERT_NEXT = {
-    dialect: insert(Delivery)
-    .values(**_NEXT_VALUES)
-    .on_conflict_do_nothing(index_elements=["enrollment_id", "day_id"])
-    for dialect, insert in (("sqlite", sqlite_insert), ("postgresql", pg_insert))
-}
+
+class _PerMessage:
+    """The statements run for every message, compiled once for the database in use."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        insert = pg_insert if dialect.name == "postgresql" else sqlite_insert
+        self.check = Prepared(
+            _joined(select(Subscriber.status)).where(
+                Delivery.id == bindparam("id"),
+                Delivery.status == DeliveryStatus.SENDING,
+                Delivery.claimed_until == bindparam("lease"),
+            ),
+            dialect,
+        )
+        self.mark_sent = Prepared(
+            update(Delivery)
+            .where(
+                Delivery.id == bindparam("delivery"),
+                Delivery.status == DeliveryStatus.SENDING,
+                Delivery.claimed_until == bindparam("lease"),
+            )
+            .values(
+                status=DeliveryStatus.SENT,
+                claimed_until=None,
+                sent_at=bindparam("now"),
+                smtp_response=bindparam("reply"),
+                message_id=bindparam("msgid"),
+            ),
+            dialect,
+        )
+        self.insert_next = Prepared(
+            insert(Delivery)
+            .values(
+                enrollment_id=bindparam("enrollment"),
+                day_id=bindparam("day"),
+                status=DeliveryStatus.SCHEDULED,
+                due_at=bindparam("due"),
+                attempts=0,
+                created_at=bindparam("now"),
+            )
+            .on_conflict_do_nothing(index_elements=["enrollment_id", "day_id"]),
+            dialect,
+        )
 
 
 class Sender:
@@ -287,6 +296,7 @@ class Sender:
         )
         self.throttle = Throttle(settings.send_rate)
         self.lease = timedelta(seconds=settings.lease_seconds)
+        self.per_message = _PerMessage(engine.dialect)
         #: set to stop after the messages in flight (SIGTERM)
         self.stopping = threading.Event()
 
@@ -371,6 +381,7 @@ class _Worker:
         self.connection = connection
         self.now = now
         self.report = report
+        self.statements = sender.per_message
         self.unrecorded: _Accepted | None = None
 
     def run(self, batch: list[Claimed], progress: Callable[[str], None] | None) -> None:
@@ -445,7 +456,9 @@ class _Worker:
         so it is not claimed again after its lease.
         """
         with self._transaction() as connection:
-            row = connection.execute(_CHECK, {"id": item.delivery_id, "lease": item.lease}).first()
+            row = self.statements.check.execute(
+                connection, {"id": item.delivery_id, "lease": item.lease}
+            ).fetchone()
             if row is None:
                 return False
             if row[0] != SubscriberStatus.ACTIVE:
@@ -465,8 +478,8 @@ class _Worker:
 
     def _write_receipt(self, accepted: _Accepted) -> None:
         item = accepted.item
-        updated = self.connection.execute(
-            _MARK_SENT,
+        updated = self.statements.mark_sent.execute(
+            self.connection,
             {
                 "delivery": item.delivery_id,
                 "lease": item.lease,
@@ -561,8 +574,8 @@ class _Worker:
                 )
             )
         else:
-            connection.execute(
-                _INSERT_NEXT[connection.dialect.name],
+            self.statements.insert_next.execute(
+                connection,
                 {
                     "enrollment": item.enrollment_id,
                     "day": plan.day_id,

@@ -40,7 +40,8 @@ DKIM_HEADERS = (
 
 @dataclass(frozen=True)
 class Outgoing:
-    """One message ready for the wire."""
+    """One message ready for the wire: ``data`` has CRLF line endings only and no line
+    starting with a dot (``Prototype`` guarantees both; tests check it)."""
 
     envelope_from: str
     recipient: str
@@ -88,12 +89,36 @@ def _header(name: str, value: str) -> bytes:
 
 
 def quoted_printable(text: str) -> bytes:
-    """``text`` as quoted-printable UTF-8 with CRLF line endings."""
+    """``text`` as quoted-printable UTF-8 with CRLF line endings, ready for SMTP as is:
+    lines of at most 76 columns (``binascii`` can exceed that before trailing
+    whitespace), and a dot starting a line written ``=2E``, so DATA needs no dot-stuffing.
+    """
     normalized = text.replace("\r\n", "\n").replace("\r", "\n")
-    return binascii.b2a_qp(normalized.encode("utf-8"), istext=True).replace(b"\n", CRLF)
+    lines = binascii.b2a_qp(normalized.encode("utf-8"), istext=True).split(b"\n")
+    if any(len(line) > QP_MAX_LINE or line.startswith(b".") for line in lines):
+        lines = [_wire_safe(line) for line in lines]
+    return CRLF.join(lines)
 
 
 SOFT_BREAK = b"=" + CRLF
+QP_MAX_LINE = 76
+
+
+def _wire_safe(line: bytes) -> bytes:
+    """One encoded line, soft-broken where longer than 76 columns, no piece starting
+    with a dot."""
+    pieces = []
+    while True:
+        if line.startswith(b"."):
+            line = b"=2E" + line[1:]
+        if len(line) <= QP_MAX_LINE:
+            break
+        cut = QP_MAX_LINE - 1  # leaves room for the soft break's "="
+        while b"=" in line[cut - 2 : cut]:  # never split an =XX escape
+            cut -= 1
+        pieces.append(line[:cut] + b"=")
+        line = line[cut:]
+    return CRLF.join([*pieces, line])
 
 
 class SplicedBody:

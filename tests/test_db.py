@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, bindparam, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from drip.db import current_revision, ensure_schema, head_revision, make_engine, upgrade
+from drip.db import (
+    Prepared,
+    current_revision,
+    ensure_schema,
+    head_revision,
+    make_engine,
+    upgrade,
+)
 from drip.exceptions import SchemaOutOfDate
 from drip.models import Delivery, Enrollment, Subscriber
 
@@ -45,6 +52,40 @@ def test_delivery_is_unique_per_enrollment_and_day(any_engine: Engine) -> None:
         session.add(Delivery(enrollment_id=enrollment.id, day_id="d1", due_at=NOW))
         with pytest.raises(IntegrityError):
             session.commit()
+
+
+def test_prepared_statements_match_a_normal_execution(any_engine: Engine) -> None:
+    """A Prepared statement binds values (aware datetimes included) exactly as SQLAlchemy
+    does: it finds the rows a normal execution finds, and updates the same ones."""
+    later = NOW + timedelta(minutes=5)
+    with Session(any_engine) as session:
+        subscriber = Subscriber(email="p@example.org")
+        session.add(subscriber)
+        session.flush()
+        enrollment = Enrollment(subscriber_id=subscriber.id, course_slug="c")
+        session.add(enrollment)
+        session.flush()
+        for day, due in (("d1", NOW), ("d2", later)):
+            session.add(Delivery(enrollment_id=enrollment.id, day_id=day, due_at=due))
+        session.commit()
+    find = select(Delivery.day_id).where(Delivery.due_at == bindparam("due"))
+    touch = (
+        update(Delivery)
+        .where(Delivery.due_at == bindparam("due"), Delivery.status == "scheduled")
+        .values(last_error=bindparam("note"))
+    )
+    prepared_find = Prepared(find, any_engine.dialect)
+    prepared_touch = Prepared(touch, any_engine.dialect)
+    with any_engine.begin() as connection:
+        for due in (NOW, later, later.astimezone(timezone(timedelta(hours=-8)))):
+            expected = connection.execute(find, {"due": due}).all()
+            assert [tuple(row) for row in expected] == [
+                tuple(row) for row in prepared_find.execute(connection, {"due": due}).fetchall()
+            ]
+        assert prepared_touch.execute(connection, {"due": later, "note": "x"}).rowcount == 1
+    with Session(any_engine) as session:
+        notes = {d.day_id: d.last_error for d in session.execute(select(Delivery)).scalars()}
+    assert notes == {"d1": None, "d2": "x"}
 
 
 def test_datetimes_come_back_aware_utc(any_engine: Engine) -> None:

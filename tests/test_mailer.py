@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -102,6 +104,72 @@ def test_dropped_connection_is_temporary_and_reconnects(smtp_sink: SmtpSink) -> 
         mailer.send(_message(2))
         assert mailer.connections_opened == 2
     assert smtp_sink.message_ids() == ["<m2@example.com>"]
+
+
+def test_leading_dots_and_bare_line_ends_arrive_intact(smtp_sink: SmtpSink) -> None:
+    """A message not built by drip (leading dots, no final CRLF) is dot-stuffed on the
+    wire and arrives byte for byte."""
+    data = b"Subject: dots\r\n\r\n.starts with a dot\r\n..two\r\n.\r\nend"
+    with _smtp(smtp_sink.url) as mailer:
+        mailer.send(Outgoing("hello@example.com", "ana@example.org", "<d@x>", data))
+    assert smtp_sink.received[0].data == data + b"\r\n"
+
+
+def test_addresses_that_could_break_the_command_line_are_refused(smtp_sink: SmtpSink) -> None:
+    """CR, LF or angle brackets in an envelope address never reach the server."""
+    with _smtp(smtp_sink.url) as mailer:
+        for bad in ("ana@example.org>\r\nRCPT TO:<x@evil.test", "a b@example.org", "ané@x.org"):
+            with pytest.raises(PermanentFailure, match="not a deliverable address"):
+                mailer.send(Outgoing("hello@example.com", bad, "<b@x>", b"Subject: x\r\n\r\nx\r\n"))
+    assert smtp_sink.received == []
+
+
+def test_pipelined_data_accepted_after_a_refused_recipient_sends_no_body() -> None:
+    """RFC 2920: a server may answer 354 to a pipelined DATA although it refused the
+    recipient; the client must then end DATA at once, sending nothing of the message."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        seen: list[bytes] = []
+        server = threading.Thread(target=_lax_pipelining_server, args=(listener, seen))
+        server.start()
+        with _smtp(f"smtp://127.0.0.1:{port}?starttls=off") as mailer:
+            with pytest.raises(PermanentFailure) as caught:
+                mailer.send(_message(1, to="gone@example.org"))
+        server.join(timeout=10)
+    assert caught.value.suppress is True and caught.value.code == 550
+    assert seen[:5] == [
+        b"MAIL FROM:<hello@example.com>",
+        b"RCPT TO:<gone@example.org>",
+        b"DATA",
+        b".",
+        b"RSET",
+    ]
+
+
+def _lax_pipelining_server(listener: socket.socket, seen: list[bytes]) -> None:
+    """Answers 354 to DATA even with no valid recipient, as RFC 2920 warns servers may."""
+    replies = {
+        b"EHLO": b"250-lax.test\r\n250 PIPELINING\r\n",
+        b"MAIL": b"250 ok\r\n",
+        b"RCPT": b"550 5.1.1 no such user\r\n",
+        b"DATA": b"354 go ahead\r\n",
+        b".": b"554 5.5.1 no valid recipients\r\n",
+        b"RSET": b"250 ok\r\n",
+        b"QUIT": b"221 bye\r\n",
+    }
+    connection, _ = listener.accept()
+    with connection, connection.makefile("rb") as lines:
+        connection.sendall(b"220 lax.test ESMTP\r\n")
+        for line in lines:
+            command = line.rstrip(b"\r\n")
+            verb = command.split(b" ")[0].split(b":")[0].upper()
+            if verb != b"EHLO":
+                seen.append(verb if verb in (b"RSET", b"QUIT") else command)
+            connection.sendall(replies[verb])
+            if verb == b"QUIT":
+                return
 
 
 def test_server_down_is_a_connection_failure() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import quopri
+import random
 import re
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
@@ -144,12 +145,31 @@ def test_non_ascii_round_trips(composer: Composer, course: Course) -> None:
 
 
 def test_lines_respect_smtp_and_quoted_printable_limits(composer: Composer, course: Course) -> None:
-    """Every line ends in CRLF, header lines stay short and QP body lines ≤ 76 columns."""
-    data = composer.lesson(course=course, day=course.days[6], recipient=ANA, now=NOW).data
-    assert b"\n" not in data.replace(b"\r\n", b"")
-    head, body = data.split(b"\r\n\r\n", 1)
-    assert max(len(line) for line in head.split(b"\r\n")) <= 100
-    assert max(len(line) for line in body.split(b"\r\n")) <= 76
+    """Every line ends in CRLF, header lines stay short, QP body lines ≤ 76 columns, and
+    no line starts with a dot (the SMTP mailer then sends the bytes as they are)."""
+    dotty = Recipient("ana@example.org", ".Ana", "a1b2c3", "Europe/Lisbon")
+    for day in course.days:
+        data = composer.lesson(course=course, day=day, recipient=dotty, now=NOW).data
+        assert b"\n" not in data.replace(b"\r\n", b"") and b"\r" not in data.replace(b"\r\n", b"")
+        assert not data.startswith(b".") and b"\r\n." not in data
+        head, body = data.split(b"\r\n\r\n", 1)
+        assert max(len(line) for line in head.split(b"\r\n")) <= 100
+        assert max(len(line) for line in body.split(b"\r\n")) <= 76
+
+
+def test_quoted_printable_round_trips_without_leading_dots() -> None:
+    """Random text full of dots, escapes, whitespace and long lines: decodes to itself,
+    lines ≤ 76 columns, and a dot never starts a line."""
+    for seed in range(300):
+        rng = random.Random(seed)
+        text = "".join(rng.choice(".....=  \tabcxyzé€\n") for _ in range(rng.randrange(1, 600)))
+        encoded = quoted_printable(text)
+        lines = encoded.split(b"\r\n")
+        assert max(len(line) for line in lines) <= 76, seed
+        assert not any(line.startswith(b".") for line in lines), seed
+        assert b"\n" not in encoded.replace(b"\r\n", b""), seed
+        decoded = quopri.decodestring(encoded.replace(b"\r\n", b"\n")).decode("utf-8")
+        assert decoded == text, seed
 
 
 def test_spliced_body_decodes_to_the_full_text() -> None:

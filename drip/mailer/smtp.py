@@ -259,16 +259,13 @@ def _wire_address(address: str) -> str:
 
 
 def _dot_stuffed(data: bytes) -> bytes:
-    """The message as DATA sends it: CRLF line ends, leading dots doubled, ending in CRLF.
+    """The message as DATA sends it: leading dots doubled, ending in CRLF.
 
-    Messages drip builds already use CRLF, so the usual path is two ``bytes.replace``
-    calls instead of smtplib's regular expressions over the whole message.
+    Messages drip builds have no line starting with a dot (``Outgoing``), so this is
+    normally one scan instead of smtplib's regular expressions over the whole message.
     """
-    if data.count(b"\n") != data.count(b"\r\n") or data.count(b"\r") != data.count(b"\r\n"):
-        data = re.sub(rb"\r\n|\r|\n", b"\r\n", data)
-    if data.startswith(b"."):
-        data = b"." + data
-    data = data.replace(b"\r\n.", b"\r\n..")
+    if data.startswith(b".") or b"\r\n." in data:
+        data = (b"." if data.startswith(b".") else b"") + data.replace(b"\r\n.", b"\r\n..")
     return data if data.endswith(b"\r\n") else data + b"\r\n"
 
 
