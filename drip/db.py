@@ -30,18 +30,28 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_ONLY = {"sqlite_begin": "DEFERRED"}
 
 
-def make_engine(database_url: str) -> Engine:
-    """An engine for ``database_url``; SQLite files get WAL, busy timeout and IMMEDIATE."""
+def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
+    """An engine for ``database_url``; SQLite files get WAL, busy timeout and IMMEDIATE.
+
+    ``pool_size`` connections are kept open, and as many again may be opened when busy.
+    """
     if database_url.startswith("sqlite"):
-        return _sqlite_engine(database_url)
+        return _sqlite_engine(database_url, pool_size)
     try:
-        return create_engine(database_url, pool_pre_ping=True)
+        return create_engine(
+            database_url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size
+        )
     except Exception as error:  # bad URL or missing driver
         raise ConfigError(f"DRIP_DATABASE_URL: {error}") from error
 
 
-def _sqlite_engine(database_url: str) -> Engine:
-    engine = create_engine(database_url, connect_args={"check_same_thread": False, "timeout": 30})
+def _sqlite_engine(database_url: str, pool_size: int) -> Engine:
+    engine = create_engine(
+        database_url,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        pool_size=pool_size,
+        max_overflow=pool_size,
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -136,7 +146,8 @@ def ensure_schema(engine: Engine) -> None:
 
 
 def engine_for(settings: Settings, *, migrate: bool = True) -> Engine:
-    engine = make_engine(settings.database_url)
+    # each send-due worker holds one connection for its run; the rest serve everything else
+    engine = make_engine(settings.database_url, pool_size=settings.smtp_connections + 3)
     if migrate:
         ensure_schema(engine)
     return engine

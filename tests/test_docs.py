@@ -1,4 +1,5 @@
-"""Docs as tests: every command has help with an example; the README's commands exist."""
+"""Docs as tests: every command has help with an example; the README's commands and
+settings exist."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 
 import drip
 from drip.cli import app
+from drip.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,6 +45,13 @@ def test_readme_lists_every_command() -> None:
     readme = (ROOT / "README.md").read_text()
     for name, _ in _commands():
         assert f"drip {name.split()[0]}" in readme, name
+
+
+def test_readme_documents_every_setting() -> None:
+    """Each setting's environment variable appears in the README's configuration table."""
+    readme = (ROOT / "README.md").read_text()
+    for name in Settings.model_fields:
+        assert f"`DRIP_{name.upper()}`" in readme, name
 
 
 def test_readme_starts_with_the_two_commands() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,10 +16,12 @@ from sqlmodel import Session, select
 from drip.compose import Composer, Recipient
 from drip.config import Settings
 from drip.courses import Catalog, Course
-from drip.db import session_scope
+from drip.db import engine_for, session_scope
 from drip.engine import Sender, claim
 from drip.enrollment import sign_up, unsubscribe
 from drip.mailer import memory
+from drip.mailer.memory import MemoryMailer
+from drip.message import Outgoing
 from drip.models import Delivery, DeliveryStatus, Enrollment, Subscriber, SubscriberStatus
 from drip.testing import SmtpSink, free_port
 from tests.conftest import make_settings
@@ -328,6 +331,33 @@ def test_limit_caps_a_run(engine: Engine, settings: Settings, course: Course) ->
     sender = sender_for(engine, settings, course)
     assert sender.send_due(now=now, limit=3).sent == 3
     assert sender.send_due(now=now).sent == 4
+
+
+def test_many_connections_each_hold_a_database_connection(tmp_path: Path, course: Course) -> None:
+    """With the maximum of 32 SMTP connections all sending at once, every worker gets its
+    database connection (the pool is sized from DRIP_SMTP_CONNECTIONS)."""
+    settings = make_settings(tmp_path, smtp_connections=32, batch_size=2)
+    engine = engine_for(settings)
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    for n in range(100):
+        enrol(engine, course, f"p{n}@example.org", now=now)
+    everyone = threading.Barrier(32, timeout=10)
+
+    class Together(MemoryMailer):
+        """Waits before its first message until all 32 workers are sending."""
+
+        first = True
+
+        def send(self, message: Outgoing) -> str:
+            if self.first:
+                self.first = False
+                everyone.wait()
+            return super().send(message)
+
+    sender = sender_for(engine, settings, course, mailer_factory=Together)
+    assert sender.send_due(now=now).sent == 100
+    assert len({m.message_id for m in memory.outbox}) == 100
+    engine.dispose()
 
 
 def test_enrollment_completes_after_the_last_day(
