@@ -33,7 +33,8 @@ from ruamel.yaml.error import MarkedYAMLError
 
 from drip.exceptions import InvalidCourse, UnknownCourse
 
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,99}$"
 
 
@@ -107,7 +108,7 @@ class Course(_Strict):
     sender: Sender
     send_at: time
     default_timezone: str
-    send_days: tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...] = WEEKDAYS
+    send_days: tuple[Weekday, ...] = WEEKDAYS
     double_opt_in: bool = True
     welcome_email: bool = False
     goodbye_email: bool = False

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
@@ -19,6 +19,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Dialect, Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlmodel import Session
 
 from drip.config import Settings
@@ -83,7 +84,7 @@ class Prepared:
     """
 
     def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
-        self._compiled = statement.compile(dialect=dialect)
+        self._compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
         self.sql = str(self._compiled)
         self._order = self._compiled.positiontup  # None for named paramstyles
         self._processors = {
@@ -94,7 +95,7 @@ class Prepared:
 
     def execute(self, connection: Connection, params: dict[str, Any]) -> Any:
         """Run in ``connection``'s current transaction; returns the DBAPI cursor."""
-        values = self._compiled.construct_params(params)
+        values = dict(self._compiled.construct_params(params))
         for name, process in self._processors.items():
             values[name] = process(values[name])
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]

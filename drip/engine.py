@@ -26,11 +26,23 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TypeVar
 
-from sqlalchemy import Connection, Dialect, Engine, Select, and_, bindparam, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Dialect,
+    Engine,
+    Select,
+    and_,
+    bindparam,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from drip import schedule
 from drip.compose import Composer, Recipient
@@ -125,20 +137,22 @@ class Throttle:
 
 # -- claiming -------------------------------------------------------------------------------
 
+_Query = TypeVar("_Query", bound=Select)
 
-def _joined(query: Select) -> Select:  # type: ignore[type-arg]
+
+def _joined(query: _Query) -> _Query:
     """``query`` joined from each delivery to its enrollment and subscriber."""
     return (
         query.select_from(Delivery)
-        .join(Enrollment, Enrollment.id == Delivery.enrollment_id)
-        .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)
+        .join(Enrollment, col(Enrollment.id) == Delivery.enrollment_id)
+        .join(Subscriber, col(Subscriber.id) == Enrollment.subscriber_id)
     )
 
 
-def _due_condition(now: datetime):  # type: ignore[no-untyped-def]
+def _due_condition(now: datetime) -> ColumnElement[bool]:
     return or_(
-        and_(Delivery.status == DeliveryStatus.SCHEDULED, Delivery.due_at <= now),
-        and_(Delivery.status == DeliveryStatus.SENDING, Delivery.claimed_until <= now),
+        and_(col(Delivery.status) == DeliveryStatus.SCHEDULED, col(Delivery.due_at) <= now),
+        and_(col(Delivery.status) == DeliveryStatus.SENDING, col(Delivery.claimed_until) <= now),
     )
 
 
@@ -149,9 +163,9 @@ def claim(
     lease_until = now + lease
     with Session(bind) as session, session.begin():
         query = (
-            select(Delivery.id)
+            select(col(Delivery.id))
             .where(_due_condition(now))
-            .order_by(Delivery.due_at, Delivery.id)
+            .order_by(col(Delivery.due_at), col(Delivery.id))
             .limit(limit)
         )
         if bind.dialect.name == "postgresql":
@@ -161,40 +175,52 @@ def claim(
             return []
         session.execute(
             update(Delivery)
-            .where(Delivery.id.in_(ids), _due_condition(now))  # type: ignore[union-attr]
+            .where(col(Delivery.id).in_(ids), _due_condition(now))
             .values(
                 status=DeliveryStatus.SENDING,
                 claimed_until=lease_until,
-                attempts=Delivery.attempts + 1,
+                attempts=col(Delivery.attempts) + 1,
             )
         )
         rows = session.execute(
             _joined(
                 select(
-                    Delivery.id,
-                    Delivery.enrollment_id,
-                    Delivery.day_id,
-                    Delivery.attempts,
-                    Enrollment.uid,
-                    Enrollment.course_slug,
-                    Subscriber.email,
-                    Subscriber.name,
-                    Subscriber.timezone,
+                    col(Delivery.id),
+                    col(Delivery.enrollment_id),
+                    col(Delivery.day_id),
+                    col(Delivery.attempts),
+                    col(Enrollment.uid),
+                    col(Enrollment.course_slug),
+                    col(Subscriber.email),
+                    col(Subscriber.name),
+                    col(Subscriber.timezone),
                 )
             )
-            .where(Delivery.id.in_(ids), Delivery.claimed_until == lease_until)  # type: ignore[union-attr]
-            .order_by(Delivery.due_at, Delivery.id)
+            .where(col(Delivery.id).in_(ids), col(Delivery.claimed_until) == lease_until)
+            .order_by(col(Delivery.due_at), col(Delivery.id))
         ).all()
         history: dict[int, dict[str, str]] = {}
         for enrollment_id, day_id, status in session.execute(
-            select(Delivery.enrollment_id, Delivery.day_id, Delivery.status).where(
-                Delivery.enrollment_id.in_({r[1] for r in rows})  # type: ignore[attr-defined]
+            select(col(Delivery.enrollment_id), col(Delivery.day_id), col(Delivery.status)).where(
+                col(Delivery.enrollment_id).in_({r[1] for r in rows})
             )
         ):
             history.setdefault(enrollment_id, {})[day_id] = status
     return [
-        Claimed(r[0], r[1], r[2], r[3], lease_until, *r[4:], history=history.get(r[1], {}))
-        for r in rows
+        Claimed(
+            delivery_id=delivery_id,
+            enrollment_id=enrollment_id,
+            day_id=day_id,
+            attempts=attempts,
+            lease=lease_until,
+            uid=uid,
+            course_slug=slug,
+            email=email,
+            name=name,
+            timezone=zone,
+            history=history.get(enrollment_id, {}),
+        )
+        for delivery_id, enrollment_id, day_id, attempts, uid, slug, email, name, zone in rows
     ]
 
 
@@ -203,15 +229,15 @@ def due(*, engine: Engine, now: datetime, limit: int | None = None) -> list[dict
     query = (
         _joined(
             select(
-                Enrollment.course_slug,
-                Delivery.day_id,
-                Delivery.due_at,
-                Delivery.attempts,
-                Subscriber.email,
+                col(Enrollment.course_slug),
+                col(Delivery.day_id),
+                col(Delivery.due_at),
+                col(Delivery.attempts),
+                col(Subscriber.email),
             )
         )
         .where(_due_condition(now))
-        .order_by(Delivery.due_at, Delivery.id)
+        .order_by(col(Delivery.due_at), col(Delivery.id))
         .limit(limit)
     )
     with Session(engine) as session:
@@ -236,19 +262,19 @@ class _PerMessage:
     def __init__(self, dialect: Dialect) -> None:
         insert = pg_insert if dialect.name == "postgresql" else sqlite_insert
         self.check = Prepared(
-            _joined(select(Subscriber.status)).where(
-                Delivery.id == bindparam("id"),
-                Delivery.status == DeliveryStatus.SENDING,
-                Delivery.claimed_until == bindparam("lease"),
+            _joined(select(col(Subscriber.status))).where(
+                col(Delivery.id) == bindparam("id"),
+                col(Delivery.status) == DeliveryStatus.SENDING,
+                col(Delivery.claimed_until) == bindparam("lease"),
             ),
             dialect,
         )
         self.mark_sent = Prepared(
             update(Delivery)
             .where(
-                Delivery.id == bindparam("delivery"),
-                Delivery.status == DeliveryStatus.SENDING,
-                Delivery.claimed_until == bindparam("lease"),
+                col(Delivery.id) == bindparam("delivery"),
+                col(Delivery.status) == DeliveryStatus.SENDING,
+                col(Delivery.claimed_until) == bindparam("lease"),
             )
             .values(
                 status=DeliveryStatus.SENT,
@@ -553,8 +579,8 @@ class _Worker:
             connection.execute(
                 update(Enrollment)
                 .where(
-                    Enrollment.id == item.enrollment_id,
-                    Enrollment.status == EnrollmentStatus.ACTIVE,
+                    col(Enrollment.id) == item.enrollment_id,
+                    col(Enrollment.status) == EnrollmentStatus.ACTIVE,
                 )
                 .values(status=EnrollmentStatus.COMPLETED, completed_at=self.now)
             )
@@ -562,9 +588,9 @@ class _Worker:
             connection.execute(
                 update(Delivery)
                 .where(
-                    Delivery.enrollment_id == item.enrollment_id,
-                    Delivery.day_id == plan.day_id,
-                    Delivery.status == DeliveryStatus.CANCELLED,
+                    col(Delivery.enrollment_id) == item.enrollment_id,
+                    col(Delivery.day_id) == plan.day_id,
+                    col(Delivery.status) == DeliveryStatus.CANCELLED,
                 )
                 .values(
                     status=DeliveryStatus.SCHEDULED,
@@ -629,8 +655,8 @@ class _Worker:
             with Session(bind=connection) as session:
                 subscriber = session.execute(
                     select(Subscriber)
-                    .join(Enrollment, Enrollment.subscriber_id == Subscriber.id)
-                    .where(Enrollment.id == item.enrollment_id)
+                    .join(Enrollment, col(Enrollment.subscriber_id) == col(Subscriber.id))
+                    .where(col(Enrollment.id) == item.enrollment_id)
                 ).scalar_one()
                 stop_subscriber(
                     session=session,
@@ -652,7 +678,7 @@ class _Worker:
                     {
                         "status": DeliveryStatus.SCHEDULED,
                         "claimed_until": None,
-                        "attempts": Delivery.attempts - 1,
+                        "attempts": col(Delivery.attempts) - 1,
                     },
                 )
 
@@ -662,13 +688,13 @@ class _Worker:
         result = connection.execute(
             update(Delivery)
             .where(
-                Delivery.id == item.delivery_id,
-                Delivery.status == DeliveryStatus.SENDING,
-                Delivery.claimed_until == item.lease,
+                col(Delivery.id) == item.delivery_id,
+                col(Delivery.status) == DeliveryStatus.SENDING,
+                col(Delivery.claimed_until) == item.lease,
             )
             .values(**values)
         )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return bool(result.rowcount)
 
 
 class _Budget:

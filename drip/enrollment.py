@@ -95,6 +95,7 @@ def sign_up(
         )
     ).first()
     if enrollment is None:
+        assert subscriber.id is not None  # flushed above
         enrollment = Enrollment(
             subscriber_id=subscriber.id, course_slug=course.slug, created_at=now
         )
@@ -225,6 +226,7 @@ def schedule_next(
         return None
     delivery = next((row for row in rows if row.day_id == plan.day_id), None)
     if delivery is None:
+        assert enrollment.id is not None  # a stored enrollment
         delivery = Delivery(
             enrollment_id=enrollment.id, day_id=plan.day_id, due_at=plan.due_at, created_at=now
         )
@@ -284,7 +286,7 @@ def stop_subscriber(
     session.execute(
         update(Enrollment)
         .where(
-            Enrollment.subscriber_id == subscriber.id,
+            col(Enrollment.subscriber_id) == subscriber.id,
             col(Enrollment.status).in_((EnrollmentStatus.PENDING, EnrollmentStatus.ACTIVE)),
         )
         .values(status=EnrollmentStatus.CANCELLED, cancelled_at=now)

@@ -6,7 +6,6 @@ import sys
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from sqlalchemy import Engine
@@ -23,7 +22,7 @@ console = Console()
 class DripGroup(TyperGroup):
     """Turns a ``DripError`` into one line on stderr and its exit code: no traceback."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:  # click's Context (typer may bundle its own click)
         try:
             return super().invoke(ctx)
         except InvalidCourse as error:
