@@ -38,18 +38,26 @@ def test_upgrade_twice_is_harmless(any_engine: Engine) -> None:
     assert upgrade(any_engine) == (head_revision(), head_revision())
 
 
+def _enrollment(session: Session, email: str) -> int:
+    """A stored subscriber enrolled in course "c"; returns the enrollment id."""
+    subscriber = Subscriber(email=email)
+    session.add(subscriber)
+    session.flush()
+    assert subscriber.id is not None
+    enrollment = Enrollment(subscriber_id=subscriber.id, course_slug="c")
+    session.add(enrollment)
+    session.flush()
+    assert enrollment.id is not None
+    return enrollment.id
+
+
 def test_delivery_is_unique_per_enrollment_and_day(any_engine: Engine) -> None:
     """The database itself refuses a second delivery row for the same (enrollment, day)."""
     with Session(any_engine) as session:
-        subscriber = Subscriber(email="a@example.org")
-        session.add(subscriber)
-        session.flush()
-        enrollment = Enrollment(subscriber_id=subscriber.id, course_slug="c")
-        session.add(enrollment)
-        session.flush()
-        session.add(Delivery(enrollment_id=enrollment.id, day_id="d1", due_at=NOW))
+        enrollment_id = _enrollment(session, "a@example.org")
+        session.add(Delivery(enrollment_id=enrollment_id, day_id="d1", due_at=NOW))
         session.commit()
-        session.add(Delivery(enrollment_id=enrollment.id, day_id="d1", due_at=NOW))
+        session.add(Delivery(enrollment_id=enrollment_id, day_id="d1", due_at=NOW))
         with pytest.raises(IntegrityError):
             session.commit()
 
@@ -59,14 +67,9 @@ def test_prepared_statements_match_a_normal_execution(any_engine: Engine) -> Non
     does: it finds the rows a normal execution finds, and updates the same ones."""
     later = NOW + timedelta(minutes=5)
     with Session(any_engine) as session:
-        subscriber = Subscriber(email="p@example.org")
-        session.add(subscriber)
-        session.flush()
-        enrollment = Enrollment(subscriber_id=subscriber.id, course_slug="c")
-        session.add(enrollment)
-        session.flush()
+        enrollment_id = _enrollment(session, "p@example.org")
         for day, due in (("d1", NOW), ("d2", later)):
-            session.add(Delivery(enrollment_id=enrollment.id, day_id=day, due_at=due))
+            session.add(Delivery(enrollment_id=enrollment_id, day_id=day, due_at=due))
         session.commit()
     find = select(Delivery.day_id).where(Delivery.due_at == bindparam("due"))
     touch = (
