@@ -27,8 +27,6 @@ from drip.exceptions import ConfigError, SchemaOutOfDate
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-#: execution options for a read-only connection: on SQLite it does not take the write lock
-READ_ONLY = {"sqlite_begin": "DEFERRED"}
 
 
 def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
@@ -67,9 +65,7 @@ def _sqlite_engine(database_url: str, pool_size: int) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        # IMMEDIATE unless a read-only caller asks for DEFERRED (see READ_ONLY).
-        mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        connection.connection.driver_connection.execute(f"BEGIN {mode}")
+        connection.connection.driver_connection.execute("BEGIN IMMEDIATE")
 
     return engine
 
