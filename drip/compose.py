@@ -8,8 +8,8 @@ the name and unsubscribe link, and assembles the message.
 
 from __future__ import annotations
 
-import secrets
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,6 +21,7 @@ from drip.config import Settings
 from drip.courses import Course, Day
 from drip.exceptions import DripError, UnknownCourse
 from drip.message import DkimSigner, Outgoing, Prototype, SplicedBody, quoted_printable
+from drip.models import DeliveryStatus, EmailKind
 from drip.render import Renderer, markdown_html, markdown_text
 from drip.tokens import Tokens
 
@@ -99,7 +100,7 @@ class Composer:
         return lesson.prototype.build(
             to_name=recipient.name,
             to_address=recipient.email,
-            message_id=lesson_message_id(recipient.uid, day.id, lesson.prototype.domain),
+            message_id=message_id(recipient.uid, day.id, lesson.prototype.domain),
             date=now,
             text=text,
             html=html,
@@ -149,81 +150,46 @@ class Composer:
                 return None
         return text_body, html_body
 
-    # -- lifecycle emails ----------------------------------------------------------------
-    def confirmation(self, *, course: Course, recipient: Recipient, now: datetime) -> Outgoing:
-        extra = {
-            "confirm_url": self.confirm_url(recipient.uid),
-            "unsubscribe_url": None,
-            "preheader": "One click to confirm your place.",
-        }
-        return self._one_off(
-            course,
-            "confirm",
-            f"Please confirm: {course.title}",
-            recipient,
-            now,
-            extra,
-            list_headers=False,
-        )
-
-    def welcome(self, *, course: Course, recipient: Recipient, now: datetime) -> Outgoing:
-        extra = {
-            "unsubscribe_url": self.unsubscribe_url(recipient.uid),
-            "preheader": "Your first lesson is on its way.",
-            "timezone": recipient.timezone,
-        }
-        return self._one_off(
-            course,
-            "welcome",
-            f"Welcome to {course.title}",
-            recipient,
-            now,
-            extra,
-            list_headers=True,
-        )
-
-    def goodbye(self, *, course: Course, recipient: Recipient, now: datetime) -> Outgoing:
-        extra = {"unsubscribe_url": None, "preheader": "You will not hear from us again."}
-        return self._one_off(
-            course,
-            "goodbye",
-            f"You are unsubscribed from {course.title}",
-            recipient,
-            now,
-            extra,
-            list_headers=False,
-        )
-
-    def _one_off(
+    # -- confirmation, welcome, goodbye ---------------------------------------------------
+    def transactional(
         self,
-        course: Course,
-        template: str,
-        subject: str,
-        recipient: Recipient,
-        now: datetime,
-        extra: dict[str, Any],
+        kind: EmailKind,
         *,
-        list_headers: bool,
+        course: Course,
+        recipient: Recipient,
+        key: str,
+        now: datetime,
+        signup_uid: str | None = None,
+        history: Mapping[str, str] | None = None,
     ) -> Outgoing:
-        prototype = self._prototype(course, subject)
+        """A confirmation, welcome or goodbye email (``KINDS``); ``key`` is its outbox key,
+        from which the Message-ID is made. A confirmation links to ``signup_uid``'s signup
+        and, from the lesson ``history``, tells a returning subscriber where they resume."""
+        spec = KINDS[kind]
+        subject = spec.subject.format(title=course.title)
+        unsubscribe_url = self.unsubscribe_url(recipient.uid) if spec.unsubscribe else None
         context = {
             **_course_context(course),
             "subject": subject,
-            **_recipient_values(recipient.name, extra["unsubscribe_url"]),
-            **extra,
+            "preheader": spec.preheader,
+            "timezone": recipient.timezone,
+            **_recipient_values(recipient.name, unsubscribe_url),
         }
-        rendered = self.renderer.render(template, context)
-        headers = []
-        if list_headers:
-            headers = self._list_headers(course, extra["unsubscribe_url"])
+        if kind == EmailKind.CONFIRM:
+            if signup_uid is None:
+                raise ValueError("a confirmation email needs its signup")
+            context["confirm_url"] = self.confirm_url(signup_uid)
+            context["resume"] = resume_note(course, history or {})
+        rendered = self.renderer.render(spec.template, context)
+        prototype = self._prototype(course, subject)
         return prototype.build(
             to_name=recipient.name,
             to_address=recipient.email,
-            message_id=f"{recipient.uid}.{template}.{secrets.token_hex(4)}@{prototype.domain}",
+            message_id=message_id(recipient.uid, key, prototype.domain),
             date=now,
             text=quoted_printable(rendered.text),
             html=quoted_printable(rendered.html),
-            headers=headers,
+            headers=self._list_headers(course, unsubscribe_url) if unsubscribe_url else [],
         )
 
     def _prototype(self, course: Course, subject: str) -> Prototype:
@@ -255,9 +221,53 @@ def _recipient_values(name: str, unsubscribe_url: str | None) -> dict[str, Any]:
     return {"name": name, "greeting_name": name or "there", "unsubscribe_url": unsubscribe_url}
 
 
-def lesson_message_id(uid: str, day_id: str, domain: str) -> str:
-    """Deterministic per (enrollment, day): a retried send carries the same Message-ID."""
-    return f"{uid}.{day_id}@{domain}"
+def message_id(uid: str, key: str, domain: str) -> str:
+    """Deterministic per outbox row (enrollment uid, key: a lesson's day id or
+    ``kind:uid``): a retried send carries the same Message-ID."""
+    return f"{uid}.{key.replace(':', '.')}@{domain}"
+
+
+def resume_note(course: Course, history: Mapping[str, str]) -> str | None:
+    """For someone who took part before: where confirming picks the course up again."""
+    done = {day for day, status in history.items() if status != DeliveryStatus.CANCELLED}
+    if not done:
+        return None
+    remaining = [day for day in course.days if day.id not in done]
+    if not remaining:
+        return f"You have already received all {len(course.days)} lessons of this course."
+    number = course.day_number(remaining[0].id)
+    return (
+        f"Welcome back: confirming picks up where you left off, with day {number} of "
+        f"{len(course.days)}. It arrives at once, or at {course.send_at:%H:%M} tomorrow "
+        "if a lesson already reached you today."
+    )
+
+
+@dataclass(frozen=True)
+class _Kind:
+    template: str
+    #: ``{title}`` is the course title
+    subject: str
+    preheader: str
+    #: carries the List-Unsubscribe headers and a footer link
+    unsubscribe: bool
+
+
+#: every email that is not a lesson, and what sets each apart
+KINDS: dict[EmailKind, _Kind] = {
+    EmailKind.CONFIRM: _Kind(
+        "confirm", "Please confirm: {title}", "One click to confirm your place.", False
+    ),
+    EmailKind.WELCOME: _Kind(
+        "welcome", "Welcome to {title}", "Your first lesson is on its way.", True
+    ),
+    EmailKind.GOODBYE: _Kind(
+        "goodbye",
+        "You are unsubscribed from {title}",
+        "You will not hear from us again.",
+        False,
+    ),
+}
 
 
 def _domain(address: str) -> str:
@@ -284,18 +294,22 @@ SAMPLE = Recipient(
     uid="preview0sample",
     timezone="Europe/London",
 )
-LIFECYCLE = ("confirm", "welcome", "goodbye")
+LIFECYCLE = tuple(kind.value for kind in KINDS)
 
 
 def preview(*, composer: Composer, course: Course, which: str, now: datetime) -> Outgoing:
-    """The email a sample subscriber would get: a day (number or id) or a lifecycle email."""
+    """The email a sample subscriber would get: a day (number or id) or confirm, welcome
+    or goodbye."""
     if which in LIFECYCLE:
-        build = {
-            "confirm": composer.confirmation,
-            "welcome": composer.welcome,
-            "goodbye": composer.goodbye,
-        }[which]
-        return build(course=course, recipient=SAMPLE, now=now)
+        kind = EmailKind(which)
+        return composer.transactional(
+            kind,
+            course=course,
+            recipient=SAMPLE,
+            key=f"{kind}:preview",
+            now=now,
+            signup_uid="preview0signup",
+        )
     day = course.day(which)
     if day is None and which.isdigit() and 1 <= int(which) <= len(course.days):
         day = course.days[int(which) - 1]

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=8, ge=1)
     send_interval_seconds: int = Field(default=60, ge=1)
     batch_size: int = Field(default=200, ge=1)
+    #: how long a web request waits to write before answering 503 (Retry-After)
+    db_wait_seconds: float = Field(default=5.0, gt=0, le=60)
 
     #: origins a signup form may name in its ``redirect`` field
     allowed_redirect_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

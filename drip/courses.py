@@ -309,6 +309,10 @@ class Catalog:
             known = ", ".join(sorted(self._courses)) or "none"
             raise UnknownCourse(f"unknown course {slug!r} (known: {known})") from None
 
+    def find(self, slug: str) -> Course | None:
+        """The course ``slug``, or None (a course removed since its emails went out)."""
+        return self._courses.get(slug)
+
     def default(self, preferred: str | None = None) -> Course:
         """The course a signup without ``course`` joins: the configured one or the only one."""
         if preferred:

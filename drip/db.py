@@ -2,7 +2,10 @@
 
 SQLite is tuned for several processes sharing one file: WAL, a busy timeout, foreign
 keys on, and every transaction opened with ``BEGIN IMMEDIATE`` so a writer takes the
-lock up front instead of failing half-way when it upgrades from reading.
+lock up front instead of failing half-way when it upgrades from reading. A connection
+with the ``READ_ONLY`` execution option begins a plain (deferred) transaction instead:
+in WAL mode it never waits for a writer. ``BUSY_MS`` sets how long one transaction may
+wait for the write lock.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ from drip.exceptions import ConfigError, SchemaOutOfDate
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: execution option: this connection only reads (SQLite: no write lock is taken)
+READ_ONLY = "drip_read_only"
+#: execution option: milliseconds the next transaction may wait for a lock
+BUSY_MS = "drip_busy_ms"
 
 
 def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
@@ -64,8 +71,13 @@ def _sqlite_engine(database_url: str, pool_size: int) -> Engine:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(connection: Any) -> None:
-        connection.connection.driver_connection.execute("BEGIN IMMEDIATE")
+    def _on_begin(connection: Connection) -> None:
+        options = connection.get_execution_options()
+        raw = connection.connection.driver_connection
+        assert raw is not None
+        if BUSY_MS in options:
+            raw.execute(f"PRAGMA busy_timeout={int(options[BUSY_MS])}")
+        raw.execute("BEGIN" if options.get(READ_ONLY) else "BEGIN IMMEDIATE")
 
     return engine
 

@@ -1,12 +1,12 @@
-"""The send engine: claim due lessons, send them, record the receipts.
+"""The send engine: claim due emails from the outbox, send them, record the receipts.
 
 1. **Claim** a batch in one short transaction (``FOR UPDATE SKIP LOCKED`` on PostgreSQL,
    ``BEGIN IMMEDIATE`` on SQLite): due rows become ``sending`` with a lease
    (``claimed_until``), so concurrent runs share the work and never take the same row.
-2. **Send** each: build the message, re-check right before SMTP that the subscriber is
-   still active and the claim still ours, hand it over.
-3. **Record** ``sent`` with the server's reply and Message-ID, and the next day
-   scheduled, in the transaction that re-checks the next claim: so before anything
+2. **Send** each: build the message, re-check right before SMTP that the claim is still
+   ours and its subscriber still wants this kind of email, hand it over.
+3. **Record** ``sent`` with the server's reply and Message-ID (and, for a lesson, queue
+   the next day) in the transaction that re-checks the next claim: so before anything
    else goes out on that connection. The lease value is the claim token: a worker whose
    lease expired and was taken over can no longer record anything.
 
@@ -14,6 +14,8 @@ A crash between 2 and 3 leaves the row ``sending`` (at most one per SMTP connect
 after the lease it is claimed again and resent with the same Message-ID. Temporary
 failures are retried with backoff; a recipient rejected with 5xx is suppressed; a server
 that cannot be reached stops the run early and releases every claim not yet attempted.
+Every kind of email (lesson, confirmation, welcome, goodbye) goes this one way. The SQL
+lives in ``drip.deliveries``.
 """
 
 from __future__ import annotations
@@ -26,93 +28,58 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TypeVar
+from enum import StrEnum
 
-from sqlalchemy import (
-    ColumnElement,
-    Connection,
-    Dialect,
-    Engine,
-    Select,
-    and_,
-    bindparam,
-    or_,
-    select,
-    update,
-)
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Session, col
+from sqlalchemy import Connection, Engine
 
-from drip import schedule
+from drip import deliveries, schedule
 from drip.compose import Composer, Recipient
 from drip.config import Settings
 from drip.courses import Catalog, Course
-from drip.db import Prepared
+from drip.deliveries import Claimed
 from drip.enrollment import stop_subscriber, zone_for
-from drip.exceptions import DripError, PermanentFailure, TemporaryFailure, UnknownCourse
+from drip.exceptions import DripError, PermanentFailure, TemporaryFailure
 from drip.logs import log_event
 from drip.mailer import Mailer, mailer_from_url
-from drip.models import (
-    Delivery,
-    DeliveryStatus,
-    Enrollment,
-    EnrollmentStatus,
-    Subscriber,
-    SubscriberStatus,
-)
+from drip.message import Outgoing
+from drip.models import DeliveryStatus, EmailKind, SubscriberStatus
 
 logger = logging.getLogger("drip.engine")
 
 
-@dataclass(frozen=True)
-class Claimed:
-    """A delivery this worker holds the lease on, with what sending it needs."""
-
-    delivery_id: int
-    enrollment_id: int
-    day_id: str
-    attempts: int
-    lease: datetime
-    uid: str
-    course_slug: str
-    email: str
-    name: str
-    timezone: str | None
-    #: day id → status of every delivery row of this enrollment, at claim time
-    history: dict[str, str] = field(default_factory=dict)
+class Outcome(StrEnum):
+    SENT = "sent"  #: accepted by the mail server
+    DEFERRED = "deferred"  #: temporary failure (or released unsent): tried again later
+    FAILED = "failed"  #: given up: permanent rejection or too many attempts
+    SUPPRESSED = "suppressed"  #: address rejected permanently: nothing more goes to it
+    CANCELLED = "cancelled"  #: not wanted any more (the subscriber left), or not ours
+    SKIPPED = "skipped"  #: the lesson's day no longer exists in the course
 
 
 @dataclass
 class RunReport:
-    sent: int = 0  #: accepted by the mail server
-    deferred: int = 0  #: temporary failure, will be retried
-    failed: int = 0  #: given up (permanent rejection or too many attempts)
-    suppressed: int = 0  #: address rejected permanently: nothing more goes to it
-    cancelled: int = 0  #: the subscriber left after the claim
-    skipped: int = 0  #: the day no longer exists in the course
+    counts: dict[Outcome, int] = field(default_factory=lambda: dict.fromkeys(Outcome, 0))
     stopped: str | None = None  #: why the run stopped early, if it did
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, outcome: str) -> None:
+    def add(self, outcome: Outcome) -> None:
         with self._lock:
-            setattr(self, outcome, getattr(self, outcome) + 1)
+            self.counts[outcome] += 1
+
+    def __getitem__(self, outcome: Outcome) -> int:
+        return self.counts[outcome]
+
+    @property
+    def sent(self) -> int:
+        return self.counts[Outcome.SENT]
 
     @property
     def ok(self) -> bool:
         """Everything due went out (or was rightly not sent)."""
-        return not (self.deferred or self.failed or self.stopped)
+        return not (self.counts[Outcome.DEFERRED] or self.counts[Outcome.FAILED] or self.stopped)
 
     def as_dict(self) -> dict[str, object]:
-        return {
-            "sent": self.sent,
-            "deferred": self.deferred,
-            "failed": self.failed,
-            "suppressed": self.suppressed,
-            "cancelled": self.cancelled,
-            "skipped": self.skipped,
-            "stopped": self.stopped,
-        }
+        return {**{str(outcome): n for outcome, n in self.counts.items()}, "stopped": self.stopped}
 
 
 class Throttle:
@@ -135,173 +102,12 @@ class Throttle:
             time.sleep(slot - now)
 
 
-# -- claiming -------------------------------------------------------------------------------
-
-_Query = TypeVar("_Query", bound=Select)
-
-
-def _joined(query: _Query) -> _Query:
-    """``query`` joined from each delivery to its enrollment and subscriber."""
-    return (
-        query.select_from(Delivery)
-        .join(Enrollment, col(Enrollment.id) == Delivery.enrollment_id)
-        .join(Subscriber, col(Subscriber.id) == Enrollment.subscriber_id)
-    )
-
-
-def _due_condition(now: datetime) -> ColumnElement[bool]:
-    return or_(
-        and_(col(Delivery.status) == DeliveryStatus.SCHEDULED, col(Delivery.due_at) <= now),
-        and_(col(Delivery.status) == DeliveryStatus.SENDING, col(Delivery.claimed_until) <= now),
-    )
-
-
-def claim(
-    *, bind: Engine | Connection, now: datetime, limit: int, lease: timedelta
-) -> list[Claimed]:
-    """Take up to ``limit`` due deliveries, oldest first, leased until ``now + lease``."""
-    lease_until = now + lease
-    with Session(bind) as session, session.begin():
-        query = (
-            select(col(Delivery.id))
-            .where(_due_condition(now))
-            .order_by(col(Delivery.due_at), col(Delivery.id))
-            .limit(limit)
-        )
-        if bind.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        ids = list(session.execute(query).scalars())
-        if not ids:
-            return []
-        session.execute(
-            update(Delivery)
-            .where(col(Delivery.id).in_(ids), _due_condition(now))
-            .values(
-                status=DeliveryStatus.SENDING,
-                claimed_until=lease_until,
-                attempts=col(Delivery.attempts) + 1,
-            )
-        )
-        rows = session.execute(
-            _joined(
-                select(
-                    col(Delivery.id),
-                    col(Delivery.enrollment_id),
-                    col(Delivery.day_id),
-                    col(Delivery.attempts),
-                    col(Enrollment.uid),
-                    col(Enrollment.course_slug),
-                    col(Subscriber.email),
-                    col(Subscriber.name),
-                    col(Subscriber.timezone),
-                )
-            )
-            .where(col(Delivery.id).in_(ids), col(Delivery.claimed_until) == lease_until)
-            .order_by(col(Delivery.due_at), col(Delivery.id))
-        ).all()
-        history: dict[int, dict[str, str]] = {}
-        for enrollment_id, day_id, status in session.execute(
-            select(col(Delivery.enrollment_id), col(Delivery.day_id), col(Delivery.status)).where(
-                col(Delivery.enrollment_id).in_({r[1] for r in rows})
-            )
-        ):
-            history.setdefault(enrollment_id, {})[day_id] = status
-    return [
-        Claimed(
-            delivery_id=delivery_id,
-            enrollment_id=enrollment_id,
-            day_id=day_id,
-            attempts=attempts,
-            lease=lease_until,
-            uid=uid,
-            course_slug=slug,
-            email=email,
-            name=name,
-            timezone=zone,
-            history=history.get(enrollment_id, {}),
-        )
-        for delivery_id, enrollment_id, day_id, attempts, uid, slug, email, name, zone in rows
-    ]
-
-
-def due(*, engine: Engine, now: datetime, limit: int | None = None) -> list[dict[str, object]]:
-    """What would be sent at ``now``, without claiming anything (``--dry-run``)."""
-    query = (
-        _joined(
-            select(
-                col(Enrollment.course_slug),
-                col(Delivery.day_id),
-                col(Delivery.due_at),
-                col(Delivery.attempts),
-                col(Subscriber.email),
-            )
-        )
-        .where(_due_condition(now))
-        .order_by(col(Delivery.due_at), col(Delivery.id))
-        .limit(limit)
-    )
-    with Session(engine) as session:
-        return [
-            {
-                "email": email,
-                "course": slug,
-                "day": day_id,
-                "due_at": due_at.isoformat(),
-                "attempts": attempts,
-            }
-            for slug, day_id, due_at, attempts, email in session.execute(query)
-        ]
-
-
-# -- sending --------------------------------------------------------------------------------
-
-
-class _PerMessage:
-    """The statements run for every message, compiled once for the database in use."""
-
-    def __init__(self, dialect: Dialect) -> None:
-        insert = pg_insert if dialect.name == "postgresql" else sqlite_insert
-        self.check = Prepared(
-            _joined(select(col(Subscriber.status))).where(
-                col(Delivery.id) == bindparam("id"),
-                col(Delivery.status) == DeliveryStatus.SENDING,
-                col(Delivery.claimed_until) == bindparam("lease"),
-            ),
-            dialect,
-        )
-        self.mark_sent = Prepared(
-            update(Delivery)
-            .where(
-                col(Delivery.id) == bindparam("delivery"),
-                col(Delivery.status) == DeliveryStatus.SENDING,
-                col(Delivery.claimed_until) == bindparam("lease"),
-            )
-            .values(
-                status=DeliveryStatus.SENT,
-                claimed_until=None,
-                sent_at=bindparam("now"),
-                smtp_response=bindparam("reply"),
-                message_id=bindparam("msgid"),
-            ),
-            dialect,
-        )
-        self.insert_next = Prepared(
-            insert(Delivery)
-            .values(
-                enrollment_id=bindparam("enrollment"),
-                day_id=bindparam("day"),
-                status=DeliveryStatus.SCHEDULED,
-                due_at=bindparam("due"),
-                attempts=0,
-                created_at=bindparam("now"),
-            )
-            .on_conflict_do_nothing(index_elements=["enrollment_id", "day_id"]),
-            dialect,
-        )
-
-
 class Sender:
-    """Runs ``send-due``: several connections in parallel, each claiming its own batches."""
+    """Runs ``send-due``: several connections in parallel, each claiming its own batches.
+
+    ``transactional_only`` makes a sender for the web process: it sends confirmations,
+    welcomes and goodbyes, and leaves lessons to ``send-due`` / ``drip run``.
+    """
 
     def __init__(
         self,
@@ -311,6 +117,8 @@ class Sender:
         catalog: Catalog,
         composer: Composer | None = None,
         mailer_factory: Callable[[], Mailer] | None = None,
+        throttle: Throttle | None = None,
+        transactional_only: bool = False,
     ) -> None:
         self.engine = engine
         self.settings = settings
@@ -320,9 +128,9 @@ class Sender:
         self.mailer_factory = mailer_factory or (
             lambda: mailer_from_url(url, timeout=settings.smtp_timeout)
         )
-        self.throttle = Throttle(settings.send_rate)
+        self.throttle = throttle or Throttle(settings.send_rate)
         self.lease = timedelta(seconds=settings.lease_seconds)
-        self.per_message = _PerMessage(engine.dialect)
+        self.transactional_only = transactional_only
         #: set to stop after the messages in flight (SIGTERM)
         self.stopping = threading.Event()
 
@@ -331,7 +139,7 @@ class Sender:
         *,
         now: datetime,
         limit: int | None = None,
-        progress: Callable[[str], None] | None = None,
+        progress: Callable[[Outcome], None] | None = None,
     ) -> RunReport:
         """Send everything due at ``now`` (at most ``limit``), then return the tally."""
         report = RunReport()
@@ -344,14 +152,15 @@ class Sender:
             ]
             for future in futures:
                 future.result()
-        log_event(
-            logger,
-            logging.INFO,
-            "send-due",
-            now=now.isoformat(),
-            seconds=round(time.monotonic() - started, 3),
-            **report.as_dict(),
-        )
+        if any(report.counts.values()) or report.stopped or not self.transactional_only:
+            log_event(
+                logger,
+                logging.INFO,
+                "send-due",
+                now=now.isoformat(),
+                seconds=round(time.monotonic() - started, 3),
+                **report.as_dict(),
+            )
         return report
 
     def _work(
@@ -359,7 +168,7 @@ class Sender:
         now: datetime,
         report: RunReport,
         budget: _Budget,
-        progress: Callable[[str], None] | None,
+        progress: Callable[[Outcome], None] | None,
     ) -> None:
         """One worker thread: its own SMTP and database connections, batch after batch."""
         with self.mailer_factory() as mailer, self.engine.connect() as connection:
@@ -368,7 +177,13 @@ class Sender:
                 size = budget.take(self.settings.batch_size)
                 if not size:
                     return
-                batch = claim(bind=connection, now=now, limit=size, lease=self.lease)
+                batch = deliveries.claim(
+                    connection,
+                    now=now,
+                    limit=size,
+                    lease=self.lease,
+                    transactional_only=self.transactional_only,
+                )
                 budget.give_back(size - len(batch))
                 if not batch:
                     return
@@ -386,7 +201,7 @@ class _Accepted:
 
 
 class _Worker:
-    """Sends claimed lessons one after another over one SMTP and one database connection.
+    """Sends claimed emails one after another over one SMTP and one database connection.
 
     The receipt of an accepted message is written in the same transaction as the
     re-check of the next claim, just before that one goes to SMTP: one transaction per
@@ -407,10 +222,9 @@ class _Worker:
         self.connection = connection
         self.now = now
         self.report = report
-        self.statements = sender.per_message
         self.unrecorded: _Accepted | None = None
 
-    def run(self, batch: list[Claimed], progress: Callable[[str], None] | None) -> None:
+    def run(self, batch: list[Claimed], progress: Callable[[Outcome], None] | None) -> None:
         try:
             for index, item in enumerate(batch):
                 if self.sender.stopping.is_set() or self.report.stopped:
@@ -425,33 +239,23 @@ class _Worker:
                 with self._transaction():
                     pass
 
-    def _deliver(self, item: Claimed) -> str:
-        try:
-            course = self.sender.catalog.get(item.course_slug)
-        except UnknownCourse as error:
-            return self._defer(item, str(error))
-        day = course.day(item.day_id)
-        if day is None:  # removed from the YAML: skip it, move on to the next day
+    def _deliver(self, item: Claimed) -> Outcome:
+        course = self.sender.catalog.find(item.course_slug)
+        if course is None:
+            return self._defer(item, f"unknown course {item.course_slug!r}")
+        if item.kind == EmailKind.LESSON and course.day(item.day_id) is None:
+            # removed from the YAML: skip it, move on to the next day
             with self._transaction() as connection:
-                return self._close_day(
-                    connection,
-                    item,
-                    course,
-                    DeliveryStatus.SKIPPED,
-                    error="day removed from the course",
+                return self._close(
+                    connection, item, course, DeliveryStatus.SKIPPED, error="day removed"
                 )
-        recipient = Recipient(
-            item.email, item.name, item.uid, item.timezone or course.default_timezone
-        )
         try:
-            message = self.sender.composer.lesson(
-                course=course, day=day, recipient=recipient, now=self.now
-            )
-        except DripError as error:  # a template error: nobody gets a broken lesson
+            message = self._compose(item, course)
+        except DripError as error:  # a template error: nobody gets a broken email
             return self._defer(item, str(error))
         self.sender.throttle.wait()
         if not self._still_wanted(item):
-            return "cancelled"
+            return Outcome.CANCELLED
         try:
             reply = self.mailer.send(message)
         except TemporaryFailure as error:
@@ -459,12 +263,31 @@ class _Worker:
                 self.report.stopped = f"SMTP unavailable: {error}"
                 self._release([item])
                 log_event(logger, logging.ERROR, "smtp-unavailable", error=str(error))
-                return "deferred"
+                return Outcome.DEFERRED
             return self._defer(item, str(error), course=course)
         except PermanentFailure as error:
             return self._reject(item, course, error)
         self.unrecorded = _Accepted(item, course, reply, message.message_id)
-        return "sent"
+        return Outcome.SENT
+
+    def _compose(self, item: Claimed, course: Course) -> Outgoing:
+        recipient = Recipient(
+            item.email, item.name, item.uid, item.timezone or course.default_timezone
+        )
+        composer = self.sender.composer
+        if item.kind == EmailKind.LESSON:
+            day = course.day(item.day_id)
+            assert day is not None  # checked by the caller
+            return composer.lesson(course=course, day=day, recipient=recipient, now=self.now)
+        return composer.transactional(
+            item.kind,
+            course=course,
+            recipient=recipient,
+            key=item.day_id,
+            now=self.now,
+            signup_uid=item.signup_uid,
+            history=item.history,
+        )
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
@@ -476,19 +299,15 @@ class _Worker:
         self.unrecorded = None
 
     def _still_wanted(self, item: Claimed) -> bool:
-        """Right before SMTP: is the claim still ours and the subscriber still active?
+        """Right before SMTP: is the claim still ours and the email still wanted?
 
-        A claim that is ours but whose subscriber is no longer active is cancelled here,
-        so it is not claimed again after its lease.
+        A claim that is ours but no longer wanted (the subscriber left) is cancelled
+        here, so it is not claimed again after its lease.
         """
         with self._transaction() as connection:
-            row = self.statements.check.execute(
-                connection, {"id": item.delivery_id, "lease": item.lease}
-            ).fetchone()
-            if row is None:
-                return False
-            if row[0] != SubscriberStatus.ACTIVE:
-                self._update_claimed(
+            wanted = deliveries.check(connection, item)
+            if wanted is False:
+                deliveries.update_claimed(
                     connection,
                     item,
                     {
@@ -497,25 +316,21 @@ class _Worker:
                         "cancelled_at": self.now,
                     },
                 )
-                return False
-        return True
+        return bool(wanted)
 
     # -- recording ------------------------------------------------------------------------
 
     def _write_receipt(self, accepted: _Accepted) -> None:
         item = accepted.item
-        updated = self.statements.mark_sent.execute(
+        recorded = deliveries.mark_sent(
             self.connection,
-            {
-                "delivery": item.delivery_id,
-                "lease": item.lease,
-                "now": self.now,
-                "reply": accepted.reply,
-                "msgid": accepted.message_id,
-            },
-        ).rowcount
-        if updated:
-            self._queue_next(self.connection, item, accepted.course, sent_at=self.now)
+            item,
+            reply=accepted.reply,
+            message_id=accepted.message_id,
+            now=self.now,
+        )
+        if recorded:
+            self._queue_next(self.connection, item, accepted.course, sent=True)
             return
         # Unsubscribed between the check and the send, or the lease was taken over.
         log_event(
@@ -528,7 +343,24 @@ class _Worker:
             message_id=accepted.message_id,
         )
 
-    def _close_day(
+    def _queue_next(
+        self, connection: Connection, item: Claimed, course: Course, *, sent: bool
+    ) -> None:
+        """After a lesson is closed, its enrollment's next one (other kinds end here)."""
+        if item.kind != EmailKind.LESSON:
+            return
+        deliveries.queue_next_lesson(
+            connection,
+            enrollment_id=item.enrollment_id,
+            course=course,
+            zone=zone_for(item.timezone, course),
+            now=self.now,
+            history=item.history,
+            closed=item.day_id,
+            last_sent_at=self.now if sent else None,
+        )
+
+    def _close(
         self,
         connection: Connection,
         item: Claimed,
@@ -536,92 +368,40 @@ class _Worker:
         status: DeliveryStatus,
         *,
         error: str,
-    ) -> str:
-        """Record that this day will not be sent (skipped or failed); queue the next one."""
+    ) -> Outcome:
+        """Record that this email will not be sent (skipped or failed); for a lesson,
+        queue the next one."""
         values: dict[str, object] = {"status": status, "claimed_until": None, "last_error": error}
         if status == DeliveryStatus.FAILED:
             values["failed_at"] = self.now
-        if not self._update_claimed(connection, item, values):
-            return "cancelled"  # unsubscribed meanwhile, or the lease was taken over
-        self._queue_next(connection, item, course, sent_at=None)
+        if not deliveries.update_claimed(connection, item, values):
+            return Outcome.CANCELLED  # unsubscribed meanwhile, or the lease was taken over
+        self._queue_next(connection, item, course, sent=False)
         log_event(
             logger,
             logging.WARNING,
             "delivery",
             outcome=status,
+            kind=item.kind,
             email=item.email,
             course=item.course_slug,
             day=item.day_id,
             error=error,
         )
-        return str(status)  # "failed" or "skipped": RunReport's field names
+        return Outcome(str(status))
 
-    def _queue_next(
-        self,
-        connection: Connection,
-        item: Claimed,
-        course: Course,
-        *,
-        sent_at: datetime | None,
-    ) -> None:
-        done = {day for day, status in item.history.items() if status != DeliveryStatus.CANCELLED}
-        plan = schedule.plan_next(
-            day_ids=[day.id for day in course.days],
-            done=done | {item.day_id},
-            last_sent_at=sent_at,
-            resuming=False,
-            now=self.now,
-            zone=zone_for(item.timezone, course),
-            send_at=course.send_at,
-            weekdays=course.weekdays,
-        )
-        if plan.day_id is None:
-            connection.execute(
-                update(Enrollment)
-                .where(
-                    col(Enrollment.id) == item.enrollment_id,
-                    col(Enrollment.status) == EnrollmentStatus.ACTIVE,
-                )
-                .values(status=EnrollmentStatus.COMPLETED, completed_at=self.now)
-            )
-        elif plan.day_id in item.history:  # cancelled by an earlier unsubscribe: reuse it
-            connection.execute(
-                update(Delivery)
-                .where(
-                    col(Delivery.enrollment_id) == item.enrollment_id,
-                    col(Delivery.day_id) == plan.day_id,
-                    col(Delivery.status) == DeliveryStatus.CANCELLED,
-                )
-                .values(
-                    status=DeliveryStatus.SCHEDULED,
-                    due_at=plan.due_at,
-                    attempts=0,
-                    cancelled_at=None,
-                )
-            )
-        else:
-            self.statements.insert_next.execute(
-                connection,
-                {
-                    "enrollment": item.enrollment_id,
-                    "day": plan.day_id,
-                    "due": plan.due_at,
-                    "now": self.now,
-                },
-            )
-
-    def _defer(self, item: Claimed, error: str, *, course: Course | None = None) -> str:
+    def _defer(self, item: Claimed, error: str, *, course: Course | None = None) -> Outcome:
         """A temporary failure: retry with backoff, or give up after max attempts."""
         with self._transaction() as connection:
             if course is not None and item.attempts >= self.settings.max_attempts:
-                return self._close_day(
+                return self._close(
                     connection,
                     item,
                     course,
                     DeliveryStatus.FAILED,
                     error=f"gave up after {item.attempts} attempts: {error}",
                 )
-            self._update_claimed(
+            deliveries.update_claimed(
                 connection,
                 item,
                 {
@@ -636,65 +416,35 @@ class _Worker:
             logging.WARNING,
             "delivery",
             outcome="deferred",
+            kind=item.kind,
             email=item.email,
             course=item.course_slug,
             day=item.day_id,
             attempt=item.attempts,
             error=error,
         )
-        return "deferred"
+        return Outcome.DEFERRED
 
-    def _reject(self, item: Claimed, course: Course, error: PermanentFailure) -> str:
-        """A permanent failure: this day failed; a rejected address is suppressed."""
+    def _reject(self, item: Claimed, course: Course, error: PermanentFailure) -> Outcome:
+        """A permanent failure: this email failed; a rejected address is suppressed."""
         with self._transaction() as connection:
-            outcome = self._close_day(
-                connection, item, course, DeliveryStatus.FAILED, error=str(error)
-            )
+            outcome = self._close(connection, item, course, DeliveryStatus.FAILED, error=str(error))
             if not error.suppress:
                 return outcome
-            with Session(bind=connection) as session:
-                subscriber = session.execute(
-                    select(Subscriber)
-                    .join(Enrollment, col(Enrollment.subscriber_id) == col(Subscriber.id))
-                    .where(col(Enrollment.id) == item.enrollment_id)
-                ).scalar_one()
-                stop_subscriber(
-                    session=session,
-                    subscriber=subscriber,
-                    status=SubscriberStatus.SUPPRESSED,
-                    now=self.now,
-                    reason=error.response,
-                )
-                session.flush()
-        return "suppressed"
+            stop_subscriber(
+                connection,
+                subscriber_id=item.subscriber_id,
+                status=SubscriberStatus.SUPPRESSED,
+                now=self.now,
+                reason=error.response,
+            )
+        return Outcome.SUPPRESSED
 
     def _release(self, items: list[Claimed]) -> None:
         """Give back claims never attempted: due again at once, the attempt not counted."""
         with self._transaction() as connection:
             for item in items:
-                self._update_claimed(
-                    connection,
-                    item,
-                    {
-                        "status": DeliveryStatus.SCHEDULED,
-                        "claimed_until": None,
-                        "attempts": col(Delivery.attempts) - 1,
-                    },
-                )
-
-    @staticmethod
-    def _update_claimed(connection: Connection, item: Claimed, values: dict[str, object]) -> bool:
-        """Update the row only while this worker still holds its claim (the lease token)."""
-        result = connection.execute(
-            update(Delivery)
-            .where(
-                col(Delivery.id) == item.delivery_id,
-                col(Delivery.status) == DeliveryStatus.SENDING,
-                col(Delivery.claimed_until) == item.lease,
-            )
-            .values(**values)
-        )
-        return bool(result.rowcount)
+                deliveries.release(connection, item)
 
 
 class _Budget:

@@ -1,53 +1,35 @@
-"""The subscriber lifecycle: sign up → confirm → lessons → unsubscribe (or suppression).
+"""The subscriber lifecycle after signup: confirm → lessons → unsubscribe (or suppression).
 
-Every transition is idempotent: it checks the current status and does nothing when the
-subscriber is already there, so a double click, a replayed link or a retried webhook is
-harmless. Functions take a session and leave committing to the caller.
+Every transition is idempotent and guarded by the current status, so a double click, a
+replayed link or a retried webhook is harmless. Functions run in the caller's
+transaction on a Core ``Connection``; emails they set off are queued in the outbox in
+that same transaction, so a crash either keeps both or neither.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, update
-from sqlmodel import Session, col, select
+from sqlalchemy import Connection, bindparam, func, select, update
+from sqlmodel import col
 
-from drip import schedule
-from drip.courses import Course
-from drip.exceptions import InvalidToken
+from drip import deliveries
+from drip.courses import Catalog, Course
+from drip.exceptions import InvalidToken, StaleToken
 from drip.models import (
-    PENDING_DELIVERY,
     Delivery,
-    DeliveryStatus,
+    EmailKind,
     Enrollment,
     EnrollmentStatus,
+    Signup,
     Subscriber,
     SubscriberStatus,
 )
-from drip.subscribers import clean_name, clean_timezone, find_by_email, normalize_email
-
-
-@dataclass(frozen=True)
-class Consent:
-    """Proof of consent kept with a signup."""
-
-    ip: str | None = None
-    user_agent: str | None = None
-    source: str | None = None
-
-
-@dataclass(frozen=True)
-class SignUp:
-    subscriber: Subscriber
-    enrollment: Enrollment
-    #: a confirmation email should go out now
-    send_confirmation: bool
-
-
-def subscriber_zone(subscriber: Subscriber, course: Course) -> ZoneInfo:
-    return zone_for(subscriber.timezone, course)
+from drip.schedule import NextLesson
 
 
 def zone_for(timezone: str | None, course: Course) -> ZoneInfo:
@@ -55,246 +37,456 @@ def zone_for(timezone: str | None, course: Course) -> ZoneInfo:
     return ZoneInfo(timezone) if timezone else course.zone
 
 
-def sign_up(
-    *,
-    session: Session,
-    course: Course,
-    email: str,
-    name: str | None = None,
-    timezone: str | None = None,
-    consent: Consent | None = None,
-    confirmed: bool = False,
-    confirm_resend_seconds: int = 600,
-    now: datetime,
-) -> SignUp:
-    """Record a signup for ``course``; the outcome never reveals whether the address was known.
+@dataclass(frozen=True)
+class Member:
+    """A subscriber on one course: the fields the lifecycle rules read."""
 
-    ``confirmed`` (operator-added, or a course without double opt-in) enrols at once.
-    A suppressed address is never revived from here.
-    """
-    email = normalize_email(email)
-    subscriber = find_by_email(session=session, email=email)
-    if subscriber is None:
-        subscriber = Subscriber(email=email, created_at=now)
-        session.add(subscriber)
-    if subscriber.status != SubscriberStatus.ACTIVE:
-        # Only an address not yet confirmed takes new details: a stranger re-submitting a
-        # confirmed address must not change what its owner receives.
-        subscriber.name = clean_name(name) or subscriber.name
-        subscriber.timezone = clean_timezone(timezone) or subscriber.timezone
-        if consent is not None:
-            subscriber.consent_at = now
-            subscriber.consent_ip = (consent.ip or "")[:64] or None
-            subscriber.consent_user_agent = (consent.user_agent or "")[:512] or None
-            subscriber.consent_source = (consent.source or "")[:512] or None
-    session.flush()
+    subscriber_id: int
+    email: str
+    name: str
+    timezone: str | None
+    status: str
+    unsubscribed_at: datetime | None
+    confirmation_sent_at: datetime | None
+    enrollment_id: int
+    enrollment_uid: str
+    enrollment_status: str
+    course_slug: str
 
-    enrollment = session.exec(
-        select(Enrollment).where(
-            Enrollment.subscriber_id == subscriber.id, Enrollment.course_slug == course.slug
+    @classmethod
+    def columns(cls) -> tuple[Any, ...]:
+        return (
+            col(Subscriber.id),
+            col(Subscriber.email),
+            col(Subscriber.name),
+            col(Subscriber.timezone),
+            col(Subscriber.status),
+            col(Subscriber.unsubscribed_at),
+            col(Subscriber.confirmation_sent_at),
+            col(Enrollment.id),
+            col(Enrollment.uid),
+            col(Enrollment.status),
+            col(Enrollment.course_slug),
         )
-    ).first()
-    if enrollment is None:
-        assert subscriber.id is not None  # flushed above
-        enrollment = Enrollment(
-            subscriber_id=subscriber.id, course_slug=course.slug, created_at=now
+
+    @classmethod
+    def select(cls) -> Any:
+        return select(*cls.columns()).join(
+            Enrollment, col(Enrollment.subscriber_id) == col(Subscriber.id)
         )
-        session.add(enrollment)
-        session.flush()
-
-    if subscriber.status == SubscriberStatus.SUPPRESSED:
-        return SignUp(subscriber, enrollment, send_confirmation=False)
-    if confirmed or not course.double_opt_in:
-        activate(
-            session=session, subscriber=subscriber, enrollment=enrollment, course=course, now=now
-        )
-        return SignUp(subscriber, enrollment, send_confirmation=False)
-    if subscriber.status == SubscriberStatus.ACTIVE and enrollment.status in (
-        EnrollmentStatus.ACTIVE,
-        EnrollmentStatus.COMPLETED,
-    ):
-        return SignUp(subscriber, enrollment, send_confirmation=False)
-
-    if subscriber.status == SubscriberStatus.UNSUBSCRIBED:
-        subscriber.status = SubscriberStatus.PENDING
-    if enrollment.status == EnrollmentStatus.CANCELLED:
-        enrollment.status = EnrollmentStatus.PENDING
-    due = confirmation_due(subscriber=subscriber, now=now, min_seconds=confirm_resend_seconds)
-    return SignUp(subscriber, enrollment, send_confirmation=due)
 
 
-def confirmation_due(*, subscriber: Subscriber, now: datetime, min_seconds: int) -> bool:
-    """May another confirmation email go out (at most one per ``min_seconds``)?"""
-    last = subscriber.confirmation_sent_at
-    return last is None or (now - last).total_seconds() >= min_seconds
+@dataclass(frozen=True)
+class SignupDetails:
+    """What one signup said: applied to the subscriber when it is confirmed."""
+
+    id: int
+    uid: str
+    name: str
+    timezone: str | None
+    created_at: datetime
+    ip: str | None
+    user_agent: str | None
+    source: str | None
 
 
-def mark_confirmation_sent(*, session: Session, subscriber: Subscriber, now: datetime) -> None:
-    subscriber.confirmation_sent_at = now
-    session.add(subscriber)
-
-
-def find_enrollment(*, session: Session, uid: str) -> tuple[Enrollment, Subscriber]:
-    row = session.exec(
-        select(Enrollment, Subscriber)
-        .join(Subscriber, col(Subscriber.id) == Enrollment.subscriber_id)
-        .where(Enrollment.uid == uid)
-    ).first()
+def find_member(connection: Connection, *, enrollment_uid: str) -> Member:
+    row = connection.execute(
+        Member.select().where(col(Enrollment.uid) == enrollment_uid)
+    ).one_or_none()
     if row is None:
         raise InvalidToken("this link is not valid")
-    return row
+    return Member(*row)
+
+
+def find_signup(connection: Connection, *, signup_uid: str) -> tuple[Member, SignupDetails]:
+    """A signup with its subscriber and their enrollment in the signup's course."""
+    row = connection.execute(
+        select(
+            *Member.columns(),
+            col(Signup.id),
+            col(Signup.uid),
+            col(Signup.name),
+            col(Signup.timezone),
+            col(Signup.created_at),
+            col(Signup.ip),
+            col(Signup.user_agent),
+            col(Signup.source),
+        )
+        .select_from(Signup)
+        .join(Subscriber, col(Subscriber.id) == Signup.subscriber_id)
+        .join(
+            Enrollment,
+            (col(Enrollment.subscriber_id) == col(Subscriber.id))
+            & (col(Enrollment.course_slug) == col(Signup.course_slug)),
+        )
+        .where(col(Signup.uid) == signup_uid)
+    ).one_or_none()
+    if row is None:
+        raise InvalidToken("this link is not valid")
+    count = len(Member.columns())
+    return Member(*row[:count]), SignupDetails(*row[count:])
+
+
+def latest_signup(connection: Connection, member: Member) -> SignupDetails | None:
+    row = connection.execute(
+        select(
+            col(Signup.id),
+            col(Signup.uid),
+            col(Signup.name),
+            col(Signup.timezone),
+            col(Signup.created_at),
+            col(Signup.ip),
+            col(Signup.user_agent),
+            col(Signup.source),
+        )
+        .where(
+            col(Signup.subscriber_id) == member.subscriber_id,
+            col(Signup.course_slug) == member.course_slug,
+        )
+        .order_by(col(Signup.id).desc())
+        .limit(1)
+    ).one_or_none()
+    return SignupDetails(*row) if row else None  # type: ignore[arg-type]
+
+
+# -- confirming -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    course: Course
+    #: False when the link had already been used (nothing changed)
+    changed: bool
+    #: the lesson queued next and when, or None when one was already queued
+    next_lesson: NextLesson | None
+    zone: ZoneInfo
 
 
 def confirm(
-    *, session: Session, uid: str, course: Course, issued_at: datetime, now: datetime
-) -> Enrollment:
-    """Confirm the enrollment ``uid`` from a confirmation link issued at ``issued_at``.
+    connection: Connection,
+    *,
+    signup_uid: str,
+    issued_at: datetime,
+    catalog: Catalog,
+    now: datetime,
+) -> Confirmed:
+    """Confirm the signup a confirmation link names (the button's POST, never a GET).
 
-    A link older than the subscriber's last unsubscribe is refused: leaving wins over an
-    old email.
+    Applies that signup's name, time zone and proof of consent, enrols, and queues the
+    next lesson (day 1 at once for a new subscriber). A link issued before the
+    subscriber's last unsubscribe is refused (``StaleToken``): leaving wins over an old
+    email, and the page offers a fresh link instead.
     """
-    enrollment, subscriber = find_enrollment(session=session, uid=uid)
-    if subscriber.status == SubscriberStatus.SUPPRESSED:
+    member, signup = find_signup(connection, signup_uid=signup_uid)
+    course = catalog.find(member.course_slug)
+    if course is None:
+        raise InvalidToken("this course is no longer offered")
+    if member.status == SubscriberStatus.SUPPRESSED:
         raise InvalidToken("this address cannot receive email from us")
-    left = subscriber.unsubscribed_at
+    left = member.unsubscribed_at
     if left is not None and left.replace(microsecond=0) > issued_at:  # tokens count seconds
-        raise InvalidToken("this link was sent before you unsubscribed; please sign up again")
-    activate(session=session, subscriber=subscriber, enrollment=enrollment, course=course, now=now)
-    return enrollment
+        raise StaleToken("this link was sent before you unsubscribed", payload=signup_uid)
+    changed, plan = activate(connection, member=member, signup=signup, course=course, now=now)
+    return Confirmed(course, changed, plan, zone_for(_zone_after(member, signup), course))
+
+
+def _zone_after(member: Member, signup: SignupDetails | None) -> str | None:
+    return (signup.timezone if signup else None) or member.timezone
 
 
 def activate(
+    connection: Connection,
     *,
-    session: Session,
-    subscriber: Subscriber,
-    enrollment: Enrollment,
+    member: Member,
+    signup: SignupDetails | None,
     course: Course,
     now: datetime,
-) -> bool:
-    """Make the subscriber active and (re)start the enrollment; False when nothing changed."""
-    changed = False
-    if subscriber.status != SubscriberStatus.ACTIVE:
-        subscriber.status = SubscriberStatus.ACTIVE
-        subscriber.confirmed_at = now
-        session.add(subscriber)
-        changed = True
-    if enrollment.status in (EnrollmentStatus.PENDING, EnrollmentStatus.CANCELLED):
-        enrollment.status = EnrollmentStatus.ACTIVE
-        enrollment.started_at = enrollment.started_at or now
-        enrollment.cancelled_at = None
-        session.add(enrollment)
-        session.flush()
-        schedule_next(
-            session=session,
-            enrollment=enrollment,
+) -> tuple[bool, NextLesson | None]:
+    """Make the subscriber active and (re)start the enrollment, applying ``signup``'s
+    details; returns (whether anything changed, the lesson queued next)."""
+    [result] = activate_many(connection, [(member, signup)], course=course, now=now)
+    return result
+
+
+def activate_many(
+    connection: Connection,
+    members: Sequence[tuple[Member, SignupDetails | None]],
+    *,
+    course: Course,
+    now: datetime,
+) -> list[tuple[bool, NextLesson | None]]:
+    """``activate`` for many members of one course at once (distinct enrollments).
+
+    Each subscriber becomes active and takes the name, time zone and proof of consent of
+    the signup being confirmed (None: keep theirs); each enrollment not running starts
+    (or resumes where it stopped) with its next lesson queued, and the course's welcome
+    email when it has one.
+    """
+    if not members:
+        return []
+    with_signup = [(m, s) for m, s in members if s is not None]
+    newly_confirmed: set[int] = set()
+    if with_signup:
+        result = connection.execute(
+            select(col(Signup.id)).where(
+                col(Signup.id).in_([s.id for _, s in with_signup]),
+                col(Signup.confirmed_at).is_(None),
+            )
+        )
+        newly_confirmed = set(result.scalars().all())  # type: ignore[arg-type]
+        connection.execute(
+            update(Signup).where(col(Signup.id).in_(newly_confirmed)).values(confirmed_at=now)
+        )
+        connection.execute(
+            update(Subscriber)
+            .where(col(Subscriber.id) == bindparam("b_id"))
+            .values(
+                consent_at=bindparam("b_at"),
+                consent_ip=bindparam("b_ip"),
+                consent_user_agent=bindparam("b_agent"),
+                consent_source=bindparam("b_source"),
+                name=func.coalesce(func.nullif(bindparam("b_name"), ""), col(Subscriber.name)),
+                timezone=func.coalesce(bindparam("b_zone"), col(Subscriber.timezone)),
+            ),
+            [
+                {
+                    "b_id": m.subscriber_id,
+                    "b_at": s.created_at,
+                    "b_ip": s.ip,
+                    "b_agent": s.user_agent,
+                    "b_source": s.source,
+                    "b_name": s.name,
+                    "b_zone": s.timezone,
+                }
+                for m, s in with_signup
+            ],
+        )
+    waking = [m.subscriber_id for m, _ in members if m.status != SubscriberStatus.ACTIVE]
+    if waking:
+        connection.execute(
+            update(Subscriber)
+            .where(
+                col(Subscriber.id).in_(waking), col(Subscriber.status) != SubscriberStatus.ACTIVE
+            )
+            .values(status=SubscriberStatus.ACTIVE, confirmed_at=now)
+        )
+    starting = [
+        (m, s)
+        for m, s in members
+        if m.enrollment_status in (EnrollmentStatus.PENDING, EnrollmentStatus.CANCELLED)
+    ]
+    if starting:
+        connection.execute(
+            update(Enrollment)
+            .where(col(Enrollment.id).in_([m.enrollment_id for m, _ in starting]))
+            .values(
+                status=EnrollmentStatus.ACTIVE,
+                started_at=func.coalesce(col(Enrollment.started_at), now),
+                cancelled_at=None,
+            )
+        )
+    histories = deliveries.lesson_histories(connection, [m.enrollment_id for m, _ in starting])
+    plans: dict[int, NextLesson | None] = {}
+    for member, signup in starting:
+        history, last_sent = histories.get(member.enrollment_id, ({}, None))
+        plans[member.enrollment_id] = deliveries.queue_next_lesson(
+            connection,
+            enrollment_id=member.enrollment_id,
             course=course,
-            zone=subscriber_zone(subscriber, course),
+            zone=zone_for(_zone_after(member, signup), course),
             now=now,
+            history=history,
+            last_sent_at=last_sent,
             resuming=True,
         )
-        changed = True
-    return changed
-
-
-def schedule_next(
-    *,
-    session: Session,
-    enrollment: Enrollment,
-    course: Course,
-    zone: ZoneInfo,
-    now: datetime,
-    resuming: bool = False,
-) -> Delivery | None:
-    """Queue the next lesson of an enrollment (see ``schedule.plan_next``), or complete it."""
-    rows = session.exec(select(Delivery).where(Delivery.enrollment_id == enrollment.id)).all()
-    if any(row.status in PENDING_DELIVERY for row in rows):
-        return None  # one lesson in the queue at a time
-    plan = schedule.plan_next(
-        day_ids=[day.id for day in course.days],
-        done={row.day_id for row in rows if row.status != DeliveryStatus.CANCELLED},
-        last_sent_at=max((row.sent_at for row in rows if row.sent_at), default=None),
-        resuming=resuming,
-        now=now,
-        zone=zone,
-        send_at=course.send_at,
-        weekdays=course.weekdays,
-    )
-    if plan.day_id is None or plan.due_at is None:
-        enrollment.status = EnrollmentStatus.COMPLETED
-        enrollment.completed_at = now
-        session.add(enrollment)
-        return None
-    delivery = next((row for row in rows if row.day_id == plan.day_id), None)
-    if delivery is None:
-        assert enrollment.id is not None  # a stored enrollment
-        delivery = Delivery(
-            enrollment_id=enrollment.id, day_id=plan.day_id, due_at=plan.due_at, created_at=now
+        if course.welcome_email:
+            deliveries.queue(
+                connection,
+                enrollment_id=member.enrollment_id,
+                kind=EmailKind.WELCOME,
+                key=deliveries.email_key(EmailKind.WELCOME),
+                due_at=now,
+                now=now,
+            )
+    return [
+        (
+            member.enrollment_id in plans
+            or member.status != SubscriberStatus.ACTIVE
+            or (signup is not None and signup.id in newly_confirmed),
+            plans.get(member.enrollment_id),
         )
-    else:  # a lesson cancelled by an unsubscribe, now resumed
-        delivery.status = DeliveryStatus.SCHEDULED
-        delivery.due_at = plan.due_at
-        delivery.attempts = 0
-        delivery.cancelled_at = None
-        delivery.claimed_until = None
-    session.add(delivery)
-    session.flush()
-    return delivery
+        for member, signup in members
+    ]
 
 
-def unsubscribe(*, session: Session, uid: str, now: datetime) -> tuple[Subscriber, bool]:
-    """Unsubscribe the owner of enrollment ``uid`` from everything, at once.
+# -- confirmation emails --------------------------------------------------------------------
 
-    Cancels every lesson not yet sent, including one a worker has claimed: the engine
-    re-checks right before handing a message to SMTP. Returns (subscriber, changed).
-    """
-    _, subscriber = find_enrollment(session=session, uid=uid)
-    return subscriber, stop_subscriber(
-        session=session, subscriber=subscriber, status=SubscriberStatus.UNSUBSCRIBED, now=now
+
+def queue_confirmations(
+    connection: Connection, members: Sequence[tuple[Member, SignupDetails]], *, now: datetime
+) -> None:
+    """Queue a confirmation email for each (member, signup) and note when, so resends
+    are spaced out."""
+    if not members:
+        return
+    for member, signup in members:
+        deliveries.queue(
+            connection,
+            enrollment_id=member.enrollment_id,
+            kind=EmailKind.CONFIRM,
+            key=deliveries.email_key(EmailKind.CONFIRM),
+            signup_id=signup.id,
+            due_at=now,
+            now=now,
+        )
+    connection.execute(
+        update(Subscriber)
+        .where(col(Subscriber.id).in_([m.subscriber_id for m, _ in members]))
+        .values(confirmation_sent_at=now)
     )
+
+
+def may_resend(member: Member, *, now: datetime, gap_seconds: float) -> bool:
+    """May another confirmation go to this address now (at most one per ``gap_seconds``)?"""
+    last = member.confirmation_sent_at
+    return last is None or (now - last).total_seconds() >= gap_seconds
+
+
+def awaiting_confirmation(member: Member) -> bool:
+    """Would confirming change anything: an enrollment not running, an address not barred."""
+    return member.status != SubscriberStatus.SUPPRESSED and member.enrollment_status in (
+        EnrollmentStatus.PENDING,
+        EnrollmentStatus.CANCELLED,
+    )
+
+
+def resend_for_link(
+    connection: Connection, *, signup_uid: str, now: datetime, gap_seconds: float
+) -> bool:
+    """An expired or stale link's "send me a new one": queue a fresh confirmation for the
+    signup it names, if it still waits for one and the resend gap allows; True if queued.
+
+    A signup made before the subscriber's last unsubscribe gets nothing: only a new
+    signup can bring back someone who left.
+    """
+    member, signup = find_signup(connection, signup_uid=signup_uid)
+    left = member.unsubscribed_at
+    if (
+        not awaiting_confirmation(member)
+        or (left is not None and signup.created_at < left)
+        or not may_resend(member, now=now, gap_seconds=gap_seconds)
+    ):
+        return False
+    queue_confirmations(connection, [(member, signup)], now=now)
+    return True
+
+
+def resend_for_operator(connection: Connection, *, member: Member, now: datetime) -> bool:
+    """``drip subscribers resend-confirmation``: a fresh confirmation for a pending member
+    (never for someone who unsubscribed or was suppressed); True if queued."""
+    if member.status != SubscriberStatus.PENDING or not awaiting_confirmation(member):
+        return False
+    signup = latest_signup(connection, member)
+    if signup is None:
+        return False
+    queue_confirmations(connection, [(member, signup)], now=now)
+    return True
+
+
+def pending_members(
+    connection: Connection, *, sent_before: datetime | None, email: str | None = None
+) -> list[Member]:
+    """Pending subscribers' enrollments awaiting confirmation, optionally only those whose
+    last confirmation was queued before ``sent_before`` (or never)."""
+    query = Member.select().where(
+        col(Subscriber.status) == SubscriberStatus.PENDING,
+        col(Enrollment.status) == EnrollmentStatus.PENDING,
+    )
+    if email is not None:
+        query = query.where(col(Subscriber.email) == email)
+    if sent_before is not None:
+        query = query.where(
+            col(Subscriber.confirmation_sent_at).is_(None)
+            | (col(Subscriber.confirmation_sent_at) < sent_before)
+        )
+    return [Member(*row) for row in connection.execute(query.order_by(col(Subscriber.id)))]
+
+
+# -- leaving --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Unsubscribed:
+    course: Course | None
+    #: False when the subscriber had already left
+    changed: bool
+
+
+def unsubscribe(
+    connection: Connection, *, enrollment_uid: str, catalog: Catalog, now: datetime
+) -> Unsubscribed:
+    """Unsubscribe the owner of an enrollment from everything, at once.
+
+    Cancels every email not yet sent, including one a worker has claimed: the engine
+    re-checks right before SMTP. The course's goodbye email, when it has one, is queued
+    after the cancellation.
+    """
+    member = find_member(connection, enrollment_uid=enrollment_uid)
+    changed = stop_subscriber(
+        connection,
+        subscriber_id=member.subscriber_id,
+        status=SubscriberStatus.UNSUBSCRIBED,
+        now=now,
+    )
+    course = catalog.find(member.course_slug)
+    if changed and course is not None and course.goodbye_email:
+        deliveries.queue(
+            connection,
+            enrollment_id=member.enrollment_id,
+            kind=EmailKind.GOODBYE,
+            key=deliveries.email_key(EmailKind.GOODBYE),
+            due_at=now,
+            now=now,
+        )
+    return Unsubscribed(course, changed)
 
 
 def stop_subscriber(
+    connection: Connection,
     *,
-    session: Session,
-    subscriber: Subscriber,
+    subscriber_id: int,
     status: SubscriberStatus,
     now: datetime,
     reason: str | None = None,
 ) -> bool:
-    """Move a subscriber to unsubscribed/suppressed and cancel what is pending."""
-    if subscriber.status in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.SUPPRESSED):
-        if status == SubscriberStatus.SUPPRESSED and subscriber.status != status:
-            subscriber.status = status
-            subscriber.suppressed_at, subscriber.suppressed_reason = now, reason
-            session.add(subscriber)
-        return False
-    subscriber.status = status
-    if status == SubscriberStatus.SUPPRESSED:
-        subscriber.suppressed_at, subscriber.suppressed_reason = now, reason
-    else:
-        subscriber.unsubscribed_at = now
-    session.add(subscriber)
-    enrollment_ids = select(Enrollment.id).where(Enrollment.subscriber_id == subscriber.id)
-    session.execute(
-        update(Delivery)
-        .where(
-            col(Delivery.enrollment_id).in_(enrollment_ids),
-            col(Delivery.status).in_(PENDING_DELIVERY),
-        )
-        .values(status=DeliveryStatus.CANCELLED, cancelled_at=now, claimed_until=None)
-    )
-    session.execute(
+    """Move a subscriber to unsubscribed or suppressed and cancel every email not yet
+    sent (even when already there: a confirmation queued since is cancelled too).
+    Returns whether the status changed."""
+    deliveries.cancel_pending(connection, subscriber_id=subscriber_id, now=now)
+    connection.execute(
         update(Enrollment)
         .where(
-            col(Enrollment.subscriber_id) == subscriber.id,
+            col(Enrollment.subscriber_id) == subscriber_id,
             col(Enrollment.status).in_((EnrollmentStatus.PENDING, EnrollmentStatus.ACTIVE)),
         )
         .values(status=EnrollmentStatus.CANCELLED, cancelled_at=now)
     )
-    return True
+    if status == SubscriberStatus.SUPPRESSED:
+        values: dict[str, object] = {"suppressed_at": now, "suppressed_reason": reason}
+        leaving: tuple[SubscriberStatus, ...] = (SubscriberStatus.SUPPRESSED,)
+    else:
+        values = {"unsubscribed_at": now}
+        leaving = (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.SUPPRESSED)
+    result = connection.execute(
+        update(Subscriber)
+        .where(col(Subscriber.id) == subscriber_id, col(Subscriber.status).not_in(leaving))
+        .values(status=status, **values)
+    )
+    return bool(result.rowcount)
 
 
-def counts(*, session: Session) -> dict[str, dict[str, int]]:
+def counts(connection: Connection) -> dict[str, dict[str, int]]:
     """Row counts by status, for ``drip stats``."""
     result: dict[str, dict[str, int]] = {}
     for name, model in (
@@ -302,6 +494,7 @@ def counts(*, session: Session) -> dict[str, dict[str, int]]:
         ("enrollments", Enrollment),
         ("deliveries", Delivery),
     ):
-        rows = session.exec(select(model.status, func.count()).group_by(model.status)).all()
-        result[name] = {str(status): int(count) for status, count in rows}
+        status = col(model.status)
+        rows = connection.execute(select(status, func.count()).group_by(status)).all()
+        result[name] = {str(value): int(count) for value, count in rows}
     return result

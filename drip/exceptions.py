@@ -10,7 +10,9 @@
     ├── InvalidSubscriber(DripError, ValueError)   bad email, time zone, name
     ├── SubscriberNotFound(DripError, LookupError)
     ├── InvalidToken(DripError, ValueError)        tampered, wrong purpose or unknown
-    │   └── ExpiredToken
+    │   └── ExpiredToken                           well signed, too old: a new link is offered
+    │       └── StaleToken                         issued before the last unsubscribe
+    ├── DatabaseBusy(DripError, TimeoutError)      the database stayed locked past the wait
     ├── TemplateError(DripError, ValueError)       an email template fails to render
     └── MailError(DripError)                       a message could not be handed over
         ├── TemporaryFailure                       4xx or connection trouble: retry later
@@ -74,6 +76,16 @@ class ExpiredToken(InvalidToken):
     def __init__(self, message: str, *, payload: object = None) -> None:
         super().__init__(message)
         self.payload = payload
+
+
+class StaleToken(ExpiredToken):
+    """A confirmation link issued before the subscriber's last unsubscribe."""
+
+
+class DatabaseBusy(DripError, TimeoutError):
+    """The database could not be written within the bounded wait; try again shortly."""
+
+    exit_code = 1
 
 
 class TemplateError(DripError, ValueError):

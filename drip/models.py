@@ -1,8 +1,10 @@
-"""Tables: Subscriber, Enrollment (a subscriber on a course) and Delivery (one lesson).
+"""Tables: Subscriber, Signup (one form post: details and proof of consent), Enrollment
+(a subscriber on a course) and Delivery (one email).
 
-The Delivery row is both the queue and the receipt: one row per (enrollment, day id),
-unique, carrying one status, one timestamp per event, the attempts, the SMTP response
-and the Message-ID. All datetimes are aware UTC.
+The Delivery row is the outbox: every email drip sends (lesson, confirmation, welcome,
+goodbye) is one row, unique per (enrollment, key), carrying one status, one timestamp
+per event, the attempts, the SMTP response and the Message-ID: queue and receipt at once.
+All datetimes are aware UTC.
 """
 
 from __future__ import annotations
@@ -11,7 +13,17 @@ import secrets
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import Column, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
@@ -77,6 +89,19 @@ class DeliveryStatus(StrEnum):
 PENDING_DELIVERY = (DeliveryStatus.SCHEDULED, DeliveryStatus.SENDING)
 
 
+class EmailKind(StrEnum):
+    LESSON = "lesson"  #: one day of a course; its key is the day id
+    CONFIRM = "confirm"  #: the double opt-in link for one signup
+    WELCOME = "welcome"  #: on confirmation, when the course has ``welcome_email``
+    GOODBYE = "goodbye"  #: after an unsubscribe, when the course has ``goodbye_email``
+
+
+#: the emails a person's own action sets off: the web process sends them at once
+TRANSACTIONAL = (EmailKind.CONFIRM, EmailKind.WELCOME, EmailKind.GOODBYE)
+#: the partial index's condition, spelled once: pending emails that are not lessons
+TRANSACTIONAL_PENDING = text("kind != 'lesson' AND status IN ('scheduled', 'sending')")
+
+
 class Subscriber(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     uid: str = Field(default_factory=new_uid, sa_column=Column(String(32), unique=True))
@@ -91,12 +116,39 @@ class Subscriber(SQLModel, table=True):
     unsubscribed_at: datetime | None = Field(default=None, sa_column=_ts())
     suppressed_at: datetime | None = Field(default=None, sa_column=_ts())
     suppressed_reason: str | None = Field(default=None, sa_column=Column(Text))
+    #: when the last confirmation email was queued (resends are spaced out from it)
     confirmation_sent_at: datetime | None = Field(default=None, sa_column=_ts())
-    # Proof of consent: when, from where and through which form the address was given.
+    # Proof of the consent in force: the confirmed signup's (or the operator's import).
+    # A later unconfirmed signup never overwrites it; it waits in its own Signup row.
     consent_at: datetime | None = Field(default=None, sa_column=_ts())
     consent_ip: str | None = Field(default=None, sa_column=Column(String(64)))
     consent_user_agent: str | None = Field(default=None, sa_column=Column(String(512)))
     consent_source: str | None = Field(default=None, sa_column=Column(String(512)))
+
+
+class Signup(SQLModel, table=True):
+    """One signup as it was posted: the details given and where they came from.
+
+    A confirmation link names its signup. Confirming applies that signup's name and time
+    zone and makes it the subscriber's proof of consent, so a stranger posting the form
+    again for a known address changes nothing its owner has not confirmed.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    uid: str = Field(default_factory=new_uid, sa_column=Column(String(32), unique=True))
+    subscriber_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    course_slug: str = Field(sa_column=Column(String(100), nullable=False))
+    name: str = Field(default="", sa_column=Column(String(200), nullable=False))
+    timezone: str | None = Field(default=None, sa_column=Column(String(64)))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+    confirmed_at: datetime | None = Field(default=None, sa_column=_ts())
+    ip: str | None = Field(default=None, sa_column=Column(String(64)))
+    user_agent: str | None = Field(default=None, sa_column=Column(String(512)))
+    source: str | None = Field(default=None, sa_column=Column(String(512)))
 
 
 class Enrollment(SQLModel, table=True):
@@ -125,6 +177,14 @@ class Delivery(SQLModel, table=True):
         # The claim query: scheduled rows by due time, stranded claims by lease expiry.
         Index("ix_delivery_status_due_at", "status", "due_at"),
         Index("ix_delivery_status_claimed_until", "status", "claimed_until"),
+        # The web process's prompt sender looks only for pending non-lessons: a small index
+        # however many lessons are queued.
+        Index(
+            "ix_delivery_transactional",
+            "due_at",
+            sqlite_where=TRANSACTIONAL_PENDING,
+            postgresql_where=TRANSACTIONAL_PENDING,
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -133,7 +193,17 @@ class Delivery(SQLModel, table=True):
             Integer, ForeignKey("enrollment.id", ondelete="CASCADE"), nullable=False, index=True
         )
     )
+    #: a lesson's day id; for other kinds ``kind:uid`` (day ids never contain a colon)
     day_id: str = Field(sa_column=Column(String(100), nullable=False))
+    kind: str = Field(
+        default=EmailKind.LESSON,
+        sa_column=Column(String(16), nullable=False, server_default=EmailKind.LESSON.value),
+    )
+    #: the signup a confirmation or welcome email belongs to
+    signup_id: int | None = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("signup.id", ondelete="CASCADE"), index=True),
+    )
     status: str = Field(
         default=DeliveryStatus.SCHEDULED, sa_column=Column(String(16), nullable=False)
     )

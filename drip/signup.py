@@ -1,169 +1,273 @@
-"""Signup payloads: a plain HTML form, JSON, and the webhooks of Tally and Typeform.
+"""Signing up: the one function the form, the webhooks, ``subscribers add`` and ``import`` call.
 
-``parse`` turns a request body into a ``SignupRequest``; ``verify_signature`` checks the
-HMAC a form service sends when ``DRIP_WEBHOOK_SECRET`` is set, in constant time:
+Every signup is stored as it was posted (a ``Signup`` row: details and where they came
+from). A new address becomes a pending subscriber with those details; a known address
+keeps its own until its owner confirms a signup, so a stranger re-posting the form
+rewrites nothing. What happens next is ``decide``'s table:
 
-- Tally: ``Tally-Signature: base64(HMAC-SHA256(secret, body))``
-- Typeform: ``Typeform-Signature: sha256=base64(HMAC-SHA256(secret, body))``
-- any JSON client: ``X-Drip-Signature: sha256=hex(HMAC-SHA256(secret, body))``
+============================================  =========================================
+the address                                   outcome
+============================================  =========================================
+suppressed (the mail server refused it)       nothing
+already receiving (or finished) this course   nothing
+left (unsubscribed), added by the operator    nothing: only they can come back
+added with ``--confirmed`` by the operator    enrolled at once
+course without double opt-in (never left)     enrolled at once
+a confirmation queued within the resend gap   nothing more (the queued one will do)
+anyone else                                   a confirmation email is queued
+============================================  =========================================
+
+A person's own signup does the same database work whatever the address's state (the
+statements are the same; only whether a row is inserted differs), so response times
+do not tell a known address from a new one.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
 from typing import Any
-from urllib.parse import parse_qs
 
-from drip.exceptions import InvalidSubscriber
+from sqlalchemy import Connection, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import col
 
-#: the hidden field bots fill in and people never see
-HONEYPOT = "website"
+from drip.courses import Course
+from drip.enrollment import (
+    Member,
+    SignupDetails,
+    activate_many,
+    queue_confirmations,
+)
+from drip.models import (
+    Enrollment,
+    EnrollmentStatus,
+    Signup,
+    Subscriber,
+    SubscriberStatus,
+    new_uid,
+)
+from drip.subscribers import clean_name, clean_timezone, normalize_email
+
+
+class Action(StrEnum):
+    CONFIRM = "confirm"  #: a confirmation email was queued
+    WAIT = "wait"  #: one was queued within the resend gap: no second one yet
+    ACTIVATE = "activate"  #: enrolled at once
+    NOTHING = "nothing"  #: already receiving the course, or barred from it
 
 
 @dataclass(frozen=True)
-class SignupRequest:
+class Entry:
+    """One person's signup details, checked and cleaned."""
+
     email: str
     name: str = ""
-    course: str | None = None
     timezone: str | None = None
-    redirect: str | None = None
-    #: the honeypot was filled: answer as usual, store nothing
-    is_bot: bool = False
-    #: tally, typeform, json or form
-    source: str = "form"
+
+    @classmethod
+    def clean(cls, *, email: str, name: str | None = None, timezone: str | None = None) -> Entry:
+        """Normalise the address (``InvalidSubscriber`` names what is wrong), clean the
+        name; an unknown time zone becomes None (the course default)."""
+        return cls(normalize_email(email), clean_name(name), clean_timezone(timezone))
 
 
-def parse(body: bytes, content_type: str) -> SignupRequest:
-    """A signup from a request body; ``InvalidSubscriber`` names what is wrong."""
-    if content_type == "application/x-www-form-urlencoded":
-        try:
-            fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
-        except UnicodeDecodeError:
-            raise InvalidSubscriber("the form data is not UTF-8", field="body") from None
-        return _from_mapping({k: v[-1] for k, v in fields.items()}, source="form")
-    if content_type == "application/json":
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise InvalidSubscriber("the body is not valid JSON", field="body") from None
-        if not isinstance(data, dict):
-            raise InvalidSubscriber("the JSON body must be an object", field="body")
-        if "form_response" in data:
-            return _typeform(data["form_response"])
-        if isinstance(data.get("data"), dict) and "fields" in data["data"]:
-            return _tally(data["data"]["fields"])
-        return _from_mapping(data, source="json")
-    raise InvalidSubscriber(
-        "send application/x-www-form-urlencoded or application/json", field="content-type"
+@dataclass(frozen=True)
+class Consent:
+    """Where a signup came from: kept as the proof of consent."""
+
+    source: str
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    email: str
+    action: Action
+    #: the subscriber's status before this signup (None: a new address)
+    was: str | None
+
+
+def decide(
+    *,
+    status: str | None,
+    enrollment_status: str,
+    last_confirmation: datetime | None,
+    by_operator: bool,
+    confirmed: bool,
+    double_opt_in: bool,
+    resend_gap_seconds: float,
+    now: datetime,
+) -> Action:
+    """What a signup leads to (the module docstring's table). ``status`` None: new."""
+    if status == SubscriberStatus.SUPPRESSED:
+        return Action.NOTHING
+    if status == SubscriberStatus.ACTIVE and enrollment_status in (
+        EnrollmentStatus.ACTIVE,
+        EnrollmentStatus.COMPLETED,
+    ):
+        return Action.NOTHING
+    if by_operator and status == SubscriberStatus.UNSUBSCRIBED:
+        return Action.NOTHING
+    if confirmed or (not double_opt_in and status != SubscriberStatus.UNSUBSCRIBED):
+        return Action.ACTIVATE
+    if last_confirmation is not None and (now - last_confirmation).total_seconds() < (
+        resend_gap_seconds
+    ):
+        return Action.WAIT
+    return Action.CONFIRM
+
+
+def sign_up(
+    connection: Connection,
+    *,
+    course: Course,
+    entries: Sequence[Entry],
+    consent: Consent,
+    now: datetime,
+    by_operator: bool = False,
+    confirmed: bool = False,
+    resend_gap_seconds: float = 600,
+) -> list[Outcome]:
+    """Sign ``entries`` (distinct addresses) up for ``course`` in the caller's transaction.
+
+    ``by_operator``: added from the CLI, never bringing back anyone who left;
+    ``confirmed`` (operator only): the operator holds their consent, enrol at once.
+    """
+    if confirmed and not by_operator:
+        raise ValueError("only the operator can sign people up as confirmed")
+    if not entries:
+        return []
+    emails = [entry.email for entry in entries]
+    if len(set(emails)) != len(emails):
+        raise ValueError("each address may appear once per call")
+    known = _statuses(connection, emails)
+    upsert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    connection.execute(
+        upsert(Subscriber).on_conflict_do_nothing(index_elements=["email"]),
+        [
+            {
+                "uid": new_uid(),
+                "email": entry.email,
+                "name": entry.name,
+                "timezone": entry.timezone,
+                "status": SubscriberStatus.PENDING,
+                "created_at": now,
+                "consent_at": now,
+                "consent_ip": consent.ip,
+                "consent_user_agent": consent.user_agent,
+                "consent_source": consent.source,
+            }
+            for entry in entries
+        ],
     )
-
-
-def _text(value: Any, field: str) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str | int | float):
-        raise InvalidSubscriber(f"{field} must be a string", field=field)
-    return str(value)
-
-
-def _from_mapping(data: Mapping[str, Any], *, source: str) -> SignupRequest:
-    return SignupRequest(
-        email=_text(data.get("email"), "email"),
-        name=_text(data.get("name"), "name"),
-        course=_text(data.get("course"), "course") or None,
-        timezone=_text(data.get("timezone"), "timezone") or None,
-        redirect=_text(data.get("redirect"), "redirect") or None,
-        is_bot=bool(_text(data.get(HONEYPOT), HONEYPOT).strip()),
-        source=source,
+    ids: dict[str, int] = dict(
+        connection.execute(  # type: ignore[arg-type]
+            select(col(Subscriber.email), col(Subscriber.id)).where(
+                col(Subscriber.email).in_(emails)
+            )
+        ).all()
     )
-
-
-def _tally(fields: Any) -> SignupRequest:
-    """Tally's ``data.fields``: a list of {label, type, value}; hidden fields by label."""
-    values: dict[str, Any] = {}
-    for item in fields if isinstance(fields, list) else []:
-        if not isinstance(item, dict):
-            continue
-        label = str(item.get("label") or item.get("key") or "").strip().lower()
-        value = item.get("value")
-        if item.get("type") == "INPUT_EMAIL" or "email" in label:
-            values.setdefault("email", value)
-        elif "name" in label:
-            values.setdefault("name", value)
-        elif label in ("timezone", "course", HONEYPOT):
-            values[label] = value
-    return _from_mapping(values, source="tally")
-
-
-def _typeform(response: Any) -> SignupRequest:
-    """Typeform's ``form_response``: typed answers, plus ``hidden`` fields."""
-    if not isinstance(response, dict):
-        raise InvalidSubscriber("form_response must be an object", field="form_response")
-    values: dict[str, Any] = {}
-    for answer in response.get("answers") or []:
-        if not isinstance(answer, dict):
-            continue
-        ref = str((answer.get("field") or {}).get("ref") or "").lower()
-        if answer.get("type") == "email":
-            values.setdefault("email", answer.get("email"))
-        elif answer.get("type") == "text" and ("name" in ref or "name" not in values):
-            values["name"] = answer.get("text")
-    hidden = response.get("hidden") or {}
-    if isinstance(hidden, dict):
-        values.update({k: hidden[k] for k in ("timezone", "course") if k in hidden})
-    return _from_mapping(values, source="typeform")
-
-
-def verify_signature(body: bytes, headers: Mapping[str, str], secret: str) -> bool:
-    """True when one of the supported signature headers matches ``body``."""
-    digest = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).digest()
-    expected = {
-        "tally-signature": base64.b64encode(digest).decode("ascii"),
-        "typeform-signature": "sha256=" + base64.b64encode(digest).decode("ascii"),
-        "x-drip-signature": "sha256=" + digest.hex(),
+    connection.execute(
+        upsert(Enrollment).on_conflict_do_nothing(index_elements=["subscriber_id", "course_slug"]),
+        [
+            {
+                "uid": new_uid(),
+                "subscriber_id": ids[email],
+                "course_slug": course.slug,
+                "status": EnrollmentStatus.PENDING,
+                "created_at": now,
+            }
+            for email in emails
+        ],
+    )
+    members = {
+        member.email: member
+        for member in (
+            Member(*row)
+            for row in connection.execute(
+                Member.select().where(
+                    col(Subscriber.email).in_(emails), col(Enrollment.course_slug) == course.slug
+                )
+            )
+        )
     }
-    return any(
-        hmac.compare_digest(headers[name].strip().encode(), value.encode())
-        for name, value in expected.items()
-        if name in headers
+    signups = _store_signups(connection, course, entries, consent, ids, now)
+
+    outcomes, to_confirm, to_activate = [], [], []
+    for entry, signup in zip(entries, signups, strict=True):
+        member = members[entry.email]
+        action = decide(
+            status=known.get(entry.email),
+            enrollment_status=member.enrollment_status,
+            last_confirmation=member.confirmation_sent_at,
+            by_operator=by_operator,
+            confirmed=confirmed,
+            double_opt_in=course.double_opt_in,
+            resend_gap_seconds=resend_gap_seconds,
+            now=now,
+        )
+        if action == Action.CONFIRM:
+            to_confirm.append((member, signup))
+        elif action == Action.ACTIVATE:
+            to_activate.append((member, signup))
+        outcomes.append(Outcome(entry.email, action, known.get(entry.email)))
+    queue_confirmations(connection, to_confirm, now=now)
+    activate_many(connection, to_activate, course=course, now=now)
+    return outcomes
+
+
+def _statuses(connection: Connection, emails: list[str]) -> dict[str, str]:
+    """The current status of each address already known."""
+    return dict(
+        connection.execute(
+            select(col(Subscriber.email), col(Subscriber.status)).where(
+                col(Subscriber.email).in_(emails)
+            )
+        ).all()
     )
 
 
-_SNIPPET = """<!-- {title}: signup form generated by `drip form-snippet {slug}` -->
-<form method="post" action="{action}" accept-charset="utf-8">
-  <label for="drip-email">Email address</label>
-  <input id="drip-email" name="email" type="email" required autocomplete="email">
-  <label for="drip-name">First name (optional)</label>
-  <input id="drip-name" name="name" type="text" autocomplete="given-name" maxlength="100">
-  <input type="hidden" name="course" value="{slug}">
-  <input type="hidden" name="timezone" id="drip-timezone" value="">
-  <div style="position:absolute;left:-10000px" aria-hidden="true">
-    <label for="drip-website">Leave this empty</label>
-    <input id="drip-website" name="{honeypot}" type="text" tabindex="-1" autocomplete="off">
-  </div>
-  <button type="submit">Start the free course</button>
-  <p><small>{privacy}</small></p>
-</form>
-<script>
-  try {{ document.getElementById("drip-timezone").value =
-    Intl.DateTimeFormat().resolvedOptions().timeZone; }} catch (e) {{}}
-</script>
-"""
-
-
-def form_snippet(*, slug: str, title: str, privacy: str, base_url: str) -> str:
-    """A copy-paste HTML signup form for the teacher's own site (values HTML-escaped)."""
-    from html import escape
-
-    return _SNIPPET.format(
-        title=escape(title).replace("--", "- -"),
-        slug=escape(slug),
-        action=escape(f"{base_url}/subscribe"),
-        honeypot=HONEYPOT,
-        privacy=escape(privacy),
-    )
+def _store_signups(
+    connection: Connection,
+    course: Course,
+    entries: Sequence[Entry],
+    consent: Consent,
+    ids: dict[str, int],
+    now: datetime,
+) -> list[SignupDetails]:
+    rows: list[dict[str, Any]] = [
+        {
+            "uid": new_uid(),
+            "subscriber_id": ids[entry.email],
+            "course_slug": course.slug,
+            "name": entry.name,
+            "timezone": entry.timezone,
+            "created_at": now,
+            "ip": consent.ip,
+            "user_agent": consent.user_agent,
+            "source": consent.source,
+        }
+        for entry in entries
+    ]
+    stored: Sequence[Any] = connection.execute(
+        insert(Signup).returning(col(Signup.id), col(Signup.uid), sort_by_parameter_order=True),
+        rows,
+    ).all()
+    return [
+        SignupDetails(
+            id=signup_id,
+            uid=uid,
+            name=row["name"],
+            timezone=row["timezone"],
+            created_at=now,
+            ip=consent.ip,
+            user_agent=consent.user_agent,
+            source=consent.source,
+        )
+        for (signup_id, uid), row in zip(stored, rows, strict=True)
+    ]

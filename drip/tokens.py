@@ -1,7 +1,8 @@
 """Signed, purpose-bound tokens for confirmation and unsubscribe links (itsdangerous).
 
 Each purpose has its own salt, so an unsubscribe token can never confirm and vice versa.
-Tokens carry an enrollment's random ``uid``, never a row id or an email address.
+Tokens carry a random ``uid`` (a signup's for confirmation links, an enrollment's for
+unsubscribe links), never a row id or an email address.
 Confirmation tokens expire; unsubscribe tokens do not, because RFC 8058 links in old mail
 must keep working. ``DRIP_SECRET_KEY`` may list several keys: the first signs, all verify.
 """
@@ -37,7 +38,7 @@ class Tokens:
         return self._unsubscribe.dumps(uid)
 
     def read_confirm(self, token: str) -> tuple[str, datetime]:
-        """(enrollment uid, time issued) from a confirmation token."""
+        """(signup uid, time issued) from a confirmation token."""
         try:
             uid, issued = self._confirm.loads(token, max_age=self._max_age, return_timestamp=True)
         except SignatureExpired:
@@ -47,6 +48,13 @@ class Tokens:
         except BadSignature:
             raise InvalidToken("this link is not valid") from None
         return _uid(uid), issued.astimezone(UTC)
+
+    def read_confirm_any_age(self, token: str) -> str:
+        """The uid of a well-signed confirmation token, however old (to offer a new one)."""
+        try:
+            return self.read_confirm(token)[0]
+        except ExpiredToken as expired:
+            return str(expired.payload)
 
     def read_unsubscribe(self, token: str) -> str:
         try:

@@ -5,16 +5,19 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.engine import make_url
 
 from drip.compose import Composer
 from drip.config import Settings
 from drip.courses import Catalog, Course, load_course
 from drip.db import engine_for, make_engine, upgrade
+from drip.models import Enrollment, Subscriber
+from drip.signup import Consent, Entry, sign_up
 from drip.testing import SmtpSink
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,3 +129,32 @@ def smtp_sink(request: pytest.FixtureRequest) -> Iterator[SmtpSink]:
 @pytest.fixture
 def composer(settings: Settings) -> Composer:
     return Composer(settings=settings)
+
+
+def enrol(
+    engine: Engine,
+    course: Course,
+    email: str,
+    *,
+    now: datetime,
+    timezone: str | None = None,
+    name: str = "",
+) -> str:
+    """A subscriber the operator added as confirmed; returns their enrollment's uid."""
+    with engine.begin() as connection:
+        sign_up(
+            connection,
+            course=course,
+            entries=[Entry.clean(email=email, name=name, timezone=timezone)],
+            consent=Consent(source="test"),
+            by_operator=True,
+            confirmed=True,
+            now=now,
+        )
+        return str(
+            connection.execute(
+                select(Enrollment.uid)
+                .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)  # type: ignore[arg-type]
+                .where(Subscriber.email == email.lower(), Enrollment.course_slug == course.slug)
+            ).scalar_one()
+        )

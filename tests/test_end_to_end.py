@@ -118,7 +118,8 @@ def test_signup_confirm_lessons_and_one_click_unsubscribe(
     confirmation = message_from_bytes(smtp_sink.received[0].data, policy=policy.default)
     text = confirmation.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     confirm_url = re.search(r"(http://\S+/confirm/\S+)", text).group(1)  # type: ignore[union-attr]
-    assert "You're in" in urllib.request.urlopen(confirm_url, timeout=10).read().decode()
+    assert "Yes, start my course" in urllib.request.urlopen(confirm_url, timeout=10).read().decode()
+    assert _post(confirm_url, b"", "application/x-www-form-urlencoded") == 200
 
     run = server.cli("send-due")
     assert run.returncode == 0, run.stderr

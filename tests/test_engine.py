@@ -16,15 +16,16 @@ from sqlmodel import Session, select
 from drip.compose import Composer, Recipient
 from drip.config import Settings
 from drip.courses import Catalog, Course
-from drip.db import engine_for, session_scope
-from drip.engine import Sender, claim
-from drip.enrollment import sign_up, unsubscribe
+from drip.db import engine_for
+from drip.deliveries import claim
+from drip.engine import Outcome, Sender
+from drip.enrollment import unsubscribe
 from drip.mailer import memory
 from drip.mailer.memory import MemoryMailer
 from drip.message import Outgoing
 from drip.models import Delivery, DeliveryStatus, Enrollment, Subscriber, SubscriberStatus
 from drip.testing import SmtpSink, free_port
-from tests.conftest import make_settings
+from tests.conftest import enrol, make_settings
 
 
 @pytest.fixture(autouse=True)
@@ -32,29 +33,6 @@ def _empty_outbox() -> Iterator[None]:
     memory.outbox.clear()
     yield
     memory.outbox.clear()
-
-
-def enrol(
-    engine: Engine,
-    course: Course,
-    email: str,
-    *,
-    now: datetime,
-    timezone: str | None = None,
-    name: str = "",
-) -> str:
-    """A confirmed subscriber; returns the enrollment uid."""
-    with session_scope(engine) as session:
-        result = sign_up(
-            session=session,
-            course=course,
-            email=email,
-            name=name,
-            timezone=timezone,
-            confirmed=True,
-            now=now,
-        )
-        return result.enrollment.uid
 
 
 def sender_for(engine: Engine, settings: Settings, course: Course, **kwargs: Any) -> Sender:
@@ -160,15 +138,20 @@ def test_unsubscribe_after_claim_is_not_sent(
 
     class UnsubscribesWhileBuilding(Composer):
         def lesson(self, **kwargs: Any) -> Any:
-            with session_scope(engine) as session:
-                unsubscribe(session=session, uid=uid, now=now)
+            with engine.begin() as connection:
+                unsubscribe(
+                    connection,
+                    enrollment_uid=uid,
+                    catalog=Catalog({course.slug: course}),
+                    now=now,
+                )
             return super().lesson(**kwargs)
 
     sender = sender_for(
         engine, settings, course, composer=UnsubscribesWhileBuilding(settings=settings)
     )
     report = sender.send_due(now=now)
-    assert report.cancelled == 1 and report.sent == 0
+    assert report[Outcome.CANCELLED] == 1 and report.sent == 0
     assert memory.outbox == []
     assert [d.status for d in deliveries(engine)] == [DeliveryStatus.CANCELLED]
     walk(sender, now, days=3)
@@ -182,7 +165,8 @@ def test_stranded_claim_is_retried_with_the_same_message_id(
     settings = make_settings(tmp_path)
     now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
     enrol(any_engine, course, "crash@example.org", now=now)
-    stranded = claim(bind=any_engine, now=now, limit=10, lease=timedelta(minutes=5))
+    with any_engine.connect() as connection:
+        stranded = claim(connection, now=now, limit=10, lease=timedelta(minutes=5))
     assert len(stranded) == 1
     sender = sender_for(any_engine, settings, course)
     assert sender.send_due(now=now + timedelta(minutes=4)).sent == 0  # lease still held
@@ -242,7 +226,7 @@ def test_temporary_failure_is_retried_later(
     smtp_sink.rcpt_replies["flaky@example.org"] = "451 4.3.0 try again later"
     sender = sender_for(engine, _smtp_settings(tmp_path, smtp_sink), course)
     report = sender.send_due(now=now)
-    assert (report.sent, report.deferred, report.ok) == (1, 1, False)
+    assert (report.sent, report[Outcome.DEFERRED], report.ok) == (1, 1, False)
     assert sender.send_due(now=now + timedelta(minutes=2)).sent == 0  # still backing off
     del smtp_sink.rcpt_replies["flaky@example.org"]
     assert sender.send_due(now=now + timedelta(minutes=6)).sent == 1
@@ -264,7 +248,7 @@ def test_too_many_temporary_failures_give_up_and_move_on(
     sender = sender_for(engine, _smtp_settings(tmp_path, smtp_sink, max_attempts=2), course)
     sender.send_due(now=now)
     report = sender.send_due(now=now + timedelta(hours=1))
-    assert report.failed == 1
+    assert report[Outcome.FAILED] == 1
     rows = deliveries(engine)
     assert [(d.day_id, d.status) for d in rows] == [
         ("upper-back-shoulders", DeliveryStatus.FAILED),
@@ -283,7 +267,7 @@ def test_permanent_rejection_suppresses_the_address(
     smtp_sink.rcpt_replies["gone@example.org"] = "550 5.1.1 user unknown"
     sender = sender_for(any_engine, _smtp_settings(tmp_path, smtp_sink), course)
     report = sender.send_due(now=now)
-    assert (report.sent, report.suppressed) == (1, 1)
+    assert (report.sent, report[Outcome.SUPPRESSED]) == (1, 1)
     walk(sender, now, days=3)
     assert {r.recipients[0] for r in smtp_sink.received} == {"here@example.org"}
     with Session(any_engine) as session:

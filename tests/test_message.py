@@ -9,13 +9,15 @@ import re
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from functools import partial
 from pathlib import Path
 
 import pytest
 
-from drip.compose import Composer, Recipient, lesson_message_id
+from drip.compose import Composer, Recipient, message_id
 from drip.courses import Course
 from drip.message import Prototype, SplicedBody, quoted_printable
+from drip.models import EmailKind
 from tests.conftest import make_settings
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
@@ -73,7 +75,7 @@ def test_message_id_is_deterministic_per_enrollment_and_day(
     first = composer.lesson(course=course, day=course.days[0], recipient=ANA, now=NOW)
     again = composer.lesson(course=course, day=course.days[0], recipient=ANA, now=NOW)
     other = composer.lesson(course=course, day=course.days[1], recipient=ANA, now=NOW)
-    expected = lesson_message_id("a1b2c3", "upper-back-shoulders", "example.com")
+    expected = message_id("a1b2c3", "upper-back-shoulders", "example.com")
     assert first.message_id == again.message_id == f"<{expected}>"
     assert other.message_id != first.message_id
 
@@ -186,11 +188,23 @@ def test_spliced_body_decodes_to_the_full_text() -> None:
 
 
 def test_confirmation_has_no_list_unsubscribe(composer: Composer, course: Course) -> None:
-    """The opt-in email links to confirmation and is not a list message yet."""
-    message = _parse(composer.confirmation(course=course, recipient=ANA, now=NOW).data)
+    """The opt-in email links to its signup's confirmation and is not a list message yet;
+    its Message-ID comes from its outbox key, so a retry carries the same one."""
+    build = partial(
+        composer.transactional,
+        EmailKind.CONFIRM,
+        course=course,
+        recipient=ANA,
+        key="confirm:k1",
+        now=NOW,
+        signup_uid="s1gnup",
+    )
+    message = _parse(build().data)
     assert message["List-Unsubscribe"] is None
-    assert "/confirm/" in message.get_body(("plain",)).get_content()
+    link = re.search(r"/confirm/(\S+)", message.get_body(("plain",)).get_content())
+    assert link and composer.tokens.read_confirm(link.group(1))[0] == "s1gnup"
     assert message["Subject"] == "Please confirm: 7-Day Yin Yoga Immersion"
+    assert message["Message-ID"] == build().message_id == "<a1b2c3.confirm.k1@example.com>"
 
 
 def test_dkim_signature_verifies(tmp_path: Path, course: Course) -> None:

@@ -20,7 +20,8 @@ from sqlmodel import Session, select
 
 from drip.config import Settings
 from drip.mailer import memory
-from drip.models import Delivery, Enrollment, Subscriber
+from drip.message import Outgoing
+from drip.models import Delivery, Enrollment, Signup, Subscriber
 from drip.tokens import Purpose
 from drip.web import create_app
 from tests.conftest import TEST_SECRET, make_settings
@@ -53,9 +54,15 @@ def subscribers(db: Engine) -> list[Subscriber]:
         return list(session.exec(select(Subscriber)).all())
 
 
-def link(kind: str) -> str:
+def sent(client: TestClient) -> list[Outgoing]:
+    """What the app's prompt sender has sent, once it has sent all that was queued."""
+    assert client.app.state.drip.prompt.wait_idle(10)  # type: ignore[attr-defined]
+    return memory.outbox
+
+
+def link(client: TestClient, kind: str) -> str:
     """The path of the last confirm/unsubscribe link sent."""
-    text = message_from_bytes(memory.outbox[-1].data, policy=policy.default)
+    text = message_from_bytes(sent(client)[-1].data, policy=policy.default)
     body = text.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     return re.search(rf"http://127\.0\.0\.1:8000(/{kind}/\S+)", body).group(1)  # type: ignore[union-attr]
 
@@ -75,7 +82,7 @@ def test_json_signup_is_pending_with_consent_and_a_confirmation(
     assert (ana.email, ana.status, ana.timezone) == ("ana@example.org", "pending", "Europe/Lisbon")
     assert ana.consent_user_agent == "pytest-agent"
     assert ana.consent_ip and ana.consent_source == "json:https://blog/x"
-    assert [m.recipient for m in memory.outbox] == ["ana@example.org"]
+    assert [m.recipient for m in sent(client)] == ["ana@example.org"]
 
 
 def test_form_post_redirects_to_thanks(client: TestClient) -> None:
@@ -103,7 +110,7 @@ def test_same_answer_whatever_the_address_state(client: TestClient, db: Engine) 
     answers = []
     for _ in range(2):  # new, then pending
         answers.append(client.post("/subscribe", json={"email": "x@example.org"}))
-    client.get(link("confirm"))  # active
+    client.post(link(client, "confirm"))  # active
     answers.append(client.post("/subscribe", json={"email": "x@example.org"}))
     client.post(_unsubscribe_path(db, "x@example.org"))  # unsubscribed
     answers.append(client.post("/subscribe", json={"email": "x@example.org"}))
@@ -137,7 +144,7 @@ def test_bad_input_is_named_and_stores_nothing(
     assert response.status_code == status
     assert response.json()["detail"][0]["loc"] == ["body", field]
     assert subscribers(db) == []
-    assert memory.outbox == []
+    assert sent(client) == []
 
 
 def test_browser_errors_reshow_the_form(client: TestClient, db: Engine) -> None:
@@ -170,7 +177,7 @@ def test_honeypot_pretends_success_and_stores_nothing(client: TestClient, db: En
         "/subscribe", data={"email": "bot@example.org", "website": "http://spam"}
     )
     assert response.status_code == 303
-    assert subscribers(db) == [] and memory.outbox == []
+    assert subscribers(db) == [] and sent(client) == []
 
 
 def test_rate_limit_per_ip(tmp_path: Any) -> None:
@@ -270,16 +277,24 @@ def test_unsigned_or_wrongly_signed_webhooks_are_refused(
 
 
 def test_confirm_enrols_once_and_day_one_is_due(client: TestClient, db: Engine) -> None:
-    """Following the link confirms, enrols and makes day 1 due; a replay changes nothing."""
+    """The link's page only shows a button; its POST confirms, enrols and makes day 1 due;
+    a replay changes nothing."""
     client.post("/subscribe", json={"email": "c@example.org"})
-    path = link("confirm")
+    path = link(client, "confirm")
+    for _ in range(3):  # a link scanner fetching the link confirms nothing
+        page = client.get(path)
+        assert page.status_code == 200 and f'action="{path}"' in page.text
+    with Session(db) as session:
+        assert session.exec(select(Subscriber.status)).one() == "pending"
+        assert session.exec(select(Delivery.kind)).all() == ["confirm"]
     for _ in range(2):
-        response = client.get(path)
+        response = client.post(path)
         assert response.status_code == 200 and "You're in" in response.text
     with Session(db) as session:
         assert session.exec(select(Subscriber.status)).one() == "active"
         assert session.exec(select(Enrollment.status)).one() == "active"
-        assert [d.day_id for d in session.exec(select(Delivery))] == ["upper-back-shoulders"]
+        lessons = session.exec(select(Delivery).where(Delivery.kind == "lesson")).all()
+        assert [d.day_id for d in lessons] == ["upper-back-shoulders"]
 
 
 @pytest.mark.parametrize(
@@ -293,20 +308,21 @@ def test_confirm_enrols_once_and_day_one_is_due(client: TestClient, db: Engine) 
 def test_tampered_tokens_get_a_400_page(client: TestClient, mutate: Any) -> None:
     """A modified token is refused with a plain page that leaks nothing."""
     client.post("/subscribe", json={"email": "t@example.org"})
-    bad = "/confirm/" + mutate(link("confirm").removeprefix("/confirm/"))
-    response = client.get(bad)
-    assert response.status_code == 400
-    assert "not valid" in response.text and "Traceback" not in response.text
+    bad = "/confirm/" + mutate(link(client, "confirm").removeprefix("/confirm/"))
+    for response in (client.get(bad), client.post(bad), client.post(bad + "/resend")):
+        assert response.status_code == 400
+        assert "not valid" in response.text and "Traceback" not in response.text
 
 
 def test_tokens_are_purpose_bound(client: TestClient, db: Engine) -> None:
     """An unsubscribe token cannot confirm, and a confirm token cannot unsubscribe."""
     client.post("/subscribe", json={"email": "p@example.org"})
-    confirm_token = link("confirm").removeprefix("/confirm/")
+    confirm_token = link(client, "confirm").removeprefix("/confirm/")
     assert client.post(f"/unsubscribe/{confirm_token}").status_code == 400
     unsubscribe_path = _unsubscribe_path(db, "p@example.org")
     token = unsubscribe_path.removeprefix("/unsubscribe/")
     assert client.get(f"/confirm/{token}").status_code == 400
+    assert client.post(f"/confirm/{token}").status_code == 400
 
 
 def test_expired_confirmation_offers_a_resend(
@@ -315,17 +331,18 @@ def test_expired_confirmation_offers_a_resend(
     """An old link says it expired and offers a new one, which is then mailed."""
     client.post("/subscribe", json={"email": "late@example.org"})
     with Session(db) as session:
-        uid = session.exec(select(Enrollment.uid)).one()
+        uid = session.exec(select(Signup.uid)).one()
     month_ago = time.time() - 30 * 86400
     with monkeypatch.context() as patch:  # sign as if 30 days ago
         patch.setattr("itsdangerous.timed.time.time", lambda: month_ago)
         token = URLSafeTimedSerializer([TEST_SECRET], salt=Purpose.CONFIRM).dumps(uid)
-    response = client.get(f"/confirm/{token}")
-    assert response.status_code == 410 and "expired" in response.text
-    memory.outbox.clear()
+    for response in (client.get(f"/confirm/{token}"), client.post(f"/confirm/{token}")):
+        assert response.status_code == 410 and "only work for a few days" in response.text
+    assert subscribers(db)[0].status == "pending"
+    sent(client).clear()
     assert client.post(f"/confirm/{token}/resend").status_code == 200
-    assert [m.recipient for m in memory.outbox] == ["late@example.org"]
-    assert client.get(link("confirm")).status_code == 200
+    assert [m.recipient for m in sent(client)] == ["late@example.org"]
+    assert "You're in" in client.post(link(client, "confirm")).text
 
 
 def _unsubscribe_path(db: Engine, email: str) -> str:
@@ -343,7 +360,7 @@ def _unsubscribe_path(db: Engine, email: str) -> str:
 def test_get_never_unsubscribes_post_does_at_once(client: TestClient, db: Engine) -> None:
     """GET shows a button only; an RFC 8058 one-click POST unsubscribes and cancels lessons."""
     client.post("/subscribe", json={"email": "u@example.org"})
-    client.get(link("confirm"))
+    client.post(link(client, "confirm"))
     path = _unsubscribe_path(db, "u@example.org")
     page = client.get(path)
     assert page.status_code == 200 and "<button" in page.text
@@ -357,24 +374,32 @@ def test_get_never_unsubscribes_post_does_at_once(client: TestClient, db: Engine
         assert response.status_code == 200 and "unsubscribed" in response.text
     assert subscribers(db)[0].status == "unsubscribed"
     with Session(db) as session:
-        assert {d.status for d in session.exec(select(Delivery))} == {"cancelled"}
+        lessons = session.exec(select(Delivery).where(Delivery.kind == "lesson")).all()
+        assert {d.status for d in lessons} == {"cancelled"}
 
 
 def test_resubscribe_resumes_at_the_next_unsent_day(client: TestClient, db: Engine) -> None:
     """Leaving and coming back needs a new confirmation, then resumes where it stopped."""
     client.post("/subscribe", json={"email": "back@example.org"})
-    client.get(link("confirm"))
+    client.post(link(client, "confirm"))
     with Session(db) as session:  # pretend day 1 went out
-        delivery = session.exec(select(Delivery)).one()
+        delivery = session.exec(select(Delivery).where(Delivery.kind == "lesson")).one()
         delivery.status, delivery.sent_at = "sent", delivery.due_at
         session.add(delivery)
         session.commit()
     client.post(_unsubscribe_path(db, "back@example.org"))
     client.post("/subscribe", json={"email": "back@example.org"})
-    assert subscribers(db)[0].status == "pending"
-    client.get(link("confirm"))
+    assert subscribers(db)[0].status == "unsubscribed", "only confirming brings them back"
+    path = link(client, "confirm")
+    email = message_from_bytes(sent(client)[-1].data, policy=policy.default)
+    text = email.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "picks up where you left off, with day 2 of 7" in " ".join(text.split())
+    client.post(path)
     with Session(db) as session:
-        rows = {d.day_id: d.status for d in session.exec(select(Delivery))}
+        rows = {
+            d.day_id: d.status
+            for d in session.exec(select(Delivery).where(Delivery.kind == "lesson"))
+        }
     assert rows == {"upper-back-shoulders": "sent", "hips": "scheduled"}
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import sys
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
@@ -68,3 +71,27 @@ NowOption = Annotated[
 
 def is_tty() -> bool:
     return sys.stdout.isatty()
+
+
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(value: str) -> timedelta:
+    """``30m``, ``12h``, ``1d``, ``2w`` (a bare number means seconds)."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw]?)", value.strip().lower())
+    if match is None:
+        raise typer.BadParameter(f"{value!r} is not a duration (e.g. 30m, 12h, 1d, 2w)")
+    return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+
+
+@contextmanager
+def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar on a terminal (nothing otherwise); yields ``advance(n)``."""
+    if not is_tty():
+        yield lambda n: None
+        return
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(label, total=total)
+        yield lambda n: progress.advance(task, n)

@@ -11,7 +11,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from drip.cli._common import NowOption, catalog, console, engine, is_tty, parse_now, settings
-from drip.engine import RunReport, Sender, due
+from drip.db import READ_ONLY
+from drip.deliveries import due
+from drip.engine import RunReport, Sender
 from drip.logs import configure as configure_logging
 from drip.loop import make_scheduler, stop
 
@@ -19,16 +21,17 @@ from drip.loop import make_scheduler, stop
 def send_due(
     now: NowOption = None,
     limit: Annotated[
-        int | None, typer.Option("--limit", min=1, help="Send at most this many lessons.")
+        int | None, typer.Option("--limit", min=1, help="Send at most this many emails.")
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List what is due; claim and send nothing.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Send every lesson due now, then exit: 0 all sent, 1 something failed, 2 bad usage.
+    """Send every email due now (lessons, confirmations …), then exit: 0 all sent,
+    1 something failed (retried later), 2 bad usage or configuration.
 
-    Safe to run from cron every minute, even overlapping: no lesson is sent twice.
+    Safe to run from cron every minute, even overlapping: no email is sent twice.
 
     Example: drip send-due --now 2026-11-25T07:00:00Z --limit 500
     """
@@ -36,17 +39,18 @@ def send_due(
     configure_logging("WARNING")  # cron: failures are logged, the summary is the one line
     db = engine()
     if dry_run:
-        rows = due(engine=db, now=when, limit=limit)
+        with db.connect() as connection:
+            rows = due(connection.execution_options(**{READ_ONLY: True}), now=when, limit=limit)
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
             return
-        table = Table("email", "course", "day", "due (UTC)", "attempts")
+        table = Table("email", "course", "email kind or day", "due (UTC)", "attempts")
         for row in rows:
             table.add_row(
                 *(str(row[key]) for key in ("email", "course", "day", "due_at", "attempts"))
             )
         console.print(table)
-        typer.echo(f"{len(rows)} lesson(s) due at {when.isoformat()}")
+        typer.echo(f"{len(rows)} email(s) due at {when.isoformat()}")
         return
     sender = Sender(engine=db, settings=settings(), catalog=catalog())
     signal.signal(signal.SIGTERM, lambda *_: sender.stopping.set())

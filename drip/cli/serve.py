@@ -8,7 +8,7 @@ import typer
 
 from drip.cli._common import catalog, settings
 from drip.logs import configure as configure_logging
-from drip.signup import form_snippet as build_snippet
+from drip.web.forms import form_snippet as build_snippet
 
 
 def serve(

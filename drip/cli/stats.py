@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from drip.cli._common import console, engine
-from drip.db import session_scope
+from drip.db import READ_ONLY
 from drip.enrollment import counts
 
 
@@ -18,8 +18,8 @@ def stats(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
 
     Example: drip stats --json
     """
-    with session_scope(engine()) as session:
-        result = counts(session=session)
+    with engine().connect() as connection:
+        result = counts(connection.execution_options(**{READ_ONLY: True}))
     if as_json:
         console.print_json(json.dumps(result))
         return

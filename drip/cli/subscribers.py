@@ -5,17 +5,31 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
+from sqlmodel import Session
 
-from drip import enrollment
-from drip.cli._common import DripGroup, NowOption, catalog, console, engine, parse_now, settings
+from drip.cli._common import (
+    DripGroup,
+    NowOption,
+    catalog,
+    console,
+    engine,
+    parse_duration,
+    parse_now,
+    progress_bar,
+    settings,
+)
 from drip.db import session_scope
-from drip.exceptions import DripError, InvalidSubscriber
+from drip.enrollment import pending_members, resend_for_operator, stop_subscriber
+from drip.exceptions import InvalidSubscriber, SubscriberNotFound
+from drip.imports import chunks, read_import
 from drip.models import SubscriberStatus
+from drip.signup import Action, Consent, Entry, Outcome, sign_up
 from drip.subscribers import (
     clean_timezone,
     delete_subscriber,
@@ -63,30 +77,47 @@ def add(
     ] = False,
     now: NowOption = None,
 ) -> None:
-    """Add a subscriber to a course; pending with a confirmation email unless --confirmed.
+    """Add a subscriber to a course: pending, with a confirmation email queued, unless
+    --confirmed. Someone who unsubscribed is never re-added (they can sign up again).
 
     Example: drip subscribers add ana@example.org --name Ana --timezone Europe/Lisbon --confirmed
     """
     when = parse_now(now)
-    if timezone and clean_timezone(timezone) is None:
-        raise InvalidSubscriber(
-            f"--timezone: unknown IANA time zone {timezone!r}", field="timezone"
-        )
+    entry = Entry.clean(email=email, name=name, timezone=_zone_or_error(timezone, "--timezone"))
     chosen = catalog().default(course or settings().default_course)
-    with session_scope(engine()) as session:
-        result = enrollment.sign_up(
-            session=session,
+    with engine().begin() as connection:
+        [outcome] = sign_up(
+            connection,
             course=chosen,
-            email=email,
-            name=name,
-            timezone=timezone,
-            consent=enrollment.Consent(source="cli"),
+            entries=[entry],
+            consent=Consent(source="cli"),
+            by_operator=True,
             confirmed=confirmed,
+            resend_gap_seconds=0,
             now=when,
-            confirm_resend_seconds=0,
         )
-        status = result.subscriber.status
-    console.print(f"{result.subscriber.email}: {status} on {chosen.slug}")
+    console.print(f"{entry.email}: {_describe(outcome, chosen.slug)}", markup=False)
+
+
+def _describe(outcome: Outcome, slug: str) -> str:
+    if outcome.action == Action.CONFIRM:
+        return (
+            f"pending on {slug}; a confirmation email is queued "
+            "(sent at once by `drip serve`, else by the next `drip send-due` / `drip run`)"
+        )
+    if outcome.action == Action.ACTIVATE:
+        return f"active on {slug}; their next lesson is queued"
+    if outcome.was == SubscriberStatus.UNSUBSCRIBED:
+        return "unsubscribed earlier: not re-added (they can sign up again themselves)"
+    if outcome.was == SubscriberStatus.SUPPRESSED:
+        return "suppressed (the mail server refused the address): not added"
+    return f"already on {slug}: nothing changed"
+
+
+def _zone_or_error(timezone: str | None, where: str) -> str | None:
+    if timezone and clean_timezone(timezone) is None:
+        raise InvalidSubscriber(f"{where}: unknown IANA time zone {timezone!r}", field="timezone")
+    return timezone
 
 
 @app.command("list")
@@ -180,45 +211,101 @@ def import_(
     confirmed: Annotated[
         bool, typer.Option(help="Enrol at once: you already hold these people's consent.")
     ] = False,
+    encoding: Annotated[
+        str | None,
+        typer.Option(help="The file's text encoding (default: UTF-8, or as its BOM says)."),
+    ] = None,
     now: NowOption = None,
 ) -> None:
-    """Import subscribers from CSV; all rows are checked before any is stored.
+    """Import subscribers from CSV. Every row is checked first (problems are listed with
+    file:line and nothing is stored); then rows are stored in chunks, each its own short
+    transaction, so a running `drip serve` is never held up for long. Without
+    --confirmed each new subscriber gets a confirmation email; people who unsubscribed
+    or were suppressed are never re-added.
 
     Example: drip subscribers import people.csv --confirmed
     """
     when = parse_now(now)
     chosen = catalog().default(course or settings().default_course)
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError as error:
-        raise InvalidSubscriber(f"{path}: {error.strerror}", field="path") from None
-    if not rows or "email" not in rows[0]:
-        raise InvalidSubscriber(f"{path}: needs a header row with an 'email' column", field="email")
-    problems = []
-    for line, row in enumerate(rows, start=2):
-        try:
-            normalize_email(row.get("email") or "")
-        except DripError as error:
-            problems.append(f"{path}:{line}: {error}")
-    if problems:
-        for problem in problems:
-            console.print(problem, markup=False)
+    checked = read_import(path, encoding=encoding)
+    for problem in checked.problems:
+        console.print(problem, markup=False)
+    if checked.problems:
         raise typer.Exit(1)
-    with session_scope(engine()) as session:
-        for row in rows:
-            enrollment.sign_up(
-                session=session,
-                course=chosen,
-                email=row["email"],
-                name=row.get("name"),
-                timezone=row.get("timezone"),
-                consent=enrollment.Consent(source=f"import:{path}"),
-                confirmed=confirmed,
-                now=when,
-                confirm_resend_seconds=0,
+    tally: Counter[str] = Counter()
+    with progress_bar(len(checked.entries), "importing") as advance, engine().connect() as db:
+        for chunk in chunks(checked.entries, IMPORT_CHUNK):
+            with db.begin():
+                outcomes = sign_up(
+                    db,
+                    course=chosen,
+                    entries=chunk,
+                    consent=Consent(source=f"import:{path.name}"),
+                    by_operator=True,
+                    confirmed=confirmed,
+                    resend_gap_seconds=0,
+                    now=when,
+                )
+            tally.update(_tally_key(outcome) for outcome in outcomes)
+            advance(len(chunk))
+    console.print(
+        f"{path}: {len(checked.entries)} subscribers for {chosen.slug}: "
+        + ", ".join(f"{n} {what}" for what, n in sorted(tally.items()))
+        + (f"; {checked.duplicates} duplicate rows skipped" if checked.duplicates else ""),
+        markup=False,
+    )
+
+
+IMPORT_CHUNK = 1000
+
+
+def _tally_key(outcome: Outcome) -> str:
+    if outcome.action == Action.CONFIRM:
+        return "sent a confirmation"
+    if outcome.action == Action.ACTIVATE:
+        return "enrolled"
+    if outcome.was in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.SUPPRESSED):
+        return f"{outcome.was} earlier (not re-added)"
+    return "already subscribed"
+
+
+@app.command("resend-confirmation")
+def resend_confirmation(
+    email: Annotated[str | None, typer.Argument(help="A pending subscriber's address.")] = None,
+    all_pending: Annotated[
+        bool, typer.Option("--all-pending", help="Every subscriber still pending.")
+    ] = False,
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than", help="With --all-pending: only if the last one is older (e.g. 1d, 12h)."
+        ),
+    ] = None,
+    now: NowOption = None,
+) -> None:
+    """Queue a fresh confirmation email for a pending subscriber, or for all of them.
+
+    Example: drip subscribers resend-confirmation --all-pending --older-than 1d
+    """
+    when = parse_now(now)
+    if (email is None) == (not all_pending):
+        raise typer.BadParameter("give an EMAIL or --all-pending (not both)")
+    if older_than is not None and not all_pending:
+        raise typer.BadParameter("goes with --all-pending", param_hint="--older-than")
+    cutoff = when - parse_duration(older_than) if older_than else None
+    address = normalize_email(email) if email else None
+    with engine().begin() as connection:
+        members = pending_members(connection, sent_before=cutoff, email=address)
+        if address and not members:
+            subscriber = get_by_email(session=Session(bind=connection), email=address)
+            raise SubscriberNotFound(
+                f"{subscriber.email} is {subscriber.status}, not waiting for a confirmation"
             )
-    console.print(f"imported {len(rows)} subscribers into {chosen.slug}")
+        queued = sum(resend_for_operator(connection, member=m, now=when) for m in members)
+    console.print(
+        f"queued {queued} confirmation email(s) "
+        "(sent at once by `drip serve`, else by the next `drip send-due` / `drip run`)"
+    )
 
 
 @app.command()
@@ -227,16 +314,18 @@ def unsubscribe(email: Annotated[str, typer.Argument()], now: NowOption = None) 
 
     Example: drip subscribers unsubscribe ana@example.org
     """
-    with session_scope(engine()) as session:
-        subscriber = get_by_email(session=session, email=email)
-        changed = enrollment.stop_subscriber(
-            session=session,
-            subscriber=subscriber,
+    with engine().begin() as connection:
+        subscriber = get_by_email(session=Session(bind=connection), email=email)
+        assert subscriber.id is not None
+        changed = stop_subscriber(
+            connection,
+            subscriber_id=subscriber.id,
             status=SubscriberStatus.UNSUBSCRIBED,
             now=parse_now(now),
         )
     console.print(
-        f"{subscriber.email}: {'unsubscribed' if changed else 'already ' + subscriber.status}"
+        f"{subscriber.email}: {'unsubscribed' if changed else 'already ' + subscriber.status}",
+        markup=False,
     )
 
 

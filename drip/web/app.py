@@ -4,65 +4,99 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import Engine
 
 from drip.compose import Composer
 from drip.config import Settings
 from drip.courses import Catalog
 from drip.db import engine_for
-from drip.engine import Sender
-from drip.loop import make_scheduler, stop
+from drip.engine import Sender, Throttle
+from drip.exceptions import DatabaseBusy
+from drip.loop import PromptSender, make_scheduler, stop
 from drip.ratelimit import RateLimiter
-from drip.web import routes
+from drip.web.deps import WebState, page
+from drip.web.routes import router
+from drip.web.writes import WriteGate
 
-
-@dataclass
-class WebState:
-    settings: Settings
-    engine: Engine
-    catalog: Catalog
-    composer: Composer
-    limiter: RateLimiter
-    pages: Jinja2Templates
+RETRY_AFTER_SECONDS = 5
 
 
 def create_app(settings: Settings, *, scheduler: bool = False) -> FastAPI:
-    """The web app; with ``scheduler`` it also runs the send loop in-process."""
+    """The web app. Emails its requests queue are sent by an in-process prompt sender;
+    with ``scheduler`` it also runs the lesson send loop (``drip run``) in-process."""
     engine = engine_for(settings)
+    sending = engine_for(settings, migrate=False)  # senders never take the web's connections
     catalog = Catalog.from_dir(settings.courses_dir)
     composer = Composer(settings=settings)
-    pages = Jinja2Templates(directory=Path(__file__).parent / "templates")
+    throttle = Throttle(settings.send_rate)  # DRIP_SEND_RATE holds across both senders
+    prompt = PromptSender(
+        Sender(
+            engine=sending,
+            settings=settings,
+            catalog=catalog,
+            composer=composer,
+            throttle=throttle,
+            transactional_only=True,
+        ),
+        retry_seconds=settings.send_interval_seconds,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if not scheduler:
-            yield
-            return
-        sender = Sender(engine=engine, settings=settings, catalog=catalog, composer=composer)
-        loop = make_scheduler(
-            sender, interval_seconds=settings.send_interval_seconds, background=True
-        )
-        loop.start()
+        prompt.start()
+        prompt.wake()  # anything queued before a restart
+        loop = None
+        if scheduler:
+            lessons = Sender(
+                engine=sending,
+                settings=settings,
+                catalog=catalog,
+                composer=composer,
+                throttle=throttle,
+            )
+            loop = make_scheduler(
+                lessons, interval_seconds=settings.send_interval_seconds, background=True
+            )
+            loop.start()
         try:
             yield
         finally:
-            stop(loop, sender)
+            prompt.stop()
+            if loop is not None:
+                stop(loop, lessons)
+            sending.dispose()
+            engine.dispose()
 
-    app = FastAPI(title="drip", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app = FastAPI(title="drip", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.drip = WebState(
         settings=settings,
         engine=engine,
         catalog=catalog,
-        composer=composer,
+        tokens=composer.tokens,
         limiter=RateLimiter(limit=settings.signup_rate_per_minute),
-        pages=pages,
+        pages=Jinja2Templates(directory=Path(__file__).parent / "templates"),
+        writes=WriteGate(
+            engine,
+            wait_seconds=settings.db_wait_seconds,
+            concurrency=1 if settings.is_sqlite else settings.smtp_connections + 1,
+        ),
+        prompt=prompt,
     )
+
+    @app.exception_handler(DatabaseBusy)
+    async def _busy(request: Request, error: DatabaseBusy) -> Response:
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        if "text/html" in request.headers.get("accept", ""):
+            response = page(app.state.drip, request, "busy.html", 503)
+            response.headers.update(headers)
+            return response
+        return JSONResponse({"detail": str(error)}, status_code=503, headers=headers)
+
     if settings.allowed_redirect_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -70,5 +104,5 @@ def create_app(settings: Settings, *, scheduler: bool = False) -> FastAPI:
             allow_methods=["POST"],
             allow_headers=["Content-Type"],
         )
-    app.include_router(routes.router)
+    app.include_router(router)
     return app

@@ -1,0 +1,502 @@
+"""Named operations on the outbox (the ``delivery`` table), so the send loop reads as a loop.
+
+Each function runs in the caller's transaction on a Core ``Connection``. An update of a
+claimed row is guarded by its lease (``status = 'sending' AND claimed_until = lease``):
+the lease value is the claim token, so a worker whose lease was taken over changes
+nothing. Statements run once per message are compiled once per database kind
+(``db.Prepared``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Dialect,
+    Select,
+    and_,
+    bindparam,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import col
+
+from drip import schedule
+from drip.courses import Course
+from drip.db import Prepared
+from drip.models import (
+    PENDING_DELIVERY,
+    TRANSACTIONAL_PENDING,
+    Delivery,
+    DeliveryStatus,
+    EmailKind,
+    Enrollment,
+    EnrollmentStatus,
+    Signup,
+    Subscriber,
+    SubscriberStatus,
+    new_uid,
+)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery this worker holds the lease on, with what sending it needs."""
+
+    delivery_id: int
+    enrollment_id: int
+    subscriber_id: int
+    #: the lesson's day id, or ``kind:uid`` for other emails
+    day_id: str
+    kind: EmailKind
+    attempts: int
+    lease: datetime
+    #: the enrollment's public uid (links, Message-IDs)
+    uid: str
+    course_slug: str
+    email: str
+    name: str
+    timezone: str | None
+    #: the signup a confirmation belongs to (its link names it)
+    signup_uid: str | None = None
+    #: lesson day id → status of every lesson row of this enrollment, at claim time
+    history: dict[str, str] = field(default_factory=dict)
+
+
+def email_key(kind: EmailKind, uid: str | None = None) -> str:
+    """The row key of a non-lesson email: ``kind:uid`` (a new random uid by default)."""
+    return f"{kind}:{uid or new_uid()}"
+
+
+# -- claiming -------------------------------------------------------------------------------
+
+_Query = TypeVar("_Query", bound=Select)  # type: ignore[type-arg]
+
+
+def joined(query: _Query) -> _Query:
+    """``query`` joined from each delivery to its enrollment and subscriber."""
+    return (
+        query.select_from(Delivery)
+        .join(Enrollment, col(Enrollment.id) == Delivery.enrollment_id)
+        .join(Subscriber, col(Subscriber.id) == Enrollment.subscriber_id)
+    )
+
+
+def _due(now: datetime) -> ColumnElement[bool]:
+    return or_(
+        and_(col(Delivery.status) == DeliveryStatus.SCHEDULED, col(Delivery.due_at) <= now),
+        and_(col(Delivery.status) == DeliveryStatus.SENDING, col(Delivery.claimed_until) <= now),
+    )
+
+
+def claim(
+    connection: Connection,
+    *,
+    now: datetime,
+    limit: int,
+    lease: timedelta,
+    transactional_only: bool = False,
+) -> list[Claimed]:
+    """Take up to ``limit`` due emails, oldest first, leased until ``now + lease``.
+
+    ``transactional_only`` leaves lessons alone (the web process's prompt sender).
+    Runs in its own transaction on ``connection``.
+    """
+    lease_until = now + lease
+    with connection.begin():
+        query = select(col(Delivery.id)).where(_due(now))
+        if transactional_only:
+            query = query.where(TRANSACTIONAL_PENDING)
+        query = query.order_by(col(Delivery.due_at), col(Delivery.id)).limit(limit)
+        if connection.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        ids = list(connection.execute(query).scalars())
+        if not ids:
+            return []
+        connection.execute(
+            update(Delivery)
+            .where(col(Delivery.id).in_(ids), _due(now))
+            .values(
+                status=DeliveryStatus.SENDING,
+                claimed_until=lease_until,
+                attempts=col(Delivery.attempts) + 1,
+            )
+        )
+        rows: Sequence[Any] = connection.execute(
+            joined(
+                select(
+                    col(Delivery.id),
+                    col(Delivery.enrollment_id),
+                    col(Delivery.day_id),
+                    col(Delivery.kind),
+                    col(Delivery.attempts),
+                    col(Enrollment.uid),
+                    col(Enrollment.course_slug),
+                    col(Subscriber.id),
+                    col(Subscriber.email),
+                    col(Subscriber.name),
+                    col(Subscriber.timezone),
+                    col(Signup.uid),
+                )
+            )
+            .outerjoin(Signup, col(Signup.id) == Delivery.signup_id)
+            .where(col(Delivery.id).in_(ids), col(Delivery.claimed_until) == lease_until)
+            .order_by(col(Delivery.due_at), col(Delivery.id))
+        ).all()
+        history: dict[int, dict[str, str]] = {}
+        for enrollment_id, day_id, status in connection.execute(
+            select(col(Delivery.enrollment_id), col(Delivery.day_id), col(Delivery.status)).where(
+                col(Delivery.enrollment_id).in_({row[1] for row in rows}),
+                col(Delivery.kind) == EmailKind.LESSON,
+            )
+        ):
+            history.setdefault(enrollment_id, {})[day_id] = status
+    return [
+        Claimed(
+            delivery_id=row[0],
+            enrollment_id=row[1],
+            day_id=row[2],
+            kind=EmailKind(row[3]),
+            attempts=row[4],
+            lease=lease_until,
+            uid=row[5],
+            course_slug=row[6],
+            subscriber_id=row[7],
+            email=row[8],
+            name=row[9],
+            timezone=row[10],
+            signup_uid=row[11],
+            history=history.get(row[1], {}),
+        )
+        for row in rows
+    ]
+
+
+def due(connection: Connection, *, now: datetime, limit: int | None) -> list[dict[str, object]]:
+    """What would be sent at ``now``, without claiming anything (``--dry-run``)."""
+    query = (
+        joined(
+            select(
+                col(Enrollment.course_slug),
+                col(Delivery.kind),
+                col(Delivery.day_id),
+                col(Delivery.due_at),
+                col(Delivery.attempts),
+                col(Subscriber.email),
+            )
+        )
+        .where(_due(now))
+        .order_by(col(Delivery.due_at), col(Delivery.id))
+        .limit(limit)
+    )
+    return [
+        {
+            "email": email,
+            "course": slug,
+            "kind": kind,
+            "day": day_id if kind == EmailKind.LESSON else kind,
+            "due_at": due_at.isoformat(),
+            "attempts": attempts,
+        }
+        for slug, kind, day_id, due_at, attempts, email in connection.execute(query)
+    ]
+
+
+# -- per message ----------------------------------------------------------------------------
+
+
+class _Statements:
+    """The statements run for every message, compiled once for one kind of database."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        insert = pg_insert if dialect.name == "postgresql" else sqlite_insert
+        held = (
+            col(Delivery.status) == DeliveryStatus.SENDING,
+            col(Delivery.claimed_until) == bindparam("lease"),
+        )
+        self.check = Prepared(
+            joined(select(col(Subscriber.status), col(Enrollment.status))).where(
+                col(Delivery.id) == bindparam("id"), *held
+            ),
+            dialect,
+        )
+        self.mark_sent = Prepared(
+            update(Delivery)
+            .where(col(Delivery.id) == bindparam("id"), *held)
+            .values(
+                status=DeliveryStatus.SENT,
+                claimed_until=None,
+                sent_at=bindparam("now"),
+                smtp_response=bindparam("reply"),
+                message_id=bindparam("msgid"),
+            ),
+            dialect,
+        )
+        self.insert = Prepared(
+            insert(Delivery)
+            .values(
+                enrollment_id=bindparam("enrollment"),
+                day_id=bindparam("key"),
+                kind=bindparam("kind"),
+                signup_id=bindparam("signup"),
+                status=DeliveryStatus.SCHEDULED,
+                due_at=bindparam("due"),
+                attempts=0,
+                created_at=bindparam("now"),
+            )
+            .on_conflict_do_nothing(index_elements=["enrollment_id", "day_id"]),
+            dialect,
+        )
+
+
+_compiled: dict[tuple[str, str], _Statements] = {}
+_compiled_lock = threading.Lock()
+
+
+def _statements(dialect: Dialect) -> _Statements:
+    key = (dialect.name, dialect.driver)
+    found = _compiled.get(key)
+    if found is None:
+        with _compiled_lock:
+            found = _compiled.setdefault(key, _Statements(dialect))
+    return found
+
+
+#: who may still receive each kind of email: (subscriber statuses, enrollment statuses)
+WANTED: dict[EmailKind, tuple[frozenset[str], frozenset[str]]] = {
+    EmailKind.LESSON: (frozenset({SubscriberStatus.ACTIVE}), frozenset({EnrollmentStatus.ACTIVE})),
+    EmailKind.WELCOME: (
+        frozenset({SubscriberStatus.ACTIVE}),
+        frozenset({EnrollmentStatus.ACTIVE, EnrollmentStatus.COMPLETED}),
+    ),
+    # pending: a first signup; unsubscribed: someone who left and signed up again
+    EmailKind.CONFIRM: (
+        frozenset(
+            {SubscriberStatus.PENDING, SubscriberStatus.ACTIVE, SubscriberStatus.UNSUBSCRIBED}
+        ),
+        frozenset({EnrollmentStatus.PENDING, EnrollmentStatus.CANCELLED}),
+    ),
+    EmailKind.GOODBYE: (
+        frozenset({SubscriberStatus.UNSUBSCRIBED}),
+        frozenset({EnrollmentStatus.CANCELLED}),
+    ),
+}
+
+
+def check(connection: Connection, item: Claimed) -> bool | None:
+    """Right before SMTP: None when the claim is no longer ours, else whether the email is
+    still wanted (its subscriber and enrollment are in a state that receives it)."""
+    row = (
+        _statements(connection.dialect)
+        .check.execute(connection, {"id": item.delivery_id, "lease": item.lease})
+        .fetchone()
+    )
+    if row is None:
+        return None
+    subscribers, enrollments = WANTED[item.kind]
+    return row[0] in subscribers and row[1] in enrollments
+
+
+def mark_sent(
+    connection: Connection, item: Claimed, *, reply: str, message_id: str, now: datetime
+) -> bool:
+    """Record the server's acceptance; False when the claim was no longer ours."""
+    return bool(
+        _statements(connection.dialect)
+        .mark_sent.execute(
+            connection,
+            {
+                "id": item.delivery_id,
+                "lease": item.lease,
+                "now": now,
+                "reply": reply,
+                "msgid": message_id,
+            },
+        )
+        .rowcount
+    )
+
+
+def update_claimed(connection: Connection, item: Claimed, values: Mapping[str, object]) -> bool:
+    """Update the row only while this worker still holds its claim (the lease token)."""
+    result = connection.execute(
+        update(Delivery)
+        .where(
+            col(Delivery.id) == item.delivery_id,
+            col(Delivery.status) == DeliveryStatus.SENDING,
+            col(Delivery.claimed_until) == item.lease,
+        )
+        .values(**values)
+    )
+    return bool(result.rowcount)
+
+
+def release(connection: Connection, item: Claimed) -> bool:
+    """Give back a claim never attempted: due again at once, the attempt not counted."""
+    return update_claimed(
+        connection,
+        item,
+        {
+            "status": DeliveryStatus.SCHEDULED,
+            "claimed_until": None,
+            "attempts": col(Delivery.attempts) - 1,
+        },
+    )
+
+
+# -- queueing -------------------------------------------------------------------------------
+
+
+def queue(
+    connection: Connection,
+    *,
+    enrollment_id: int,
+    kind: EmailKind,
+    key: str,
+    due_at: datetime,
+    now: datetime,
+    signup_id: int | None = None,
+) -> bool:
+    """Put one email in the outbox; False when that (enrollment, key) is already there."""
+    return bool(
+        _statements(connection.dialect)
+        .insert.execute(
+            connection,
+            {
+                "enrollment": enrollment_id,
+                "key": key,
+                "kind": kind.value,
+                "signup": signup_id,
+                "due": due_at,
+                "now": now,
+            },
+        )
+        .rowcount
+    )
+
+
+def lesson_histories(
+    connection: Connection, enrollment_ids: Collection[int]
+) -> dict[int, tuple[dict[str, str], datetime | None]]:
+    """Per enrollment: (lesson day id → status, when its last lesson was sent)."""
+    found: dict[int, tuple[dict[str, str], datetime | None]] = {}
+    if not enrollment_ids:
+        return found
+    for enrollment_id, day_id, status, sent_at in connection.execute(
+        select(
+            col(Delivery.enrollment_id),
+            col(Delivery.day_id),
+            col(Delivery.status),
+            col(Delivery.sent_at),
+        ).where(
+            col(Delivery.enrollment_id).in_(enrollment_ids),
+            col(Delivery.kind) == EmailKind.LESSON,
+        )
+    ):
+        history, last_sent = found.setdefault(enrollment_id, ({}, None))
+        history[day_id] = status
+        if sent_at is not None and (last_sent is None or sent_at > last_sent):
+            found[enrollment_id] = (history, sent_at)
+    return found
+
+
+def queue_next_lesson(
+    connection: Connection,
+    *,
+    enrollment_id: int,
+    course: Course,
+    zone: ZoneInfo,
+    now: datetime,
+    history: Mapping[str, str] | None = None,
+    closed: str | None = None,
+    last_sent_at: datetime | None = None,
+    resuming: bool = False,
+) -> schedule.NextLesson | None:
+    """Queue an enrollment's next lesson (``schedule.plan_next``), or complete it.
+
+    The one rule for what comes next, used when a lesson is closed (``closed``: sent,
+    failed or skipped; ``last_sent_at`` when it was sent) and when an enrollment
+    (re)starts (``resuming``). ``history`` (day id → status) is read when not given.
+    At most one lesson per enrollment is ever queued: None when one already is.
+    """
+    if history is None:
+        history, sent = lesson_histories(connection, [enrollment_id]).get(enrollment_id, ({}, None))
+        last_sent_at = last_sent_at or sent
+    statuses = dict(history)
+    if closed is not None:
+        statuses[closed] = DeliveryStatus.SENT  # done, whatever its row says now
+    if any(status in PENDING_DELIVERY for status in statuses.values()):
+        return None
+    plan = schedule.plan_next(
+        day_ids=[day.id for day in course.days],
+        done={day for day, status in statuses.items() if status != DeliveryStatus.CANCELLED},
+        last_sent_at=last_sent_at,
+        resuming=resuming,
+        now=now,
+        zone=zone,
+        send_at=course.send_at,
+        weekdays=course.weekdays,
+    )
+    if plan.day_id is None or plan.due_at is None:
+        connection.execute(
+            update(Enrollment)
+            .where(
+                col(Enrollment.id) == enrollment_id,
+                col(Enrollment.status) == EnrollmentStatus.ACTIVE,
+            )
+            .values(status=EnrollmentStatus.COMPLETED, completed_at=now)
+        )
+    elif plan.day_id in statuses:  # cancelled by an earlier unsubscribe: revive it
+        connection.execute(
+            update(Delivery)
+            .where(
+                col(Delivery.enrollment_id) == enrollment_id,
+                col(Delivery.day_id) == plan.day_id,
+                col(Delivery.status) == DeliveryStatus.CANCELLED,
+            )
+            .values(
+                status=DeliveryStatus.SCHEDULED,
+                due_at=plan.due_at,
+                attempts=0,
+                cancelled_at=None,
+                claimed_until=None,
+                last_error=None,
+            )
+        )
+    else:
+        queue(
+            connection,
+            enrollment_id=enrollment_id,
+            kind=EmailKind.LESSON,
+            key=plan.day_id,
+            due_at=plan.due_at,
+            now=now,
+        )
+    return plan
+
+
+def cancel_pending(connection: Connection, *, subscriber_id: int, now: datetime) -> int:
+    """Cancel every email not yet sent to a subscriber, claimed ones included (the engine
+    re-checks right before SMTP). Returns how many were cancelled."""
+    enrollment_ids = select(col(Enrollment.id)).where(
+        col(Enrollment.subscriber_id) == subscriber_id
+    )
+    result = connection.execute(
+        update(Delivery)
+        .where(
+            col(Delivery.enrollment_id).in_(enrollment_ids),
+            col(Delivery.status).in_(PENDING_DELIVERY),
+        )
+        .values(status=DeliveryStatus.CANCELLED, cancelled_at=now, claimed_until=None)
+    )
+    return int(result.rowcount)

@@ -1,0 +1,63 @@
+"""What every route shares: the app's state as a typed dependency, pages, the client IP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.responses import Response
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import Engine
+
+from drip.config import Settings
+from drip.courses import Catalog, Course
+from drip.exceptions import DripError
+from drip.loop import PromptSender
+from drip.ratelimit import RateLimiter
+from drip.tokens import Tokens
+from drip.web.writes import WriteGate
+
+
+@dataclass
+class WebState:
+    settings: Settings
+    #: for reads (``READ_ONLY``) and, through ``writes``, for writes
+    engine: Engine
+    catalog: Catalog
+    tokens: Tokens
+    limiter: RateLimiter
+    pages: Jinja2Templates
+    writes: WriteGate
+    #: sends what a request queued (confirmation, welcome, goodbye) within moments
+    prompt: PromptSender
+
+    def course_or_none(self, slug: str | None) -> Course | None:
+        try:
+            return self.catalog.default(slug or self.settings.default_course)
+        except DripError:
+            return None
+
+
+def _state(request: Request) -> WebState:
+    state: WebState = request.app.state.drip
+    return state
+
+
+State = Annotated[WebState, Depends(_state)]
+
+
+def page(st: WebState, request: Request, name: str, status: int = 200, **context: Any) -> Response:
+    return st.pages.TemplateResponse(request, name, context, status_code=status)
+
+
+def client_ip(st: WebState, request: Request) -> str:
+    """The client's address. Behind a proxy (``DRIP_TRUST_FORWARDED_FOR``), the last
+    ``X-Forwarded-For`` entry: the one the proxy itself appended; entries before it
+    are whatever the client wrote."""
+    forwarded = request.headers.get("x-forwarded-for")
+    if st.settings.trust_forwarded_for and forwarded:
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if last:
+            return last[:64]
+    return request.client.host if request.client else "unknown"

@@ -1,0 +1,171 @@
+"""Signup payloads: a plain HTML form, JSON, and the webhooks of Tally and Typeform.
+
+``parse`` turns a request body into a ``SignupRequest``; ``verify_signature`` checks the
+HMAC a form service sends when ``DRIP_WEBHOOK_SECRET`` is set, in constant time:
+
+- Tally: ``Tally-Signature: base64(HMAC-SHA256(secret, body))``
+- Typeform: ``Typeform-Signature: sha256=base64(HMAC-SHA256(secret, body))``
+- any JSON client: ``X-Drip-Signature: sha256=hex(HMAC-SHA256(secret, body))``
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+from drip.exceptions import InvalidSubscriber
+
+#: the hidden field bots fill in and people never see
+HONEYPOT = "website"
+
+
+@dataclass(frozen=True)
+class SignupRequest:
+    email: str
+    name: str = ""
+    course: str | None = None
+    timezone: str | None = None
+    redirect: str | None = None
+    #: the honeypot was filled: answer as usual, store nothing
+    is_bot: bool = False
+    #: tally, typeform, json or form
+    source: str = "form"
+
+
+def parse(body: bytes, content_type: str) -> SignupRequest:
+    """A signup from a request body; ``InvalidSubscriber`` names what is wrong."""
+    if content_type == "application/x-www-form-urlencoded":
+        try:
+            fields = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        except UnicodeDecodeError:
+            raise InvalidSubscriber("the form data is not UTF-8", field="body") from None
+        return _from_mapping({k: v[-1] for k, v in fields.items()}, source="form")
+    if content_type == "application/json":
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            raise InvalidSubscriber("the body is not valid JSON", field="body") from None
+        if not isinstance(data, dict):
+            raise InvalidSubscriber("the JSON body must be an object", field="body")
+        if "form_response" in data:
+            return _typeform(data["form_response"])
+        if isinstance(data.get("data"), dict) and "fields" in data["data"]:
+            return _tally(data["data"]["fields"])
+        return _from_mapping(data, source="json")
+    raise InvalidSubscriber(
+        "send application/x-www-form-urlencoded or application/json", field="content-type"
+    )
+
+
+def _text(value: Any, field: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str | int | float):
+        raise InvalidSubscriber(f"{field} must be a string", field=field)
+    return str(value)
+
+
+def _from_mapping(data: Mapping[str, Any], *, source: str) -> SignupRequest:
+    return SignupRequest(
+        email=_text(data.get("email"), "email"),
+        name=_text(data.get("name"), "name"),
+        course=_text(data.get("course"), "course") or None,
+        timezone=_text(data.get("timezone"), "timezone") or None,
+        redirect=_text(data.get("redirect"), "redirect") or None,
+        is_bot=bool(_text(data.get(HONEYPOT), HONEYPOT).strip()),
+        source=source,
+    )
+
+
+def _tally(fields: Any) -> SignupRequest:
+    """Tally's ``data.fields``: a list of {label, type, value}; hidden fields by label."""
+    values: dict[str, Any] = {}
+    for item in fields if isinstance(fields, list) else []:
+        if not isinstance(item, dict):
+            continue
+        label = str(item.get("label") or item.get("key") or "").strip().lower()
+        value = item.get("value")
+        if item.get("type") == "INPUT_EMAIL" or "email" in label:
+            values.setdefault("email", value)
+        elif "name" in label:
+            values.setdefault("name", value)
+        elif label in ("timezone", "course", HONEYPOT):
+            values[label] = value
+    return _from_mapping(values, source="tally")
+
+
+def _typeform(response: Any) -> SignupRequest:
+    """Typeform's ``form_response``: typed answers, plus ``hidden`` fields."""
+    if not isinstance(response, dict):
+        raise InvalidSubscriber("form_response must be an object", field="form_response")
+    values: dict[str, Any] = {}
+    answers = response.get("answers")
+    for answer in answers if isinstance(answers, list) else []:
+        if not isinstance(answer, dict):
+            continue
+        field = answer.get("field")
+        ref = str(field.get("ref") or "").lower() if isinstance(field, dict) else ""
+        if answer.get("type") == "email":
+            values.setdefault("email", answer.get("email"))
+        elif answer.get("type") == "text" and ("name" in ref or "name" not in values):
+            values["name"] = answer.get("text")
+    hidden = response.get("hidden") or {}
+    if isinstance(hidden, dict):
+        values.update({k: hidden[k] for k in ("timezone", "course") if k in hidden})
+    return _from_mapping(values, source="typeform")
+
+
+def verify_signature(body: bytes, headers: Mapping[str, str], secret: str) -> bool:
+    """True when one of the supported signature headers matches ``body``."""
+    digest = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).digest()
+    expected = {
+        "tally-signature": base64.b64encode(digest).decode("ascii"),
+        "typeform-signature": "sha256=" + base64.b64encode(digest).decode("ascii"),
+        "x-drip-signature": "sha256=" + digest.hex(),
+    }
+    return any(
+        hmac.compare_digest(headers[name].strip().encode(), value.encode())
+        for name, value in expected.items()
+        if name in headers
+    )
+
+
+_SNIPPET = """<!-- {title}: signup form generated by `drip form-snippet {slug}` -->
+<form method="post" action="{action}" accept-charset="utf-8">
+  <label for="drip-email">Email address</label>
+  <input id="drip-email" name="email" type="email" required autocomplete="email">
+  <label for="drip-name">First name (optional)</label>
+  <input id="drip-name" name="name" type="text" autocomplete="given-name" maxlength="100">
+  <input type="hidden" name="course" value="{slug}">
+  <input type="hidden" name="timezone" id="drip-timezone" value="">
+  <div style="position:absolute;left:-10000px" aria-hidden="true">
+    <label for="drip-website">Leave this empty</label>
+    <input id="drip-website" name="{honeypot}" type="text" tabindex="-1" autocomplete="off">
+  </div>
+  <button type="submit">Start the free course</button>
+  <p><small>{privacy}</small></p>
+</form>
+<script>
+  try {{ document.getElementById("drip-timezone").value =
+    Intl.DateTimeFormat().resolvedOptions().timeZone; }} catch (e) {{}}
+</script>
+"""
+
+
+def form_snippet(*, slug: str, title: str, privacy: str, base_url: str) -> str:
+    """A copy-paste HTML signup form for the teacher's own site (values HTML-escaped)."""
+    from html import escape
+
+    return _SNIPPET.format(
+        title=escape(title).replace("--", "- -"),
+        slug=escape(slug),
+        action=escape(f"{base_url}/subscribe"),
+        honeypot=HONEYPOT,
+        privacy=escape(privacy),
+    )

@@ -1,0 +1,16 @@
+"""HTTP routes: thin adapters that parse input, call drip's services and render a page.
+
+No route composes or sends an email: what a request sets off is queued in the outbox
+in the request's own transaction, and the prompt sender is woken to send it.
+"""
+
+from fastapi import APIRouter
+
+from drip.web.routes import health, links, signup
+
+router = APIRouter()
+router.include_router(signup.router)
+router.include_router(links.router)
+router.include_router(health.router)
+
+__all__ = ["router"]

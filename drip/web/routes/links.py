@@ -1,0 +1,129 @@
+"""The links in emails: confirmation and unsubscribe.
+
+A GET only shows a page with one button (mail-security scanners fetch every link, so a
+GET must never confirm or unsubscribe); the button's POST acts, idempotently. RFC 8058
+one-click unsubscribe is the same POST, sent by the mail client.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from functools import partial
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from drip import enrollment
+from drip.exceptions import ExpiredToken, InvalidToken, StaleToken
+from drip.web.deps import State, WebState, page
+
+router = APIRouter()
+
+
+@router.get("/confirm/{token}", response_class=HTMLResponse)
+def confirm_page(token: str, request: Request, st: State) -> Response:
+    """A page with one button; following the link alone confirms nothing."""
+    try:
+        st.tokens.read_confirm(token)
+    except ExpiredToken as error:
+        return _expired(st, request, token, error)
+    except InvalidToken as error:
+        return page(st, request, "error.html", 400, message=str(error))
+    return page(st, request, "confirm.html", token=token, course=None)
+
+
+@router.post("/confirm/{token}", response_class=HTMLResponse)
+async def confirm(token: str, request: Request, st: State) -> Response:
+    """The button: enrol (day 1 is due at once), idempotently."""
+    try:
+        signup_uid, issued = st.tokens.read_confirm(token)
+        confirmed = await st.writes.run(
+            partial(
+                enrollment.confirm,
+                signup_uid=signup_uid,
+                issued_at=issued,
+                catalog=st.catalog,
+                now=datetime.now(UTC),
+            )
+        )
+    except ExpiredToken as error:
+        return _expired(st, request, token, error)
+    except InvalidToken as error:
+        return page(st, request, "error.html", 400, message=str(error))
+    st.prompt.wake()
+    plan = confirmed.next_lesson
+    when = None
+    if plan is not None and plan.due_at is not None and plan.day_id is not None:
+        due = plan.due_at.astimezone(confirmed.zone)
+        soon = plan.due_at <= datetime.now(UTC) + timedelta(minutes=1)
+        when = {
+            "day": confirmed.course.day_number(plan.day_id),
+            "now": soon,
+            "local": f"{due:%A %-d %B at %H:%M} ({confirmed.zone.key} time)",
+        }
+    return page(
+        st,
+        request,
+        "confirmed.html",
+        course=confirmed.course,
+        changed=confirmed.changed,
+        next_lesson=when,
+    )
+
+
+@router.post("/confirm/{token}/resend", response_class=HTMLResponse)
+async def resend_confirmation(token: str, request: Request, st: State) -> Response:
+    """An expired or stale link's "send me a new one" button. The answer is the same
+    whether or not a new link was queued."""
+    try:
+        signup_uid = st.tokens.read_confirm_any_age(token)
+        await st.writes.run(
+            partial(
+                enrollment.resend_for_link,
+                signup_uid=signup_uid,
+                now=datetime.now(UTC),
+                gap_seconds=st.settings.confirm_resend_seconds,
+            )
+        )
+    except InvalidToken as error:
+        return page(st, request, "error.html", 400, message=str(error))
+    st.prompt.wake()
+    return page(st, request, "resent.html")
+
+
+def _expired(st: WebState, request: Request, token: str, error: ExpiredToken) -> Response:
+    reason = (
+        "This link was sent before you unsubscribed, so it no longer works."
+        if isinstance(error, StaleToken)
+        else "For your security, confirmation links only work for a few days."
+    )
+    return page(st, request, "expired.html", 410, token=token, reason=reason)
+
+
+@router.get("/unsubscribe/{token}", response_class=HTMLResponse)
+def unsubscribe_page(token: str, request: Request, st: State) -> Response:
+    """A one-button page: GET never unsubscribes (mail scanners follow links)."""
+    try:
+        st.tokens.read_unsubscribe(token)
+    except InvalidToken as error:
+        return page(st, request, "error.html", 400, message=str(error))
+    return page(st, request, "unsubscribe.html", token=token)
+
+
+@router.post("/unsubscribe/{token}", response_class=HTMLResponse)
+async def unsubscribe(token: str, request: Request, st: State) -> Response:
+    """The button, or a mail client's RFC 8058 one-click POST: unsubscribe at once."""
+    try:
+        uid = st.tokens.read_unsubscribe(token)
+        left = await st.writes.run(
+            partial(
+                enrollment.unsubscribe,
+                enrollment_uid=uid,
+                catalog=st.catalog,
+                now=datetime.now(UTC),
+            )
+        )
+    except InvalidToken as error:
+        return page(st, request, "error.html", 400, message=str(error))
+    st.prompt.wake()
+    return page(st, request, "unsubscribed.html", course=left.course)

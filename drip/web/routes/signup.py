@@ -1,0 +1,139 @@
+"""``POST /subscribe`` and the pages around it: the signup form and the thank-you page.
+
+Every valid signup gets the same answer, whatever the address's state, and the request
+does the same work for each (``drip.signup``): nothing tells a known address from a
+new one.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import partial
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from drip.exceptions import InvalidSubscriber, UnknownCourse
+from drip.signup import Consent, Entry, sign_up
+from drip.web.deps import State, WebState, client_ip, page
+from drip.web.forms import SignupRequest, parse, verify_signature
+
+router = APIRouter()
+MAX_BODY = 16 * 1024
+
+
+@router.post("/subscribe", response_model=None)
+async def subscribe(request: Request, st: State) -> Response:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    browser = content_type == "application/x-www-form-urlencoded"
+    body = await _body(request)
+    if body is None:
+        return _error(st, request, browser, 413, "body", "the request body is too large")
+    secret = st.settings.webhook_secret
+    if (
+        not browser
+        and secret is not None
+        and not verify_signature(body, request.headers, secret.get_secret_value())
+    ):
+        return JSONResponse({"detail": "missing or invalid webhook signature"}, status_code=401)
+    retry_after = st.limiter.hit(client_ip(st, request))
+    if retry_after:
+        return JSONResponse(
+            {"detail": "too many signups from this address, try again later"},
+            status_code=429,
+            headers={"Retry-After": str(int(retry_after) + 1)},
+        )
+    form: SignupRequest | None = None
+    try:
+        form = parse(body, content_type)
+        course = st.catalog.default(form.course or st.settings.default_course)
+        entry = Entry.clean(email=form.email, name=form.name, timezone=form.timezone)
+    except InvalidSubscriber as error:
+        return _error(st, request, browser, 422, error.field, str(error), form=form)
+    except UnknownCourse as error:
+        return _error(st, request, browser, 422, "course", str(error), form=form)
+    if not form.is_bot:
+        origin = request.headers.get("referer") or request.headers.get("origin")
+        consent = Consent(
+            source=f"{form.source}:{origin}" if origin else form.source,
+            ip=client_ip(st, request),
+            user_agent=(request.headers.get("user-agent") or "")[:512] or None,
+        )
+        await st.writes.run(
+            partial(
+                sign_up,
+                course=course,
+                entries=[entry],
+                consent=consent,
+                now=datetime.now(UTC),
+                resend_gap_seconds=st.settings.confirm_resend_seconds,
+            )
+        )
+        st.prompt.wake()
+    if not browser:
+        return JSONResponse({"status": "pending"}, status_code=202)
+    target = form.redirect if _allowed_redirect(st, form.redirect) else f"/thanks/{course.slug}"
+    return RedirectResponse(target or "/", status_code=303)
+
+
+async def _body(request: Request) -> bytes | None:
+    """The request body, or None when it is larger than ``MAX_BODY``."""
+    if int(request.headers.get("content-length") or 0) > MAX_BODY:
+        return None
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            return None
+    return body
+
+
+def _allowed_redirect(st: WebState, target: str | None) -> bool:
+    if not target:
+        return False
+    parts = urlsplit(target)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    return parts.scheme in ("http", "https") and origin in st.settings.allowed_redirect_origins
+
+
+def _error(
+    st: WebState,
+    request: Request,
+    browser: bool,
+    status: int,
+    field: str,
+    message: str,
+    form: SignupRequest | None = None,
+) -> Response:
+    if not browser:
+        detail = [{"loc": ["body", field], "msg": message, "type": "value_error"}]
+        return JSONResponse({"detail": detail}, status_code=status)
+    return page(
+        st,
+        request,
+        "signup.html",
+        status,
+        message=message,
+        field=field,
+        form=form,
+        course=st.course_or_none(form.course if form else None),
+    )
+
+
+@router.get("/", response_class=HTMLResponse)
+def signup_page(request: Request, st: State) -> Response:
+    return page(
+        st,
+        request,
+        "signup.html",
+        course=st.course_or_none(None),
+        form=None,
+        message=None,
+        field=None,
+    )
+
+
+@router.get("/thanks/{slug}", response_class=HTMLResponse)
+def thanks(slug: str, request: Request, st: State) -> Response:
+    return page(st, request, "thanks.html", course=st.course_or_none(slug))
