@@ -6,12 +6,20 @@ lock up front instead of failing half-way when it upgrades from reading. A conne
 with the ``READ_ONLY`` execution option begins a plain (deferred) transaction instead:
 in WAL mode it never waits for a writer. ``BUSY_MS`` sets how long one transaction may
 wait for the write lock.
+
+Within one process, writers to the same SQLite file also take a ``threading.Lock``
+before ``BEGIN IMMEDIATE``: a thread waiting for another thread's transaction is woken
+the moment it ends, instead of sleeping in SQLite's busy handler (1, 2, 5, 10 … ms
+between retries). Other processes are still waited for by the busy timeout.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,13 +28,14 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Dialect, Engine, create_engine, event
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlmodel import Session
 
 from drip.config import Settings
-from drip.exceptions import ConfigError, SchemaOutOfDate
+from drip.exceptions import ConfigError, DatabaseBusy, SchemaOutOfDate
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -51,13 +60,77 @@ def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
         raise ConfigError(f"DRIP_DATABASE_URL: {error}") from error
 
 
+class _WriteLock:
+    """One writing transaction at a time per SQLite file in this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holder: int | None = None  #: id() of the DBAPI connection holding it
+
+    def acquire(self, connection: object, timeout: float) -> bool:
+        if not self._lock.acquire(timeout=timeout):
+            return False
+        self._holder = id(_dbapi(connection))
+        return True
+
+    def release(self, connection: object) -> None:
+        if self._holder == id(_dbapi(connection)):
+            self._holder = None
+            self._lock.release()
+
+
+def _dbapi(connection: object) -> object:
+    """The driver's connection, whether given it or the pool's proxy for it."""
+    return getattr(connection, "dbapi_connection", connection)
+
+
+_write_locks: dict[str, _WriteLock] = {}
+_write_locks_guard = threading.Lock()
+
+
+def _write_lock(database: str) -> _WriteLock:
+    key = str(Path(database).resolve())
+    with _write_locks_guard:
+        return _write_locks.setdefault(key, _WriteLock())
+
+
 def _sqlite_engine(database_url: str, pool_size: int) -> Engine:
+    database = make_url(database_url).database
+    if not database or database == ":memory:":
+        raise ConfigError(
+            "DRIP_DATABASE_URL: an in-memory SQLite database loses everything on exit and "
+            "cannot be shared; name a file, e.g. sqlite:///./drip.db"
+        )
     engine = create_engine(
         database_url,
-        connect_args={"check_same_thread": False, "timeout": 30},
+        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
         pool_size=pool_size,
         max_overflow=pool_size,
     )
+    lock = _write_lock(database)
+    dialect = engine.dialect
+    commit, rollback, close = dialect.do_commit, dialect.do_rollback, dialect.do_close
+
+    def do_commit(raw: Any) -> None:
+        try:
+            commit(raw)
+        finally:
+            lock.release(raw)
+
+    def do_rollback(raw: Any) -> None:
+        try:
+            rollback(raw)
+        finally:
+            lock.release(raw)
+
+    def do_close(raw: Any) -> None:
+        lock.release(raw)
+        close(raw)
+
+    # this engine's own dialect instance: the lock is released once the COMMIT is done
+    setattr(dialect, "do_commit", do_commit)  # noqa: B010
+    setattr(dialect, "do_rollback", do_rollback)  # noqa: B010
+    setattr(dialect, "do_close", do_close)  # noqa: B010
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -68,16 +141,28 @@ def _sqlite_engine(database_url: str, pool_size: int) -> Engine:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA cache_size=-32000")  # 32 MB: index pages stay cached
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         options = connection.get_execution_options()
-        raw = connection.connection.driver_connection
+        raw = connection.connection.dbapi_connection
         assert raw is not None
-        if BUSY_MS in options:
-            raw.execute(f"PRAGMA busy_timeout={int(options[BUSY_MS])}")
-        raw.execute("BEGIN" if options.get(READ_ONLY) else "BEGIN IMMEDIATE")
+        if options.get(READ_ONLY):
+            raw.execute("BEGIN")
+            return
+        wait_ms = int(options.get(BUSY_MS, SQLITE_BUSY_TIMEOUT_MS))
+        deadline = time.monotonic() + wait_ms / 1000
+        if not lock.acquire(raw, timeout=wait_ms / 1000):
+            raise DatabaseBusy("the database is locked by another transaction in this process")
+        try:
+            left_ms = max(1, int((deadline - time.monotonic()) * 1000))
+            raw.execute(f"PRAGMA busy_timeout={left_ms}")
+            raw.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            lock.release(raw)
+            raise
 
     return engine
 
@@ -85,30 +170,76 @@ def _sqlite_engine(database_url: str, pool_size: int) -> Engine:
 class Prepared:
     """A Core statement compiled once for a dialect, run straight on the DBAPI cursor.
 
-    For the few statements the send loop runs per message, where SQLAlchemy's
+    For the few statements run per message or per signup, where SQLAlchemy's
     per-execution bookkeeping costs more than the database's own work. Parameters go
     through the same bind processors (type conversions) as a normal execution; rows
-    come back as the driver returns them.
+    come back as the driver returns them (``execute``) or converted as SQLAlchemy
+    would (``one_or_none``).
     """
 
     def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
-        self._compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
-        self.sql = str(self._compiled)
-        self._order = self._compiled.positiontup  # None for named paramstyles
-        self._processors = {
-            name: processor
-            for bind, name in self._compiled.bind_names.items()
-            if (processor := bind.type.dialect_impl(dialect).bind_processor(dialect))
+        compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
+        self.sql = str(compiled)
+        #: per bound value: (its name in the SQL, the caller's key, default, type converter)
+        slots = {
+            name: (
+                bind.key,
+                _REQUIRED if bind.required else bind.value,
+                bind.type.dialect_impl(dialect).bind_processor(dialect),
+            )
+            for bind, name in compiled.bind_names.items()
         }
+        order = compiled.positiontup  # None for named paramstyles
+        self._positional = order is not None
+        self._slots = [(name, *slots[name]) for name in (order or slots)]
+        self._results = [
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in compiled._result_columns
+        ]
 
     def execute(self, connection: Connection, params: dict[str, Any]) -> Any:
         """Run in ``connection``'s current transaction; returns the DBAPI cursor."""
-        values = dict(self._compiled.construct_params(params))
-        for name, process in self._processors.items():
-            values[name] = process(values[name])
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        cursor.execute(self.sql, [values[name] for name in self._order] if self._order else values)
+        cursor.execute(self.sql, self._bound(params, {}))
         return cursor
+
+    def one_or_none(self, connection: Connection, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The first row, its values converted (aware datetimes …), or None."""
+        row = self.execute(connection, params).fetchone()
+        if row is None:
+            return None
+        return tuple(
+            process(value) if process else value
+            for process, value in zip(self._results, row, strict=True)
+        )
+
+    def executemany(self, connection: Connection, rows: Iterable[dict[str, Any]]) -> None:
+        """Run once per parameter set, in one driver call."""
+        converted: dict[tuple[str, Any], Any] = {}  # e.g. one ``now`` for every row
+        bound = [self._bound(params, converted) for params in rows]
+        if bound:
+            cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            cursor.executemany(self.sql, bound)
+
+    def _bound(self, params: dict[str, Any], converted: dict[tuple[str, Any], Any]) -> Any:
+        values = []
+        for name, key, default, process in self._slots:
+            value = params[key] if default is _REQUIRED or key in params else default
+            if process is not None:
+                if isinstance(value, datetime):
+                    memo = (name, value)
+                    if memo not in converted:
+                        converted[memo] = process(value)
+                    value = converted[memo]
+                else:
+                    value = process(value)
+            values.append(value)
+        if self._positional:
+            return values
+        return dict(zip((slot[0] for slot in self._slots), values, strict=True))
+
+
+_REQUIRED = object()
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -385,6 +385,25 @@ def queue(
     )
 
 
+def queue_many(connection: Connection, emails: Sequence[Mapping[str, Any]]) -> None:
+    """``queue`` for many emails in one driver call: each mapping has ``queue``'s
+    keyword arguments (``signup_id`` optional)."""
+    _statements(connection.dialect).insert.executemany(
+        connection,
+        [
+            {
+                "enrollment": email["enrollment_id"],
+                "key": email["key"],
+                "kind": EmailKind(email["kind"]).value,
+                "signup": email.get("signup_id"),
+                "due": email["due_at"],
+                "now": email["now"],
+            }
+            for email in emails
+        ],
+    )
+
+
 def lesson_histories(
     connection: Connection, enrollment_ids: Collection[int]
 ) -> dict[int, tuple[dict[str, str], datetime | None]]:

@@ -43,8 +43,11 @@ from drip.logs import log_event
 from drip.mailer import Mailer, mailer_from_url
 from drip.message import Outgoing
 from drip.models import DeliveryStatus, EmailKind, SubscriberStatus
+from drip.signup import file_pending
 
 logger = logging.getLogger("drip.engine")
+#: signups filed per transaction
+FILE_BATCH = 500
 
 
 class Outcome(StrEnum):
@@ -141,7 +144,9 @@ class Sender:
         limit: int | None = None,
         progress: Callable[[Outcome], None] | None = None,
     ) -> RunReport:
-        """Send everything due at ``now`` (at most ``limit``), then return the tally."""
+        """File the signups the web process recorded, then send everything due at ``now``
+        (at most ``limit``) and return the tally."""
+        self.file_signups(now=now)
         report = RunReport()
         budget = _Budget(limit)
         workers = self.settings.smtp_connections
@@ -162,6 +167,23 @@ class Sender:
                 **report.as_dict(),
             )
         return report
+
+    def file_signups(self, *, now: datetime) -> int:
+        """File recorded signups (queueing their confirmations); how many."""
+        filed = 0
+        while not self.stopping.is_set():
+            with self.engine.begin() as connection:
+                batch = file_pending(
+                    connection,
+                    catalog=self.catalog,
+                    now=now,
+                    resend_gap_seconds=self.settings.confirm_resend_seconds,
+                    limit=FILE_BATCH,
+                )
+            filed += batch
+            if batch < FILE_BATCH:
+                break
+        return filed
 
     def _work(
         self,

@@ -8,6 +8,7 @@ that same transaction, so a crash either keeps both or neither.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -54,6 +55,7 @@ class Member:
     course_slug: str
 
     @classmethod
+    @functools.cache
     def columns(cls) -> tuple[Any, ...]:
         return (
             col(Subscriber.id),
@@ -330,19 +332,23 @@ def queue_confirmations(
     are spaced out."""
     if not members:
         return
-    for member, signup in members:
-        deliveries.queue(
-            connection,
-            enrollment_id=member.enrollment_id,
-            kind=EmailKind.CONFIRM,
-            key=deliveries.email_key(EmailKind.CONFIRM),
-            signup_id=signup.id,
-            due_at=now,
-            now=now,
-        )
+    deliveries.queue_many(
+        connection,
+        [
+            {
+                "enrollment_id": member.enrollment_id,
+                "kind": EmailKind.CONFIRM,
+                "key": deliveries.email_key(EmailKind.CONFIRM),
+                "signup_id": signup.id,
+                "due_at": now,
+                "now": now,
+            }
+            for member, signup in members
+        ],
+    )
     connection.execute(
         update(Subscriber)
-        .where(col(Subscriber.id).in_([m.subscriber_id for m, _ in members]))
+        .where(col(Subscriber.id).in_({member.subscriber_id for member, _ in members}))
         .values(confirmation_sent_at=now)
     )
 

@@ -55,7 +55,17 @@ def utcnow() -> datetime:
 
 def new_uid() -> str:
     """A random public identifier, used in tokens and Message-IDs instead of row ids."""
-    return secrets.token_hex(12)
+    return secrets.token_hex(UID_BYTES)
+
+
+def new_uids(count: int) -> list[str]:
+    """``count`` uids from one read of the system's random source (bulk imports)."""
+    text = secrets.token_hex(UID_BYTES * count)
+    width = 2 * UID_BYTES
+    return [text[i : i + width] for i in range(0, len(text), width)]
+
+
+UID_BYTES = 12
 
 
 def _ts(*, index: bool = False) -> Column:  # type: ignore[type-arg]
@@ -100,6 +110,8 @@ class EmailKind(StrEnum):
 TRANSACTIONAL = (EmailKind.CONFIRM, EmailKind.WELCOME, EmailKind.GOODBYE)
 #: the partial index's condition, spelled once: pending emails that are not lessons
 TRANSACTIONAL_PENDING = text("kind != 'lesson' AND status IN ('scheduled', 'sending')")
+#: signups the web process stored and nobody has filed yet
+UNFILED = text("filed_at IS NULL")
 
 
 class Subscriber(SQLModel, table=True):
@@ -109,7 +121,7 @@ class Subscriber(SQLModel, table=True):
     name: str = Field(default="", sa_column=Column(String(200), nullable=False))
     timezone: str | None = Field(default=None, sa_column=Column(String(64)))
     status: str = Field(
-        default=SubscriberStatus.PENDING, sa_column=Column(String(16), nullable=False, index=True)
+        default=SubscriberStatus.PENDING, sa_column=Column(String(16), nullable=False)
     )
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
     confirmed_at: datetime | None = Field(default=None, sa_column=_ts())
@@ -129,26 +141,36 @@ class Subscriber(SQLModel, table=True):
 class Signup(SQLModel, table=True):
     """One signup as it was posted: the details given and where they came from.
 
-    A confirmation link names its signup. Confirming applies that signup's name and time
-    zone and makes it the subscriber's proof of consent, so a stranger posting the form
-    again for a known address changes nothing its owner has not confirmed.
+    The web process only stores this row (the same small insert whatever the address's
+    state) and answers; filing it (``drip.signup.file_pending``) creates or finds the
+    subscriber and queues the confirmation. A confirmation link names its signup, and
+    confirming applies that signup's name and time zone and makes it the subscriber's
+    proof of consent, so a stranger posting the form again changes nothing its owner
+    has not confirmed.
     """
+
+    __table_args__ = (
+        Index("ix_signup_unfiled", "id", sqlite_where=UNFILED, postgresql_where=UNFILED),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     uid: str = Field(default_factory=new_uid, sa_column=Column(String(32), unique=True))
-    subscriber_id: int = Field(
-        sa_column=Column(
-            Integer, ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False, index=True
-        )
-    )
+    #: the normalised address as posted
+    email: str = Field(sa_column=Column(String(320), nullable=False))
     course_slug: str = Field(sa_column=Column(String(100), nullable=False))
     name: str = Field(default="", sa_column=Column(String(200), nullable=False))
     timezone: str | None = Field(default=None, sa_column=Column(String(64)))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
-    confirmed_at: datetime | None = Field(default=None, sa_column=_ts())
     ip: str | None = Field(default=None, sa_column=Column(String(64)))
     user_agent: str | None = Field(default=None, sa_column=Column(String(512)))
     source: str | None = Field(default=None, sa_column=Column(String(512)))
+    #: set when filed; None while it waits in the web process's inbox
+    subscriber_id: int | None = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("subscriber.id", ondelete="CASCADE"), index=True),
+    )
+    filed_at: datetime | None = Field(default=None, sa_column=_ts())
+    confirmed_at: datetime | None = Field(default=None, sa_column=_ts())
 
 
 class Enrollment(SQLModel, table=True):
@@ -157,10 +179,8 @@ class Enrollment(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     uid: str = Field(default_factory=new_uid, sa_column=Column(String(32), unique=True))
     subscriber_id: int = Field(
-        sa_column=Column(
-            Integer, ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False, index=True
-        )
-    )
+        sa_column=Column(Integer, ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False)
+    )  # looked up through the unique (subscriber_id, course_slug) index
     course_slug: str = Field(sa_column=Column(String(100), nullable=False, index=True))
     status: str = Field(
         default=EnrollmentStatus.PENDING, sa_column=Column(String(16), nullable=False)
@@ -189,10 +209,8 @@ class Delivery(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     enrollment_id: int = Field(
-        sa_column=Column(
-            Integer, ForeignKey("enrollment.id", ondelete="CASCADE"), nullable=False, index=True
-        )
-    )
+        sa_column=Column(Integer, ForeignKey("enrollment.id", ondelete="CASCADE"), nullable=False)
+    )  # looked up through the unique (enrollment_id, day_id) index
     #: a lesson's day id; for other kinds ``kind:uid`` (day ids never contain a colon)
     day_id: str = Field(sa_column=Column(String(100), nullable=False))
     kind: str = Field(

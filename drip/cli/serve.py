@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import signal
+import socket
 from typing import Annotated
 
 import typer
 
 from drip.cli._common import catalog, settings
+from drip.exceptions import ConfigError
 from drip.logs import configure as configure_logging
 from drip.web.forms import form_snippet as build_snippet
 
@@ -15,10 +18,16 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     scheduler: Annotated[
-        bool, typer.Option("--scheduler", help="Also run the send loop in this process.")
+        bool, typer.Option("--scheduler", help="Also send lessons from this process.")
+    ] = False,
+    access_log: Annotated[
+        bool, typer.Option("--access-log", help="Log every request (with client addresses).")
     ] = False,
 ) -> None:
-    """Serve the signup webhook, confirmation and unsubscribe pages.
+    """Serve the signup webhook and the confirmation and unsubscribe pages; confirmation,
+    welcome and goodbye emails go out from this process within moments. Lessons are sent
+    by `drip send-due` / `drip run`, or here with --scheduler. Without DRIP_BASE_URL,
+    links in emails point at this host and port. Stops cleanly (exit 0) on SIGTERM.
 
     Example: drip serve --host 0.0.0.0 --port 8000 --scheduler
     """
@@ -27,10 +36,45 @@ def serve(
     from drip.web import create_app
 
     configure_logging("INFO")
-    app = create_app(settings(), scheduler=scheduler)
-    uvicorn.run(
-        app, host=host, port=port, proxy_headers=settings().trust_forwarded_for, log_level="info"
+    config = settings()
+    listener = _listen(host, port)  # a busy port fails before anything starts
+    if "base_url" not in config.model_fields_set:
+        shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        config = config.model_copy(update={"base_url": f"http://{shown}:{port}"})
+        if shown != host:
+            typer.echo(
+                f"drip: DRIP_BASE_URL is not set: links in emails point at {config.base_url}; "
+                "set it to your public address",
+                err=True,
+            )
+    app = create_app(config, scheduler=scheduler)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level="info",
+            access_log=access_log,
+            proxy_headers=False,  # DRIP_TRUST_FORWARDED_FOR decides, in drip.web.deps
+            timeout_graceful_shutdown=30,
+        )
     )
+    # uvicorn re-raises the signal that stopped it; a handler of ours makes that a no-op,
+    # so a graceful stop exits 0, as `drip run` does.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    server.run(sockets=[listener])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as error:
+        listener.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    listener.listen(2048)
+    listener.set_inheritable(True)
+    return listener
 
 
 def form_snippet(course: Annotated[str, typer.Argument(help="Course slug.")]) -> None:

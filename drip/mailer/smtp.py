@@ -16,6 +16,7 @@ NOOP after being idle, re-opened after any error, and recycled after
 
 from __future__ import annotations
 
+import functools
 import re
 import smtplib
 import ssl
@@ -206,7 +207,7 @@ class SmtpMailer(Mailer):
 
     def _connect(self) -> smtplib.SMTP:
         config = self.config
-        context = ssl.create_default_context(cafile=config.cafile)
+        context = _tls_context(config.cafile)
         connection: smtplib.SMTP
         if config.implicit_tls:
             connection = smtplib.SMTP_SSL(
@@ -237,6 +238,13 @@ class SmtpMailer(Mailer):
             raise
         self._last_used = time.monotonic()
         return connection
+
+
+@functools.cache
+def _tls_context(cafile: str | None) -> ssl.SSLContext:
+    """One verifying TLS context per CA file: loading the system's CAs takes milliseconds,
+    too long to repeat for every connection."""
+    return ssl.create_default_context(cafile=cafile)
 
 
 def _login(connection: smtplib.SMTP, username: str, password: str) -> None:

@@ -1,8 +1,8 @@
 """``POST /subscribe`` and the pages around it: the signup form and the thank-you page.
 
 Every valid signup gets the same answer, whatever the address's state, and the request
-does the same work for each (``drip.signup``): nothing tells a known address from a
-new one.
+does the same work for each: it records the signup and wakes the prompt sender, which
+files it (``drip.signup``). Nothing tells a known address from a new one.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from drip.exceptions import InvalidSubscriber, UnknownCourse
-from drip.signup import Consent, Entry, sign_up
+from drip.signup import Consent, Entry, record
 from drip.web.deps import State, WebState, client_ip, page
 from drip.web.forms import SignupRequest, parse, verify_signature
 
@@ -61,14 +61,7 @@ async def subscribe(request: Request, st: State) -> Response:
             user_agent=(request.headers.get("user-agent") or "")[:512] or None,
         )
         await st.writes.run(
-            partial(
-                sign_up,
-                course=course,
-                entries=[entry],
-                consent=consent,
-                now=datetime.now(UTC),
-                resend_gap_seconds=st.settings.confirm_resend_seconds,
-            )
+            partial(record, course=course, entry=entry, consent=consent, now=datetime.now(UTC))
         )
         st.prompt.wake()
     if not browser:

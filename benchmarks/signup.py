@@ -1,0 +1,309 @@
+"""Signup throughput and latency through a real `drip serve`, and the import beside it.
+
+1. `drip serve` on loopback (SQLite, confirmations into the local SMTP sink); a load
+   generator posts JSON signups of distinct addresses for --seconds, once with 32
+   connections (throughput) and once with 4 (latency). wrk when installed
+   (`apt-get install wrk`), else a bounded asyncio client. Printed: requests/s, p50,
+   p99, errors, and rows stored vs. requests accepted, plus confirmations delivered.
+2. `drip subscribers import` of --rows addresses (a separate process, as an operator
+   would run it) while a client polls `GET /healthz`: the import's rows/s, the worst
+   /healthz latency during it, and signups answered meanwhile.
+
+Baseline in the same run: a bare ASGI app on the same uvicorn answering 202 to the same
+requests (the web stack's own ceiling on this machine).
+
+Run: make bench (or .venv/bin/python benchmarks/signup.py [--seconds 15] [--rows 100000])
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._sink import sink  # noqa: E402
+
+DRIP = Path(sys.executable).with_name("drip")
+SECRET = "benchmark-secret-key-0123456789"
+
+WRK_SCRIPT = """
+local counter = 0
+local threads = {}
+function setup(thread)
+  thread:set("id", #threads)
+  table.insert(threads, thread)
+end
+function init(args)
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+  prefix = args[1]
+end
+function request()
+  counter = counter + 1
+  local body = '{"email": "' .. prefix .. '-t' .. id .. '-' .. counter .. '@example.org", "name": "Load"}'
+  return wrk.format(nil, "/subscribe", nil, body)
+end
+function done(summary, latency, requests)
+  io.write(string.format(
+    'RESULT {"requests": %d, "seconds": %f, "p50": %f, "p99": %f, "non2xx": %d, "errors": %d}\\n',
+    summary.requests, summary.duration / 1e6, latency:percentile(50) / 1e3,
+    latency:percentile(99) / 1e3, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--rows", type=int, default=100_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as workdir, sink() as (smtp_url, description):
+        work = Path(workdir)
+        database = work / "bench.db"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DRIP_")}
+        env.update(
+            DRIP_DATABASE_URL=f"sqlite:///{database}",
+            DRIP_SMTP_URL=smtp_url,
+            DRIP_SECRET_KEY=SECRET,
+            DRIP_COURSES_DIR=str(ROOT / "courses"),
+            DRIP_SEND_RATE="0",
+            DRIP_SIGNUP_RATE_PER_MINUTE="100000000",
+        )
+        subprocess.run([str(DRIP), "db", "upgrade"], env=env, check=True, capture_output=True)
+        tool = "wrk" if shutil.which("wrk") else "asyncio client"
+        print(f"signup: `drip serve` on SQLite, confirmations into {description}; load: {tool}")
+
+        baseline = {conns: _load(_baseline_server, conns, args.seconds, "base") for conns in (32, 4)}
+        with _serve(env) as port:
+            ours = {}
+            for conns in (32, 4):
+                before = _count(database, "SELECT count(*) FROM signup")
+                result = _load(lambda: port, conns, args.seconds, f"c{conns}")
+                result["stored"] = _count(database, "SELECT count(*) FROM signup") - before
+                ours[conns] = result
+            delivered = _wait_for_confirmations(database)
+            healthz = _import_beside_healthz(env, port, work, args.rows)
+
+    for conns in (32, 4):
+        r, b = ours[conns], baseline[conns]
+        accepted = r["requests"] - r["non2xx"] - r["errors"]
+        print(f"  {conns:2d} connections: {r['requests'] / r['seconds']:7.0f} signups/s  "
+              f"p50 {r['p50']:6.1f} ms  p99 {r['p99']:6.1f} ms  errors {r['non2xx'] + r['errors']}"
+              f"  stored {r['stored']}/{accepted} accepted"
+              f"   | bare ASGI 202: {b['requests'] / b['seconds']:7.0f}/s "
+              f"p99 {b['p99']:5.1f} ms  ratio {r['requests'] / r['seconds'] / (b['requests'] / b['seconds']):.2f}x")
+    print(f"  confirmations: {delivered['sent']} sent of {delivered['queued']} queued "
+          f"(the last within {delivered['drain_seconds']:.1f} s of the load ending)")
+    print(f"  import of {args.rows} rows: {healthz['rows_per_second']:.0f} rows/s "
+          f"({healthz['import_seconds']:.1f} s); /healthz meanwhile: worst "
+          f"{healthz['worst_ms']:.1f} ms, p99 {healthz['p99_ms']:.1f} ms over {healthz['polls']} polls")
+
+
+# -- servers ------------------------------------------------------------------------------
+
+
+class _serve:
+    """`drip serve` on a free port, stopped on exit."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+
+    def __enter__(self) -> int:
+        self.port = _free_port()
+        self.process = subprocess.Popen(
+            [str(DRIP), "serve", "--port", str(self.port)],
+            env={**self.env, "DRIP_BASE_URL": f"http://127.0.0.1:{self.port}"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_healthy(self.port)
+        return self.port
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+_BASELINE_APP = """
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 202,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": b'{"status":"pending"}'})
+"""
+
+
+def _baseline_server() -> int:
+    """A bare ASGI app on uvicorn answering 202: the stack's ceiling here."""
+    global _baseline_process
+    port = _free_port()
+    _baseline_process = subprocess.Popen(
+        [sys.executable, "-c",
+         _BASELINE_APP + f"\nimport uvicorn; uvicorn.run(app, port={port}, log_level='warning')"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return port
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("baseline server did not start")
+
+
+_baseline_process: subprocess.Popen[bytes] | None = None
+
+
+def _load(start: object, connections: int, seconds: float, prefix: str) -> dict[str, float]:
+    port = start() if callable(start) else int(start)  # type: ignore[call-overload]
+    try:
+        if shutil.which("wrk"):
+            return _wrk(port, connections, seconds, prefix)
+        return asyncio.run(_async_load(port, connections, seconds, prefix))
+    finally:
+        if start is _baseline_server and _baseline_process is not None:
+            _baseline_process.terminate()
+            _baseline_process.wait()
+
+
+def _wrk(port: int, connections: int, seconds: float, prefix: str) -> dict[str, float]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT)
+    try:
+        out = subprocess.run(
+            ["wrk", "-t2", f"-c{connections}", f"-d{int(seconds)}s", "--timeout", "10s",
+             "-s", script.name, f"http://127.0.0.1:{port}", "--", prefix],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    finally:
+        os.unlink(script.name)
+    line = next(line for line in out.splitlines() if line.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))
+
+
+async def _async_load(port: int, connections: int, seconds: float, prefix: str) -> dict[str, float]:
+    """A closed-loop HTTP/1.1 keep-alive client: each connection posts, waits, posts again."""
+    latencies: list[float] = []
+    failures = 0
+    deadline = time.perf_counter() + seconds
+
+    async def one(index: int) -> None:
+        nonlocal failures
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        n = 0
+        while time.perf_counter() < deadline:
+            n += 1
+            body = json.dumps({"email": f"{prefix}-{index}-{n}@example.org"}).encode()
+            started = time.perf_counter()
+            writer.write(b"POST /subscribe HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            status = int((await reader.readline()).split()[1])
+            length = 0
+            while (line := await reader.readline()) != b"\r\n":
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            latencies.append(time.perf_counter() - started)
+            failures += status >= 300
+        writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(connections)))
+    elapsed = time.perf_counter() - started
+    quantiles = statistics.quantiles(latencies, n=100)
+    return {"requests": len(latencies), "seconds": elapsed, "p50": quantiles[49] * 1e3,
+            "p99": quantiles[98] * 1e3, "non2xx": failures, "errors": 0}
+
+
+# -- measurements -------------------------------------------------------------------------
+
+
+def _count(database: Path, query: str) -> int:
+    with sqlite3.connect(database, timeout=30) as connection:
+        return int(connection.execute(query).fetchone()[0])
+
+
+def _wait_for_confirmations(database: Path) -> dict[str, float]:
+    started = time.perf_counter()
+    queued = _count(database, "SELECT count(*) FROM delivery WHERE kind = 'confirm'")
+    while time.perf_counter() - started < 120:
+        sent = _count(database, "SELECT count(*) FROM delivery WHERE kind = 'confirm' AND status = 'sent'")
+        if sent >= queued:
+            break
+        time.sleep(0.1)
+    return {"queued": queued, "sent": sent, "drain_seconds": time.perf_counter() - started}
+
+
+def _import_beside_healthz(env: dict[str, str], port: int, work: Path, rows: int) -> dict[str, float]:
+    csv_path = work / "people.csv"
+    with csv_path.open("w") as handle:
+        handle.write("email,name,timezone\n")
+        for n in range(rows):
+            handle.write(f"import-{n}@example.org,Person {n},Europe/London\n")
+    latencies: list[float] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            started = time.perf_counter()
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=30).read()
+            latencies.append(time.perf_counter() - started)
+            time.sleep(0.01)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    started = time.perf_counter()
+    subprocess.run([str(DRIP), "subscribers", "import", str(csv_path), "--confirmed"],
+                   env=env, check=True, capture_output=True)
+    elapsed = time.perf_counter() - started
+    stop.set()
+    poller.join()
+    return {
+        "import_seconds": elapsed,
+        "rows_per_second": rows / elapsed,
+        "worst_ms": max(latencies) * 1e3,
+        "p99_ms": statistics.quantiles(latencies, n=100)[98] * 1e3,
+        "polls": len(latencies),
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_healthy(port: int) -> None:
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("drip serve did not become healthy")
+
+
+if __name__ == "__main__":
+    main()
