@@ -31,6 +31,8 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,8 +57,8 @@ function init(args)
 end
 function request()
   counter = counter + 1
-  local body = '{"email": "' .. prefix .. '-t' .. id .. '-' .. counter .. '@example.org", "name": "Load"}'
-  return wrk.format(nil, "/subscribe", nil, body)
+  local email = prefix .. '-t' .. id .. '-' .. counter .. '@example.org'
+  return wrk.format(nil, "/subscribe", nil, '{"email": "' .. email .. '", "name": "Load"}')
 end
 function done(summary, latency, requests)
   io.write(string.format(
@@ -88,104 +90,85 @@ def main() -> None:
         subprocess.run([str(DRIP), "db", "upgrade"], env=env, check=True, capture_output=True)
         tool = "wrk" if shutil.which("wrk") else "asyncio client"
         print(f"signup: `drip serve` on SQLite, confirmations into {description}; load: {tool}")
-
-        baseline = {conns: _load(_baseline_server, conns, args.seconds, "base") for conns in (32, 4)}
-        with _serve(env) as port:
+        with _server([sys.executable, "-c", BASELINE_APP, "{port}"], env) as port:
+            baseline = {conns: _load(port, conns, args.seconds, "base") for conns in (32, 4)}
+        with _server([str(DRIP), "serve", "--port", "{port}"], env) as port:
             ours = {}
             for conns in (32, 4):
                 before = _count(database, "SELECT count(*) FROM signup")
-                result = _load(lambda: port, conns, args.seconds, f"c{conns}")
-                result["stored"] = _count(database, "SELECT count(*) FROM signup") - before
-                ours[conns] = result
+                ours[conns] = _load(port, conns, args.seconds, f"c{conns}")
+                ours[conns]["stored"] = _count(database, "SELECT count(*) FROM signup") - before
             delivered = _wait_for_confirmations(database)
-            healthz = _import_beside_healthz(env, port, work, args.rows)
+            imported = _import_beside_healthz(env, port, work, args.rows)
 
     for conns in (32, 4):
         r, b = ours[conns], baseline[conns]
+        rate, base_rate = r["requests"] / r["seconds"], b["requests"] / b["seconds"]
         accepted = r["requests"] - r["non2xx"] - r["errors"]
-        print(f"  {conns:2d} connections: {r['requests'] / r['seconds']:7.0f} signups/s  "
-              f"p50 {r['p50']:6.1f} ms  p99 {r['p99']:6.1f} ms  errors {r['non2xx'] + r['errors']}"
-              f"  stored {r['stored']}/{accepted} accepted"
-              f"   | bare ASGI 202: {b['requests'] / b['seconds']:7.0f}/s "
-              f"p99 {b['p99']:5.1f} ms  ratio {r['requests'] / r['seconds'] / (b['requests'] / b['seconds']):.2f}x")
-    print(f"  confirmations: {delivered['sent']} sent of {delivered['queued']} queued "
-          f"(the last within {delivered['drain_seconds']:.1f} s of the load ending)")
-    print(f"  import of {args.rows} rows: {healthz['rows_per_second']:.0f} rows/s "
-          f"({healthz['import_seconds']:.1f} s); /healthz meanwhile: worst "
-          f"{healthz['worst_ms']:.1f} ms, p99 {healthz['p99_ms']:.1f} ms over {healthz['polls']} polls")
-
-
-# -- servers ------------------------------------------------------------------------------
-
-
-class _serve:
-    """`drip serve` on a free port, stopped on exit."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-
-    def __enter__(self) -> int:
-        self.port = _free_port()
-        self.process = subprocess.Popen(
-            [str(DRIP), "serve", "--port", str(self.port)],
-            env={**self.env, "DRIP_BASE_URL": f"http://127.0.0.1:{self.port}"},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        print(
+            f"  {conns:2d} connections: {rate:5.0f} signups/s  p50 {r['p50']:5.1f} ms  "
+            f"p99 {r['p99']:5.1f} ms  errors {r['non2xx'] + r['errors']}  "
+            f"stored {r['stored']:.0f} of {accepted:.0f} accepted  "
+            f"| bare ASGI 202 on the same uvicorn: {base_rate:5.0f}/s, p99 {b['p99']:.1f} ms "
+            f"(drip {rate / base_rate:.2f}x)"
         )
-        _wait_healthy(self.port)
-        return self.port
+    print(
+        f"  confirmations: {delivered['sent']:.0f} sent of {delivered['queued']:.0f} queued, "
+        f"the last {delivered['drain_seconds']:.1f} s after the load ended"
+    )
+    print(
+        f"  import of {args.rows} rows (whole `drip subscribers import` process): "
+        f"{imported['rows_per_second']:.0f} rows/s ({imported['import_seconds']:.1f} s); "
+        f"/healthz meanwhile: worst {imported['worst_ms']:.1f} ms, "
+        f"p99 {imported['p99_ms']:.1f} ms over {imported['polls']:.0f} polls"
+    )
 
-    def __exit__(self, *exc: object) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
 
+# -- servers and load ---------------------------------------------------------------------
 
-_BASELINE_APP = """
+#: a bare ASGI app answering 202 on uvicorn: the ceiling of the web stack on this machine
+BASELINE_APP = """
+import sys, uvicorn
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return
     more = True
     while more:
-        message = await receive()
-        more = message.get("more_body", False)
+        more = (await receive()).get("more_body", False)
     await send({"type": "http.response.start", "status": 202,
                 "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": b'{"status":"pending"}'})
+uvicorn.run(app, port=int(sys.argv[1]), log_level="warning")
 """
 
 
-def _baseline_server() -> int:
-    """A bare ASGI app on uvicorn answering 202: the stack's ceiling here."""
-    global _baseline_process
+@contextmanager
+def _server(command: list[str], env: dict[str, str]) -> Iterator[int]:
+    """A server process on a free port (``{port}`` in ``command``), stopped on exit."""
     port = _free_port()
-    _baseline_process = subprocess.Popen(
-        [sys.executable, "-c",
-         _BASELINE_APP + f"\nimport uvicorn; uvicorn.run(app, port={port}, log_level='warning')"],
+    process = subprocess.Popen(
+        [part.replace("{port}", str(port)) for part in command],
+        env={**env, "DRIP_BASE_URL": f"http://127.0.0.1:{port}"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return port
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("baseline server did not start")
-
-
-_baseline_process: subprocess.Popen[bytes] | None = None
-
-
-def _load(start: object, connections: int, seconds: float, prefix: str) -> dict[str, float]:
-    port = start() if callable(start) else int(start)  # type: ignore[call-overload]
     try:
-        if shutil.which("wrk"):
-            return _wrk(port, connections, seconds, prefix)
-        return asyncio.run(_async_load(port, connections, seconds, prefix))
+        for _ in range(300):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield port
     finally:
-        if start is _baseline_server and _baseline_process is not None:
-            _baseline_process.terminate()
-            _baseline_process.wait()
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _load(port: int, connections: int, seconds: float, prefix: str) -> dict[str, float]:
+    if shutil.which("wrk"):
+        return _wrk(port, connections, seconds, prefix)
+    return asyncio.run(_async_load(port, connections, seconds, prefix))
 
 
 def _wrk(port: int, connections: int, seconds: float, prefix: str) -> dict[str, float]:
@@ -193,14 +176,27 @@ def _wrk(port: int, connections: int, seconds: float, prefix: str) -> dict[str, 
         script.write(WRK_SCRIPT)
     try:
         out = subprocess.run(
-            ["wrk", "-t2", f"-c{connections}", f"-d{int(seconds)}s", "--timeout", "10s",
-             "-s", script.name, f"http://127.0.0.1:{port}", "--", prefix],
-            capture_output=True, text=True, check=True,
+            [
+                "wrk",
+                "-t2",
+                f"-c{connections}",
+                f"-d{int(seconds)}s",
+                "--timeout",
+                "10s",
+                "-s",
+                script.name,
+                f"http://127.0.0.1:{port}",
+                "--",
+                prefix,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     finally:
         os.unlink(script.name)
     line = next(line for line in out.splitlines() if line.startswith("RESULT "))
-    return json.loads(line.removeprefix("RESULT "))
+    return dict(json.loads(line.removeprefix("RESULT ")))
 
 
 async def _async_load(port: int, connections: int, seconds: float, prefix: str) -> dict[str, float]:
@@ -216,9 +212,12 @@ async def _async_load(port: int, connections: int, seconds: float, prefix: str) 
         while time.perf_counter() < deadline:
             n += 1
             body = json.dumps({"email": f"{prefix}-{index}-{n}@example.org"}).encode()
+            head = (
+                "POST /subscribe HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            )
             started = time.perf_counter()
-            writer.write(b"POST /subscribe HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            writer.write(head.encode() + body)
             status = int((await reader.readline()).split()[1])
             length = 0
             while (line := await reader.readline()) != b"\r\n":
@@ -233,8 +232,14 @@ async def _async_load(port: int, connections: int, seconds: float, prefix: str) 
     await asyncio.gather(*(one(i) for i in range(connections)))
     elapsed = time.perf_counter() - started
     quantiles = statistics.quantiles(latencies, n=100)
-    return {"requests": len(latencies), "seconds": elapsed, "p50": quantiles[49] * 1e3,
-            "p99": quantiles[98] * 1e3, "non2xx": failures, "errors": 0}
+    return {
+        "requests": len(latencies),
+        "seconds": elapsed,
+        "p50": quantiles[49] * 1e3,
+        "p99": quantiles[98] * 1e3,
+        "non2xx": failures,
+        "errors": 0,
+    }
 
 
 # -- measurements -------------------------------------------------------------------------
@@ -246,17 +251,18 @@ def _count(database: Path, query: str) -> int:
 
 
 def _wait_for_confirmations(database: Path) -> dict[str, float]:
+    """Wait until every signup (each a new address) has had its confirmation sent."""
     started = time.perf_counter()
-    queued = _count(database, "SELECT count(*) FROM delivery WHERE kind = 'confirm'")
-    while time.perf_counter() - started < 120:
-        sent = _count(database, "SELECT count(*) FROM delivery WHERE kind = 'confirm' AND status = 'sent'")
-        if sent >= queued:
-            break
+    signups = _count(database, "SELECT count(*) FROM signup")
+    sent_query = "SELECT count(*) FROM delivery WHERE kind = 'confirm' AND status = 'sent'"
+    while (sent := _count(database, sent_query)) < signups and time.perf_counter() - started < 120:
         time.sleep(0.1)
-    return {"queued": queued, "sent": sent, "drain_seconds": time.perf_counter() - started}
+    return {"queued": signups, "sent": sent, "drain_seconds": time.perf_counter() - started}
 
 
-def _import_beside_healthz(env: dict[str, str], port: int, work: Path, rows: int) -> dict[str, float]:
+def _import_beside_healthz(
+    env: dict[str, str], port: int, work: Path, rows: int
+) -> dict[str, float]:
     csv_path = work / "people.csv"
     with csv_path.open("w") as handle:
         handle.write("email,name,timezone\n")
@@ -275,8 +281,12 @@ def _import_beside_healthz(env: dict[str, str], port: int, work: Path, rows: int
     poller = threading.Thread(target=poll)
     poller.start()
     started = time.perf_counter()
-    subprocess.run([str(DRIP), "subscribers", "import", str(csv_path), "--confirmed"],
-                   env=env, check=True, capture_output=True)
+    subprocess.run(
+        [str(DRIP), "subscribers", "import", str(csv_path)],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     elapsed = time.perf_counter() - started
     stop.set()
     poller.join()
@@ -293,16 +303,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def _wait_healthy(port: int) -> None:
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("drip serve did not become healthy")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ the name and unsubscribe link, and assembles the message.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,25 +36,43 @@ class Recipient:
 
 
 @dataclass(frozen=True)
-class _Lesson:
+class _Prepared:
+    """One email of a course (a day, or the confirmation …) as far as it is the same for
+    everyone: rendered and encoded once, then finished per recipient."""
+
     prototype: Prototype
-    context: dict[str, Any]
     template: str
-    #: (text, html) pre-encoded around the per-recipient slots; None when the template
-    #: uses those values in a way splicing cannot reproduce (then every copy is rendered)
+    context: dict[str, Any]
+    #: the values that differ per recipient
+    slots: tuple[str, ...]
+    #: (text, html) pre-encoded around the slots; None when the template uses those
+    #: values in a way splicing cannot reproduce (then every copy is rendered in full)
     spliced: tuple[SplicedBody, SplicedBody] | None
 
 
-#: per-recipient values in a lesson, and the markers standing for them in the cached render
-SLOTS = {
-    "name": "\x00drip:name\x00",
-    "greeting_name": "\x00drip:greeting\x00",
-    "unsubscribe_url": "\x00drip:unsubscribe\x00",
-}
+#: (subject, template, context shared by every recipient, per-recipient value names)
+_Parts = tuple[str, str, dict[str, Any], tuple[str, ...]]
+#: per-recipient values, each kind of email using some of them
+SLOTS = ("name", "greeting_name", "unsubscribe_url", "confirm_url", "resume", "timezone")
+_MARKERS = {slot: f"\x00drip:{slot}\x00" for slot in SLOTS}
 #: recipients whose full render must equal the spliced one before splicing is trusted
 _SPLICE_SAMPLES = (
-    {"name": "", "unsubscribe_url": "https://drip.invalid/unsubscribe/a.b"},
-    {"name": 'Zoë & "Co" <b>', "unsubscribe_url": "https://drip.invalid/unsubscribe/c.d"},
+    {
+        "name": "",
+        "greeting_name": "there",
+        "unsubscribe_url": "https://drip.invalid/unsubscribe/a.b",
+        "confirm_url": "https://drip.invalid/confirm/a.b",
+        "resume": "Day 2 is next.",
+        "timezone": "Europe/London",
+    },
+    {
+        "name": 'Zoë & "Co" <b>',
+        "greeting_name": 'Zoë & "Co" <b>',
+        "unsubscribe_url": "https://drip.invalid/unsubscribe/c.d?x=1&y=<2>",
+        "confirm_url": "https://drip.invalid/confirm/c.d?x=1&y=<2>",
+        "resume": 'Welcome back: "day 3" & more <soon>.',
+        "timezone": "America/Argentina/Buenos_Aires",
+    },
 )
 
 
@@ -74,7 +92,7 @@ class Composer:
             if settings.dkim_selector and settings.dkim_private_key_file
             else None
         )
-        self._lessons: dict[tuple[str, str], _Lesson] = {}
+        self._prepared: dict[tuple[str, str], _Prepared] = {}
         self._lock = threading.Lock()
 
     # -- links ---------------------------------------------------------------------------
@@ -84,73 +102,20 @@ class Composer:
     def confirm_url(self, uid: str) -> str:
         return f"{self.base_url}/confirm/{self.tokens.confirm_token(uid)}"
 
-    # -- lessons -------------------------------------------------------------------------
+    # -- emails --------------------------------------------------------------------------
     def lesson(self, *, course: Course, day: Day, recipient: Recipient, now: datetime) -> Outgoing:
         """The lesson for ``day``; its Message-ID is the same on every retry."""
-        lesson = self._lesson(course, day)
+        prepared = self._prepare(course, day.id, lambda: self._lesson_parts(course, day))
         unsubscribe_url = self.unsubscribe_url(recipient.uid)
-        values = _recipient_values(recipient.name, unsubscribe_url)
-        if lesson.spliced is not None:
-            text_body, html_body = lesson.spliced
-            text = text_body.encode(values)
-            html = html_body.encode({k: str(escape(v)) for k, v in values.items()})
-        else:
-            rendered = self.renderer.render(lesson.template, {**lesson.context, **values})
-            text, html = quoted_printable(rendered.text), quoted_printable(rendered.html)
-        return lesson.prototype.build(
-            to_name=recipient.name,
-            to_address=recipient.email,
-            message_id=message_id(recipient.uid, day.id, lesson.prototype.domain),
-            date=now,
-            text=text,
-            html=html,
+        return self._finish(
+            prepared,
+            recipient,
+            key=day.id,
+            now=now,
+            values={"unsubscribe_url": unsubscribe_url},
             headers=self._list_headers(course, unsubscribe_url),
         )
 
-    def _lesson(self, course: Course, day: Day) -> _Lesson:
-        key = (course.slug, day.id)
-        lesson = self._lessons.get(key)
-        if lesson is None:
-            with self._lock:
-                lesson = self._lessons.get(key) or self._prepare_lesson(course, day)
-                self._lessons[key] = lesson
-        return lesson
-
-    def _prepare_lesson(self, course: Course, day: Day) -> _Lesson:
-        context = {
-            **_course_context(course),
-            "subject": day.subject,
-            "preheader": day.preheader,
-            "theme": day.theme,
-            "day_number": course.day_number(day.id),
-            "class_title": day.class_.title,
-            "class_url": day.class_.url,
-            "duration_minutes": day.class_.duration_minutes,
-            "thumbnail_url": day.class_.thumbnail,
-            "body_html": markdown_html(day.body),
-            "body_text": markdown_text(day.body),
-        }
-        return _Lesson(
-            self._prototype(course, day.subject),
-            context,
-            day.template,
-            self._splice(day.template, context),
-        )
-
-    def _splice(
-        self, template: str, context: dict[str, Any]
-    ) -> tuple[SplicedBody, SplicedBody] | None:
-        marked = self.renderer.render(template, {**context, **SLOTS})
-        text_body, html_body = SplicedBody(marked.text, SLOTS), SplicedBody(marked.html, SLOTS)
-        for sample in _SPLICE_SAMPLES:
-            values = _recipient_values(sample["name"], sample["unsubscribe_url"])
-            real = self.renderer.render(template, {**context, **values})
-            escaped = {k: str(escape(v)) for k, v in values.items()}
-            if text_body.text(values) != real.text or html_body.text(escaped) != real.html:
-                return None
-        return text_body, html_body
-
-    # -- confirmation, welcome, goodbye ---------------------------------------------------
     def transactional(
         self,
         kind: EmailKind,
@@ -166,31 +131,111 @@ class Composer:
         from which the Message-ID is made. A confirmation links to ``signup_uid``'s signup
         and, from the lesson ``history``, tells a returning subscriber where they resume."""
         spec = KINDS[kind]
-        subject = spec.subject.format(title=course.title)
-        unsubscribe_url = self.unsubscribe_url(recipient.uid) if spec.unsubscribe else None
-        context = {
-            **_course_context(course),
-            "subject": subject,
-            "preheader": spec.preheader,
-            "timezone": recipient.timezone,
-            **_recipient_values(recipient.name, unsubscribe_url),
-        }
+        prepared = self._prepare(course, kind, lambda: self._transactional_parts(course, spec))
+        values: dict[str, str] = {"timezone": recipient.timezone}
+        headers: list[tuple[str, str]] = []
+        if spec.unsubscribe:
+            values["unsubscribe_url"] = self.unsubscribe_url(recipient.uid)
+            headers = self._list_headers(course, values["unsubscribe_url"])
         if kind == EmailKind.CONFIRM:
             if signup_uid is None:
                 raise ValueError("a confirmation email needs its signup")
-            context["confirm_url"] = self.confirm_url(signup_uid)
-            context["resume"] = resume_note(course, history or {})
-        rendered = self.renderer.render(spec.template, context)
-        prototype = self._prototype(course, subject)
-        return prototype.build(
+            values["confirm_url"] = self.confirm_url(signup_uid)
+            values["resume"] = resume_note(course, history or {})
+        return self._finish(prepared, recipient, key=key, now=now, values=values, headers=headers)
+
+    def _finish(
+        self,
+        prepared: _Prepared,
+        recipient: Recipient,
+        *,
+        key: str,
+        now: datetime,
+        values: dict[str, str],
+        headers: list[tuple[str, str]],
+    ) -> Outgoing:
+        values = {"name": recipient.name, "greeting_name": recipient.name or "there", **values}
+        mine = {slot: values[slot] for slot in prepared.slots}
+        if prepared.spliced is not None:
+            text_body, html_body = prepared.spliced
+            text = text_body.encode(mine)
+            html = html_body.encode({k: str(escape(v)) for k, v in mine.items()})
+        else:
+            rendered = self.renderer.render(prepared.template, {**prepared.context, **mine})
+            text, html = quoted_printable(rendered.text), quoted_printable(rendered.html)
+        return prepared.prototype.build(
             to_name=recipient.name,
             to_address=recipient.email,
-            message_id=message_id(recipient.uid, key, prototype.domain),
+            message_id=message_id(recipient.uid, key, prepared.prototype.domain),
             date=now,
-            text=quoted_printable(rendered.text),
-            html=quoted_printable(rendered.html),
-            headers=self._list_headers(course, unsubscribe_url) if unsubscribe_url else [],
+            text=text,
+            html=html,
+            headers=headers,
         )
+
+    def _prepare(self, course: Course, key: str, parts: Callable[[], _Parts]) -> _Prepared:
+        """The cached ``_Prepared`` for (course, key), made from ``parts()`` once."""
+        prepared = self._prepared.get((course.slug, key))
+        if prepared is None:
+            with self._lock:
+                prepared = self._prepared.get((course.slug, key))
+                if prepared is None:
+                    subject, template, context, slots = parts()
+                    prepared = _Prepared(
+                        self._prototype(course, subject),
+                        template,
+                        context,
+                        slots,
+                        self._splice(template, context, slots),
+                    )
+                    self._prepared[(course.slug, key)] = prepared
+        return prepared
+
+    def _lesson_parts(self, course: Course, day: Day) -> _Parts:
+        return (
+            day.subject,
+            day.template,
+            {
+                **_course_context(course),
+                "subject": day.subject,
+                "preheader": day.preheader,
+                "theme": day.theme,
+                "day_number": course.day_number(day.id),
+                "class_title": day.class_.title,
+                "class_url": day.class_.url,
+                "duration_minutes": day.class_.duration_minutes,
+                "thumbnail_url": day.class_.thumbnail,
+                "body_html": markdown_html(day.body),
+                "body_text": markdown_text(day.body),
+            },
+            ("name", "greeting_name", "unsubscribe_url"),
+        )
+
+    def _transactional_parts(self, course: Course, spec: _Kind) -> _Parts:
+        subject = spec.subject.format(title=course.title)
+        context = {**_course_context(course), "subject": subject, "preheader": spec.preheader}
+        slots = ["name", "greeting_name", "timezone"]
+        if spec.unsubscribe:
+            slots.append("unsubscribe_url")
+        else:
+            context["unsubscribe_url"] = None
+        if spec.template == "confirm":
+            slots += ["confirm_url", "resume"]
+        return subject, spec.template, context, tuple(slots)
+
+    def _splice(
+        self, template: str, context: dict[str, Any], slots: tuple[str, ...]
+    ) -> tuple[SplicedBody, SplicedBody] | None:
+        markers = {slot: _MARKERS[slot] for slot in slots}
+        marked = self.renderer.render(template, {**context, **markers})
+        text_body, html_body = SplicedBody(marked.text, markers), SplicedBody(marked.html, markers)
+        for sample in _SPLICE_SAMPLES:
+            values = {slot: sample[slot] for slot in slots}
+            real = self.renderer.render(template, {**context, **values})
+            escaped = {k: str(escape(v)) for k, v in values.items()}
+            if text_body.text(values) != real.text or html_body.text(escaped) != real.html:
+                return None
+        return text_body, html_body
 
     def _prototype(self, course: Course, subject: str) -> Prototype:
         return Prototype(
@@ -217,21 +262,18 @@ class Composer:
         ]
 
 
-def _recipient_values(name: str, unsubscribe_url: str | None) -> dict[str, Any]:
-    return {"name": name, "greeting_name": name or "there", "unsubscribe_url": unsubscribe_url}
-
-
 def message_id(uid: str, key: str, domain: str) -> str:
     """Deterministic per outbox row (enrollment uid, key: a lesson's day id or
     ``kind:uid``): a retried send carries the same Message-ID."""
     return f"{uid}.{key.replace(':', '.')}@{domain}"
 
 
-def resume_note(course: Course, history: Mapping[str, str]) -> str | None:
-    """For someone who took part before: where confirming picks the course up again."""
+def resume_note(course: Course, history: Mapping[str, str]) -> str:
+    """What confirming starts: day 1 at once, or, for someone who took part before,
+    where the course picks up again."""
     done = {day for day, status in history.items() if status != DeliveryStatus.CANCELLED}
     if not done:
-        return None
+        return "Your first lesson arrives as soon as you do."
     remaining = [day for day in course.days if day.id not in done]
     if not remaining:
         return f"You have already received all {len(course.days)} lessons of this course."

@@ -15,6 +15,7 @@ between retries). Other processes are still waited for by the busy timeout.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -160,6 +161,11 @@ def _sqlite_engine(database_url: str, pool_size: int) -> Engine:
             left_ms = max(1, int((deadline - time.monotonic()) * 1000))
             raw.execute(f"PRAGMA busy_timeout={left_ms}")
             raw.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            lock.release(raw)
+            if "locked" in str(error) or "busy" in str(error):
+                raise DatabaseBusy("the database is locked by another process") from error
+            raise OperationalError("BEGIN IMMEDIATE", None, error) from error
         except BaseException:
             lock.release(raw)
             raise

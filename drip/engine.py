@@ -47,7 +47,7 @@ from drip.signup import file_pending
 
 logger = logging.getLogger("drip.engine")
 #: signups filed per transaction
-FILE_BATCH = 500
+FILE_BATCH = 100
 
 
 class Outcome(StrEnum):

@@ -95,9 +95,10 @@ def quoted_printable(text: str) -> bytes:
     """
     normalized = text.replace("\r\n", "\n").replace("\r", "\n")
     lines = binascii.b2a_qp(normalized.encode("utf-8"), istext=True).split(b"\n")
-    if any(len(line) > QP_MAX_LINE or line.startswith(b".") for line in lines):
-        lines = [_wire_safe(line) for line in lines]
-    return CRLF.join(lines)
+    return CRLF.join(
+        _wire_safe(line) if len(line) > QP_MAX_LINE or line.startswith(b".") else line
+        for line in lines
+    )
 
 
 SOFT_BREAK = b"=" + CRLF

@@ -113,3 +113,93 @@ def test_import_checks_every_row_before_storing(tmp_path: Path) -> None:
     assert json.loads(runner.invoke(app, ["subscribers", "list", "--json"]).output) == []
     csv.write_text("email,name\nok@example.org,Ok\n")
     assert runner.invoke(app, ["subscribers", "import", str(csv), "--confirmed"]).exit_code == 0
+
+
+def _outbox(tmp_path: Path) -> list[str]:
+    """Subjects of the .eml files in the outbox directory."""
+    from email import message_from_bytes, policy
+
+    return sorted(
+        str(message_from_bytes(path.read_bytes(), policy=policy.default)["Subject"])
+        for path in (tmp_path / "outbox").glob("*.eml")
+    )
+
+
+def _statuses() -> dict[str, str]:
+    listed = json.loads(runner.invoke(app, ["subscribers", "list", "--json"]).output)
+    return {row["email"]: row["status"] for row in listed}
+
+
+def test_add_without_confirmed_queues_a_confirmation(tmp_path: Path) -> None:
+    """`subscribers add` (no --confirmed) leaves the person pending with a confirmation in
+    the outbox, which the next `send-due` sends; nothing is sent twice."""
+    added = runner.invoke(app, ["subscribers", "add", "ana@example.org", "--name", "Ana"])
+    assert added.exit_code == 0, added.output
+    assert "confirmation email is queued" in added.output
+    assert _statuses() == {"ana@example.org": "pending"}
+    for _ in range(2):
+        assert runner.invoke(app, ["send-due"]).exit_code == 0
+    assert _outbox(tmp_path) == ["Please confirm: 7-Day Yin Yoga Immersion"]
+
+
+def test_import_without_confirmed_queues_confirmations_and_never_readds_leavers(
+    tmp_path: Path,
+) -> None:
+    """Import checks every row, then queues one confirmation per new address; a duplicate
+    row is skipped, and an address that unsubscribed is not brought back."""
+    runner.invoke(app, ["subscribers", "add", "gone@example.org", "--confirmed"])
+    assert runner.invoke(app, ["subscribers", "unsubscribe", "gone@example.org"]).exit_code == 0
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "email,name,timezone\n"
+        "a@example.org,A,Europe/Paris\n"
+        "B@example.org,B,\n"
+        "a@example.org,A again,\n"
+        "gone@example.org,G,\n"
+    )
+    result = runner.invoke(app, ["subscribers", "import", str(people)])
+    assert result.exit_code == 0, result.output
+    assert "1 duplicate rows skipped" in result.output
+    assert "1 unsubscribed earlier (not re-added)" in result.output
+    assert _statuses() == {
+        "gone@example.org": "unsubscribed",
+        "a@example.org": "pending",
+        "b@example.org": "pending",
+    }
+    assert runner.invoke(app, ["send-due"]).exit_code == 0
+    assert _outbox(tmp_path).count("Please confirm: 7-Day Yin Yoga Immersion") == 2
+
+
+def test_resend_confirmation_to_one_or_all_pending(tmp_path: Path) -> None:
+    """`resend-confirmation EMAIL` queues a fresh link for a pending address (and refuses
+    one that is not pending); `--all-pending --older-than` picks only stale ones."""
+    day0 = "2026-11-20T07:00:00Z"
+    runner.invoke(app, ["subscribers", "add", "old@example.org", "--now", day0])
+    runner.invoke(app, ["subscribers", "add", "new@example.org", "--now", "2026-11-25T06:00Z"])
+    runner.invoke(app, ["subscribers", "add", "in@example.org", "--confirmed"])
+    one = runner.invoke(
+        app, ["subscribers", "resend-confirmation", "new@example.org", "--now", "2026-11-25T06:30Z"]
+    )
+    assert one.exit_code == 0 and "queued 1" in one.output
+    refused = runner.invoke(app, ["subscribers", "resend-confirmation", "in@example.org"])
+    assert refused.exit_code == 1 and "is active, not waiting" in refused.output
+    stale = runner.invoke(
+        app,
+        [
+            "subscribers",
+            "resend-confirmation",
+            "--all-pending",
+            "--older-than",
+            "1d",
+            "--now",
+            "2026-11-25T07:00:00Z",
+        ],
+    )
+    assert stale.exit_code == 0 and "queued 1" in stale.output, stale.output
+    assert runner.invoke(app, ["send-due", "--now", "2026-11-25T07:00:00Z"]).exit_code == 0
+    subjects = _outbox(tmp_path)
+    assert subjects.count("Please confirm: 7-Day Yin Yoga Immersion") == 4  # 2 + 1 + 1
+    bad = runner.invoke(
+        app, ["subscribers", "resend-confirmation", "--all-pending", "--older-than", "soon"]
+    )
+    assert bad.exit_code == 2 and "not a duration" in bad.output

@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -19,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from drip.testing import SmtpSink, free_port
-from tests.conftest import COURSES_DIR, TEST_SECRET
+from drip.testing import SmtpSink
+from tests.processes import Serve, drip_env
+from tests.processes import cli as run_cli
 
-DRIP = Path(sys.executable).with_name("drip")
 pytestmark = [
     pytest.mark.slow,
     # one SMTP dialogue is enough here; test_mailer covers both
@@ -30,58 +29,19 @@ pytestmark = [
 ]
 
 
-class Server:
-    def __init__(self, base_url: str, env: dict[str, str]) -> None:
-        self.base_url = base_url
-        self.env = env
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(DRIP), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-
-
 @pytest.fixture
-def server(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[Server]:
-    """`drip serve` as a real process on a free port, mailing into the SMTP sink."""
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIP_")}
-    env.update(
-        DRIP_DATABASE_URL=f"sqlite:///{tmp_path / 'drip.db'}",
-        DRIP_SMTP_URL=smtp_sink.url,
-        DRIP_SECRET_KEY=TEST_SECRET,
-        DRIP_COURSES_DIR=str(COURSES_DIR),
-        DRIP_BASE_URL=base_url,
-        DRIP_SEND_RATE="0",
-    )
-    process = subprocess.Popen(
-        [str(DRIP), "serve", "--port", str(port)],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(f"{base_url}/healthz", timeout=1).read()
-            break
-        except (urllib.error.URLError, ConnectionError):
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(
-                    process.stderr.read().decode() if process.stderr else ""
-                ) from None
-            time.sleep(0.1)
-    yield Server(base_url, env)
-    process.terminate()
-    process.wait(timeout=10)
+def server(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[Serve]:
+    """`drip serve` as a real process on a port of its own choosing, mailing into the
+    SMTP sink; links in emails point at it."""
+    env = drip_env(f"sqlite:///{tmp_path / 'drip.db'}", smtp_sink.url)
+    served = Serve(env, cwd=tmp_path)
+    served.env = {**env, "DRIP_BASE_URL": served.base_url}
+    yield served
+    assert served.stop() == 0, "".join(served.log)
+
+
+def cli(server: Serve, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(server.env, *args)
 
 
 def _wait_for(sink: SmtpSink, count: int) -> None:
@@ -102,7 +62,7 @@ def _post(url: str, body: bytes, content_type: str) -> int:
 
 
 def test_signup_confirm_lessons_and_one_click_unsubscribe(
-    server: Server, smtp_sink: SmtpSink
+    server: Serve, smtp_sink: SmtpSink
 ) -> None:
     """Form post → confirmation mail → its link → day 1 by send-due → RFC 8058 POST from the
     List-Unsubscribe header → later runs send nothing more."""
@@ -121,7 +81,7 @@ def test_signup_confirm_lessons_and_one_click_unsubscribe(
     assert "Yes, start my course" in urllib.request.urlopen(confirm_url, timeout=10).read().decode()
     assert _post(confirm_url, b"", "application/x-www-form-urlencoded") == 200
 
-    run = server.cli("send-due")
+    run = cli(server, "send-due")
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith("1 sent")
     [lesson] = [
@@ -137,9 +97,9 @@ def test_signup_confirm_lessons_and_one_click_unsubscribe(
     )
     for days in (1, 2, 5):
         later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + days * 86400))
-        assert server.cli("send-due", "--now", later).returncode == 0
+        assert cli(server, "send-due", "--now", later).returncode == 0
     assert len(smtp_sink.received) == 2, "nothing more after unsubscribing"
-    listed = server.cli("subscribers", "list", "--json")
+    listed = cli(server, "subscribers", "list", "--json")
     assert '"status": "unsubscribed"' in listed.stdout
 
 
@@ -161,12 +121,12 @@ def _chromium() -> str:
 
 
 def test_form_snippet_in_a_real_browser_from_another_origin(
-    server: Server, smtp_sink: SmtpSink, tmp_path: Path
+    server: Serve, smtp_sink: SmtpSink, tmp_path: Path
 ) -> None:
     """Headless Chromium loads the form snippet from another origin, fills it in, submits;
     the visitor's time zone is filled in by the snippet's script."""
     chromium = _chromium()
-    snippet = server.cli("form-snippet", "yin-immersion").stdout
+    snippet = cli(server, "form-snippet", "yin-immersion").stdout
     page = tmp_path / "site"
     page.mkdir()
     (page / "index.html").write_text(
@@ -204,7 +164,7 @@ def test_form_snippet_in_a_real_browser_from_another_origin(
     finally:
         site.shutdown()
     assert "check your inbox" in result.stdout, result.stderr[-2000:]
-    listed = server.cli("subscribers", "list", "--json").stdout
+    listed = cli(server, "subscribers", "list", "--json").stdout
     assert '"email": "browser@example.org"' in listed
     assert '"timezone": "Pacific/Auckland"' in listed
     _wait_for(smtp_sink, 1)

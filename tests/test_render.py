@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
 
-from drip.compose import Composer, Recipient
+from drip.compose import Composer, Recipient, resume_note
 from drip.courses import Course
 from drip.exceptions import TemplateError
+from drip.models import EmailKind
 from drip.render import Renderer, default_templates_dir, markdown_html, markdown_text
 from tests.conftest import make_settings
 
@@ -94,10 +97,57 @@ def test_templates_that_transform_names_still_render_correctly(
         now=NOW,
         recipient=Recipient("x@example.org", "Ana", "u1", "UTC"),
     )
-    assert composer._lesson(course, course.days[0]).spliced is None
+    assert composer._prepared[(course.slug, course.days[0].id)].spliced is None
     assert b"Hi ANA!" in message.data
 
 
 def _copy_templates(target: Path) -> None:
     for source in default_templates_dir().iterdir():
         (target / source.name).write_text(source.read_text())
+
+
+def test_confirmation_welcome_goodbye_are_spliced_and_exact(
+    composer: Composer, course: Course
+) -> None:
+    """Confirmation, welcome and goodbye are rendered once per course and finished per
+    recipient: each copy decodes to exactly what a full render for that recipient gives."""
+    history = {"upper-back-shoulders": "sent"}
+    people = [
+        Recipient("a@example.org", "", "u1", "Europe/London"),
+        Recipient("b@example.org", 'Zoë & "Co" <b>', "u2", "Pacific/Auckland"),
+    ]
+    for kind in (EmailKind.CONFIRM, EmailKind.WELCOME, EmailKind.GOODBYE):
+        for person in people:
+            message = composer.transactional(
+                kind,
+                course=course,
+                recipient=person,
+                key=f"{kind}:k",
+                now=NOW,
+                signup_uid="s1",
+                history=history,
+            )
+            prepared = composer._prepared[(course.slug, kind)]
+            assert prepared.spliced is not None, kind
+            parsed = message_from_bytes(message.data, policy=policy.default)
+            text = parsed.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+            html = parsed.get_body(("html",)).get_content()  # type: ignore[union-attr]
+            context = {
+                **prepared.context,
+                "name": person.name,
+                "greeting_name": person.name or "there",
+                "timezone": person.timezone,
+                "unsubscribe_url": composer.unsubscribe_url(person.uid),
+                "resume": resume_note(course, history),
+            }
+            if kind == EmailKind.CONFIRM:
+                link = re.search(r"(http\S+/confirm/(\S+))", text)
+                assert link and composer.tokens.read_confirm(link.group(2))[0] == "s1"
+                context["confirm_url"] = link.group(1)
+                assert "with day 2 of 7" in " ".join(text.split())
+            if "unsubscribe_url" not in prepared.slots:
+                context["unsubscribe_url"] = None
+            full = composer.renderer.render(prepared.template, context)
+            same_lines = str.splitlines  # the wire has CRLF, a render LF
+            assert same_lines(text) == same_lines(full.text), kind
+            assert same_lines(html) == same_lines(full.html), kind

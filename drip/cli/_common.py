@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from sqlalchemy import Engine
 from typer.core import TyperGroup
 
@@ -71,6 +72,22 @@ NowOption = Annotated[
 
 def is_tty() -> bool:
     return sys.stdout.isatty()
+
+
+def plain(value: object) -> str:
+    """``value`` safe for a terminal: control characters (ESC, NUL, CR …) shown escaped,
+    so a stored name or server reply can neither move the cursor nor fake output."""
+    return "".join(ch if ch.isprintable() or ch in "\n\t" else repr(ch)[1:-1] for ch in str(value))
+
+
+def cell(value: object) -> Text:
+    """A table cell that shows ``value`` as typed: never read as Rich markup or links."""
+    return Text(plain("" if value is None else value))
+
+
+def say(line: object) -> None:
+    """One line of output, unwrapped and free of control characters."""
+    typer.echo(plain(line))
 
 
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -16,7 +16,7 @@ from drip.web.forms import form_snippet as build_snippet
 
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option(help="TCP port (0: any free one, printed).")] = 8000,
     scheduler: Annotated[
         bool, typer.Option("--scheduler", help="Also send lessons from this process.")
     ] = False,
@@ -38,6 +38,7 @@ def serve(
     configure_logging("INFO")
     config = settings()
     listener = _listen(host, port)  # a busy port fails before anything starts
+    port = listener.getsockname()[1]  # the one chosen, for --port 0
     if "base_url" not in config.model_fields_set:
         shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         config = config.model_copy(update={"base_url": f"http://{shown}:{port}"})
@@ -48,6 +49,7 @@ def serve(
                 err=True,
             )
     app = create_app(config, scheduler=scheduler)
+    typer.echo(f"drip: listening on http://{host}:{port}", err=True)
     server = uvicorn.Server(
         uvicorn.Config(
             app,

@@ -17,11 +17,13 @@ from drip.cli._common import (
     DripGroup,
     NowOption,
     catalog,
+    cell,
     console,
     engine,
     parse_duration,
     parse_now,
     progress_bar,
+    say,
     settings,
 )
 from drip.db import session_scope
@@ -96,7 +98,7 @@ def add(
             resend_gap_seconds=0,
             now=when,
         )
-    console.print(f"{entry.email}: {_describe(outcome, chosen.slug)}", markup=False)
+    say(f"{entry.email}: {_describe(outcome, chosen.slug)}")
 
 
 def _describe(outcome: Outcome, slug: str) -> str:
@@ -138,11 +140,11 @@ def list_subscribers(
         table = Table("email", "name", "timezone", "status", "since")
         for row in rows:
             table.add_row(
-                row.email,
-                row.name,
-                row.timezone or "(course default)",
-                row.status,
-                row.created_at.strftime("%Y-%m-%d %H:%M"),
+                cell(row.email),
+                cell(row.name),
+                cell(row.timezone or "(course default)"),
+                cell(row.status),
+                cell(row.created_at.strftime("%Y-%m-%d %H:%M")),
             )
         console.print(table)
 
@@ -156,19 +158,19 @@ def show(email: Annotated[str, typer.Argument()]) -> None:
     with session_scope(engine()) as session:
         subscriber = get_by_email(session=session, email=email)
         for key, value in public_dict(subscriber).items():
-            console.print(f"{key:>18}: {value if value is not None else '-'}", markup=False)
+            say(f"{key:>18}: {value if value is not None else '-'}")
         for item in enrollments_of(session=session, subscriber=subscriber):
-            console.print(f"{'course':>18}: {item.course_slug} ({item.status})", markup=False)
+            say(f"{'course':>18}: {item.course_slug} ({item.status})")
         table = Table("course", "day", "status", "due (UTC)", "attempts", "sent (UTC)", "error")
         for view in history(session=session, subscriber=subscriber):
             table.add_row(
-                view.course,
-                view.day_id,
-                view.status,
-                view.due_at.strftime("%Y-%m-%d %H:%M"),
-                str(view.attempts),
-                view.sent_at.strftime("%Y-%m-%d %H:%M") if view.sent_at else "",
-                view.last_error or "",
+                cell(view.course),
+                cell(view.day_id),
+                cell(view.status),
+                cell(view.due_at.strftime("%Y-%m-%d %H:%M")),
+                cell(view.attempts),
+                cell(view.sent_at.strftime("%Y-%m-%d %H:%M") if view.sent_at else ""),
+                cell(view.last_error),
             )
         console.print(table)
 
@@ -229,7 +231,7 @@ def import_(
     chosen = catalog().default(course or settings().default_course)
     checked = read_import(path, encoding=encoding)
     for problem in checked.problems:
-        console.print(problem, markup=False)
+        say(problem)
     if checked.problems:
         raise typer.Exit(1)
     tally: Counter[str] = Counter()
@@ -248,11 +250,10 @@ def import_(
                 )
             tally.update(_tally_key(outcome) for outcome in outcomes)
             advance(len(chunk))
-    console.print(
+    say(
         f"{path}: {len(checked.entries)} subscribers for {chosen.slug}: "
         + ", ".join(f"{n} {what}" for what, n in sorted(tally.items()))
         + (f"; {checked.duplicates} duplicate rows skipped" if checked.duplicates else ""),
-        markup=False,
     )
 
 
@@ -302,7 +303,7 @@ def resend_confirmation(
                 f"{subscriber.email} is {subscriber.status}, not waiting for a confirmation"
             )
         queued = sum(resend_for_operator(connection, member=m, now=when) for m in members)
-    console.print(
+    say(
         f"queued {queued} confirmation email(s) "
         "(sent at once by `drip serve`, else by the next `drip send-due` / `drip run`)"
     )
@@ -323,9 +324,8 @@ def unsubscribe(email: Annotated[str, typer.Argument()], now: NowOption = None) 
             status=SubscriberStatus.UNSUBSCRIBED,
             now=parse_now(now),
         )
-    console.print(
+    say(
         f"{subscriber.email}: {'unsubscribed' if changed else 'already ' + subscriber.status}",
-        markup=False,
     )
 
 
@@ -342,7 +342,7 @@ def delete(
         raise typer.Exit(1)
     with session_scope(engine()) as session:
         delete_subscriber(session=session, subscriber=get_by_email(session=session, email=email))
-    console.print(f"{email}: deleted")
+    say(f"{email}: deleted")
 
 
 def _write_json_array(rows, handle=None) -> None:  # type: ignore[no-untyped-def]
