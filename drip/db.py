@@ -44,6 +44,8 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_ONLY = "drip_read_only"
 #: execution option: milliseconds the next transaction may wait for a lock
 BUSY_MS = "drip_busy_ms"
+#: execution option: someone is waiting for this transaction (goes before background work)
+URGENT = "drip_urgent"
 
 
 def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
@@ -62,22 +64,40 @@ def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
 
 
 class _WriteLock:
-    """One writing transaction at a time per SQLite file in this process."""
+    """One writing transaction at a time per SQLite file in this process.
+
+    An ``URGENT`` transaction (a web request someone is waiting for) goes before
+    background ones: while one waits, background writers let it have the lock first.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._free = threading.Condition()
         self._holder: int | None = None  #: id() of the DBAPI connection holding it
+        self._urgent_waiting = 0
 
-    def acquire(self, connection: object, timeout: float) -> bool:
-        if not self._lock.acquire(timeout=timeout):
-            return False
-        self._holder = id(_dbapi(connection))
-        return True
+    def acquire(self, connection: object, timeout: float, *, urgent: bool = False) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._free:
+            if urgent:
+                self._urgent_waiting += 1
+            try:
+                ready = self._free.wait_for(
+                    lambda: self._holder is None and (urgent or not self._urgent_waiting),
+                    max(0.0, deadline - time.monotonic()),
+                )
+                if ready:
+                    self._holder = id(_dbapi(connection))
+                return ready
+            finally:
+                if urgent:
+                    self._urgent_waiting -= 1
+                    self._free.notify_all()
 
     def release(self, connection: object) -> None:
-        if self._holder == id(_dbapi(connection)):
-            self._holder = None
-            self._lock.release()
+        with self._free:
+            if self._holder == id(_dbapi(connection)):
+                self._holder = None
+                self._free.notify_all()
 
 
 def _dbapi(connection: object) -> object:
@@ -155,7 +175,7 @@ def _sqlite_engine(database_url: str, pool_size: int) -> Engine:
             return
         wait_ms = int(options.get(BUSY_MS, SQLITE_BUSY_TIMEOUT_MS))
         deadline = time.monotonic() + wait_ms / 1000
-        if not lock.acquire(raw, timeout=wait_ms / 1000):
+        if not lock.acquire(raw, timeout=wait_ms / 1000, urgent=bool(options.get(URGENT))):
             raise DatabaseBusy("the database is locked by another transaction in this process")
         try:
             left_ms = max(1, int((deadline - time.monotonic()) * 1000))

@@ -47,7 +47,7 @@ from drip.signup import file_pending
 
 logger = logging.getLogger("drip.engine")
 #: signups filed per transaction
-FILE_BATCH = 100
+FILE_BATCH = 25
 
 
 class Outcome(StrEnum):
@@ -151,12 +151,15 @@ class Sender:
         budget = _Budget(limit)
         workers = self.settings.smtp_connections
         started = time.monotonic()
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drip-send") as pool:
-            futures = [
-                pool.submit(self._work, now, report, budget, progress) for _ in range(workers)
-            ]
-            for future in futures:
-                future.result()
+        if workers == 1:
+            self._work(now, report, budget, progress)
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drip-send") as pool:
+                futures = [
+                    pool.submit(self._work, now, report, budget, progress) for _ in range(workers)
+                ]
+                for future in futures:
+                    future.result()
         if any(report.counts.values()) or report.stopped or not self.transactional_only:
             log_event(
                 logger,

@@ -107,17 +107,24 @@ class PromptSender:
 
     def _loop(self) -> None:
         retry: float | None = None
+        more = False
         while True:
             with self._changed:
-                self._changed.wait_for(lambda: self._stopping or self._woken > self._covered, retry)
+                if not more:
+                    self._changed.wait_for(
+                        lambda: self._stopping or self._woken > self._covered, retry
+                    )
                 if self._stopping:
                     return
                 target = self._woken
             report = self._run()
             retry = self.retry_seconds if report is None or report.stopped else None
-            with self._changed:
-                self._covered = target
-                self._changed.notify_all()
+            # a run that used up its limit has left more behind: go on at once
+            more = report is not None and sum(report.counts.values()) >= self.batch_limit
+            if not more:
+                with self._changed:
+                    self._covered = target
+                    self._changed.notify_all()
 
     def _run(self) -> RunReport | None:
         try:

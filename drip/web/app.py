@@ -37,7 +37,9 @@ def create_app(settings: Settings, *, scheduler: bool = False) -> FastAPI:
     prompt = PromptSender(
         Sender(
             engine=sending,
-            settings=settings,
+            # one connection, in the prompt thread itself: what a visitor waits for is
+            # a few emails at a time, and every extra thread competes with requests
+            settings=settings.model_copy(update={"smtp_connections": 1}),
             catalog=catalog,
             composer=composer,
             throttle=throttle,
@@ -80,11 +82,7 @@ def create_app(settings: Settings, *, scheduler: bool = False) -> FastAPI:
         tokens=composer.tokens,
         limiter=RateLimiter(limit=settings.signup_rate_per_minute),
         pages=Jinja2Templates(directory=Path(__file__).parent / "templates"),
-        writes=WriteGate(
-            engine,
-            wait_seconds=settings.db_wait_seconds,
-            concurrency=1 if settings.is_sqlite else settings.smtp_connections + 1,
-        ),
+        writes=WriteGate(engine, wait_seconds=settings.db_wait_seconds),
         prompt=prompt,
     )
 
