@@ -34,8 +34,11 @@ format: $(STAMP)
 bench: $(STAMP)
 	-command -v smtp-sink >/dev/null 2>&1 || test -x /usr/sbin/smtp-sink || \
 		(test "$$(id -u)" = 0 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null 2>&1)
+	-command -v wrk >/dev/null 2>&1 || \
+		(test "$$(id -u)" = 0 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1)
 	$(BIN)/python benchmarks/render.py
 	$(BIN)/python benchmarks/send_due.py
+	$(BIN)/python benchmarks/signup.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -15,6 +15,7 @@ between retries). Other processes are still waited for by the busy timeout.
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 import threading
 import time
@@ -206,18 +207,20 @@ class Prepared:
     def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
         compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
         self.sql = str(compiled)
-        #: per bound value: (its name in the SQL, the caller's key, default, type converter)
-        slots = {
-            name: (
-                bind.key,
-                _REQUIRED if bind.required else bind.value,
-                bind.type.dialect_impl(dialect).bind_processor(dialect),
-            )
-            for bind, name in compiled.bind_names.items()
-        }
+        binds = {name: bind for bind, name in compiled.bind_names.items()}
         order = compiled.positiontup  # None for named paramstyles
+        self._names = list(order or binds)
         self._positional = order is not None
-        self._slots = [(name, *slots[name]) for name in (order or slots)]
+        #: values the statement itself fixes (literals), by the caller's key
+        self._fixed = {b.key: b.value for b in binds.values() if not b.required}
+        keys = [binds[name].key for name in self._names]
+        self._take = operator.itemgetter(*keys) if keys else (lambda params: ())
+        #: (position, type converter) of each value that needs converting
+        self._convert = [
+            (index, processor)
+            for index, name in enumerate(self._names)
+            if (processor := binds[name].type.dialect_impl(dialect).bind_processor(dialect))
+        ]
         self._results = [
             column.type.dialect_impl(dialect).result_processor(dialect, None)
             for column in compiled._result_columns
@@ -241,31 +244,25 @@ class Prepared:
 
     def executemany(self, connection: Connection, rows: Iterable[dict[str, Any]]) -> None:
         """Run once per parameter set, in one driver call."""
-        converted: dict[tuple[str, Any], Any] = {}  # e.g. one ``now`` for every row
+        converted: dict[tuple[int, Any], Any] = {}
         bound = [self._bound(params, converted) for params in rows]
         if bound:
             cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
             cursor.executemany(self.sql, bound)
 
-    def _bound(self, params: dict[str, Any], converted: dict[tuple[str, Any], Any]) -> Any:
-        values = []
-        for name, key, default, process in self._slots:
-            value = params[key] if default is _REQUIRED or key in params else default
-            if process is not None:
-                if isinstance(value, datetime):
-                    memo = (name, value)
-                    if memo not in converted:
-                        converted[memo] = process(value)
-                    value = converted[memo]
-                else:
-                    value = process(value)
-            values.append(value)
-        if self._positional:
-            return values
-        return dict(zip((slot[0] for slot in self._slots), values, strict=True))
-
-
-_REQUIRED = object()
+    def _bound(self, params: dict[str, Any], converted: dict[tuple[int, Any], Any]) -> Any:
+        taken = self._take({**self._fixed, **params} if self._fixed else params)
+        values = list(taken) if len(self._names) > 1 else [taken]
+        for index, process in self._convert:
+            value = values[index]
+            if isinstance(value, datetime):  # the same ``now`` in every row: convert once
+                memo = (index, value)
+                if memo not in converted:
+                    converted[memo] = process(value)
+                values[index] = converted[memo]
+            else:
+                values[index] = process(value)
+        return values if self._positional else dict(zip(self._names, values, strict=True))
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -81,7 +81,7 @@ def create_app(settings: Settings, *, scheduler: bool = False) -> FastAPI:
         catalog=catalog,
         tokens=composer.tokens,
         limiter=RateLimiter(limit=settings.signup_rate_per_minute),
-        pages=Jinja2Templates(directory=Path(__file__).parent / "templates"),
+        pages=_pages(),
         writes=WriteGate(engine, wait_seconds=settings.db_wait_seconds),
         prompt=prompt,
     )
@@ -104,3 +104,12 @@ def create_app(settings: Settings, *, scheduler: bool = False) -> FastAPI:
         )
     app.include_router(router)
     return app
+
+
+def _pages() -> Jinja2Templates:
+    """The page templates, loaded once now: no file is read on the event loop later."""
+    pages = Jinja2Templates(directory=Path(__file__).parent / "templates")
+    pages.env.auto_reload = False
+    for name in pages.env.list_templates():
+        pages.env.get_template(name)
+    return pages
