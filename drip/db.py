@@ -16,6 +16,7 @@ between retries). Other processes are still waited for by the busy timeout.
 from __future__ import annotations
 
 import operator
+import os
 import sqlite3
 import threading
 import time
@@ -283,9 +284,16 @@ def current_revision(engine: Engine) -> str | None:
 
 def upgrade(engine: Engine) -> tuple[str | None, str | None]:
     """Migrate to the newest schema; returns (revision before, revision after)."""
-    before = current_revision(engine)
-    command.upgrade(alembic_config(engine), "head")
-    return before, current_revision(engine)
+    try:
+        before = current_revision(engine)
+        command.upgrade(alembic_config(engine), "head")
+        return before, current_revision(engine)
+    except OperationalError as error:
+        raise ConfigError(f"cannot open the database: {_first_line(error.orig)}") from None
+
+
+def _first_line(error: object) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def ensure_schema(engine: Engine) -> None:
@@ -296,7 +304,7 @@ def ensure_schema(engine: Engine) -> None:
     try:
         current = current_revision(engine)
     except OperationalError as error:
-        raise ConfigError(f"cannot open the database: {error.orig}") from error
+        raise ConfigError(f"cannot open the database: {_first_line(error.orig)}") from None
     if current == head_revision():
         return
     if engine.dialect.name == "sqlite":
@@ -308,12 +316,38 @@ def ensure_schema(engine: Engine) -> None:
     )
 
 
-def engine_for(settings: Settings, *, migrate: bool = True) -> Engine:
+def engine_for(settings: Settings, *, migrate: bool = True, create: bool = True) -> Engine:
+    """The engine for ``settings``, its schema up to date (``migrate``). Without
+    ``create``, a SQLite file that does not exist yet is an error naming where it was
+    looked for, instead of a new empty database."""
+    path = settings.sqlite_path()
+    if path is not None:
+        _sqlite_file(path, settings.database_url, create=create)
     # each send-due worker holds one connection for its run; the rest serve everything else
     engine = make_engine(settings.database_url, pool_size=settings.smtp_connections + 3)
     if migrate:
         ensure_schema(engine)
     return engine
+
+
+def _sqlite_file(path: Path, url: str, *, create: bool) -> None:
+    """Make sure the database file exists: created private (0600) like the key file."""
+    if path.exists():
+        return
+    where = f"{path.resolve()} (DRIP_DATABASE_URL={url})"
+    if not create:
+        raise ConfigError(
+            f"no database at {where}: run `drip db upgrade` to create it, or point "
+            "DRIP_DATABASE_URL at your database"
+        )
+    if not path.resolve().parent.is_dir():
+        raise ConfigError(f"cannot create the database {where}: the directory does not exist")
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass  # created meanwhile by another process
+    except OSError as error:
+        raise ConfigError(f"cannot create the database {where}: {error.strerror}") from None
 
 
 @contextmanager

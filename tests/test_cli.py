@@ -21,6 +21,7 @@ def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("DRIP_SECRET_KEY", TEST_SECRET)
     monkeypatch.setenv("DRIP_SMTP_URL", f"file://{tmp_path / 'outbox'}")
     monkeypatch.setenv("DRIP_SEND_RATE", "0")
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
 
 
 def test_validate_shipped_course_passes() -> None:

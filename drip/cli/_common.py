@@ -42,8 +42,10 @@ def settings() -> Settings:
     return get_settings()
 
 
-def engine(*, migrate: bool = True) -> Engine:
-    return engine_for(settings(), migrate=migrate)
+def engine(*, migrate: bool = True, create: bool = False) -> Engine:
+    """The configured database. Only ``db upgrade``, ``serve`` and ``run`` create one
+    (``create``): any other command run from the wrong directory says where it looked."""
+    return engine_for(settings(), migrate=migrate, create=create)
 
 
 def catalog() -> Catalog:

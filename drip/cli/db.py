@@ -16,7 +16,7 @@ def upgrade() -> None:
 
     Example: drip db upgrade
     """
-    engine = db.make_engine(settings().database_url)
+    engine = db.engine_for(settings(), migrate=False, create=True)
     before, after = db.upgrade(engine)
     if before == after:
         console.print(f"database is up to date (revision {after})")

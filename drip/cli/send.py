@@ -103,7 +103,7 @@ def run(
     """
     configure_logging("INFO")
     config = settings()
-    sender = Sender(engine=engine(), settings=config, catalog=catalog())
+    sender = Sender(engine=engine(create=True), settings=config, catalog=catalog())
     scheduler = make_scheduler(
         sender, interval_seconds=interval or config.send_interval_seconds, background=False
     )

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import signal
-import socket
 from typing import Annotated
 
 import typer
 
 from drip.cli._common import catalog, settings
-from drip.exceptions import ConfigError
 from drip.logs import configure as configure_logging
 from drip.web.forms import form_snippet as build_snippet
 
@@ -31,13 +29,12 @@ def serve(
 
     Example: drip serve --host 0.0.0.0 --port 8000 --scheduler
     """
-    import uvicorn
-
     from drip.web import create_app
+    from drip.web.server import listen, run
 
     configure_logging("INFO")
     config = settings()
-    listener = _listen(host, port)  # a busy port fails before anything starts
+    listener = listen(host, port)  # a busy port fails before anything starts
     port = listener.getsockname()[1]  # the one chosen, for --port 0
     if "base_url" not in config.model_fields_set:
         shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
@@ -50,33 +47,10 @@ def serve(
             )
     app = create_app(config, scheduler=scheduler)
     typer.echo(f"drip: listening on http://{host}:{port}", err=True)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            log_level="info",
-            access_log=access_log,
-            proxy_headers=False,  # DRIP_TRUST_FORWARDED_FOR decides, in drip.web.deps
-            timeout_graceful_shutdown=30,
-        )
-    )
     # uvicorn re-raises the signal that stopped it; a handler of ours makes that a no-op,
     # so a graceful stop exits 0, as `drip run` does.
     signal.signal(signal.SIGTERM, lambda *_: None)
-    server.run(sockets=[listener])
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listener.bind((host, port))
-    except OSError as error:
-        listener.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror}") from None
-    listener.listen(2048)
-    listener.set_inheritable(True)
-    return listener
+    run(app, listener, access_log=access_log)
 
 
 def form_snippet(course: Annotated[str, typer.Argument(help="Course slug.")]) -> None:

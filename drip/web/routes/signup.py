@@ -7,27 +7,39 @@ files it (``drip.signup``). Nothing tells a known address from a new one.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import UTC, datetime
 from functools import partial
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.requests import ClientDisconnect
 
 from drip.exceptions import InvalidSubscriber, UnknownCourse
 from drip.signup import Consent, Entry, record
 from drip.web.deps import State, WebState, client_ip, page
 from drip.web.forms import SignupRequest, parse, verify_signature
 
+logger = logging.getLogger("drip.web")
 router = APIRouter()
 MAX_BODY = 16 * 1024
+#: how long a client may take to send its body (nginx's client_body_timeout is 60 s)
+BODY_SECONDS = 30.0
 
 
 @router.post("/subscribe", response_model=None)
 async def subscribe(request: Request, st: State) -> Response:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     browser = content_type == "application/x-www-form-urlencoded"
-    body = await _body(request)
+    try:
+        body = await _body(request)
+    except TimeoutError:
+        return _error(st, request, browser, 408, "body", "the request body came too slowly")
+    except ClientDisconnect:
+        logger.info("event=client-disconnected path=/subscribe")
+        return Response(status_code=400)  # nobody is listening any more
     if body is None:
         return _error(st, request, browser, 413, "body", "the request body is too large")
     secret = st.settings.webhook_secret
@@ -71,14 +83,20 @@ async def subscribe(request: Request, st: State) -> Response:
 
 
 async def _body(request: Request) -> bytes | None:
-    """The request body, or None when it is larger than ``MAX_BODY``."""
-    if int(request.headers.get("content-length") or 0) > MAX_BODY:
+    """The request body, or None when it is larger than ``MAX_BODY``; ``TimeoutError``
+    when it takes longer than ``BODY_SECONDS`` to arrive."""
+    try:
+        declared = int(request.headers.get("content-length") or 0)
+    except ValueError:
+        declared = 0
+    if declared > MAX_BODY:
         return None
     body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            return None
+    async with asyncio.timeout(BODY_SECONDS):
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                return None
     return body
 
 

@@ -1,0 +1,101 @@
+"""Running the app on uvicorn, with the limits a public endpoint needs.
+
+uvicorn bounds idle keep-alive connections but not a client that sends its request
+headers slowly: such a client would hold its connection (a file descriptor) for ever.
+``BoundedHttp`` closes a connection whose request line and headers have not all arrived
+within ``HEADER_SECONDS`` (nginx's ``client_header_timeout`` is 60 s); the body has its
+own bound in the routes that read one. Behind a reverse proxy (recommended on the public
+internet), the proxy applies its own limits first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import socket
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+logger = logging.getLogger("drip.web")
+HEADER_SECONDS = 30.0
+
+
+class BoundedHttp(HttpToolsProtocol):
+    """uvicorn's HTTP protocol, closing connections whose headers arrive too slowly."""
+
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._start_header_timer()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._start_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self._stop_header_timer()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_header_timer()
+        super().connection_lost(exc)
+
+    def _start_header_timer(self) -> None:
+        self._stop_header_timer()
+        self._header_timer = self.loop.call_later(HEADER_SECONDS, self._headers_too_slow)
+
+    def _stop_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_too_slow(self) -> None:
+        logger.info("event=slow-client-closed client=%s", (self.client or ("?",))[0])
+        self.transport.close()
+
+
+def raise_file_limit() -> None:
+    """Use every file descriptor the system allows this process (each connection is one)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):  # some systems refuse RLIM_INFINITY: keep the default
+            pass
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket, bound before anything else starts (a busy port fails first)."""
+    from drip.exceptions import ConfigError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as error:
+        listener.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    listener.listen(2048)
+    return listener
+
+
+def run(app: Any, listener: socket.socket, *, access_log: bool) -> None:
+    import uvicorn
+
+    raise_file_limit()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            http=BoundedHttp,
+            log_level="info",
+            access_log=access_log,
+            proxy_headers=False,  # DRIP_TRUST_FORWARDED_FOR decides, in drip.web.deps
+            timeout_keep_alive=5,
+            timeout_graceful_shutdown=30,
+        )
+    )
+    server.run(sockets=[listener])
