@@ -38,7 +38,7 @@ from drip.config import Settings
 from drip.courses import Catalog, Course
 from drip.deliveries import Claimed
 from drip.enrollment import stop_subscriber, zone_for
-from drip.exceptions import DripError, PermanentFailure, TemporaryFailure
+from drip.exceptions import ConfigError, DripError, PermanentFailure, TemporaryFailure
 from drip.logs import log_event
 from drip.mailer import Mailer, mailer_from_url
 from drip.message import Outgoing
@@ -63,6 +63,8 @@ class Outcome(StrEnum):
 class RunReport:
     counts: dict[Outcome, int] = field(default_factory=lambda: dict.fromkeys(Outcome, 0))
     stopped: str | None = None  #: why the run stopped early, if it did
+    #: the run stopped on a configuration error (fix it; nothing was used up)
+    config_error: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, outcome: Outcome) -> None:
@@ -283,6 +285,11 @@ class _Worker:
             return Outcome.CANCELLED
         try:
             reply = self.mailer.send(message)
+        except ConfigError as error:  # refused login, TLS required but not offered …
+            self.report.stopped = self.report.config_error = str(error)
+            self._release([item])
+            log_event(logger, logging.ERROR, "smtp-config", error=str(error))
+            return Outcome.DEFERRED
         except TemporaryFailure as error:
             if error.connection:
                 self.report.stopped = f"SMTP unavailable: {error}"

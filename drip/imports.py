@@ -1,4 +1,5 @@
-"""Reading a subscriber CSV: every row checked before any is stored.
+"""Subscriber CSV files: reading one (every row checked before any is stored), and
+writing cells a spreadsheet will not run as formulas.
 
 Problems are reported as ``file:line: message``, one per bad row, so a person can fix
 the file in one go. The encoding follows the file's byte-order mark (UTF-8 or UTF-16),
@@ -103,3 +104,15 @@ def _decode(path: Path, encoding: str | None) -> str:
 def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+#: what makes a spreadsheet read a cell as a formula (OWASP's list)
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A CSV cell a spreadsheet shows as text: one starting like a formula gets a
+    leading apostrophe, as OWASP advises (a signup named ``=HYPERLINK(…)`` stays text)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value

@@ -61,8 +61,17 @@ def single_line(value: str) -> str:
 
 
 def address_header(name: str, address: str) -> str:
-    """``Name <addr>``: quoted or RFC 2047-encoded as the name needs; CR/LF removed."""
-    return formataddr((single_line(name), ascii_address(address)), charset="utf-8")
+    """``Name <addr>``: quoted or RFC 2047-encoded as the name needs; CR/LF removed.
+
+    A name containing ``=?`` is always encoded: it could otherwise pass for an encoded
+    word of its own that mail clients decode (``=?utf-8?b?…?=`` showing as "Admin
+    <admin@bank.example>"). Encoded words in headers must never come from user input.
+    """
+    name = single_line(name)
+    if "=?" in name:
+        encoded = Header(name, "utf-8").encode()
+        return f"{encoded} <{ascii_address(address)}>"
+    return formataddr((name, ascii_address(address)), charset="utf-8")
 
 
 def _fold(line: str, width: int = 78) -> str:

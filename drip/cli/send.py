@@ -14,6 +14,7 @@ from drip.cli._common import NowOption, catalog, console, engine, is_tty, parse_
 from drip.db import READ_ONLY
 from drip.deliveries import due
 from drip.engine import RunReport, Sender
+from drip.exceptions import ConfigError
 from drip.logs import configure as configure_logging
 from drip.loop import make_scheduler, stop
 
@@ -62,6 +63,8 @@ def send_due(
         typer.echo(json.dumps({**report.as_dict(), "ok": report.ok}))
     else:
         typer.echo(summary(report))
+    if report.config_error:
+        raise ConfigError(report.config_error)
     if not report.ok:
         raise typer.Exit(1)
 

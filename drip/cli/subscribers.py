@@ -29,7 +29,7 @@ from drip.cli._common import (
 from drip.db import session_scope
 from drip.enrollment import pending_members, resend_for_operator, stop_subscriber
 from drip.exceptions import InvalidSubscriber, SubscriberNotFound
-from drip.imports import chunks, read_import
+from drip.imports import chunks, read_import, spreadsheet_safe
 from drip.models import SubscriberStatus
 from drip.signup import Action, Consent, Entry, Outcome, sign_up
 from drip.subscribers import (
@@ -198,7 +198,7 @@ def export(
             else:
                 writer = csv.DictWriter(handle, EXPORT_FIELDS, extrasaction="ignore")
                 writer.writeheader()
-                writer.writerows(rows)
+                writer.writerows({k: spreadsheet_safe(v) for k, v in row.items()} for row in rows)
     finally:
         if output:
             handle.close()

@@ -19,10 +19,12 @@ from __future__ import annotations
 import functools
 import re
 import smtplib
+import socket
 import ssl
 import time
 from dataclasses import dataclass
 from ipaddress import ip_address
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from drip.exceptions import ConfigError, PermanentFailure, TemporaryFailure
@@ -30,6 +32,9 @@ from drip.mailer.base import Mailer
 from drip.message import Outgoing
 
 IDLE_CHECK_SECONDS = 10.0
+#: the most lines, and bytes, one SMTP reply may have (real ones have a dozen lines)
+MAX_REPLY_LINES = 100
+MAX_REPLY_BYTES = 64 * 1024
 #: what may appear between the angle brackets of MAIL FROM / RCPT TO
 _WIRE_ADDRESS = re.compile(r"[!-;=?-~]+@[A-Za-z0-9.-]+")
 
@@ -210,11 +215,17 @@ class SmtpMailer(Mailer):
         context = _tls_context(config.cafile)
         connection: smtplib.SMTP
         if config.implicit_tls:
-            connection = smtplib.SMTP_SSL(
-                config.host, config.port, timeout=config.timeout, context=context
+            connection = _BoundedSMTP_SSL(
+                config.host,
+                config.port,
+                timeout=config.timeout,
+                context=context,
+                local_hostname=_local_hostname(),
             )
         else:
-            connection = smtplib.SMTP(config.host, config.port, timeout=config.timeout)
+            connection = _BoundedSMTP(
+                config.host, config.port, timeout=config.timeout, local_hostname=_local_hostname()
+            )
         try:
             connection.ehlo()
             if not config.implicit_tls and config.starttls != "off":
@@ -278,7 +289,77 @@ def _dot_stuffed(data: bytes) -> bytes:
 
 
 def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    """A server's words as safe text: decoded, control characters (NUL, ESC …) escaped,
+    so a hostile reply cannot reach a log or a terminal raw."""
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+class _BoundedSMTP(smtplib.SMTP):
+    """Reads each reply within ``timeout`` seconds in all (not per read, which a server
+    dribbling one byte a second never trips), of at most ``MAX_REPLY_LINES`` lines and
+    ``MAX_REPLY_BYTES`` bytes: a hostile server cannot hold a worker or fill its memory."""
+
+    _pending = b""
+
+    def getreply(self) -> tuple[int, bytes]:
+        if self.sock is None:
+            raise smtplib.SMTPServerDisconnected("not connected")
+        deadline = time.monotonic() + (self.timeout or 30.0)  # type: ignore[attr-defined]
+        lines: list[bytes] = []
+        size = 0
+        while True:
+            line = self._line(deadline)
+            size += len(line)
+            if len(lines) >= MAX_REPLY_LINES or size > MAX_REPLY_BYTES:
+                self.close()
+                raise smtplib.SMTPResponseException(500, b"reply too long")
+            lines.append(line[4:].strip(b" \t\r\n"))
+            try:
+                code = int(line[:3])
+            except ValueError:
+                return -1, b"\n".join(lines)
+            if line[3:4] != b"-":
+                return code, b"\n".join(lines)
+
+    def _line(self, deadline: float) -> bytes:
+        while b"\n" not in self._pending:
+            left = deadline - time.monotonic()
+            if left <= 0 or len(self._pending) > MAX_REPLY_BYTES:
+                self.close()
+                raise smtplib.SMTPServerDisconnected("the server's reply took too long")
+            assert self.sock is not None
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(4096)
+            except OSError as error:
+                self.close()
+                raise smtplib.SMTPServerDisconnected(f"connection lost: {error}") from None
+            if not chunk:
+                self.close()
+                raise smtplib.SMTPServerDisconnected("connection unexpectedly closed")
+            self._pending += chunk
+        line, _, self._pending = self._pending.partition(b"\n")
+        return line + b"\n"
+
+    def starttls(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        reply = super().starttls(*args, **kwargs)
+        self._pending = b""  # bytes sent in clear after "220" must not pass for TLS ones
+        return reply
+
+    def close(self) -> None:
+        self._pending = b""
+        super().close()
+
+
+class _BoundedSMTP_SSL(_BoundedSMTP, smtplib.SMTP_SSL):  # noqa: N801 (mirrors smtplib)
+    pass
+
+
+@functools.cache
+def _local_hostname() -> str:
+    """The name we greet with (EHLO): looked up once, not per connection."""
+    return socket.getfqdn()
 
 
 def _failure(code: int, text: bytes | str, *, recipient: bool) -> Exception:

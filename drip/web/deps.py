@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -31,6 +32,8 @@ class WebState:
     writes: WriteGate
     #: sends what a request queued (confirmation, welcome, goodbye) within moments
     prompt: PromptSender
+    #: form-service event ids seen lately (a replayed delivery is answered, not stored)
+    events: RecentEvents = field(default_factory=lambda: RecentEvents(10_000))
 
     def course_or_none(self, slug: str | None) -> Course | None:
         try:
@@ -61,3 +64,22 @@ def client_ip(st: WebState, request: Request) -> str:
         if last:
             return last[:64]
     return request.client.host if request.client else "unknown"
+
+
+class RecentEvents:
+    """The last ``size`` event ids seen, oldest forgotten first (one web process)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._seen: OrderedDict[str, None] = OrderedDict()
+
+    def seen(self, event_id: str | None) -> bool:
+        return event_id is not None and event_id in self._seen
+
+    def add(self, event_id: str | None) -> None:
+        """Remember ``event_id`` (once its signup is stored: a failed one may be retried)."""
+        if event_id is None:
+            return
+        self._seen[event_id] = None
+        if len(self._seen) > self.size:
+            self._seen.popitem(last=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime
 from functools import partial
 from urllib.parse import urlsplit
@@ -46,7 +47,7 @@ async def subscribe(request: Request, st: State) -> Response:
     if (
         not browser
         and secret is not None
-        and not verify_signature(body, request.headers, secret.get_secret_value())
+        and not verify_signature(body, request.headers, secret.get_secret_value(), now=time.time())
     ):
         return JSONResponse({"detail": "missing or invalid webhook signature"}, status_code=401)
     retry_after = st.limiter.hit(client_ip(st, request))
@@ -65,7 +66,7 @@ async def subscribe(request: Request, st: State) -> Response:
         return _error(st, request, browser, 422, error.field, str(error), form=form)
     except UnknownCourse as error:
         return _error(st, request, browser, 422, "course", str(error), form=form)
-    if not form.is_bot:
+    if not form.is_bot and not st.events.seen(form.event_id):
         origin = request.headers.get("referer") or request.headers.get("origin")
         consent = Consent(
             source=f"{form.source}:{origin}" if origin else form.source,
@@ -75,6 +76,7 @@ async def subscribe(request: Request, st: State) -> Response:
         await st.writes.run(
             partial(record, course=course, entry=entry, consent=consent, now=datetime.now(UTC))
         )
+        st.events.add(form.event_id)
         st.prompt.wake()
     if not browser:
         return JSONResponse({"status": "pending"}, status_code=202)
