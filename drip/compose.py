@@ -95,6 +95,11 @@ class Composer:
         self._prepared: dict[tuple[str, str], _Prepared] = {}
         self._lock = threading.Lock()
 
+    def forget(self) -> None:
+        """Drop every prepared email (the course files changed)."""
+        with self._lock:
+            self._prepared.clear()
+
     # -- links ---------------------------------------------------------------------------
     def unsubscribe_url(self, uid: str) -> str:
         return f"{self.base_url}/unsubscribe/{self.tokens.unsubscribe_token(uid)}"

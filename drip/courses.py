@@ -272,29 +272,64 @@ def _label(path: Path) -> str:
 
 
 class Catalog:
-    """The courses in a directory, loaded once and looked up by slug."""
+    """The courses in a directory, looked up by slug.
 
-    def __init__(self, courses: dict[str, Course]) -> None:
+    A course file that does not validate, or whose slug another file also uses, is left
+    out and listed in ``problems``: the other courses carry on, and whoever runs drip
+    hears about it (``drip course validate`` and ``send-due`` report every problem).
+    ``refresh`` re-reads the directory when a file in it changed, so a running process
+    follows the teacher's edits.
+    """
+
+    def __init__(self, courses: dict[str, Course], *, directory: Path | None = None) -> None:
         self._courses = courses
+        self.directory = directory
+        self.problems: list[str] = []
+        #: the file each course was read from
+        self.paths: dict[str, Path] = {}
+        self._stamp: tuple[tuple[str, float], ...] = ()
 
     @classmethod
-    def from_dir(cls, directory: Path) -> Catalog:
-        if not directory.is_dir():
-            raise InvalidCourse(f"{directory}: courses directory not found (DRIP_COURSES_DIR)")
+    def from_dir(cls, directory: Path, *, strict: bool = True) -> Catalog:
+        """The courses in ``directory``; ``strict`` raises ``InvalidCourse`` listing every
+        problem instead of leaving the broken courses out."""
+        catalog = cls({}, directory=directory)
+        catalog.refresh()
+        if strict and catalog.problems:
+            raise InvalidCourse(catalog.problems[0], problems=catalog.problems)
+        return catalog
+
+    def refresh(self) -> bool:
+        """Re-read the directory if a course file was added, removed or changed since
+        the last read; True when it was re-read."""
+        assert self.directory is not None, "only a catalog read from a directory refreshes"
+        if not self.directory.is_dir():
+            raise InvalidCourse(f"{self.directory}: courses directory not found (DRIP_COURSES_DIR)")
+        files = course_files(self.directory)
+        stamp = tuple((str(path), path.stat().st_mtime) for path in files)
+        if stamp == self._stamp:
+            return False
         courses: dict[str, Course] = {}
         problems: list[str] = []
-        for path in course_files(directory):
+        paths: dict[str, Path] = {}
+        for path in files:
             try:
                 course = load_course(path)
             except InvalidCourse as error:
                 problems.extend(error.problems)
                 continue
-            if course.slug in courses:
-                problems.append(f"{_label(path)}:1: slug: {course.slug!r} is used twice")
+            if course.slug in paths:
+                problems.append(
+                    f"{_label(path)}:1: slug: {course.slug!r} is also the slug of "
+                    f"{_label(paths[course.slug])}; neither is used until one is renamed"
+                )
+                courses.pop(course.slug, None)
+                continue
+            paths[course.slug] = path
             courses[course.slug] = course
-        if problems:
-            raise InvalidCourse(problems[0], problems=problems)
-        return cls(courses)
+        self._courses, self.problems, self._stamp = courses, problems, stamp
+        self.paths = {slug: path for slug, path in paths.items() if slug in courses}
+        return True
 
     def __iter__(self) -> Any:
         return iter(self._courses.values())
@@ -320,6 +355,33 @@ class Catalog:
         if len(self._courses) == 1:
             return next(iter(self._courses.values()))
         raise UnknownCourse("several courses exist: name one (or set DRIP_DEFAULT_COURSE)")
+
+
+#: domains reserved for examples (RFC 2606): fine in a template, wrong in a real course
+_PLACEHOLDER = re.compile(r"\bexample\.(com|org|net)\b", re.IGNORECASE)
+
+
+def course_warnings(path: Path) -> list[str]:
+    """Things that validate but are probably mistakes, one ``file:line: warning`` each."""
+    label = _label(path)
+    warnings = []
+    placeholders = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.lstrip().startswith("#"):
+            continue
+        if "{{" in line or "{%" in line:
+            warnings.append(
+                f"{label}:{number}: warning: '{{{{' is shown as typed: course text is "
+                "Markdown, not a template"
+            )
+        if _PLACEHOLDER.search(line):
+            placeholders.append(str(number))
+    if placeholders:
+        warnings.append(
+            f"{label}:{placeholders[0]}: warning: the course still uses example.com "
+            f"addresses or links (lines {', '.join(placeholders)}): replace them with your own"
+        )
+    return warnings
 
 
 def course_files(directory: Path) -> list[Path]:

@@ -63,6 +63,8 @@ class Outcome(StrEnum):
 class RunReport:
     counts: dict[Outcome, int] = field(default_factory=lambda: dict.fromkeys(Outcome, 0))
     stopped: str | None = None  #: why the run stopped early, if it did
+    #: course files that failed to load: their emails wait until they are fixed
+    course_problems: list[str] = field(default_factory=list)
     #: the run stopped on a configuration error (fix it; nothing was used up)
     config_error: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -81,7 +83,12 @@ class RunReport:
     @property
     def ok(self) -> bool:
         """Everything due went out (or was rightly not sent)."""
-        return not (self.counts[Outcome.DEFERRED] or self.counts[Outcome.FAILED] or self.stopped)
+        return not (
+            self.counts[Outcome.DEFERRED]
+            or self.counts[Outcome.FAILED]
+            or self.stopped
+            or self.course_problems
+        )
 
     def as_dict(self) -> dict[str, object]:
         return {**{str(outcome): n for outcome, n in self.counts.items()}, "stopped": self.stopped}
@@ -147,9 +154,10 @@ class Sender:
         progress: Callable[[Outcome], None] | None = None,
     ) -> RunReport:
         """File the signups the web process recorded, then send everything due at ``now``
-        (at most ``limit``) and return the tally."""
+        (at most ``limit``) and return the tally. Course files changed since the last
+        run are read again first; a broken one is reported and its emails wait."""
+        report = RunReport(course_problems=self.refresh_courses())
         self.file_signups(now=now)
-        report = RunReport()
         budget = _Budget(limit)
         workers = self.settings.smtp_connections
         started = time.monotonic()
@@ -172,6 +180,16 @@ class Sender:
                 **report.as_dict(),
             )
         return report
+
+    def refresh_courses(self) -> list[str]:
+        """Re-read the course directory if it changed; its problems, each logged."""
+        if self.catalog.directory is None:
+            return []
+        if self.catalog.refresh():
+            self.composer.forget()
+        for problem in self.catalog.problems:
+            log_event(logger, logging.ERROR, "course-invalid", problem=problem)
+        return list(self.catalog.problems)
 
     def file_signups(self, *, now: datetime) -> int:
         """File recorded signups (queueing their confirmations); how many."""

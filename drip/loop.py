@@ -53,6 +53,13 @@ def make_scheduler(sender: Sender, *, interval_seconds: int, background: bool) -
     return scheduler
 
 
+def run_now(scheduler: BaseScheduler) -> None:
+    """Start the next run at once instead of at its time."""
+    job = scheduler.get_job(JOB_ID)
+    if job is not None:
+        job.modify(next_run_time=datetime.now(UTC))
+
+
 def stop(scheduler: BaseScheduler, sender: Sender) -> None:
     """Finish the message in flight, release the rest, then stop the scheduler."""
     sender.stopping.set()
@@ -66,13 +73,14 @@ class PromptSender:
     The web process calls ``wake()`` after each request that may have queued one; a
     single background thread then runs a transactional-only ``send_due`` (lessons are
     left to ``send-due`` / ``drip run``). Wakes arriving during a run collapse into one
-    more run, so there is never more than one run at a time. After a run that could not
-    reach the mail server, it tries again every ``retry_seconds`` until one succeeds.
+    more run, so there is never more than one run at a time. Unwoken, it also runs every
+    ``idle_seconds``: what an unreachable mail server left is retried, and course edits
+    (read again at the start of each run) are picked up.
     """
 
-    def __init__(self, sender: Sender, *, retry_seconds: float, batch_limit: int = 1000) -> None:
+    def __init__(self, sender: Sender, *, idle_seconds: float, batch_limit: int = 1000) -> None:
         self.sender = sender
-        self.retry_seconds = retry_seconds
+        self.idle_seconds = idle_seconds
         self.batch_limit = batch_limit
         self._changed = threading.Condition()
         self._woken = 0  #: wakes so far
@@ -106,19 +114,18 @@ class PromptSender:
             )
 
     def _loop(self) -> None:
-        retry: float | None = None
         more = False
         while True:
             with self._changed:
                 if not more:
                     self._changed.wait_for(
-                        lambda: self._stopping or self._woken > self._covered, retry
+                        lambda: self._stopping or self._woken > self._covered,
+                        self.idle_seconds,
                     )
                 if self._stopping:
                     return
                 target = self._woken
             report = self._run()
-            retry = self.retry_seconds if report is None or report.stopped else None
             # a run that used up its limit has left more behind: go on at once
             more = report is not None and sum(report.counts.values()) >= self.batch_limit
             if not more:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -153,8 +155,31 @@ def test_catalog_finds_courses_and_names_unknown_ones(tmp_path: Path) -> None:
 
 
 def test_catalog_refuses_a_slug_used_twice(tmp_path: Path) -> None:
-    """Two files with the same slug are an error, not a silent shadowing."""
+    """Two files with the same slug are an error, not a silent shadowing: strictly read,
+    the folder is refused; leniently, neither course is used and the problem is listed."""
     (tmp_path / "a.yaml").write_text(SHIPPED)
     (tmp_path / "b.yaml").write_text(SHIPPED)
-    with pytest.raises(InvalidCourse, match="used twice"):
+    with pytest.raises(InvalidCourse, match="is also the slug of a.yaml"):
         Catalog.from_dir(tmp_path)
+    lenient = Catalog.from_dir(tmp_path, strict=False)
+    assert len(lenient) == 0 and len(lenient.problems) == 1
+
+
+def test_a_broken_course_stops_only_itself_and_edits_are_picked_up(tmp_path: Path) -> None:
+    """A course file that fails to load leaves the others working; fixing or editing a
+    file is seen by the next refresh, and only then."""
+    (tmp_path / "good.yaml").write_text(SHIPPED)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        SHIPPED.replace("slug: yin-immersion", "slug: other").replace(
+            'send_at: "07:00"', 'send_at: "7am"'
+        )
+    )
+    catalog = Catalog.from_dir(tmp_path, strict=False)
+    assert [c.slug for c in catalog] == ["yin-immersion"]
+    assert catalog.problems and "broken.yaml" in catalog.problems[0]
+    assert catalog.refresh() is False, "nothing changed"
+    broken.write_text(SHIPPED.replace("slug: yin-immersion", "slug: other"))
+    os.utime(broken, (time.time() + 5, time.time() + 5))
+    assert catalog.refresh() is True
+    assert sorted(c.slug for c in catalog) == ["other", "yin-immersion"] and not catalog.problems

@@ -48,8 +48,10 @@ def engine(*, migrate: bool = True, create: bool = False) -> Engine:
     return engine_for(settings(), migrate=migrate, create=create)
 
 
-def catalog() -> Catalog:
-    return Catalog.from_dir(settings().courses_dir)
+def catalog(*, strict: bool = True) -> Catalog:
+    """The courses; ``strict``: any broken course file is an error (the commands that send
+    pass False: the good courses carry on, the broken ones are reported)."""
+    return Catalog.from_dir(settings().courses_dir, strict=strict)
 
 
 def parse_now(value: str | None) -> datetime:

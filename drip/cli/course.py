@@ -18,7 +18,7 @@ from rich.table import Table
 from drip.cli._common import DripGroup, catalog, console, settings
 from drip.compose import Composer, render_problems
 from drip.compose import preview as preview_message
-from drip.courses import Course, course_files, load_course
+from drip.courses import Catalog, Course, course_warnings, load_course
 from drip.exceptions import InvalidCourse
 from drip.tokens import Tokens
 
@@ -51,27 +51,36 @@ def validate(
         typer.Argument(help="Course files; default: every course in DRIP_COURSES_DIR."),
     ] = None,
 ) -> None:
-    """Check course files and render every day once; exit 1 on any problem.
+    """Check course files and render every email of each once; exit 1 on any problem.
+    Without paths, the course directory is checked as `send-due` reads it (two files with
+    one slug are a problem). Warnings (placeholder addresses, template braces in lesson
+    text) do not fail the check.
 
     Example: drip course validate courses/yin-immersion.yaml
     """
-    files = paths or course_files(settings().courses_dir)
-    if not files:
-        raise InvalidCourse(f"{settings().courses_dir}: no course files (*.yaml) found")
-    failed = False
-    for path in files:
-        try:
-            course = load_course(path)
-            problems = _render_problems(path, course)
-        except InvalidCourse as error:
-            problems = error.problems
-        for problem in problems:
-            typer.echo(problem, err=True)
-        if problems:
-            failed = True
-        else:
+    if paths:
+        courses, problems = [], []
+        for path in paths:
+            try:
+                courses.append((path, load_course(path)))
+            except InvalidCourse as error:
+                problems += error.problems
+    else:
+        folder = Catalog.from_dir(settings().courses_dir, strict=False)
+        courses = [(folder.paths[course.slug], course) for course in folder]
+        problems = list(folder.problems)
+        if not courses and not problems:
+            raise InvalidCourse(f"{settings().courses_dir}: no course files (*.yaml) found")
+    for path, course in courses:
+        rendering = _render_problems(path, course)
+        problems += rendering
+        for warning in course_warnings(path):
+            typer.echo(warning, err=True)
+        if not rendering:
             typer.echo(f"{path}: ok ({course.slug}, {len(course.days)} days)")
-    if failed:
+    for problem in problems:
+        typer.echo(problem, err=True)
+    if problems:
         raise typer.Exit(1)
 
 

@@ -10,13 +10,22 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from drip.cli._common import NowOption, catalog, console, engine, is_tty, parse_now, settings
+from drip.cli._common import (
+    NowOption,
+    catalog,
+    console,
+    engine,
+    is_tty,
+    parse_now,
+    plain,
+    settings,
+)
 from drip.db import READ_ONLY
 from drip.deliveries import due
 from drip.engine import RunReport, Sender
 from drip.exceptions import ConfigError
 from drip.logs import configure as configure_logging
-from drip.loop import make_scheduler, stop
+from drip.loop import make_scheduler, run_now, stop
 
 
 def send_due(
@@ -53,12 +62,14 @@ def send_due(
         console.print(table)
         typer.echo(f"{len(rows)} email(s) due at {when.isoformat()}")
         return
-    sender = Sender(engine=db, settings=settings(), catalog=catalog())
+    sender = Sender(engine=db, settings=settings(), catalog=catalog(strict=False))
     signal.signal(signal.SIGTERM, lambda *_: sender.stopping.set())
     if is_tty() and not as_json:
         report = _with_progress(sender, when, limit)
     else:
         report = sender.send_due(now=when, limit=limit)
+    for problem in report.course_problems:
+        typer.echo(plain(problem), err=True)
     if as_json:
         typer.echo(json.dumps({**report.as_dict(), "ok": report.ok}))
     else:
@@ -106,12 +117,14 @@ def run(
     """
     configure_logging("INFO")
     config = settings()
-    sender = Sender(engine=engine(create=True), settings=config, catalog=catalog())
+    sender = Sender(engine=engine(create=True), settings=config, catalog=catalog(strict=False))
     scheduler = make_scheduler(
         sender, interval_seconds=interval or config.send_interval_seconds, background=False
     )
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop(scheduler, sender))
+    # SIGHUP: run now (course files changed are read again at the start of every run)
+    signal.signal(signal.SIGHUP, lambda *_: run_now(scheduler))
     typer.echo(
         f"drip: sending every {interval or config.send_interval_seconds}s; "
         "stop with Ctrl-C or SIGTERM",

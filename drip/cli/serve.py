@@ -50,6 +50,8 @@ def serve(
     # uvicorn re-raises the signal that stopped it; a handler of ours makes that a no-op,
     # so a graceful stop exits 0, as `drip run` does.
     signal.signal(signal.SIGTERM, lambda *_: None)
+    # SIGHUP: read changed course files now (the prompt sender re-reads them every run)
+    signal.signal(signal.SIGHUP, lambda *_: app.state.drip.prompt.wake())
     run(app, listener, access_log=access_log)
 
 

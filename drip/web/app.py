@@ -59,7 +59,7 @@ def create_app(settings: Settings, *, scheduler: bool = False) -> FastAPI:
     with ``scheduler`` it also runs the lesson send loop (``drip run``) in-process."""
     engine = engine_for(settings)
     sending = engine_for(settings, migrate=False)  # senders never take the web's connections
-    catalog = Catalog.from_dir(settings.courses_dir)
+    catalog = Catalog.from_dir(settings.courses_dir, strict=False)
     composer = Composer(settings=settings)
     throttle = Throttle(settings.send_rate)  # DRIP_SEND_RATE holds across both senders
     prompt = PromptSender(
@@ -73,7 +73,7 @@ def create_app(settings: Settings, *, scheduler: bool = False) -> FastAPI:
             throttle=throttle,
             transactional_only=True,
         ),
-        retry_seconds=settings.send_interval_seconds,
+        idle_seconds=settings.send_interval_seconds,
     )
 
     @asynccontextmanager
