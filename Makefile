@@ -1,5 +1,6 @@
 # The README's two commands: `make run` and `make test`. Everything else is a helper.
 PYTHON ?= python3
+PORT   ?= 8000
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
@@ -11,11 +12,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-## make run: migrate, validate the shipped course, serve the web app with the send loop in-process.
+## make run [PORT=8000]: migrate, validate the courses, serve the web app with the send loop.
 run: $(STAMP)
 	$(BIN)/drip db upgrade
 	$(BIN)/drip course validate
-	$(BIN)/drip serve --scheduler
+	$(BIN)/drip serve --scheduler --port $(PORT)
 
 ## make test: the whole suite (SQLite; PostgreSQL too when DRIP_TEST_POSTGRES_URL is set).
 test: $(STAMP)

@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -132,5 +132,19 @@ def get_settings() -> Settings:
     """The process-wide settings; tests build their own ``Settings(...)`` instead."""
     try:
         return Settings()
-    except ValueError as error:
-        raise ConfigError(f"invalid configuration: {error}") from error
+    except ValidationError as error:
+        raise ConfigError(describe(error)) from None
+
+
+_SECRETS = {"secret_key", "smtp_url", "webhook_secret", "database_url"}
+
+
+def describe(error: ValidationError) -> str:
+    """One line naming each bad variable: ``DRIP_SEND_RATE: … (got 'fast')``."""
+    problems = []
+    for item in error.errors():
+        name = "DRIP_" + "_".join(str(part) for part in item["loc"]).upper()
+        message = item["msg"].removeprefix("Value error, ")
+        secret = item["loc"][0] in _SECRETS  # never echo a password or key into a log
+        problems.append(f"{name}: {message}" + ("" if secret else f" (got {item.get('input')!r})"))
+    return "invalid configuration: " + "; ".join(problems)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from drip.cli import course, db, send, serve, stats, subscribers
@@ -14,6 +16,28 @@ app = typer.Typer(
     help="drip: self-hosted email drip courses. Configure with DRIP_* variables or a .env file.",
     pretty_exceptions_show_locals=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"drip {version('drip')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """drip: self-hosted email drip courses. Configure with DRIP_* variables or a .env file."""
+
+
 app.add_typer(db.app, name="db")
 app.add_typer(course.app, name="course")
 app.add_typer(subscribers.app, name="subscribers")

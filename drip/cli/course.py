@@ -128,14 +128,17 @@ def preview(
     else:
         part = parsed.get_body(("html",) if fmt is Format.html else ("plain",))
         content = part.get_content() if part is not None else ""
-    if open_browser:
-        target = output or Path(tempfile.mkstemp(suffix=".html", prefix="drip-preview-")[1])
-        html_part = parsed.get_body(("html",))
-        target.write_text(html_part.get_content() if html_part else "", encoding="utf-8")
-        webbrowser.open(target.resolve().as_uri())
-        typer.echo(f"opened {target}")
-    elif output:
+    if output:
         output.write_text(content, encoding="utf-8")
         typer.echo(f"wrote {output}")
-    else:
+    elif not open_browser:
         typer.echo(content, nl=False)
+    if open_browser:  # always the HTML, in a file of its own (never into -o's .eml)
+        handle, name = tempfile.mkstemp(suffix=".html", prefix="drip-preview-")
+        html_part = parsed.get_body(("html",))
+        with open(handle, "w", encoding="utf-8") as target:
+            target.write(html_part.get_content() if html_part else "")
+        if webbrowser.open(Path(name).as_uri()):
+            typer.echo(f"opened {name} in a browser")
+        else:
+            typer.echo(f"no browser found here; the preview is in {name}")

@@ -132,6 +132,8 @@ def list_subscribers(
 
     Example: drip subscribers list --status active --json
     """
+    if course:
+        catalog(strict=False).get(course)  # an unknown course is an error, not an empty list
     with session_scope(engine()) as session:
         rows = iter_subscribers(session=session, status=status, course=course)
         if as_json:
@@ -339,6 +341,7 @@ def delete(
     Example: drip subscribers delete ana@example.org --yes
     """
     if not yes and not typer.confirm(f"Erase {email} and all their history?"):
+        say(f"{email}: not deleted")
         raise typer.Exit(1)
     with session_scope(engine()) as session:
         delete_subscriber(session=session, subscriber=get_by_email(session=session, email=email))
