@@ -314,6 +314,12 @@ KINDS: dict[EmailKind, _Kind] = {
         "You will not hear from us again.",
         False,
     ),
+    EmailKind.LINK: _Kind(
+        "link",
+        "Your link to unsubscribe from {title}",
+        "One click and you will not hear from us again.",
+        True,
+    ),
 }
 
 

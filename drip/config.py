@@ -136,15 +136,11 @@ def get_settings() -> Settings:
         raise ConfigError(describe(error)) from None
 
 
-_SECRETS = {"secret_key", "smtp_url", "webhook_secret", "database_url"}
-
-
 def describe(error: ValidationError) -> str:
     """One line naming each bad variable: ``DRIP_SEND_RATE: … (got 'fast')``."""
     problems = []
     for item in error.errors():
         name = "DRIP_" + "_".join(str(part) for part in item["loc"]).upper()
         message = item["msg"].removeprefix("Value error, ")
-        secret = item["loc"][0] in _SECRETS  # never echo a password or key into a log
-        problems.append(f"{name}: {message}" + ("" if secret else f" (got {item.get('input')!r})"))
+        problems.append(f"{name}: {message} (got {item.get('input')!r})")
     return "invalid configuration: " + "; ".join(problems)

@@ -290,6 +290,10 @@ WANTED: dict[EmailKind, tuple[frozenset[str], frozenset[str]]] = {
         frozenset({SubscriberStatus.UNSUBSCRIBED}),
         frozenset({EnrollmentStatus.CANCELLED}),
     ),
+    EmailKind.LINK: (
+        frozenset({SubscriberStatus.PENDING, SubscriberStatus.ACTIVE}),
+        frozenset(EnrollmentStatus),
+    ),
 }
 
 

@@ -422,6 +422,30 @@ def pending_members(
 # -- leaving --------------------------------------------------------------------------------
 
 
+def send_unsubscribe_link(connection: Connection, *, email: str, now: datetime) -> None:
+    """Someone typed their address on the page of a broken unsubscribe link: queue a fresh
+    link to that address, if it is on a course (at most one an hour). Nothing tells the
+    person typing whether it was."""
+    member = connection.execute(
+        Member.select()
+        .where(
+            col(Subscriber.email) == email,
+            col(Subscriber.status).in_((SubscriberStatus.ACTIVE, SubscriberStatus.PENDING)),
+        )
+        .order_by(col(Enrollment.id).desc())
+        .limit(1)
+    ).one_or_none()
+    if member is not None:
+        deliveries.queue(
+            connection,
+            enrollment_id=Member(*member).enrollment_id,
+            kind=EmailKind.LINK,
+            key=deliveries.email_key(EmailKind.LINK, f"{now:%Y%m%d%H}"),
+            due_at=now,
+            now=now,
+        )
+
+
 @dataclass(frozen=True)
 class Unsubscribed:
     course: Course | None

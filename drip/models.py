@@ -104,10 +104,9 @@ class EmailKind(StrEnum):
     CONFIRM = "confirm"  #: the double opt-in link for one signup
     WELCOME = "welcome"  #: on confirmation, when the course has ``welcome_email``
     GOODBYE = "goodbye"  #: after an unsubscribe, when the course has ``goodbye_email``
+    LINK = "link"  #: a fresh unsubscribe link, asked for on the page of a broken one
 
 
-#: the emails a person's own action sets off: the web process sends them at once
-TRANSACTIONAL = (EmailKind.CONFIRM, EmailKind.WELCOME, EmailKind.GOODBYE)
 #: the partial index's condition, spelled once: pending emails that are not lessons
 TRANSACTIONAL_PENDING = text("kind != 'lesson' AND status IN ('scheduled', 'sending')")
 #: signups the web process stored and nobody has filed yet
@@ -136,6 +135,13 @@ class Subscriber(SQLModel, table=True):
     consent_ip: str | None = Field(default=None, sa_column=Column(String(64)))
     consent_user_agent: str | None = Field(default=None, sa_column=Column(String(512)))
     consent_source: str | None = Field(default=None, sa_column=Column(String(512)))
+
+
+class Setting(SQLModel, table=True):
+    """A value the installation keeps about itself (the signing key's fingerprint)."""
+
+    name: str = Field(sa_column=Column(String(64), primary_key=True))
+    value: str = Field(sa_column=Column(Text, nullable=False))
 
 
 class Signup(SQLModel, table=True):

@@ -48,6 +48,24 @@ def engine(*, migrate: bool = True, create: bool = False) -> Engine:
     return engine_for(settings(), migrate=migrate, create=create)
 
 
+NewKeyOption = Annotated[
+    bool,
+    typer.Option(
+        "--new-key",
+        help="Accept a signing key that cannot verify links already sent (they stop working).",
+    ),
+]
+
+
+def signing_engine(*, new_key: bool, create: bool = False) -> Engine:
+    """``engine()`` for a command that signs links: the key must still verify old ones."""
+    from drip.keys import check_key
+
+    db = engine(create=create)
+    check_key(db, settings().secret_keys(), accept_new=new_key)
+    return db
+
+
 def catalog(*, strict: bool = True) -> Catalog:
     """The courses; ``strict``: any broken course file is an error (the commands that send
     pass False: the good courses carry on, the broken ones are reported)."""

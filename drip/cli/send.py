@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from drip.cli._common import (
+    NewKeyOption,
     NowOption,
     catalog,
     console,
@@ -19,6 +20,7 @@ from drip.cli._common import (
     parse_now,
     plain,
     settings,
+    signing_engine,
 )
 from drip.db import READ_ONLY
 from drip.deliveries import due
@@ -37,6 +39,7 @@ def send_due(
         bool, typer.Option("--dry-run", help="List what is due; claim and send nothing.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    new_key: NewKeyOption = False,
 ) -> None:
     """Send every email due now (lessons, confirmations …), then exit: 0 all sent,
     1 something failed (retried later), 2 bad usage or configuration.
@@ -47,9 +50,8 @@ def send_due(
     """
     when = parse_now(now)
     configure_logging("WARNING")  # cron: failures are logged, the summary is the one line
-    db = engine()
     if dry_run:
-        with db.connect() as connection:
+        with engine().connect() as connection:
             rows = due(connection.execution_options(**{READ_ONLY: True}), now=when, limit=limit)
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
@@ -62,7 +64,9 @@ def send_due(
         console.print(table)
         typer.echo(f"{len(rows)} email(s) due at {when.isoformat()}")
         return
-    sender = Sender(engine=db, settings=settings(), catalog=catalog(strict=False))
+    sender = Sender(
+        engine=signing_engine(new_key=new_key), settings=settings(), catalog=catalog(strict=False)
+    )
     signal.signal(signal.SIGTERM, lambda *_: sender.stopping.set())
     if is_tty() and not as_json:
         report = _with_progress(sender, when, limit)
@@ -110,6 +114,7 @@ def run(
             "--interval", min=1, help="Seconds between runs (default DRIP_SEND_INTERVAL_SECONDS)."
         ),
     ] = None,
+    new_key: NewKeyOption = False,
 ) -> None:
     """Run the send loop until SIGTERM/SIGINT: send-due every minute, never overlapping.
 
@@ -117,7 +122,11 @@ def run(
     """
     configure_logging("INFO")
     config = settings()
-    sender = Sender(engine=engine(create=True), settings=config, catalog=catalog(strict=False))
+    sender = Sender(
+        engine=signing_engine(new_key=new_key, create=True),
+        settings=config,
+        catalog=catalog(strict=False),
+    )
     scheduler = make_scheduler(
         sender, interval_seconds=interval or config.send_interval_seconds, background=False
     )

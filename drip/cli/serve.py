@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from drip.cli._common import catalog, settings
+from drip.cli._common import NewKeyOption, catalog, settings
 from drip.logs import configure as configure_logging
 from drip.web.forms import form_snippet as build_snippet
 
@@ -21,6 +21,7 @@ def serve(
     access_log: Annotated[
         bool, typer.Option("--access-log", help="Log every request (with client addresses).")
     ] = False,
+    new_key: NewKeyOption = False,
 ) -> None:
     """Serve the signup webhook and the confirmation and unsubscribe pages; confirmation,
     welcome and goodbye emails go out from this process within moments. Lessons are sent
@@ -45,7 +46,7 @@ def serve(
                 "set it to your public address",
                 err=True,
             )
-    app = create_app(config, scheduler=scheduler)
+    app = create_app(config, scheduler=scheduler, new_key=new_key)
     typer.echo(f"drip: listening on http://{host}:{port}", err=True)
     # uvicorn re-raises the signal that stopped it; a handler of ours makes that a no-op,
     # so a graceful stop exits 0, as `drip run` does.

@@ -18,6 +18,7 @@ from drip.courses import Catalog
 from drip.db import engine_for
 from drip.engine import Sender, Throttle
 from drip.exceptions import DatabaseBusy
+from drip.keys import check_key
 from drip.loop import PromptSender, make_scheduler, stop
 from drip.ratelimit import RateLimiter
 from drip.web.deps import WebState, page
@@ -54,10 +55,12 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-def create_app(settings: Settings, *, scheduler: bool = False) -> FastAPI:
+def create_app(settings: Settings, *, scheduler: bool = False, new_key: bool = False) -> FastAPI:
     """The web app. Emails its requests queue are sent by an in-process prompt sender;
-    with ``scheduler`` it also runs the lesson send loop (``drip run``) in-process."""
+    with ``scheduler`` it also runs the lesson send loop (``drip run``) in-process.
+    ``new_key`` accepts a signing key that cannot verify links already sent."""
     engine = engine_for(settings)
+    check_key(engine, settings.secret_keys(), accept_new=new_key)
     sending = engine_for(settings, migrate=False)  # senders never take the web's connections
     catalog = Catalog.from_dir(settings.courses_dir, strict=False)
     composer = Composer(settings=settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -52,6 +53,29 @@ State = Annotated[WebState, Depends(_state)]
 
 def page(st: WebState, request: Request, name: str, status: int = 200, **context: Any) -> Response:
     return st.pages.TemplateResponse(request, name, context, status_code=status)
+
+
+MAX_BODY = 16 * 1024
+#: how long a client may take to send its body (nginx's client_body_timeout is 60 s)
+BODY_SECONDS = 30.0
+
+
+async def read_body(request: Request) -> bytes | None:
+    """The request body, or None when it is larger than ``MAX_BODY``; ``TimeoutError``
+    when it takes longer than ``BODY_SECONDS`` to arrive."""
+    try:
+        declared = int(request.headers.get("content-length") or 0)
+    except ValueError:
+        declared = 0
+    if declared > MAX_BODY:
+        return None
+    body = b""
+    async with asyncio.timeout(BODY_SECONDS):
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                return None
+    return body
 
 
 def client_ip(st: WebState, request: Request) -> str:

@@ -2,7 +2,8 @@
 
 Adds ``delivery.kind`` (existing rows are lessons), ``delivery.signup_id``, the partial
 index the web process's prompt sender reads, and the ``signup`` table (with a partial
-index of the signups not yet filed); drops three indexes a unique index already covers.
+index of the signups not yet filed), and ``setting`` (the signing key's fingerprint);
+drops three indexes a unique index already covers.
 Each enrollment still waiting for its confirmation gets a signup row whose uid is the
 enrollment's, so confirmation links already sent keep working.
 
@@ -25,6 +26,11 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_table(
+        "setting",
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("value", sa.Text(), nullable=False),
+    )
     op.create_table(
         "signup",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -89,3 +95,4 @@ def downgrade() -> None:
         batch.drop_column("signup_id")
         batch.drop_column("kind")
     op.drop_table("signup")
+    op.drop_table("setting")

@@ -12,10 +12,13 @@ from functools import partial
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from starlette.requests import ClientDisconnect
 
 from drip import enrollment
-from drip.exceptions import ExpiredToken, InvalidToken, StaleToken
-from drip.web.deps import State, WebState, page
+from drip.exceptions import ExpiredToken, InvalidSubscriber, InvalidToken, StaleToken
+from drip.subscribers import normalize_email
+from drip.web.deps import State, WebState, client_ip, page, read_body
+from drip.web.forms import parse
 
 router = APIRouter()
 
@@ -102,12 +105,36 @@ def _expired(st: WebState, request: Request, token: str, error: ExpiredToken) ->
 
 @router.get("/unsubscribe/{token}", response_class=HTMLResponse)
 def unsubscribe_page(token: str, request: Request, st: State) -> Response:
-    """A one-button page: GET never unsubscribes (mail scanners follow links)."""
+    """A one-button page: GET never unsubscribes (mail scanners follow links). A link
+    that does not verify (damaged, or signed with a key since lost) offers to email a
+    fresh one instead of a dead end."""
     try:
         st.tokens.read_unsubscribe(token)
     except InvalidToken as error:
-        return page(st, request, "error.html", 400, message=str(error))
+        return page(st, request, "unsubscribe-lookup.html", 400, message=str(error))
     return page(st, request, "unsubscribe.html", token=token)
+
+
+@router.post("/unsubscribe", response_class=HTMLResponse)
+async def unsubscribe_by_address(request: Request, st: State) -> Response:
+    """The lookup page's form: email a fresh unsubscribe link to the address typed, if it
+    is on a course. The answer is the same either way."""
+    retry_after = st.limiter.hit(client_ip(st, request))
+    if retry_after:
+        return page(st, request, "unsubscribe-lookup.html", 429, message="too many tries")
+    try:
+        body = await read_body(request)
+        form = parse(body or b"", "application/x-www-form-urlencoded")
+        email = normalize_email(form.email)
+    except (TimeoutError, ClientDisconnect):
+        return Response(status_code=408)
+    except InvalidSubscriber as error:
+        return page(st, request, "unsubscribe-lookup.html", 422, message=str(error))
+    await st.writes.run(
+        partial(enrollment.send_unsubscribe_link, email=email, now=datetime.now(UTC))
+    )
+    st.prompt.wake()
+    return page(st, request, "unsubscribe-lookup.html", sent=True)
 
 
 @router.post("/unsubscribe/{token}", response_class=HTMLResponse)
@@ -124,6 +151,6 @@ async def unsubscribe(token: str, request: Request, st: State) -> Response:
             )
         )
     except InvalidToken as error:
-        return page(st, request, "error.html", 400, message=str(error))
+        return page(st, request, "unsubscribe-lookup.html", 400, message=str(error))
     st.prompt.wake()
     return page(st, request, "unsubscribed.html", course=left.course)

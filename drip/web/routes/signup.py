@@ -7,7 +7,6 @@ files it (``drip.signup``). Nothing tells a known address from a new one.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from datetime import UTC, datetime
@@ -20,14 +19,11 @@ from starlette.requests import ClientDisconnect
 
 from drip.exceptions import InvalidSubscriber, UnknownCourse
 from drip.signup import Consent, Entry, record
-from drip.web.deps import State, WebState, client_ip, page
+from drip.web.deps import State, WebState, client_ip, page, read_body
 from drip.web.forms import SignupRequest, parse, verify_signature
 
 logger = logging.getLogger("drip.web")
 router = APIRouter()
-MAX_BODY = 16 * 1024
-#: how long a client may take to send its body (nginx's client_body_timeout is 60 s)
-BODY_SECONDS = 30.0
 
 
 @router.post("/subscribe", response_model=None)
@@ -35,7 +31,7 @@ async def subscribe(request: Request, st: State) -> Response:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     browser = content_type == "application/x-www-form-urlencoded"
     try:
-        body = await _body(request)
+        body = await read_body(request)
     except TimeoutError:
         return _error(st, request, browser, 408, "body", "the request body came too slowly")
     except ClientDisconnect:
@@ -82,24 +78,6 @@ async def subscribe(request: Request, st: State) -> Response:
         return JSONResponse({"status": "pending"}, status_code=202)
     target = form.redirect if _allowed_redirect(st, form.redirect) else f"/thanks/{course.slug}"
     return RedirectResponse(target or "/", status_code=303)
-
-
-async def _body(request: Request) -> bytes | None:
-    """The request body, or None when it is larger than ``MAX_BODY``; ``TimeoutError``
-    when it takes longer than ``BODY_SECONDS`` to arrive."""
-    try:
-        declared = int(request.headers.get("content-length") or 0)
-    except ValueError:
-        declared = 0
-    if declared > MAX_BODY:
-        return None
-    body = b""
-    async with asyncio.timeout(BODY_SECONDS):
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY:
-                return None
-    return body
 
 
 def _allowed_redirect(st: WebState, target: str | None) -> bool:
