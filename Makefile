@@ -18,8 +18,22 @@ run: $(STAMP)
 	$(BIN)/drip course validate
 	$(BIN)/drip serve --scheduler --port $(PORT)
 
+# Test tools from Debian's packages (headless Chromium, SpamAssassin), installed once where
+# this runs as root with apt-get; elsewhere the tests needing them skip, saying why.
+TOOLS_STAMP := $(VENV)/.test-tools-stamp
+$(TOOLS_STAMP): | $(STAMP)
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v spamassassin >/dev/null 2>&1 || missing="$$missing spamassassin"; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing test tools:$$missing"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) \
+			>/dev/null 2>&1 || echo "could not install$$missing: their tests will be skipped"; \
+	fi
+	touch $@
+
 ## make test: the whole suite (SQLite; PostgreSQL too when DRIP_TEST_POSTGRES_URL is set).
-test: $(STAMP)
+test: $(STAMP) $(TOOLS_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
