@@ -5,7 +5,9 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import trustme
 from drip.exceptions import ConfigError, PermanentFailure, TemporaryFailure
 from drip.mailer import mailer_from_url, memory
 from drip.mailer.file import FileMailer
-from drip.mailer.smtp import SmtpConfig, SmtpMailer
+from drip.mailer.smtp import MAX_REPLY_LINES, SmtpConfig, SmtpMailer
 from drip.message import Outgoing, Prototype, quoted_printable
 from drip.testing import SmtpSink, free_port
 
@@ -256,3 +258,142 @@ def test_memory_mailer_keeps_messages() -> None:
     memory.outbox.clear()
     mailer_from_url("memory://").send(_message(5))
     assert [m.message_id for m in memory.outbox] == ["<m5@example.com>"]
+
+
+# -- hostile and misconfigured servers --------------------------------------------------
+
+
+@contextmanager
+def _scripted_server(
+    talk: Callable[[socket.socket], None], host: str = "127.0.0.1"
+) -> Iterator[int]:
+    """A one-connection server on ``host`` that runs ``talk(connection)``; yields its port."""
+    with socket.socket() as listener:
+        listener.bind((host, 0))
+        listener.listen(1)
+
+        def serve() -> None:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection:
+                try:
+                    talk(connection)
+                except OSError:
+                    pass  # the client hung up, as it should
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        yield listener.getsockname()[1]
+    thread.join(timeout=10)
+
+
+def test_an_endless_reply_is_cut_off() -> None:
+    """A server that never ends its multi-line greeting costs a bounded read: the reply is
+    refused after its line limit, quickly, instead of growing without end."""
+    sent = []
+
+    def endless(connection: socket.socket) -> None:
+        while True:
+            connection.sendall(b"220-" + b"x" * 60 + b"\r\n")
+            sent.append(1)
+
+    started = time.monotonic()
+    with _scripted_server(endless) as port:
+        with _smtp(f"smtp://127.0.0.1:{port}?starttls=off") as mailer:
+            with pytest.raises(TemporaryFailure, match="reply too long|cannot connect"):
+                mailer.send(_message())
+    assert time.monotonic() - started < 5
+    assert len(sent) > MAX_REPLY_LINES
+
+
+def test_a_server_dribbling_its_greeting_hits_the_timeout() -> None:
+    """DRIP_SMTP_TIMEOUT bounds a whole reply, not each read: a greeting sent a byte at a
+    time gives up after the timeout, not after as many timeouts as there are bytes."""
+
+    def dribble(connection: socket.socket) -> None:
+        for byte in b"220 slow.test ESMTP ready\r\n":
+            connection.sendall(bytes([byte]))
+            time.sleep(0.2)
+
+    started = time.monotonic()
+    with _scripted_server(dribble) as port:
+        mailer = SmtpMailer(SmtpConfig.from_url(f"smtp://127.0.0.1:{port}?starttls=off", timeout=1))
+        with mailer, pytest.raises(TemporaryFailure, match="took too long"):
+            mailer.send(_message())
+    assert time.monotonic() - started < 2.5
+
+
+def test_control_bytes_in_a_reply_never_reach_the_receipt() -> None:
+    """NUL, ESC and invalid UTF-8 in the server's reply are escaped in the stored receipt."""
+    replies = {
+        b"EHLO": b"250 odd.test\r\n",
+        b"MAIL": b"250 ok\r\n",
+        b"RCPT": b"250 ok\r\n",
+        b"DATA": b"354 go\r\n",
+        b"QUIT": b"221 bye\r\n",
+    }
+
+    def odd(connection: socket.socket) -> None:
+        connection.sendall(b"220 odd.test\r\n")
+        with connection.makefile("rb") as lines:
+            in_data = False
+            for line in lines:
+                if in_data:
+                    if line == b".\r\n":
+                        in_data = False
+                        connection.sendall(b"250 queued \x00\xff\x1b[31mred[/x]\r\n")
+                    continue
+                verb = line.split(b" ")[0].split(b":")[0].strip().upper()
+                connection.sendall(replies[verb])
+                in_data = verb == b"DATA"
+                if verb == b"QUIT":
+                    return
+
+    with _scripted_server(odd) as port:
+        with _smtp(f"smtp://127.0.0.1:{port}?starttls=off") as mailer:
+            receipt = mailer.send(_message())
+    assert receipt.startswith("250 queued ")
+    assert "\x00" not in receipt and "\x1b" not in receipt
+    assert "\\x00" in receipt and "\\x1b" in receipt
+
+
+def _public_address() -> str | None:
+    """An address of this machine that is not loopback, if it has one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 9))  # routes only: nothing is sent
+        except OSError:
+            return None
+        address = probe.getsockname()[0]
+    return None if address.startswith("127.") else address
+
+
+def test_no_password_in_clear_to_a_server_off_loopback() -> None:
+    """A server off loopback that offers AUTH but no STARTTLS never sees the password: the
+    mailer refuses before AUTH, as a configuration error."""
+    address = _public_address()
+    if address is None:
+        pytest.skip("this machine has no address off loopback to run the server on")
+    heard: list[bytes] = []
+
+    def plain(connection: socket.socket) -> None:
+        connection.sendall(b"220 plain.test\r\n")
+        with connection.makefile("rb") as lines:
+            for line in lines:
+                heard.append(line)
+                if line.upper().startswith(b"EHLO"):
+                    connection.sendall(b"250-plain.test\r\n250 AUTH PLAIN LOGIN\r\n")
+                elif line.upper().startswith(b"QUIT"):
+                    connection.sendall(b"221 bye\r\n")
+                    return
+                else:
+                    connection.sendall(b"500 no\r\n")
+
+    with _scripted_server(plain, host=address) as port:
+        with _smtp(f"smtp://maya:s3cret@{address}:{port}") as mailer:
+            with pytest.raises(ConfigError, match="password unencrypted"):
+                mailer.send(_message())
+    assert heard and not any(line.upper().startswith(b"AUTH") for line in heard)
+    assert not any(b"s3cret" in line for line in heard)

@@ -332,6 +332,9 @@ class _BoundedSMTP(smtplib.SMTP):
             self.sock.settimeout(left)
             try:
                 chunk = self.sock.recv(4096)
+            except TimeoutError:
+                self.close()
+                raise smtplib.SMTPServerDisconnected("the server's reply took too long") from None
             except OSError as error:
                 self.close()
                 raise smtplib.SMTPServerDisconnected(f"connection lost: {error}") from None
