@@ -61,7 +61,9 @@ def read_import(path: Path, *, encoding: str | None = None) -> CheckedImport:
             seen[entry.email] = line
             result.entries.append(entry)
     except csv.Error as error:
-        raise InvalidSubscriber(f"{path}:{reader.line_num}: {error}", field="path") from None
+        # the record that failed is the one after the last line read
+        reason = "a field is over 64 KiB" if "field limit" in str(error) else str(error)
+        raise InvalidSubscriber(f"{path}:{reader.line_num + 1}: {reason}", field="path") from None
     return result
 
 

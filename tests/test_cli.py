@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from drip.cli import app
+from drip.config import get_settings
 from tests.conftest import COURSES_DIR, SHIPPED_COURSE, TEST_SECRET
 
 runner = CliRunner()
@@ -204,3 +206,159 @@ def test_resend_confirmation_to_one_or_all_pending(tmp_path: Path) -> None:
         app, ["subscribers", "resend-confirmation", "--all-pending", "--older-than", "soon"]
     )
     assert bad.exit_code == 2 and "not a duration" in bad.output
+
+
+# -- what an operator's terminal and files meet ----------------------------------------------
+
+
+def _stored(email: str, **values: object) -> None:
+    """Give a stored subscriber (and their deliveries) values a stranger or a server chose."""
+    from sqlalchemy import update
+    from sqlmodel import Session
+
+    from drip.db import make_engine
+    from drip.models import Delivery, Subscriber
+
+    engine = make_engine(os.environ["DRIP_DATABASE_URL"])
+    with Session(engine) as session, session.begin():
+        subscriber = {k: v for k, v in values.items() if k != "reply"}
+        session.execute(update(Subscriber).where(Subscriber.email == email).values(**subscriber))
+        if "reply" in values:
+            session.execute(update(Delivery).values(last_error=values["reply"]))
+    engine.dispose()
+
+
+def test_stored_values_reach_the_terminal_as_plain_text() -> None:
+    """Names with Rich markup or terminal escapes, and a server reply with markup, are
+    shown as typed: no crash, no live link, no escape sequence."""
+    runner.invoke(app, ["subscribers", "add", "a@example.org", "--confirmed"])
+    runner.invoke(app, ["subscribers", "add", "b@example.org", "--confirmed"])
+    _stored("a@example.org", name="[/x]", consent_user_agent="evil\x1b]8;;http://x\x1b\\")
+    _stored("b@example.org", name="[link=https://evil.example/x]Renew[/link]", reply="550 [/x]")
+    listed = runner.invoke(app, ["subscribers", "list"], env={"COLUMNS": "300"})
+    assert listed.exit_code == 0, listed.output
+    assert "[/x]" in listed.output and "[link=https://evil.example/x]Renew" in listed.output
+    shown = runner.invoke(app, ["subscribers", "show", "a@example.org"])
+    assert shown.exit_code == 0 and "\x1b" not in shown.output and "\\x1b" in shown.output
+    reply = runner.invoke(app, ["subscribers", "show", "b@example.org"])
+    assert reply.exit_code == 0 and "550 [/x]" in reply.output
+
+
+def test_export_keeps_formulas_from_running_in_a_spreadsheet(tmp_path: Path) -> None:
+    """A name starting like a formula is exported with a leading apostrophe (OWASP)."""
+    runner.invoke(app, ["subscribers", "add", "f@example.org", "--confirmed"])
+    _stored("f@example.org", name='=HYPERLINK("https://evil.example","Click")')
+    out = tmp_path / "out.csv"
+    assert runner.invoke(app, ["subscribers", "export", "-o", str(out)]).exit_code == 0
+    row = out.read_text().splitlines()[1]
+    assert "'=HYPERLINK(" in row and ",=HYPERLINK(" not in row
+
+
+@pytest.mark.parametrize(
+    ("content", "extra", "code", "message"),
+    [
+        ("email,name\nzoë@example.org,Zoë\n".encode("latin-1"), [], 2, "the file is not UTF-8"),
+        (
+            "email,name\nzoe@example.org,Zoë\n".encode("latin-1"),
+            ["--encoding", "latin-1"],
+            0,
+            "1 sent",
+        ),
+        ("email,name\nzoe@example.org,Zoë\n".encode("utf-16"), [], 0, "1 sent"),
+        (b"email,name\na@example.org," + b"x" * 70_000 + b"\n", [], 2, "people.csv:2"),
+        (b"email,timezone\na@example.org,Mars/Base\n", [], 1, "people.csv:2: timezone: unknown"),
+        (b"name\nAna\n", [], 2, "needs a header row with an 'email' column"),
+    ],
+)
+def test_import_edge_cases_are_one_line_each(
+    tmp_path: Path, content: bytes, extra: list[str], code: int, message: str
+) -> None:
+    """Encodings, huge fields, bad zones and missing columns: a file:line message and an
+    exit code, never a traceback; nothing stored when the file is refused."""
+    people = tmp_path / "people.csv"
+    people.write_bytes(content)
+    result = runner.invoke(app, ["subscribers", "import", str(people), *extra])
+    assert result.exit_code == code, result.output
+    assert message in result.output and "Traceback" not in result.output
+    if code:
+        assert _statuses() == {}
+
+
+def test_commands_other_than_upgrade_never_create_a_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`stats` run where there is no database says where it looked; no file is made."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.setenv("DRIP_DATABASE_URL", f"sqlite:///{elsewhere / 'drip.db'}")
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["stats"])
+    assert result.exit_code == 2 and "no database at" in result.output
+    assert str(elsewhere / "drip.db") in result.output
+    assert not (elsewhere / "drip.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sqlite:////nonexistent/dir/drip.db", "the directory does not exist"),
+        ("sqlite:///", "in-memory SQLite database"),
+        ("postgresql+psycopg://nobody@127.0.0.1:1/none", "cannot open the database"),
+    ],
+)
+def test_db_upgrade_on_a_bad_database_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, url: str, message: str
+) -> None:
+    """An unusable DRIP_DATABASE_URL: one line and exit 2, not a long traceback."""
+    monkeypatch.setenv("DRIP_DATABASE_URL", url)
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["db", "upgrade"])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_small_first_hour_answers() -> None:
+    """--version, an unknown course for list, and answering no to delete."""
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.output.startswith("drip ")
+    unknown = runner.invoke(app, ["subscribers", "list", "--course", "nope"])
+    assert unknown.exit_code == 2 and "unknown course 'nope'" in unknown.output
+    runner.invoke(app, ["subscribers", "add", "d@example.org"])
+    kept = runner.invoke(app, ["subscribers", "delete", "d@example.org"], input="n\n")
+    assert kept.exit_code == 1 and "not deleted" in kept.output
+    assert _statuses() == {"d@example.org": "pending"}
+
+
+def test_validate_checks_the_folder_as_send_due_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two files with one slug fail validation; example.com and template braces warn."""
+    folder = tmp_path / "courses"
+    folder.mkdir()
+    shipped = SHIPPED_COURSE.read_text()
+    (folder / "a.yaml").write_text(
+        shipped.replace("Welcome to the first day.", "Welcome, {{ name }}.", 1)
+    )
+    monkeypatch.setenv("DRIP_COURSES_DIR", str(folder))
+    get_settings.cache_clear()
+    one = runner.invoke(app, ["course", "validate"])
+    assert one.exit_code == 0, one.output
+    assert "warning: the course still uses example.com" in one.output
+    assert "warning: '{{' is shown as typed" in one.output
+    (folder / "b.yaml").write_text(shipped)
+    two = runner.invoke(app, ["course", "validate"])
+    assert two.exit_code == 1 and "is also the slug of" in two.output
+
+
+def test_preview_open_never_writes_html_into_the_eml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """-f eml -o x.eml --open: x.eml is the message; the browser gets an HTML file."""
+    monkeypatch.setenv("BROWSER", "true")  # a "browser" that accepts and does nothing
+    target = tmp_path / "x.eml"
+    result = runner.invoke(
+        app, ["course", "preview", "yin-immersion", "1", "-f", "eml", "-o", str(target), "--open"]
+    )
+    assert result.exit_code == 0, result.output
+    assert target.read_text().startswith("From: ") and "<!doctype" not in target.read_text()[:200]
+    assert "opened " in result.output and ".html" in result.output

@@ -408,3 +408,159 @@ def test_resubscribe_resumes_at_the_next_unsent_day(client: TestClient, db: Engi
 def test_healthz(client: TestClient) -> None:
     """/healthz answers ok when the database is reachable."""
     assert client.get("/healthz").json() == {"status": "ok"}
+
+
+# -- hardening ----------------------------------------------------------------------------
+
+
+def test_forwarded_for_takes_the_address_the_proxy_appended(tmp_path: Any) -> None:
+    """Behind a proxy, the client IP is the last X-Forwarded-For entry (what the proxy
+    added): forged entries before it neither dodge the rate limit nor become the
+    recorded consent IP."""
+    settings = make_settings(tmp_path, trust_forwarded_for=True, signup_rate_per_minute=3)
+    with TestClient(create_app(settings)) as client:
+        codes = [
+            client.post(
+                "/subscribe",
+                json={"email": f"f{n}@example.org"},
+                headers={"X-Forwarded-For": f"198.51.100.{n}, 203.0.113.9"},
+            ).status_code
+            for n in range(5)
+        ]
+        assert codes == [202, 202, 202, 429, 429]
+        assert {s.consent_ip for s in subscribers(client)} == {"203.0.113.9"}
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"[" * 8000 + b"]" * 8000, 422),
+        (b'{"form_response":{"answers":5}}', 422),
+        (b'{"form_response":{"answers":[{"type":"text","text":"x","field":[1]}]}}', 422),
+        (b'{"data":{"fields":"nope"}}', 422),
+        (b'{"data":{"fields":[1,"x",{"label":{"a":1},"value":[]}]}}', 422),
+        # an email answer whose "field" is not an object: the address is still usable
+        (
+            b'{"form_response":{"answers":[{"type":"email","email":"tf@example.com","field":"x"}]}}',
+            202,
+        ),
+    ],
+)
+def test_malformed_json_is_never_a_500(client: TestClient, body: bytes, status: int) -> None:
+    """Deep nesting and odd Typeform/Tally shapes get a 422 naming what is wrong (or are
+    taken, when they still carry an address), never a 500."""
+    response = client.post("/subscribe", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == status, response.text
+    if status == 422:
+        assert response.json()["detail"][0]["loc"][0] == "body"
+
+
+def test_a_stranger_reposting_the_form_rewrites_nothing(client: TestClient, db: Engine) -> None:
+    """Signing up a pending or unsubscribed address again changes neither its name, its
+    zone nor its proof of consent; confirming applies the signup that was confirmed."""
+    client.post(
+        "/subscribe",
+        json={"email": "owner@example.org", "name": "Owner", "timezone": "Europe/Lisbon"},
+        headers={"User-Agent": "owner-browser"},
+    )
+    owner_link = link(client, "confirm")
+    client.post(
+        "/subscribe",
+        json={"email": "owner@example.org", "name": "Mallory", "timezone": "Asia/Tokyo"},
+        headers={"User-Agent": "mallory-bot"},
+    )
+    [owner] = subscribers(client)
+    assert (owner.name, owner.timezone, owner.consent_user_agent) == (
+        "Owner",
+        "Europe/Lisbon",
+        "owner-browser",
+    )
+    client.post(owner_link)
+    [owner] = subscribers(client)
+    assert (owner.status, owner.name, owner.consent_user_agent) == (
+        "active",
+        "Owner",
+        "owner-browser",
+    )
+    client.post(_unsubscribe_path(db, "owner@example.org"))
+    client.post(
+        "/subscribe",
+        json={"email": "owner@example.org", "name": "Mallory"},
+        headers={"User-Agent": "mallory-bot"},
+    )
+    [owner] = subscribers(client)
+    assert (owner.status, owner.name, owner.consent_user_agent) == (
+        "unsubscribed",
+        "Owner",
+        "owner-browser",
+    )
+    with Session(db) as session:
+        names = [s.name for s in session.exec(select(Signup).order_by(Signup.id))]
+    assert names == ["Owner", "Mallory", "Mallory"], "every signup is kept as posted"
+
+
+def test_pages_carry_protective_headers_and_no_api_docs(client: TestClient) -> None:
+    """Pages forbid sniffing and framing; the OpenAPI schema and docs are not served."""
+    for path in ("/", "/healthz", "/thanks/yin-immersion"):
+        headers = client.get(path).headers
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["x-frame-options"] == "DENY"
+        assert headers["referrer-policy"] == "same-origin"
+    for path in ("/openapi.json", "/docs", "/redoc"):
+        assert client.get(path).status_code == 404
+
+
+def test_a_valid_drip_signature_is_accepted_and_a_replay_later_refused(tmp_path: Any) -> None:
+    """X-Drip-Signature signs a timestamp with the body: accepted now, refused 10 minutes
+    later (a captured request cannot be replayed), and refused for another body."""
+    from drip.web.forms import drip_signature
+
+    body = json.dumps({"email": "signed@example.org"}).encode()
+    headers = {"Content-Type": "application/json"}
+    with _signed_client(tmp_path) as client:
+        stale = drip_signature(body, WEBHOOK_SECRET, now=time.time() - 600)
+        fresh = drip_signature(body, WEBHOOK_SECRET, now=time.time())
+        other = drip_signature(b'{"email": "x@example.org"}', WEBHOOK_SECRET, now=time.time())
+        codes = [
+            client.post(
+                "/subscribe", content=body, headers={**headers, "X-Drip-Signature": s}
+            ).status_code
+            for s in (stale, other, fresh)
+        ]
+        assert codes == [401, 401, 202]
+        assert [s.email for s in subscribers(client)] == ["signed@example.org"]
+
+
+def test_a_replayed_tally_delivery_is_answered_but_not_stored_twice(tmp_path: Any) -> None:
+    """Tally signs the body only; a second delivery with the same eventId is dropped."""
+    body = json.dumps({**TALLY, "eventId": "evt-1"}).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "Tally-Signature": base64.b64encode(_hmac(body)).decode(),
+    }
+    with _signed_client(tmp_path) as client:
+        codes = [client.post("/subscribe", content=body, headers=headers).status_code for _ in "ab"]
+        assert codes == [202, 202]
+        subscribers(client)
+        with Session(client.app.state.drip.engine) as session:  # type: ignore[attr-defined]
+            assert len(session.exec(select(Signup)).all()) == 1
+
+
+def test_a_broken_unsubscribe_link_still_lets_the_person_leave(
+    client: TestClient, db: Engine
+) -> None:
+    """A link that does not verify shows a form; typing the address emails a fresh link
+    (nothing for an unknown address, and the same page either way), which unsubscribes."""
+    client.post("/subscribe", json={"email": "stuck@example.org"})
+    client.post(link(client, "confirm"))
+    sent(client).clear()
+    page = client.get("/unsubscribe/signed-with-a-lost-key")
+    assert page.status_code == 400 and 'action="/unsubscribe"' in page.text
+    answers = [
+        client.post("/unsubscribe", data={"email": address}).text
+        for address in ("stuck@example.org", "nobody@example.org")
+    ]
+    assert answers[0] == answers[1] and "Check your inbox" in answers[0]
+    assert [m.recipient for m in sent(client)] == ["stuck@example.org"]
+    client.post(link(client, "unsubscribe"))
+    assert subscribers(client)[0].status == "unsubscribed"
