@@ -12,12 +12,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from functools import partial
 from pathlib import Path
 
 import pytest
 
+from drip.courses import Course
 from drip.testing import SmtpSink
 from tests.processes import Serve, drip_env
 from tests.processes import cli as run_cli
@@ -159,3 +161,32 @@ def test_form_snippet_in_a_real_browser_from_another_origin(
     assert '"email": "browser@example.org"' in listed
     assert '"timezone": "Pacific/Auckland"' in listed
     _wait_for(smtp_sink, 1)
+
+
+def test_serve_on_a_busy_port_fails_before_sending_anything(
+    tmp_path: Path, smtp_sink: SmtpSink, course: Course
+) -> None:
+    """`drip serve --scheduler` on a port already taken exits 2 with one line, without
+    first running a send (a lesson is due, and nothing reaches the mail server)."""
+    import socket
+
+    from drip.db import make_engine, upgrade
+    from tests.conftest import enrol
+
+    database_url = f"sqlite:///{tmp_path / 'drip.db'}"
+    engine = make_engine(database_url)
+    upgrade(engine)
+    enrol(engine, course, "due@example.org", now=datetime.now(UTC))
+    engine.dispose()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = run_cli(
+            drip_env(database_url, smtp_sink.url), "serve", "--scheduler", "--port", str(port)
+        )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]
+    assert smtp_sink.received == []

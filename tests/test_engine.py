@@ -355,3 +355,29 @@ def test_enrollment_completes_after_the_last_day(
         enrollment = session.exec(select(Enrollment)).one()
     assert enrollment.status == "completed"
     assert len(memory.outbox) == 7
+
+
+def test_a_refused_smtp_login_releases_the_claims_and_says_so(
+    engine: Engine, tmp_path: Path, course: Course
+) -> None:
+    """A configuration error (refused password) stops the run with the error, and every
+    claim is released unused: due again at once, no attempt counted."""
+    import ssl
+
+    import trustme
+
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    for n in range(3):
+        enrol(engine, course, f"p{n}@example.org", now=now)
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    with SmtpSink(tls_context=context, credentials=("maya", "right")) as sink:
+        url = f"smtp://maya:wrong@127.0.0.1:{sink.port}?cafile={tmp_path / 'ca.pem'}"
+        settings = make_settings(tmp_path, smtp_url=url, smtp_connections=1)
+        report = sender_for(engine, settings, course).send_due(now=now)
+    assert report.config_error and "login refused" in report.config_error
+    assert {(d.status, d.attempts, d.claimed_until) for d in deliveries(engine)} == {
+        (DeliveryStatus.SCHEDULED, 0, None)
+    }

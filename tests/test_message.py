@@ -238,3 +238,15 @@ def test_dkim_signature_verifies(tmp_path: Path, course: Course) -> None:
 
     assert dkim.verify(data, dnsfunc=dns)
     assert not dkim.verify(data.replace(b"Day 1", b"Day 9", 1), dnsfunc=dns)
+
+
+def test_a_name_that_looks_encoded_is_shown_as_typed(composer: Composer, course: Course) -> None:
+    """A signup named like an RFC 2047 encoded word cannot make mail clients display a
+    different sender: the name is itself encoded, and decodes to the literal text."""
+    from email.header import decode_header, make_header
+
+    trick = "=?utf-8?b?QWRtaW4gPGFkbWluQGJhbmsuY29tPg==?="
+    recipient = Recipient("ana@example.org", trick, "a1b2c3", "UTC")
+    message = composer.lesson(course=course, day=course.days[0], recipient=recipient, now=NOW)
+    to = message_from_bytes(message.data, policy=policy.compat32)["To"]
+    assert str(make_header(decode_header(to))) == f"{trick} <ana@example.org>"

@@ -564,3 +564,12 @@ def test_a_broken_unsubscribe_link_still_lets_the_person_leave(
     assert [m.recipient for m in sent(client)] == ["stuck@example.org"]
     client.post(link(client, "unsubscribe"))
     assert subscribers(client)[0].status == "unsubscribed"
+
+
+def test_consent_source_names_the_form_without_inventing_a_referrer(
+    client: TestClient,
+) -> None:
+    """A form post without Referer or Origin records its source as "form", not "form:None"."""
+    client.post("/subscribe", data={"email": "bare@example.org"})
+    [bare] = subscribers(client)
+    assert bare.consent_source == "form"
