@@ -31,6 +31,8 @@ class Received:
 
 
 def free_port() -> int:
+    """A port nothing listens on right now: for tests of a server that is down. (A server
+    of the tests' own binds port 0 instead, as ``SmtpSink`` does.)"""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
@@ -82,7 +84,9 @@ class SmtpSink:
         port: int | None = None,
         pipelining: bool = True,
     ) -> None:
-        self.port = port or free_port()
+        #: the port served; with none given, the server binds a free one itself (no
+        #: window in which another process could take a port chosen beforehand)
+        self.port = port or 0
         #: advertise PIPELINING (RFC 2920); off, clients must wait for each reply
         self.pipelining = pipelining
         self.lock = threading.Lock()
@@ -120,10 +124,18 @@ class SmtpSink:
             options.update(tls_context=self._tls_context, require_starttls=True)
         if self._credentials is not None:
             options.update(authenticator=authenticate, auth_require_tls=True)
-        self._controller = Controller(
+
+        class _Controller(Controller):  # type: ignore[misc]
+            def _trigger_server(self) -> None:
+                if not self.port:  # bound to port 0: learn which one
+                    self.port = self.server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+                super()._trigger_server()
+
+        self._controller = _Controller(
             _Handler(self), hostname="127.0.0.1", port=self.port, ready_timeout=10, **options
         )
         self._controller.start()
+        self.port = self._controller.port
         return self
 
     def stop(self) -> None:

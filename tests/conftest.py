@@ -39,6 +39,16 @@ def _no_drip_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
     get_settings.cache_clear()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_statement_caches() -> None:
+    """Each test compiles the statements it uses, as a new process would: a test never
+    depends on which test ran first (and mutation testing sees every test that uses them)."""
+    from drip import deliveries, signup
+
+    deliveries._compiled.clear()
+    signup._compiled.clear()
+
+
 @pytest.fixture(scope="session")
 def course() -> Course:
     return load_course(SHIPPED_COURSE)
