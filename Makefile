@@ -51,6 +51,7 @@ bench: $(STAMP)
 		(test "$$(id -u)" = 0 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null 2>&1)
 	-command -v wrk >/dev/null 2>&1 || \
 		(test "$$(id -u)" = 0 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null 2>&1)
+	$(BIN)/python benchmarks/cli.py
 	$(BIN)/python benchmarks/render.py
 	$(BIN)/python benchmarks/send_due.py
 	$(BIN)/python benchmarks/signup.py

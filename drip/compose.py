@@ -21,8 +21,8 @@ from drip.config import Settings
 from drip.courses import Course, Day
 from drip.exceptions import DripError, UnknownCourse
 from drip.message import DkimSigner, Outgoing, Prototype, SplicedBody, quoted_printable
-from drip.models import DeliveryStatus, EmailKind
 from drip.render import Renderer, markdown_html, markdown_text
+from drip.states import DeliveryStatus, EmailKind
 from drip.tokens import Tokens
 
 

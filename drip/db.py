@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import operator
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -24,13 +25,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Dialect, Engine, create_engine, event
+from sqlalchemy import Connection, Dialect, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.sql import ClauseElement
@@ -39,6 +36,9 @@ from sqlmodel import Session
 
 from drip.config import Settings
 from drip.exceptions import ConfigError, DatabaseBusy, SchemaOutOfDate
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -267,6 +267,8 @@ class Prepared:
 
 
 def alembic_config(engine: Engine) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["engine"] = engine
@@ -274,16 +276,36 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def head_revision() -> str | None:
-    return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    """The newest migration's revision, read from the migration files (without loading
+    Alembic: every command checks this, most have nothing to migrate)."""
+    revisions, parents = set(), set()
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        found = dict(_REVISION_LINE.findall(path.read_text(encoding="utf-8")))
+        if "revision" in found:
+            revisions.add(found["revision"])
+            parents.add(found.get("down_revision"))
+    heads = revisions - parents
+    if len(heads) > 1:
+        raise RuntimeError(f"several migration heads: {sorted(heads)}")
+    return heads.pop() if heads else None
+
+
+_REVISION_LINE = re.compile(r'^(revision|down_revision)\s*=\s*"([^"]+)"', re.MULTILINE)
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at (None: no schema yet)."""
     with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+        connection = connection.execution_options(**{READ_ONLY: True})
+        if not inspect(connection).has_table("alembic_version"):
+            return None
+        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str | None]:
     """Migrate to the newest schema; returns (revision before, revision after)."""
+    from alembic import command
+
     try:
         before = current_revision(engine)
         command.upgrade(alembic_config(engine), "head")

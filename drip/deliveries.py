@@ -34,18 +34,13 @@ from sqlmodel import col
 from drip import schedule
 from drip.courses import Course
 from drip.db import Prepared
-from drip.models import (
+from drip.models import TRANSACTIONAL_PENDING, Delivery, Enrollment, Signup, Subscriber, new_uid
+from drip.states import (
     PENDING_DELIVERY,
-    TRANSACTIONAL_PENDING,
-    Delivery,
     DeliveryStatus,
     EmailKind,
-    Enrollment,
     EnrollmentStatus,
-    Signup,
-    Subscriber,
     SubscriberStatus,
-    new_uid,
 )
 
 

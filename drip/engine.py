@@ -29,11 +29,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine
 
 from drip import deliveries, schedule
-from drip.compose import Composer, Recipient
 from drip.config import Settings
 from drip.courses import Catalog, Course
 from drip.deliveries import Claimed
@@ -41,9 +41,12 @@ from drip.enrollment import stop_subscriber, zone_for
 from drip.exceptions import ConfigError, DripError, PermanentFailure, TemporaryFailure
 from drip.logs import log_event
 from drip.mailer import Mailer, mailer_from_url
-from drip.message import Outgoing
-from drip.models import DeliveryStatus, EmailKind, SubscriberStatus
 from drip.signup import file_pending
+from drip.states import DeliveryStatus, EmailKind, SubscriberStatus
+
+if TYPE_CHECKING:
+    from drip.compose import Composer
+    from drip.message import Outgoing
 
 logger = logging.getLogger("drip.engine")
 #: signups filed per transaction
@@ -135,7 +138,7 @@ class Sender:
         self.engine = engine
         self.settings = settings
         self.catalog = catalog
-        self.composer = composer or Composer(settings=settings)
+        self._composer = composer
         url = settings.smtp_url.get_secret_value()
         self.mailer_factory = mailer_factory or (
             lambda: mailer_from_url(url, timeout=settings.smtp_timeout)
@@ -181,12 +184,21 @@ class Sender:
             )
         return report
 
+    @property
+    def composer(self) -> Composer:
+        """Made on first use: a run with nothing to send never loads the templates."""
+        if self._composer is None:
+            from drip.compose import Composer
+
+            self._composer = Composer(settings=self.settings)
+        return self._composer
+
     def refresh_courses(self) -> list[str]:
         """Re-read the course directory if it changed; its problems, each logged."""
         if self.catalog.directory is None:
             return []
-        if self.catalog.refresh():
-            self.composer.forget()
+        if self.catalog.refresh() and self._composer is not None:
+            self._composer.forget()
         for problem in self.catalog.problems:
             log_event(logger, logging.ERROR, "course-invalid", problem=problem)
         return list(self.catalog.problems)
@@ -321,6 +333,8 @@ class _Worker:
         return Outcome.SENT
 
     def _compose(self, item: Claimed, course: Course) -> Outgoing:
+        from drip.compose import Recipient
+
         recipient = Recipient(
             item.email, item.name, item.uid, item.timezone or course.default_timezone
         )

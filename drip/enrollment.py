@@ -21,16 +21,9 @@ from sqlmodel import col
 from drip import deliveries
 from drip.courses import Catalog, Course
 from drip.exceptions import InvalidToken, StaleToken
-from drip.models import (
-    Delivery,
-    EmailKind,
-    Enrollment,
-    EnrollmentStatus,
-    Signup,
-    Subscriber,
-    SubscriberStatus,
-)
+from drip.models import Delivery, Enrollment, Signup, Subscriber
 from drip.schedule import NextLesson
+from drip.states import EmailKind, EnrollmentStatus, SubscriberStatus
 
 
 def zone_for(timezone: str | None, course: Course) -> ZoneInfo:

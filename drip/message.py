@@ -20,8 +20,6 @@ from email.header import Header
 from email.utils import format_datetime, formataddr
 from pathlib import Path
 
-import dkim
-
 CRLF = b"\r\n"
 #: headers covered by a DKIM signature
 DKIM_HEADERS = (
@@ -169,6 +167,8 @@ class DkimSigner:
         self.private_key = private_key_file.read_bytes()
 
     def sign(self, data: bytes, *, domain: str) -> bytes:
+        import dkim  # only when signing is configured
+
         signature: bytes = dkim.sign(
             data,
             self.selector,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
-from enum import StrEnum
 
 from sqlalchemy import (
     Column,
@@ -26,6 +25,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
+
+from drip.states import (
+    DeliveryStatus,
+    EmailKind,
+    EnrollmentStatus,
+    SubscriberStatus,
+)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -70,41 +76,6 @@ UID_BYTES = 12
 
 def _ts(*, index: bool = False) -> Column:  # type: ignore[type-arg]
     return Column(UTCDateTime(), nullable=True, index=index)
-
-
-class SubscriberStatus(StrEnum):
-    PENDING = "pending"  #: signed up, confirmation link not yet followed
-    ACTIVE = "active"  #: confirmed; receives lessons
-    UNSUBSCRIBED = "unsubscribed"  #: left; never mailed again unless they sign up anew
-    SUPPRESSED = "suppressed"  #: the mail server rejected the address permanently
-
-
-class EnrollmentStatus(StrEnum):
-    PENDING = "pending"  #: waiting for the subscriber's confirmation
-    ACTIVE = "active"  #: lessons are being delivered
-    COMPLETED = "completed"  #: every day of the course was sent
-    CANCELLED = "cancelled"  #: stopped by unsubscribe, suppression or deletion
-
-
-class DeliveryStatus(StrEnum):
-    SCHEDULED = "scheduled"  #: waiting for due_at (also after a temporary failure)
-    SENDING = "sending"  #: claimed by a worker until claimed_until
-    SENT = "sent"  #: accepted by the mail server
-    FAILED = "failed"  #: given up: permanent rejection or too many attempts
-    CANCELLED = "cancelled"  #: the subscriber left before it went out
-    SKIPPED = "skipped"  #: its day was removed from the course
-
-
-#: statuses from which a delivery may still go out
-PENDING_DELIVERY = (DeliveryStatus.SCHEDULED, DeliveryStatus.SENDING)
-
-
-class EmailKind(StrEnum):
-    LESSON = "lesson"  #: one day of a course; its key is the day id
-    CONFIRM = "confirm"  #: the double opt-in link for one signup
-    WELCOME = "welcome"  #: on confirmation, when the course has ``welcome_email``
-    GOODBYE = "goodbye"  #: after an unsubscribe, when the course has ``goodbye_email``
-    LINK = "link"  #: a fresh unsubscribe link, asked for on the page of a broken one
 
 
 #: the partial index's condition, spelled once: pending emails that are not lessons

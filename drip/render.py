@@ -9,23 +9,31 @@ validate`` renders every email once, so this shows up before any subscriber sees
 
 from __future__ import annotations
 
+import functools
 import textwrap
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
-from markdown_it import MarkdownIt
-from markdown_it.token import Token
 from markupsafe import Markup
-from mjml import mjml2html
 
 from drip.exceptions import TemplateError
 
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
+    from markdown_it.token import Token
+
 LAYOUT = "_layout.mjml"
 CONTENT_MARKER = "<!-- content -->"
-_markdown = MarkdownIt("commonmark", {"html": False, "typographer": False})
+
+
+@functools.cache
+def _markdown() -> MarkdownIt:
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": False, "typographer": False})
 
 
 def default_templates_dir() -> Path:
@@ -90,6 +98,8 @@ class Renderer:
                 f"email template {name!r}: {error.strerror}: {error.filename}"
             ) from None
         try:
+            from mjml import mjml2html
+
             html = mjml2html(layout.replace(CONTENT_MARKER, content))
         except Exception as error:  # mrml raises its own error types
             raise TemplateError(f"{self.directory / (name + '.mjml')}: MJML: {error}") from None
@@ -102,7 +112,7 @@ class Renderer:
 
 def markdown_html(source: str) -> Markup:
     """Course Markdown as safe HTML (raw HTML in the source is escaped, not passed through)."""
-    return Markup(_markdown.render(source))
+    return Markup(_markdown().render(source))
 
 
 def markdown_text(source: str, *, width: int = 72) -> str:
@@ -111,7 +121,7 @@ def markdown_text(source: str, *, width: int = 72) -> str:
     items: list[str] | None = None  # the list being collected, one string per paragraph
     marker = ""  # "- " or "3. " until the item's first paragraph takes it
     number = 0
-    for token in _markdown.parse(source):
+    for token in _markdown().parse(source):
         if token.type in ("bullet_list_open", "ordered_list_open"):
             items, number = [], 0
         elif token.type in ("bullet_list_close", "ordered_list_close") and items is not None:

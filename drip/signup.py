@@ -49,16 +49,8 @@ from sqlmodel import col
 from drip.courses import Catalog, Course
 from drip.db import Prepared
 from drip.enrollment import Member, SignupDetails, activate_many, queue_confirmations
-from drip.models import (
-    UNFILED,
-    Enrollment,
-    EnrollmentStatus,
-    Signup,
-    Subscriber,
-    SubscriberStatus,
-    UTCDateTime,
-    new_uids,
-)
+from drip.models import UNFILED, Enrollment, Signup, Subscriber, UTCDateTime, new_uids
+from drip.states import EnrollmentStatus, SubscriberStatus
 from drip.subscribers import clean_name, clean_timezone, normalize_email
 
 

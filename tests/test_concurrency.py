@@ -17,7 +17,8 @@ from sqlalchemy import func, insert, select
 from sqlmodel import Session
 
 from drip.db import make_engine, upgrade
-from drip.models import Delivery, DeliveryStatus, Enrollment, Subscriber
+from drip.models import Delivery, Enrollment, Subscriber
+from drip.states import DeliveryStatus
 from drip.testing import SmtpSink
 from tests.conftest import COURSES_DIR, TEST_SECRET
 

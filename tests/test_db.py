@@ -33,6 +33,15 @@ def test_migrations_build_the_schema_from_empty(any_engine: Engine) -> None:
     assert {"ix_delivery_status_due_at", "ix_delivery_status_claimed_until"} <= indexes
 
 
+def test_head_revision_read_from_the_files_is_alembics() -> None:
+    """The head drip reads from the migration files (without Alembic) is Alembic's own."""
+    from alembic.script import ScriptDirectory
+
+    from drip.db import MIGRATIONS_DIR
+
+    assert head_revision() == ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+
+
 def test_upgrade_twice_is_harmless(any_engine: Engine) -> None:
     """Running the migrations again changes nothing."""
     assert upgrade(any_engine) == (head_revision(), head_revision())

@@ -23,7 +23,8 @@ from drip.enrollment import unsubscribe
 from drip.mailer import memory
 from drip.mailer.memory import MemoryMailer
 from drip.message import Outgoing
-from drip.models import Delivery, DeliveryStatus, Enrollment, Subscriber, SubscriberStatus
+from drip.models import Delivery, Enrollment, Subscriber
+from drip.states import DeliveryStatus, SubscriberStatus
 from drip.testing import SmtpSink, free_port
 from tests.conftest import enrol, make_settings
 

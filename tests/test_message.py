@@ -17,7 +17,7 @@ import pytest
 from drip.compose import Composer, Recipient, message_id
 from drip.courses import Course
 from drip.message import Prototype, SplicedBody, quoted_printable
-from drip.models import EmailKind
+from drip.states import EmailKind
 from tests.conftest import make_settings
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)

@@ -22,8 +22,9 @@ from sqlmodel import Session
 from drip.courses import Catalog, Course
 from drip.db import make_engine, upgrade
 from drip.enrollment import unsubscribe
-from drip.models import Delivery, EmailKind, Signup
+from drip.models import Delivery, Signup
 from drip.signup import Consent, Entry, record, sign_up
+from drip.states import EmailKind
 from drip.testing import SmtpSink, free_port
 from tests.conftest import enrol
 from tests.processes import Serve, cli, drip_env

@@ -12,8 +12,8 @@ import pytest
 from drip.compose import Composer, Recipient, resume_note
 from drip.courses import Course
 from drip.exceptions import TemplateError
-from drip.models import EmailKind
 from drip.render import Renderer, default_templates_dir, markdown_html, markdown_text
+from drip.states import EmailKind
 from tests.conftest import make_settings
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)

@@ -1,4 +1,8 @@
-"""What every CLI command shares: settings, database, courses, ``--now`` parsing, output."""
+"""What every CLI command shares: settings, database, courses, ``--now`` parsing, output.
+
+The CLI imports its heavy parts (SQLAlchemy, pydantic, Rich …) inside the commands that
+use them, so ``drip --help`` and a cron ``send-due`` with nothing to do start quickly.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +11,29 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.text import Text
-from sqlalchemy import Engine
 from typer.core import TyperGroup
 
-from drip.config import Settings, get_settings
-from drip.courses import Catalog
-from drip.db import engine_for
 from drip.exceptions import DripError, InvalidCourse
 
-console = Console()
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
+    from sqlalchemy import Engine
+
+    from drip.config import Settings
+    from drip.courses import Catalog
+
+
+@cache
+def console() -> Console:
+    """Rich, for tables and progress bars (plain lines go through ``say``)."""
+    from rich.console import Console
+
+    return Console()
 
 
 class DripGroup(TyperGroup):
@@ -39,12 +52,16 @@ class DripGroup(TyperGroup):
 
 
 def settings() -> Settings:
+    from drip.config import get_settings
+
     return get_settings()
 
 
 def engine(*, migrate: bool = True, create: bool = False) -> Engine:
     """The configured database. Only ``db upgrade``, ``serve`` and ``run`` create one
     (``create``): any other command run from the wrong directory says where it looked."""
+    from drip.db import engine_for
+
     return engine_for(settings(), migrate=migrate, create=create)
 
 
@@ -69,6 +86,8 @@ def signing_engine(*, new_key: bool, create: bool = False) -> Engine:
 def catalog(*, strict: bool = True) -> Catalog:
     """The courses; ``strict``: any broken course file is an error (the commands that send
     pass False: the good courses carry on, the broken ones are reported)."""
+    from drip.courses import Catalog
+
     return Catalog.from_dir(settings().courses_dir, strict=strict)
 
 
@@ -104,6 +123,8 @@ def plain(value: object) -> str:
 
 def cell(value: object) -> Text:
     """A table cell that shows ``value`` as typed: never read as Rich markup or links."""
+    from rich.text import Text
+
     return Text(plain("" if value is None else value))
 
 
@@ -131,6 +152,6 @@ def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
         return
     from rich.progress import Progress
 
-    with Progress(console=console, transient=True) as progress:
+    with Progress(console=console(), transient=True) as progress:
         task = progress.add_task(label, total=total)
         yield lambda n: progress.advance(task, n)

@@ -6,21 +6,18 @@ import secrets
 import tempfile
 import webbrowser
 from datetime import UTC, datetime
-from email import policy
-from email.parser import BytesParser
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from drip.cli._common import DripGroup, catalog, console, settings
-from drip.compose import Composer, render_problems
-from drip.compose import preview as preview_message
-from drip.courses import Catalog, Course, course_warnings, load_course
 from drip.exceptions import InvalidCourse
-from drip.tokens import Tokens
+
+if TYPE_CHECKING:
+    from drip.compose import Composer
+    from drip.courses import Course
 
 app = typer.Typer(cls=DripGroup, no_args_is_help=True, help="Inspect and check courses.")
 
@@ -31,6 +28,8 @@ def list_courses() -> None:
 
     Example: drip course list
     """
+    from rich.table import Table
+
     table = Table("slug", "title", "days", "send at", "time zone", "opt-in")
     for course in catalog():
         table.add_row(
@@ -41,7 +40,7 @@ def list_courses() -> None:
             course.default_timezone,
             "double" if course.double_opt_in else "single",
         )
-    console.print(table)
+    console().print(table)
 
 
 @app.command()
@@ -58,6 +57,8 @@ def validate(
 
     Example: drip course validate courses/yin-immersion.yaml
     """
+    from drip.courses import Catalog, course_warnings, load_course
+
     if paths:
         courses, problems = [], []
         for path in paths:
@@ -86,6 +87,8 @@ def validate(
 
 def _render_problems(path: Path, course: Course) -> list[str]:
     """Every email of the course rendered once, so template errors show before sending."""
+    from drip.compose import render_problems
+
     return render_problems(
         composer=_preview_composer(), course=course, label=str(path), now=datetime.now(UTC)
     )
@@ -93,6 +96,9 @@ def _render_problems(path: Path, course: Course) -> list[str]:
 
 def _preview_composer() -> Composer:
     # A throwaway key: previews never need links that work, nor the real key file.
+    from drip.compose import Composer
+    from drip.tokens import Tokens
+
     tokens = Tokens([secrets.token_urlsafe(32)], confirm_max_age_seconds=3600)
     return Composer(settings=settings(), tokens=tokens)
 
@@ -119,6 +125,11 @@ def preview(
 
     Example: drip course preview yin-immersion 1 --format eml -o day1.eml
     """
+    from email import policy
+    from email.parser import BytesParser
+
+    from drip.compose import preview as preview_message
+
     message = preview_message(
         composer=_preview_composer(), course=catalog().get(course), which=day, now=datetime.now(UTC)
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from drip import db
 from drip.cli._common import DripGroup, console, settings
 
 app = typer.Typer(cls=DripGroup, no_args_is_help=True, help="Database schema commands.")
@@ -16,9 +15,11 @@ def upgrade() -> None:
 
     Example: drip db upgrade
     """
+    from drip import db
+
     engine = db.engine_for(settings(), migrate=False, create=True)
     before, after = db.upgrade(engine)
     if before == after:
-        console.print(f"database is up to date (revision {after})")
+        console().print(f"database is up to date (revision {after})")
     else:
-        console.print(f"database upgraded from {before or 'empty'} to {after}")
+        console().print(f"database upgraded from {before or 'empty'} to {after}")

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import signal
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
 
 from drip.cli._common import (
     NewKeyOption,
@@ -22,12 +20,10 @@ from drip.cli._common import (
     settings,
     signing_engine,
 )
-from drip.db import READ_ONLY
-from drip.deliveries import due
-from drip.engine import RunReport, Sender
 from drip.exceptions import ConfigError
-from drip.logs import configure as configure_logging
-from drip.loop import make_scheduler, run_now, stop
+
+if TYPE_CHECKING:
+    from drip.engine import RunReport, Sender
 
 
 def send_due(
@@ -48,6 +44,13 @@ def send_due(
 
     Example: drip send-due --now 2026-11-25T07:00:00Z --limit 500
     """
+    from rich.table import Table
+
+    from drip.db import READ_ONLY
+    from drip.deliveries import due
+    from drip.engine import Sender
+    from drip.logs import configure as configure_logging
+
     when = parse_now(now)
     configure_logging("WARNING")  # cron: failures are logged, the summary is the one line
     if dry_run:
@@ -61,7 +64,7 @@ def send_due(
             table.add_row(
                 *(str(row[key]) for key in ("email", "course", "day", "due_at", "attempts"))
             )
-        console.print(table)
+        console().print(table)
         typer.echo(f"{len(rows)} email(s) due at {when.isoformat()}")
         return
     sender = Sender(
@@ -85,6 +88,7 @@ def send_due(
 
 
 def summary(report: RunReport) -> str:
+
     line = ", ".join(
         f"{value} {key}" for key, value in report.as_dict().items() if key != "stopped"
     )
@@ -92,13 +96,15 @@ def summary(report: RunReport) -> str:
 
 
 def _with_progress(sender: Sender, when: Any, limit: int | None) -> RunReport:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
     columns = (
         TextColumn("sending"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[last]}"),
     )
-    with Progress(*columns, console=console, transient=True) as progress:
+    with Progress(*columns, console=console(), transient=True) as progress:
         task = progress.add_task("send", total=limit, last="")
         return sender.send_due(
             now=when,
@@ -120,6 +126,10 @@ def run(
 
     Example: drip run --interval 60
     """
+    from drip.engine import Sender
+    from drip.logs import configure as configure_logging
+    from drip.loop import make_scheduler, run_now, stop
+
     configure_logging("INFO")
     config = settings()
     sender = Sender(

@@ -8,8 +8,6 @@ from typing import Annotated
 import typer
 
 from drip.cli._common import NewKeyOption, catalog, settings
-from drip.logs import configure as configure_logging
-from drip.web.forms import form_snippet as build_snippet
 
 
 def serve(
@@ -30,6 +28,7 @@ def serve(
 
     Example: drip serve --host 0.0.0.0 --port 8000 --scheduler
     """
+    from drip.logs import configure as configure_logging
     from drip.web import create_app
     from drip.web.server import listen, run
 
@@ -61,6 +60,8 @@ def form_snippet(course: Annotated[str, typer.Argument(help="Course slug.")]) ->
 
     Example: drip form-snippet yin-immersion > signup-form.html
     """
+    from drip.web.forms import form_snippet as build_snippet
+
     chosen = catalog().get(course)
     typer.echo(
         build_snippet(

@@ -7,11 +7,9 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
-from sqlmodel import Session
 
 from drip.cli._common import (
     DripGroup,
@@ -26,22 +24,11 @@ from drip.cli._common import (
     say,
     settings,
 )
-from drip.db import session_scope
-from drip.enrollment import pending_members, resend_for_operator, stop_subscriber
 from drip.exceptions import InvalidSubscriber, SubscriberNotFound
-from drip.imports import chunks, read_import, spreadsheet_safe
-from drip.models import SubscriberStatus
-from drip.signup import Action, Consent, Entry, Outcome, sign_up
-from drip.subscribers import (
-    clean_timezone,
-    delete_subscriber,
-    enrollments_of,
-    get_by_email,
-    history,
-    iter_subscribers,
-    normalize_email,
-    public_dict,
-)
+from drip.states import SubscriberStatus
+
+if TYPE_CHECKING:
+    from drip.signup import Outcome
 
 app = typer.Typer(cls=DripGroup, no_args_is_help=True, help="Manage subscribers.")
 
@@ -84,6 +71,8 @@ def add(
 
     Example: drip subscribers add ana@example.org --name Ana --timezone Europe/Lisbon --confirmed
     """
+    from drip.signup import Consent, Entry, sign_up
+
     when = parse_now(now)
     entry = Entry.clean(email=email, name=name, timezone=_zone_or_error(timezone, "--timezone"))
     chosen = catalog().default(course or settings().default_course)
@@ -102,6 +91,8 @@ def add(
 
 
 def _describe(outcome: Outcome, slug: str) -> str:
+    from drip.signup import Action
+
     if outcome.action == Action.CONFIRM:
         return (
             f"pending on {slug}; a confirmation email is queued "
@@ -117,6 +108,8 @@ def _describe(outcome: Outcome, slug: str) -> str:
 
 
 def _zone_or_error(timezone: str | None, where: str) -> str | None:
+    from drip.subscribers import clean_timezone
+
     if timezone and clean_timezone(timezone) is None:
         raise InvalidSubscriber(f"{where}: unknown IANA time zone {timezone!r}", field="timezone")
     return timezone
@@ -132,6 +125,11 @@ def list_subscribers(
 
     Example: drip subscribers list --status active --json
     """
+    from rich.table import Table
+
+    from drip.db import session_scope
+    from drip.subscribers import iter_subscribers, public_dict
+
     if course:
         catalog(strict=False).get(course)  # an unknown course is an error, not an empty list
     with session_scope(engine()) as session:
@@ -148,7 +146,7 @@ def list_subscribers(
                 cell(row.status),
                 cell(row.created_at.strftime("%Y-%m-%d %H:%M")),
             )
-        console.print(table)
+        console().print(table)
 
 
 @app.command()
@@ -157,6 +155,11 @@ def show(email: Annotated[str, typer.Argument()]) -> None:
 
     Example: drip subscribers show ana@example.org
     """
+    from rich.table import Table
+
+    from drip.db import session_scope
+    from drip.subscribers import enrollments_of, get_by_email, history, public_dict
+
     with session_scope(engine()) as session:
         subscriber = get_by_email(session=session, email=email)
         for key, value in public_dict(subscriber).items():
@@ -174,7 +177,7 @@ def show(email: Annotated[str, typer.Argument()]) -> None:
                 cell(view.sent_at.strftime("%Y-%m-%d %H:%M") if view.sent_at else ""),
                 cell(view.last_error),
             )
-        console.print(table)
+        console().print(table)
 
 
 @app.command()
@@ -189,6 +192,10 @@ def export(
 
     Example: drip subscribers export -o subscribers.csv
     """
+    from drip.db import session_scope
+    from drip.imports import spreadsheet_safe
+    from drip.subscribers import iter_subscribers, public_dict
+
     if fmt not in ("csv", "json"):
         raise typer.BadParameter("must be csv or json", param_hint="--format")
     handle = output.open("w", newline="", encoding="utf-8") if output else sys.stdout
@@ -229,6 +236,9 @@ def import_(
 
     Example: drip subscribers import people.csv --confirmed
     """
+    from drip.imports import chunks, read_import
+    from drip.signup import Consent, sign_up
+
     when = parse_now(now)
     chosen = catalog().default(course or settings().default_course)
     checked = read_import(path, encoding=encoding)
@@ -263,6 +273,8 @@ IMPORT_CHUNK = 1000
 
 
 def _tally_key(outcome: Outcome) -> str:
+    from drip.signup import Action
+
     if outcome.action == Action.CONFIRM:
         return "sent a confirmation"
     if outcome.action == Action.ACTIVATE:
@@ -290,6 +302,11 @@ def resend_confirmation(
 
     Example: drip subscribers resend-confirmation --all-pending --older-than 1d
     """
+    from sqlmodel import Session
+
+    from drip.enrollment import pending_members, resend_for_operator
+    from drip.subscribers import get_by_email, normalize_email
+
     when = parse_now(now)
     if (email is None) == (not all_pending):
         raise typer.BadParameter("give an EMAIL or --all-pending (not both)")
@@ -317,6 +334,11 @@ def unsubscribe(email: Annotated[str, typer.Argument()], now: NowOption = None) 
 
     Example: drip subscribers unsubscribe ana@example.org
     """
+    from sqlmodel import Session
+
+    from drip.enrollment import stop_subscriber
+    from drip.subscribers import get_by_email
+
     with engine().begin() as connection:
         subscriber = get_by_email(session=Session(bind=connection), email=email)
         assert subscriber.id is not None
@@ -340,6 +362,9 @@ def delete(
 
     Example: drip subscribers delete ana@example.org --yes
     """
+    from drip.db import session_scope
+    from drip.subscribers import delete_subscriber, get_by_email
+
     if not yes and not typer.confirm(f"Erase {email} and all their history?"):
         say(f"{email}: not deleted")
         raise typer.Exit(1)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-from drip.message import Outgoing
+if TYPE_CHECKING:
+    from drip.message import Outgoing
 
 
 class Mailer(ABC):
