@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from drip.cli._common import DripGroup, console, settings
+from drip.cli._common import DripGroup, console, say, settings
 
-app = typer.Typer(cls=DripGroup, no_args_is_help=True, help="Database schema commands.")
+app = typer.Typer(cls=DripGroup, no_args_is_help=True, help="The database: schema, backups, moves.")
 
 
 @app.command()
@@ -23,3 +26,47 @@ def upgrade() -> None:
         console().print(f"database is up to date (revision {after})")
     else:
         console().print(f"database upgraded from {before or 'empty'} to {after}")
+
+
+@app.command()
+def backup(
+    path: Annotated[Path, typer.Argument(help="The backup file to write (must not exist).")],
+) -> None:
+    """Back the database up. SQLite: a consistent copy made while serving and sending go
+    on (restore: stop drip, put the copy in place of the database file, start drip).
+    PostgreSQL: prints the pg_dump command to run (restore with pg_restore).
+
+    Example: drip db backup /backups/drip-2026-11-25.db
+    """
+    from drip.backup import backup_sqlite, pg_dump_command
+
+    config = settings()
+    database = config.sqlite_path()
+    if database is None:
+        say(pg_dump_command(config.database_url, path))
+        return
+    backup_sqlite(database, path)
+    say(f"backed up {database} to {path}")
+
+
+@app.command()
+def copy(
+    to: Annotated[str, typer.Option("--to", help="The empty database to copy into (a URL).")],
+) -> None:
+    """Copy every subscriber, signup, enrollment and email (sent, queued and failed) into
+    another database, e.g. from SQLite to PostgreSQL when one machine is no longer
+    enough. The target is migrated first and must be empty; afterwards point
+    DRIP_DATABASE_URL at it: nothing is lost, nothing already sent goes out again.
+
+    Example: drip db copy --to postgresql+psycopg://drip:secret@db.example/drip
+    """
+    from drip import db
+    from drip.backup import copy_database
+
+    config = settings()
+    source = db.engine_for(config, create=False)
+    target_settings = config.model_copy(update={"database_url": to})
+    target = db.engine_for(target_settings, migrate=False, create=True)
+    db.upgrade(target)
+    copied = copy_database(source, target)
+    say("copied " + ", ".join(f"{n} {table} rows" for table, n in copied.items()))
