@@ -13,7 +13,7 @@ import secrets
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=200, ge=1)
     #: how long a web request waits to write before answering 503 (Retry-After)
     db_wait_seconds: float = Field(default=5.0, gt=0, le=60)
+    #: log lines as text (key=value) or one JSON object each
+    log_format: Literal["text", "json"] = "text"
 
     #: origins a signup form may name in its ``redirect`` field
     allowed_redirect_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -18,6 +18,8 @@ from typing import Any
 from tests.conftest import COURSES_DIR, TEST_SECRET
 
 DRIP = Path(sys.executable).with_name("drip")
+#: serve's "listening" log line, as text or as JSON
+LISTENING = re.compile(r'event=listening url=(http://\S+)|"url": "(http://[^"]+)"')
 
 
 def drip_env(database_url: str, smtp_url: str, **extra: str) -> dict[str, str]:
@@ -62,9 +64,9 @@ class Serve:
             assert self.process.stderr is not None
             for line in self.process.stderr:
                 self.log.append(line)
-                match = re.search(r"listening on (http://\S+)", line)
+                match = LISTENING.search(line)
                 if match:
-                    self.base_url = match.group(1)
+                    self.base_url = match.group(1) or match.group(2)
                     found.set()
 
         threading.Thread(target=drain, daemon=True).start()

@@ -190,3 +190,20 @@ def test_serve_on_a_busy_port_fails_before_sending_anything(
         f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
     ]
     assert smtp_sink.received == []
+
+
+def test_json_logs_are_one_object_per_line(tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    """DRIP_LOG_FORMAT=json: every line `drip serve` logs, uvicorn's included, is one JSON
+    object; drip's carry their event and fields."""
+    import json
+
+    env = drip_env(f"sqlite:///{tmp_path / 'drip.db'}", smtp_sink.url, DRIP_LOG_FORMAT="json")
+    served = Serve(env)
+    assert served.post("/subscribe", {"email": "j@example.org"})[0] == 202
+    time.sleep(0.5)
+    assert served.stop() == 0
+    lines = [json.loads(line) for line in served.log if line.strip()]
+    assert {"time", "level", "logger"} <= set(lines[0])
+    events = {line.get("event") for line in lines}
+    assert {"listening", "send-due"} <= events
+    assert any(line.get("logger", "").startswith("uvicorn") for line in lines)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 from typing import Annotated
 
 import typer
 
 from drip.cli._common import NewKeyOption, catalog, settings
+
+logger = logging.getLogger("drip.web")
 
 
 def serve(
@@ -29,6 +32,7 @@ def serve(
     Example: drip serve --host 0.0.0.0 --port 8000 --scheduler
     """
     from drip.logs import configure as configure_logging
+    from drip.logs import log_event
     from drip.web import create_app
     from drip.web.server import listen, run
 
@@ -40,19 +44,21 @@ def serve(
         shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         config = config.model_copy(update={"base_url": f"http://{shown}:{port}"})
         if shown != host:
-            typer.echo(
-                f"drip: DRIP_BASE_URL is not set: links in emails point at {config.base_url}; "
-                "set it to your public address",
-                err=True,
+            log_event(
+                logger,
+                logging.WARNING,
+                "base-url-not-set",
+                links=config.base_url,
+                hint="set DRIP_BASE_URL to your public address",
             )
     app = create_app(config, scheduler=scheduler, new_key=new_key)
-    typer.echo(f"drip: listening on http://{host}:{port}", err=True)
+    log_event(logger, logging.INFO, "listening", url=f"http://{host}:{port}")
     # uvicorn re-raises the signal that stopped it; a handler of ours makes that a no-op,
     # so a graceful stop exits 0, as `drip run` does.
     signal.signal(signal.SIGTERM, lambda *_: None)
     # SIGHUP: read changed course files now (the prompt sender re-reads them every run)
     signal.signal(signal.SIGHUP, lambda *_: app.state.drip.prompt.wake())
-    run(app, listener, access_log=access_log)
+    run(app, listener, access_log=access_log, json_logs=config.log_format == "json")
 
 
 def form_snippet(course: Annotated[str, typer.Argument(help="Course slug.")]) -> None:

@@ -83,8 +83,10 @@ def listen(host: str, port: int) -> socket.socket:
     return listener
 
 
-def run(app: Any, listener: socket.socket, *, access_log: bool) -> None:
+def run(app: Any, listener: socket.socket, *, access_log: bool, json_logs: bool) -> None:
     import uvicorn
+
+    from drip.logs import configure
 
     raise_file_limit()
     server = uvicorn.Server(
@@ -96,6 +98,9 @@ def run(app: Any, listener: socket.socket, *, access_log: bool) -> None:
             proxy_headers=False,  # DRIP_TRUST_FORWARDED_FOR decides, in drip.web.deps
             timeout_keep_alive=5,
             timeout_graceful_shutdown=30,
+            log_config=None if json_logs else uvicorn.config.LOGGING_CONFIG,
         )
     )
+    if json_logs:
+        configure("INFO", json_lines=True)  # after uvicorn's Config, which sets up its own
     server.run(sockets=[listener])
