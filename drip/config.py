@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=200, ge=1)
     #: how long a web request waits to write before answering 503 (Retry-After)
     db_wait_seconds: float = Field(default=5.0, gt=0, le=60)
+    #: serve GET /metrics (Prometheus); keep it off the public internet
+    metrics: bool = False
     #: log lines as text (key=value) or one JSON object each
     log_format: Literal["text", "json"] = "text"
 

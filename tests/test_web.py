@@ -573,3 +573,20 @@ def test_consent_source_names_the_form_without_inventing_a_referrer(
     client.post("/subscribe", data={"email": "bare@example.org"})
     [bare] = subscribers(client)
     assert bare.consent_source == "form"
+
+
+def test_metrics_are_off_unless_enabled_and_count_from_the_database(tmp_path: Any) -> None:
+    """/metrics is a 404 by default; enabled, it reports signups, confirmations and emails
+    sent by kind, as stored."""
+    with TestClient(create_app(make_settings(tmp_path))) as client:
+        assert client.get("/metrics").status_code == 404
+    with TestClient(create_app(make_settings(tmp_path, metrics=True))) as client:
+        client.post("/subscribe", json={"email": "m@example.org"})
+        client.post(link(client, "confirm"))
+        sent(client)
+        text = client.get("/metrics").text
+    assert "drip_signups_total 1.0" in text
+    assert "drip_confirmations_total 1.0" in text
+    assert 'drip_emails_sent_total{kind="confirm"} 1.0' in text
+    assert 'drip_queue_depth{kind="lesson"} 1.0' in text  # day 1, due, not yet sent
+    assert 'drip_subscribers{status="active"} 1.0' in text

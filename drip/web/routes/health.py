@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from drip.db import READ_ONLY
@@ -13,6 +13,16 @@ from drip.web.deps import State
 
 logger = logging.getLogger("drip.web")
 router = APIRouter()
+
+
+@router.get("/metrics")
+def metrics(st: State) -> Response:
+    """Prometheus metrics, read from the database (off unless DRIP_METRICS=true)."""
+    if not st.settings.metrics:
+        return Response(status_code=404)
+    from drip.metrics import CONTENT_TYPE, exposition
+
+    return Response(exposition(st.engine), media_type=CONTENT_TYPE)
 
 
 @router.get("/healthz")
