@@ -132,6 +132,14 @@ class SmtpMailer(Mailer):
         self._last_used = time.monotonic()
         return f"{code} {_text(reply)}"
 
+    def check(self) -> str:
+        """Connect, secure and log in as for sending, send nothing; what was done."""
+        connection = self._ready_connection()
+        secured = isinstance(connection.sock, ssl.SSLSocket)
+        how = "TLS" if self.config.implicit_tls else "STARTTLS" if secured else "no TLS"
+        login = f"logged in as {self.config.username}" if self.config.username else "no login"
+        return f"connected ({how}), {login}"
+
     def _check_envelope(self, connection: smtplib.SMTP, replies: list[tuple[int, bytes]]) -> None:
         """Raise the right failure unless MAIL, RCPT and DATA were all accepted."""
         (mail_code, mail_reply), *rest = replies
