@@ -1,0 +1,116 @@
+"""The image and the compose file, checked statically (no Docker engine runs here): what
+they name exists, every command is a real drip command, services start in order."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+from typer.testing import CliRunner
+
+from drip.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+runner = CliRunner()
+
+
+def _stages() -> list[list[tuple[str, str]]]:
+    """The Dockerfile as stages of (instruction, arguments), continuation lines joined."""
+    text = re.sub(r"\\\n\s*", " ", (ROOT / "Dockerfile").read_text())
+    stages: list[list[tuple[str, str]]] = []
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        instruction, _, arguments = line.strip().partition(" ")
+        if instruction.upper() == "FROM":
+            stages.append([])
+        stages[-1].append((instruction.upper(), arguments.strip()))
+    return stages
+
+
+def _is_drip_command(arguments: list[str]) -> bool:
+    """``drip ARGUMENTS`` parses: with --help added, it prints help instead of an error."""
+    return runner.invoke(app, [*arguments, "--help"]).exit_code == 0
+
+
+def test_dockerfile_builds_from_what_exists_and_runs_drip_unprivileged() -> None:
+    """Two stages; every COPY source exists; pip never keeps a cache; the runtime stage
+    runs as a non-root user, checks /healthz, and its entrypoint and default command are
+    a real drip command."""
+    stages = _stages()
+    assert len(stages) == 2
+    for stage in stages:
+        for instruction, arguments in stage:
+            if instruction == "COPY" and not arguments.startswith("--from"):
+                *sources, _ = shlex.split(arguments)
+                for source in sources:
+                    assert (ROOT / source).exists(), source
+            if instruction == "RUN" and "pip " in arguments:
+                for command in re.findall(r"pip (?:install|wheel)[^&]*", arguments):
+                    assert "--no-cache-dir" in command, command
+            if instruction == "RUN":
+                assert (
+                    "--require-hashes" in arguments
+                    or "pip wheel" not in arguments
+                    or ("--no-deps" in arguments)
+                )
+    runtime = dict(stages[-1])
+    assert runtime["USER"] not in ("root", "0")
+    assert "/healthz" in runtime["HEALTHCHECK"]
+    assert runtime["ENTRYPOINT"] == '["drip"]'
+    default = re.findall(r'"([^"]+)"', runtime["CMD"])
+    assert _is_drip_command(default), default
+    assert not any(
+        "gcc" in arguments or "build-essential" in arguments for _, arguments in stages[-1]
+    )
+
+
+def test_lock_file_pins_every_dependency_with_hashes() -> None:
+    """requirements.lock pins each package to one version with sha256 hashes, and holds
+    every direct dependency of pyproject.toml."""
+    import tomllib
+
+    lock = (ROOT / "requirements.lock").read_text()
+    pinned = re.findall(r"^([A-Za-z0-9_.-]+)==\S+ \\$", lock, re.M)
+    hashed = re.findall(r"^([A-Za-z0-9_.-]+)==\S+ \\\n +--hash=sha256:[0-9a-f]{64}", lock, re.M)
+    assert pinned and hashed == pinned
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    normalise = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731
+    locked = set(map(normalise, pinned))
+    for requirement in project["dependencies"]:
+        name = re.match(r"[A-Za-z0-9_.-]+", requirement).group(0)  # type: ignore[union-attr]
+        assert normalise(name) in locked, name
+
+
+def _compose() -> dict:  # type: ignore[type-arg]
+    return YAML(typ="safe").load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_compose_starts_web_and_scheduler_after_a_successful_migration() -> None:
+    """A one-shot migrate service runs `drip db upgrade` once PostgreSQL is healthy; web and
+    scheduler wait for it to complete successfully, restart unless stopped, and web has a
+    healthcheck; secrets come from .env, never the file itself."""
+    services = _compose()["services"]
+    assert services["migrate"]["command"] == ["db", "upgrade"]
+    assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    for name in ("web", "scheduler"):
+        service = services[name]
+        assert service["depends_on"] == {
+            "migrate": {"condition": "service_completed_successfully"}
+        }, name
+        assert service["restart"] == "unless-stopped"
+        assert service["env_file"] == ".env"
+        assert _is_drip_command(service["command"]), service["command"]
+    assert "/healthz" in " ".join(services["web"]["healthcheck"]["test"])
+    assert "healthcheck" in services["postgres"]
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "DRIP_SECRET_KEY:" not in text, "the key belongs in .env"
+
+
+@pytest.mark.parametrize("kept_out", [".env", "*.db", "drip-secret.key", ".venv", "mutants"])
+def test_dockerignore_keeps_secrets_and_local_state_out_of_the_image(kept_out: str) -> None:
+    """The build context never carries the .env file, a database or the key file."""
+    assert kept_out in (ROOT / ".dockerignore").read_text().split()
