@@ -5,6 +5,8 @@ and the ratio to a raw smtplib loop sending the same number of prebuilt messages
 connection to the same sink in the same run, plus the CLI's own peak RSS.
 
 Run: make bench (or .venv/bin/python benchmarks/send_due.py [--subscribers 100000])
+PostgreSQL, several processes at once (see benchmarks/scale_out.py):
+     .venv/bin/python benchmarks/send_due.py --database postgresql --processes 1,2
 """
 
 from __future__ import annotations
@@ -33,7 +35,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--subscribers", type=int, default=10_000)
     parser.add_argument("--connections", type=int, default=2)
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument(
+        "--processes", default="1", help="comma-separated: send-due processes at once, e.g. 1,2"
+    )
     args = parser.parse_args()
+    if args.database == "postgresql":
+        from benchmarks.scale_out import main as scale_out
+
+        scale_out(args.subscribers, [int(p) for p in args.processes.split(",")], args.connections)
+        return
     n = args.subscribers
     with tempfile.TemporaryDirectory() as workdir, sink() as (url, description):
         database_url = f"sqlite:///{workdir}/bench.db"
