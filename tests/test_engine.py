@@ -382,3 +382,57 @@ def test_a_refused_smtp_login_releases_the_claims_and_says_so(
     assert {(d.status, d.attempts, d.claimed_until) for d in deliveries(engine)} == {
         (DeliveryStatus.SCHEDULED, 0, None)
     }
+
+
+def test_every_failure_is_one_log_line_naming_what_failed(
+    engine: Engine, tmp_path: Path, course: Course, smtp_sink: SmtpSink, caplog: Any
+) -> None:
+    """A deferral, a give-up after max attempts, a suppression: one key=value line each,
+    naming the outcome, kind, address, course, day, attempt and the server's words."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="drip")
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    enrol(engine, course, "busy@example.org", now=now)
+    enrol(engine, course, "gone@example.org", now=now)
+    smtp_sink.rcpt_replies["busy@example.org"] = "452 4.2.2 mailbox full"
+    smtp_sink.rcpt_replies["gone@example.org"] = "550 5.1.1 no such user"
+    sender = sender_for(engine, _smtp_settings(tmp_path, smtp_sink, max_attempts=2), course)
+    sender.send_due(now=now)
+    sender.send_due(now=now + timedelta(hours=1))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("event=delivery")]
+    assert lines == [
+        "event=delivery outcome=deferred kind=lesson email=busy@example.org "
+        'course=yin-immersion day=upper-back-shoulders attempt=1 error="deferred: 452 4.2.2 '
+        'mailbox full"',
+        "event=delivery outcome=failed kind=lesson email=gone@example.org course=yin-immersion "
+        'day=upper-back-shoulders error="rejected: 550 5.1.1 no such user"',
+        "event=delivery outcome=failed kind=lesson email=busy@example.org course=yin-immersion "
+        'day=upper-back-shoulders error="gave up after 2 attempts: deferred: 452 4.2.2 mailbox '
+        'full"',
+    ]
+    with Session(engine) as session:
+        gone = session.exec(select(Subscriber).where(Subscriber.email == "gone@example.org")).one()
+        failed = session.exec(select(Delivery).where(Delivery.status == "failed")).all()
+    assert gone.suppressed_at == now and gone.suppressed_reason == "550 5.1.1 no such user"
+    assert {d.failed_at for d in failed} == {now, now + timedelta(hours=1)}
+
+
+def test_a_message_refused_after_data_fails_that_day_only(
+    engine: Engine, tmp_path: Path, course: Course, smtp_sink: SmtpSink
+) -> None:
+    """554 to the message itself (not the address): that lesson fails with the server's
+    reply, the address stays subscribed, and the next day is queued."""
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    enrol(engine, course, "content@example.org", now=now)
+    smtp_sink.data_replies.append("554 5.7.1 message refused")
+    report = sender_for(engine, _smtp_settings(tmp_path, smtp_sink), course).send_due(now=now)
+    assert (report[Outcome.FAILED], report[Outcome.SUPPRESSED], report.sent) == (1, 0, 0)
+    rows = deliveries(engine)
+    assert [(d.day_id, d.status) for d in rows] == [
+        ("upper-back-shoulders", DeliveryStatus.FAILED),
+        ("hips", DeliveryStatus.SCHEDULED),
+    ]
+    assert rows[0].last_error == "rejected: 554 5.7.1 message refused"
+    with Session(engine) as session:
+        assert session.exec(select(Subscriber.status)).one() == SubscriberStatus.ACTIVE

@@ -397,3 +397,111 @@ def test_no_password_in_clear_to_a_server_off_loopback() -> None:
                 mailer.send(_message())
     assert heard and not any(line.upper().startswith(b"AUTH") for line in heard)
     assert not any(b"s3cret" in line for line in heard)
+
+
+class _Scripted:
+    """An SMTP server answering each command from a script (verb → reply), recording what
+    it was sent; one connection. It reads pipelined commands as they come."""
+
+    def __init__(self, replies: dict[bytes, bytes], *, pipelining: bool) -> None:
+        self.replies = {
+            b"EHLO": b"250-scripted.test\r\n"
+            + (b"250-PIPELINING\r\n" if pipelining else b"")
+            + b"250 8BITMIME\r\n",
+            b"MAIL": b"250 ok\r\n",
+            b"RCPT": b"250 ok\r\n",
+            b"DATA": b"354 go on\r\n",
+            b".": b"250 2.0.0 queued as scripted-1\r\n",
+            b"RSET": b"250 reset\r\n",
+            b"NOOP": b"250 ok\r\n",
+            b"QUIT": b"221 bye\r\n",
+            **replies,
+        }
+        self.seen: list[bytes] = []
+        #: lines of message content received
+        self.body_lines = 0
+
+    def talk(self, connection: socket.socket) -> None:
+        connection.sendall(b"220 scripted.test ESMTP\r\n")
+        in_body = False
+        with connection.makefile("rb") as lines:
+            for line in lines:
+                if in_body:
+                    if line != b".\r\n":
+                        self.body_lines += 1
+                        continue
+                    in_body = False
+                    verb = b"."
+                else:
+                    verb = line.split(b" ")[0].split(b":")[0].strip().upper()
+                self.seen.append(verb)
+                reply = self.replies[verb]
+                connection.sendall(reply)
+                in_body = verb == b"DATA" and reply.startswith(b"354")
+                if verb == b"QUIT" or reply.startswith(b"421"):
+                    return
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "lockstep"])
+@pytest.mark.parametrize(
+    ("replies", "raised", "attributes", "after"),
+    [
+        (
+            {b"MAIL": b"553 5.7.1 sender not allowed\r\n"},
+            TemporaryFailure,
+            {"code": 553, "response": "5.7.1 sender not allowed", "connection": True},
+            b"RSET",
+        ),
+        (
+            {b"DATA": b"451 4.3.0 try later\r\n"},
+            TemporaryFailure,
+            {"code": 451, "response": "451 4.3.0 try later", "connection": False},
+            b"RSET",
+        ),
+        (
+            {b"DATA": b"554 5.7.1 no thanks\r\n"},
+            PermanentFailure,
+            {"code": 554, "suppress": False},
+            b"RSET",
+        ),
+        (
+            {b"RCPT": b"421 4.7.0 closing\r\n"},
+            TemporaryFailure,
+            {"code": 421, "connection": False},
+            None,
+        ),
+    ],
+    ids=["sender-refused", "data-deferred", "data-refused", "rcpt-421-closes"],
+)
+def test_each_refusal_is_classified_and_the_connection_reset(
+    pipelining: bool,
+    replies: dict[bytes, bytes],
+    raised: type[Exception],
+    attributes: dict[str, object],
+    after: bytes | None,
+) -> None:
+    """The sender refused (our side: retried, never suppressing), DATA deferred or refused,
+    a 421 (the server closes): the right failure with the server's code and words, then
+    RSET to reuse the connection (or nothing more after a 421)."""
+    server = _Scripted(replies, pipelining=pipelining)
+    with _scripted_server(server.talk) as port:
+        with _smtp(f"smtp://127.0.0.1:{port}?starttls=off") as mailer:
+            with pytest.raises(raised) as caught:
+                mailer.send(_message())
+            for name, value in attributes.items():
+                assert getattr(caught.value, name) == value, name
+    assert server.body_lines == 0, "no message content after a refusal"
+    if after is None:  # the server closed after its 421: nothing more was said
+        assert server.seen[-1] == b"RCPT" and b"RSET" not in server.seen
+    else:
+        assert after in server.seen
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "lockstep"])
+def test_a_forwarding_251_is_accepted(pipelining: bool) -> None:
+    """251 (user not local; will forward) accepts the recipient: the message goes."""
+    server = _Scripted({b"RCPT": b"251 2.1.5 will forward\r\n"}, pipelining=pipelining)
+    with _scripted_server(server.talk) as port:
+        with _smtp(f"smtp://127.0.0.1:{port}?starttls=off") as mailer:
+            assert mailer.send(_message()) == "250 2.0.0 queued as scripted-1"
+    assert server.seen[:5] == [b"EHLO", b"MAIL", b"RCPT", b"DATA", b"."]

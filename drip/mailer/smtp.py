@@ -111,7 +111,11 @@ class SmtpMailer(Mailer):
         try:
             if connection.has_extn("pipelining"):
                 connection.send("".join(f"{command}\r\n" for command in commands))
-                replies = [connection.getreply() for _ in commands]
+                replies = []
+                for _ in commands:
+                    replies.append(connection.getreply())
+                    if replies[-1][0] == 421:  # closing: no further replies will come
+                        break
             else:
                 replies = []
                 for command, wanted in zip(commands, (250, 250, 354), strict=True):
