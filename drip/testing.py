@@ -24,6 +24,8 @@ class Received:
     envelope_from: str
     recipients: tuple[str, ...]
     data: bytes
+    #: the message came over TLS (STARTTLS or implicit)
+    tls: bool = False
 
     @property
     def message_id(self) -> str:
@@ -69,7 +71,12 @@ class _Handler:
             if self.sink.data_replies:
                 return self.sink.data_replies.pop(0)
             self.sink.received.append(
-                Received(envelope.mail_from, tuple(envelope.rcpt_tos), envelope.original_content)
+                Received(
+                    envelope.mail_from,
+                    tuple(envelope.rcpt_tos),
+                    envelope.original_content,
+                    tls=session.ssl is not None or self.sink.implicit_tls is not None,
+                )
             )
             count = len(self.sink.received)
         return f"250 2.0.0 Ok: queued as drip-sink-{count}"
@@ -81,6 +88,8 @@ class SmtpSink:
         *,
         tls_context: Any = None,
         credentials: tuple[str, str] | None = None,
+        require_starttls: bool = True,
+        implicit_tls: Any = None,
         port: int | None = None,
         pipelining: bool = True,
     ) -> None:
@@ -99,6 +108,9 @@ class SmtpSink:
         self.drop_next = 0
         self.logins: list[str] = []
         self._tls_context = tls_context
+        self._require_starttls = require_starttls
+        #: an SSLContext: TLS from the first byte (smtps://), as on port 465
+        self.implicit_tls = implicit_tls
         self._credentials = credentials
         self._controller: Any = None
 
@@ -121,7 +133,9 @@ class SmtpSink:
 
         options: dict[str, Any] = {"data_size_limit": 50 * 1024 * 1024}
         if self._tls_context is not None:
-            options.update(tls_context=self._tls_context, require_starttls=True)
+            options.update(tls_context=self._tls_context, require_starttls=self._require_starttls)
+        if self.implicit_tls is not None:
+            options.update(ssl_context=self.implicit_tls)
         if self._credentials is not None:
             options.update(authenticator=authenticate, auth_require_tls=True)
 

@@ -505,3 +505,36 @@ def test_a_forwarding_251_is_accepted(pipelining: bool) -> None:
         with _smtp(f"smtp://127.0.0.1:{port}?starttls=off") as mailer:
             assert mailer.send(_message()) == "250 2.0.0 queued as scripted-1"
     assert server.seen[:5] == [b"EHLO", b"MAIL", b"RCPT", b"DATA", b"."]
+
+
+def _tls_files(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    return context, tmp_path / "ca.pem"
+
+
+def test_smtps_is_tls_from_the_first_byte(tmp_path: Path) -> None:
+    """smtps:// (port 465 style) speaks TLS from the start, verifying the certificate."""
+    context, ca_file = _tls_files(tmp_path)
+    with SmtpSink(implicit_tls=context) as sink:
+        with _smtp(f"smtps://127.0.0.1:{sink.port}?cafile={ca_file}") as mailer:
+            mailer.send(_message())
+        with _smtp(f"smtps://127.0.0.1:{sink.port}") as mailer:  # without the CA: refused
+            with pytest.raises(TemporaryFailure, match="CERTIFICATE_VERIFY_FAILED"):
+                mailer.send(_message())
+    assert [r.tls for r in sink.received] == [True]
+
+
+@pytest.mark.parametrize(("query", "tls"), [("", True), ("&starttls=off", False)])
+def test_starttls_is_used_when_offered_unless_turned_off(
+    tmp_path: Path, query: str, tls: bool
+) -> None:
+    """By default STARTTLS is used whenever the server offers it; starttls=off keeps the
+    session plain (a local relay)."""
+    context, ca_file = _tls_files(tmp_path)
+    with SmtpSink(tls_context=context, require_starttls=False) as sink:
+        with _smtp(f"smtp://127.0.0.1:{sink.port}?cafile={ca_file}{query}") as mailer:
+            mailer.send(_message())
+    assert [r.tls for r in sink.received] == [tls]
