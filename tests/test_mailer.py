@@ -403,7 +403,14 @@ class _Scripted:
     """An SMTP server answering each command from a script (verb → reply), recording what
     it was sent; one connection. It reads pipelined commands as they come."""
 
-    def __init__(self, replies: dict[bytes, bytes], *, pipelining: bool) -> None:
+    def __init__(
+        self,
+        replies: dict[bytes, bytes],
+        *,
+        pipelining: bool,
+        greeting: bytes = b"220 scripted.test ESMTP\r\n",
+    ) -> None:
+        self.greeting = greeting
         self.replies = {
             b"EHLO": b"250-scripted.test\r\n"
             + (b"250-PIPELINING\r\n" if pipelining else b"")
@@ -422,7 +429,7 @@ class _Scripted:
         self.body_lines = 0
 
     def talk(self, connection: socket.socket) -> None:
-        connection.sendall(b"220 scripted.test ESMTP\r\n")
+        connection.sendall(self.greeting)
         in_body = False
         with connection.makefile("rb") as lines:
             for line in lines:
@@ -538,3 +545,36 @@ def test_starttls_is_used_when_offered_unless_turned_off(
         with _smtp(f"smtp://127.0.0.1:{sink.port}?cafile={ca_file}{query}") as mailer:
             mailer.send(_message())
     assert [r.tls for r in sink.received] == [tls]
+
+
+@pytest.mark.parametrize(
+    ("greeting", "accepted"),
+    [
+        (b"220-x\r\n" * (MAX_REPLY_LINES - 1) + b"220 ready\r\n", True),
+        (b"220-x\r\n" * MAX_REPLY_LINES + b"220 ready\r\n", False),
+        ((b"220-" + b"y" * 8000 + b"\r\n") * 8 + b"220 ready\r\n", True),
+        ((b"220-" + b"y" * 8000 + b"\r\n") * 9 + b"220 ready\r\n", False),
+    ],
+    ids=["100-lines", "101-lines", "64k-bytes", "72k-bytes"],
+)
+def test_reply_limits_are_exact(greeting: bytes, accepted: bool) -> None:
+    """A reply of up to 100 lines and 64 KiB is read; one line or byte past either is
+    refused."""
+
+    server = _Scripted({b"DATA": b"554 no\r\n"}, pipelining=True, greeting=greeting)
+    with _scripted_server(server.talk) as port:
+        with _smtp(f"smtp://127.0.0.1:{port}?starttls=off") as mailer:
+            if accepted:
+                with pytest.raises(PermanentFailure, match="554"):  # got as far as DATA
+                    mailer.send(_message())
+            else:
+                with pytest.raises(TemporaryFailure, match="reply too long"):
+                    mailer.send(_message())
+
+
+def test_reply_text_is_kept_without_its_padding() -> None:
+    """The receipt keeps the server's words, without the spaces and tabs around them."""
+    server = _Scripted({b".": b"250 \t 2.0.0 Ok: queued as ABC \t \r\n"}, pipelining=True)
+    with _scripted_server(server.talk) as port:
+        with _smtp(f"smtp://127.0.0.1:{port}?starttls=off") as mailer:
+            assert mailer.send(_message()) == "250 2.0.0 Ok: queued as ABC"

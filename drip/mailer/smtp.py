@@ -255,7 +255,7 @@ class SmtpMailer(Mailer):
                         "refusing to send the SMTP password unencrypted: the "
                         "server offers no STARTTLS (use smtps:// or a TLS port)"
                     )
-                _login(connection, config.username, config.password or "")
+                connection.login(config.username, config.password or "")
         except BaseException:
             connection.close()
             raise
@@ -268,17 +268,6 @@ def _tls_context(cafile: str | None) -> ssl.SSLContext:
     """One verifying TLS context per CA file: loading the system's CAs takes milliseconds,
     too long to repeat for every connection."""
     return ssl.create_default_context(cafile=cafile)
-
-
-def _login(connection: smtplib.SMTP, username: str, password: str) -> None:
-    """AUTH PLAIN when offered (one round trip, the norm over TLS), else smtplib's choice."""
-    if "plain" in connection.esmtp_features.get("auth", "").lower().split():
-        connection.user, connection.password = username, password
-        code, reply = connection.auth("PLAIN", connection.auth_plain)
-        if code not in (235, 503):
-            raise smtplib.SMTPAuthenticationError(code, reply)
-        return
-    connection.login(username, password)
 
 
 def _wire_address(address: str) -> str:
