@@ -503,9 +503,15 @@ def queue_next_lesson(
     return plan
 
 
-def cancel_pending(connection: Connection, *, subscriber_id: int, now: datetime) -> int:
-    """Cancel every email not yet sent to a subscriber, claimed ones included (the engine
-    re-checks right before SMTP). Returns how many were cancelled."""
+def cancel_pending(
+    connection: Connection,
+    *,
+    subscriber_id: int,
+    now: datetime,
+    keep: Collection[EmailKind] = (),
+) -> int:
+    """Cancel every email not yet sent to a subscriber (but those of the ``keep`` kinds),
+    claimed ones included (the engine re-checks right before SMTP); how many."""
     enrollment_ids = select(col(Enrollment.id)).where(
         col(Enrollment.subscriber_id) == subscriber_id
     )
@@ -514,6 +520,7 @@ def cancel_pending(connection: Connection, *, subscriber_id: int, now: datetime)
         .where(
             col(Delivery.enrollment_id).in_(enrollment_ids),
             col(Delivery.status).in_(PENDING_DELIVERY),
+            col(Delivery.kind).not_in([kind.value for kind in keep]),
         )
         .values(status=DeliveryStatus.CANCELLED, cancelled_at=now, claimed_until=None)
     )

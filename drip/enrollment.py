@@ -486,7 +486,10 @@ def stop_subscriber(
     """Move a subscriber to unsubscribed or suppressed and cancel every email not yet
     sent (even when already there: a confirmation queued since is cancelled too).
     Returns whether the status changed."""
-    deliveries.cancel_pending(connection, subscriber_id=subscriber_id, now=now)
+    # Leaving again (a mail client's one-click and the button, say) must not cancel the
+    # goodbye the first unsubscribe queued; a suppressed address gets nothing at all.
+    keep = (EmailKind.GOODBYE,) if status == SubscriberStatus.UNSUBSCRIBED else ()
+    deliveries.cancel_pending(connection, subscriber_id=subscriber_id, now=now, keep=keep)
     connection.execute(
         update(Enrollment)
         .where(
