@@ -435,7 +435,7 @@ def queue_next_lesson(
     course: Course,
     zone: ZoneInfo,
     now: datetime,
-    history: Mapping[str, str] | None = None,
+    history: Mapping[str, str],
     closed: str | None = None,
     last_sent_at: datetime | None = None,
     resuming: bool = False,
@@ -444,12 +444,9 @@ def queue_next_lesson(
 
     The one rule for what comes next, used when a lesson is closed (``closed``: sent,
     failed or skipped; ``last_sent_at`` when it was sent) and when an enrollment
-    (re)starts (``resuming``). ``history`` (day id → status) is read when not given.
+    (re)starts (``resuming``). ``history``: day id → status (``lesson_histories``).
     At most one lesson per enrollment is ever queued: None when one already is.
     """
-    if history is None:
-        history, sent = lesson_histories(connection, [enrollment_id]).get(enrollment_id, ({}, None))
-        last_sent_at = last_sent_at or sent
     statuses = dict(history)
     if closed is not None:
         statuses[closed] = DeliveryStatus.SENT  # done, whatever its row says now

@@ -362,3 +362,43 @@ def test_preview_open_never_writes_html_into_the_eml(
     assert result.exit_code == 0, result.output
     assert target.read_text().startswith("From: ") and "<!doctype" not in target.read_text()[:200]
     assert "opened " in result.output and ".html" in result.output
+
+
+def test_dry_run_lists_what_is_due_in_order_and_claims_nothing(tmp_path: Path) -> None:
+    """`send-due --dry-run` lists each due email (oldest first, then oldest row) with its
+    day or kind and attempts, honours --limit, leaves out what is not due, sends nothing."""
+    for email, when, confirmed in (
+        ("b@example.org", "2026-11-25T06:00:00Z", True),
+        ("a@example.org", "2026-11-25T06:00:00Z", True),
+        ("c@example.org", "2026-11-25T05:30:00Z", False),
+        ("late@example.org", "2026-11-25T08:00:00Z", False),
+    ):
+        args = ["subscribers", "add", email, "--timezone", "Asia/Tokyo", "--now", when]
+        assert runner.invoke(app, [*args, "--confirmed"] if confirmed else args).exit_code == 0
+
+    def dry(*extra: str) -> list[dict[str, object]]:
+        result = runner.invoke(
+            app, ["send-due", "--now", "2026-11-25T07:00:00Z", "--dry-run", "--json", *extra]
+        )
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)  # type: ignore[no-any-return]
+
+    lesson = {"course": "yin-immersion", "kind": "lesson", "day": "upper-back-shoulders"}
+    expected = [
+        {
+            "email": "c@example.org",
+            "course": "yin-immersion",
+            "kind": "confirm",
+            "day": "confirm",
+            "due_at": "2026-11-25T05:30:00+00:00",
+            "attempts": 0,
+        },
+        *(
+            {"email": email, **lesson, "due_at": "2026-11-25T06:00:00+00:00", "attempts": 0}
+            for email in ("b@example.org", "a@example.org")
+        ),
+    ]
+    assert dry() == expected
+    assert dry("--limit", "2") == expected[:2]
+    assert dry() == expected, "a dry run claims nothing"
+    assert not (tmp_path / "outbox").exists()

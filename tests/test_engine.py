@@ -19,12 +19,13 @@ from drip.courses import Catalog, Course
 from drip.db import engine_for
 from drip.deliveries import claim
 from drip.engine import Outcome, Sender
-from drip.enrollment import unsubscribe
+from drip.enrollment import confirm, unsubscribe
 from drip.mailer import memory
 from drip.mailer.memory import MemoryMailer
 from drip.message import Outgoing
-from drip.models import Delivery, Enrollment, Subscriber
-from drip.states import DeliveryStatus, SubscriberStatus
+from drip.models import Delivery, Enrollment, Signup, Subscriber
+from drip.signup import Consent, Entry, sign_up
+from drip.states import DeliveryStatus, EmailKind, SubscriberStatus
 from drip.testing import SmtpSink, free_port
 from tests.conftest import enrol, make_settings
 
@@ -355,6 +356,42 @@ def test_enrollment_completes_after_the_last_day(
     with Session(engine) as session:
         enrollment = session.exec(select(Enrollment)).one()
     assert enrollment.status == "completed"
+    assert len(memory.outbox) == 7
+    last = max(d.sent_at for d in deliveries(engine) if d.sent_at)
+    assert enrollment.completed_at == last
+
+
+def test_coming_back_revives_the_lesson_an_unsubscribe_cancelled(
+    engine: Engine, settings: Settings, course: Course
+) -> None:
+    """Leaving before day 1 went out cancels it; coming back queues that same row again,
+    due at once with a clean slate (no attempts, lease or error), and the course runs."""
+    start = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    uid = enrol(engine, course, "back@example.org", now=start)
+    with Session(engine) as session:  # day 1 had failed twice and was being retried
+        [row] = deliveries(engine)
+        row.attempts, row.last_error = 2, "421 try later"
+        row.claimed_until = start
+        session.add(row)
+        session.commit()
+    with engine.begin() as connection:
+        catalog = Catalog({course.slug: course})
+        unsubscribe(connection, enrollment_uid=uid, catalog=catalog, now=start)
+    later = start + timedelta(days=3)
+    with engine.begin() as connection:  # they sign up again and press the new link
+        entry = Entry.clean(email="back@example.org", name="", timezone=None)
+        sign_up(connection, course=course, entries=[entry], consent=Consent(source="t"), now=later)
+        signup_uid = connection.execute(select(Signup.uid).order_by(Signup.id.desc())).scalar()
+        confirm(connection, signup_uid=signup_uid, issued_at=later, catalog=catalog, now=later)
+    lessons = [d for d in deliveries(engine) if d.kind == EmailKind.LESSON]
+    [revived] = lessons
+    assert (revived.day_id, revived.status) == (course.days[0].id, DeliveryStatus.SCHEDULED)
+    assert revived.due_at == later
+    assert (revived.attempts, revived.last_error) == (0, None)
+    assert (revived.claimed_until, revived.cancelled_at) == (None, None)
+    walk(sender_for(engine, settings, course), later, days=8)
+    lessons = [d for d in deliveries(engine) if d.kind == EmailKind.LESSON]
+    assert [d.status for d in lessons] == [DeliveryStatus.SENT] * 7
     assert len(memory.outbox) == 7
 
 
