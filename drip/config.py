@@ -14,6 +14,7 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -78,7 +79,21 @@ class Settings(BaseSettings):
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
-            return [part.strip().rstrip("/") for part in value.split(",") if part.strip()]
+            return [part.strip().rstrip("/").lower() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("allowed_redirect_origins")
+    @classmethod
+    def _origins_only(cls, value: list[str]) -> list[str]:
+        """Each entry is exactly scheme://host[:port], http or https (no path, no user)."""
+        for origin in value:
+            parts = urlsplit(origin)
+            port = f":{parts.port}" if parts.port else ""
+            if (
+                parts.scheme not in ("http", "https")
+                or origin != f"{parts.scheme}://{parts.hostname}{port}"
+            ):
+                raise ValueError(f"{origin!r} is not an origin like https://blog.example.com")
         return value
 
     @property

@@ -181,7 +181,7 @@ def confirm(
         raise InvalidToken("this address cannot receive email from us")
     left = member.unsubscribed_at
     if left is not None and left.replace(microsecond=0) > issued_at:  # tokens count seconds
-        raise StaleToken("this link was sent before you unsubscribed", payload=signup_uid)
+        raise StaleToken("this link was sent before you unsubscribed, so it no longer works")
     changed, plan = activate(connection, member=member, signup=signup, course=course, now=now)
     return Confirmed(course, changed, plan, zone_for(_zone_after(member, signup), course))
 

@@ -9,7 +9,7 @@ must keep working. ``DRIP_SECRET_KEY`` may list several keys: the first signs, a
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
@@ -44,10 +44,13 @@ class Tokens:
         except SignatureExpired:
             # The signature is good, only old: keep the uid so the page can offer a resend.
             _, uid = self._confirm.loads_unsafe(token)
-            raise ExpiredToken("this confirmation link has expired", payload=_uid(uid)) from None
+            raise ExpiredToken(
+                "for your security, confirmation links only work for a few days",
+                payload=_uid(uid),
+            ) from None
         except BadSignature:
             raise InvalidToken("this link is not valid") from None
-        return _uid(uid), issued.astimezone(UTC)
+        return _uid(uid), issued  # itsdangerous gives it in UTC
 
     def read_confirm_any_age(self, token: str) -> str:
         """The uid of a well-signed confirmation token, however old (to offer a new one)."""

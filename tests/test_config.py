@@ -83,3 +83,16 @@ def test_redirect_origins_are_a_comma_list(monkeypatch: pytest.MonkeyPatch) -> N
     """DRIP_ALLOWED_REDIRECT_ORIGINS splits on commas and drops trailing slashes."""
     monkeypatch.setenv("DRIP_ALLOWED_REDIRECT_ORIGINS", "https://a.example/, https://b.example")
     assert get_settings().allowed_redirect_origins == ["https://a.example", "https://b.example"]
+
+
+@pytest.mark.parametrize(
+    "origin", ["javascript://x", "https://a.example/path", "https://me@a.example", "a.example"]
+)
+def test_a_redirect_origin_must_be_scheme_and_host(origin: str) -> None:
+    """Anything but http(s)://host[:port] is refused, naming the entry."""
+    with pytest.raises(ValueError, match="is not an origin like https://blog.example.com"):
+        Settings(allowed_redirect_origins=origin, _env_file=None)  # type: ignore[arg-type]
+    assert Settings(
+        allowed_redirect_origins="HTTPS://A.example:8443/",
+        _env_file=None,  # type: ignore[arg-type]
+    ).allowed_redirect_origins == ["https://a.example:8443"]

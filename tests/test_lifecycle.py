@@ -110,9 +110,62 @@ def test_a_confirmation_link_older_than_the_unsubscribe_is_refused(client: TestC
         session.add(subscriber)
         session.commit()
     page = client.post(confirm)
-    assert page.status_code == 410 and "sent before you unsubscribed" in page.text
-    assert 'action="' + confirm + '/resend"' in page.text
+    assert page.status_code == 410
+    assert (
+        "<p>This link was sent before you unsubscribed, so it no longer works. "
+        "To join again, sign up once more on the course page.</p>"
+    ) in page.text
+    assert "/resend" not in page.text
+    mailed = len(_sent(client))
+    assert client.post(confirm + "/resend").status_code == 200  # the same answer, yet
+    assert len(_sent(client)) == mailed, "someone who left is not mailed a fresh link"
     assert _subscriber(client).status == SubscriberStatus.UNSUBSCRIBED
+
+
+def test_a_fresh_link_is_resent_only_while_it_waits_and_once_per_gap(
+    tmp_path: Path, courses: Path
+) -> None:
+    """ "Send me a new link" mails one while the signup awaits confirmation, at most once
+    per resend gap, and nothing once confirmed."""
+    memory.outbox.clear()
+    settings = make_settings(tmp_path, courses_dir=courses, confirm_resend_seconds=600)
+    with TestClient(create_app(settings), follow_redirects=False) as gapped:
+        gapped.post("/subscribe", json={"email": "wait@example.org"})
+        confirm = _link(gapped, "confirm")
+        with Session(gapped.app.state.drip.engine) as session:  # type: ignore[attr-defined]
+            subscriber = session.exec(select(Subscriber)).one()  # the first went out 11 min ago
+            subscriber.confirmation_sent_at -= timedelta(minutes=11)  # type: ignore[operator]
+            session.add(subscriber)
+            session.commit()
+        for _ in range(2):
+            assert gapped.post(confirm + "/resend").status_code == 200
+        assert _subjects(gapped) == [_subjects(gapped)[0]] * 2, "one resend within the gap"
+        gapped.post(_link(gapped, "confirm"))
+        mailed = len(_sent(gapped))
+        with Session(gapped.app.state.drip.engine) as session:  # type: ignore[attr-defined]
+            subscriber = session.exec(select(Subscriber)).one()
+            subscriber.confirmation_sent_at -= timedelta(hours=1)  # type: ignore[operator]
+            session.add(subscriber)
+            session.commit()
+        assert gapped.post(confirm + "/resend").status_code == 200
+        assert len(_sent(gapped)) == mailed, "nothing to confirm once active"
+
+
+def test_a_refused_browser_signup_reshows_the_course_it_was_for(
+    client: TestClient, courses: Path
+) -> None:
+    """With two courses, a form posted for the second one comes back (422) as that
+    course's form, not the default's."""
+    (courses / "other.yaml").write_text(
+        SHIPPED_COURSE.read_text()
+        .replace("slug: yin-immersion", "slug: other")
+        .replace('title: "7-Day Yin Yoga Immersion"', 'title: "Another Course"')
+    )
+    client.app.state.drip.catalog.refresh()  # type: ignore[attr-defined]
+    page = client.post("/subscribe", data={"email": "nope", "course": "other"})
+    assert page.status_code == 422
+    assert "<h1>Another Course</h1>" in page.text
+    assert '<input type="hidden" name="course" value="other">' in page.text
 
 
 def test_links_of_a_suppressed_address_or_a_removed_course_say_why(
@@ -126,7 +179,10 @@ def test_links_of_a_suppressed_address_or_a_removed_course_say_why(
     with Session(engine) as session, session.begin():
         session.execute(update(Subscriber).values(status=SubscriberStatus.SUPPRESSED))
     refused = client.post(confirm)
-    assert refused.status_code == 400 and "cannot receive email from us" in refused.text
+    assert (
+        refused.status_code == 400
+        and "<p>This address cannot receive email from us.</p>" in refused.text
+    )
     with Session(engine) as session, session.begin():
         session.execute(update(Subscriber).values(status=SubscriberStatus.PENDING))
     (courses / "yin.yaml").unlink()
@@ -135,5 +191,5 @@ def test_links_of_a_suppressed_address_or_a_removed_course_say_why(
     )
     client.app.state.drip.catalog.refresh()  # type: ignore[attr-defined]
     gone = client.post(confirm)
-    assert gone.status_code == 400 and "no longer offered" in gone.text
+    assert gone.status_code == 400 and "<p>This course is no longer offered.</p>" in gone.text
     assert _subscriber(client).status == SubscriberStatus.PENDING

@@ -105,6 +105,21 @@ def test_redirect_only_to_allowed_origins(client: TestClient) -> None:
         "/subscribe", data={"email": "b@example.org", "redirect": "https://evil.example/phish"}
     )
     assert evil.headers["location"] == "/thanks/yin-immersion"
+    for n, target in enumerate(
+        [
+            "https://blog.example.evil/x",
+            "https://blog.example@evil.example/",
+            "http://blog.example/thanks",
+            "//blog.example/thanks",
+            "javascript://blog.example/%0aalert(1)",
+        ]
+    ):
+        moved = client.post("/subscribe", data={"email": f"c{n}@example.org", "redirect": target})
+        assert moved.headers["location"] == "/thanks/yin-immersion", target
+    shouted = client.post(
+        "/subscribe", data={"email": "d@example.org", "redirect": "HTTPS://BLOG.EXAMPLE/ok"}
+    )
+    assert shouted.headers["location"] == "HTTPS://BLOG.EXAMPLE/ok"
 
 
 def test_same_answer_whatever_the_address_state(client: TestClient, db: Engine) -> None:
@@ -144,7 +159,9 @@ def test_bad_input_is_named_and_stores_nothing(
     """Each malformed request gets a clear error naming the field, and no row is written."""
     response = client.post("/subscribe", **kwargs)
     assert response.status_code == status
-    assert response.json()["detail"][0]["loc"] == ["body", field]
+    [detail] = response.json()["detail"]
+    assert detail.keys() == {"loc", "msg", "type"} and detail["msg"]
+    assert (detail["loc"], detail["type"]) == (["body", field], "value_error")
     assert subscribers(client) == []
     assert sent(client) == []
 
@@ -154,6 +171,7 @@ def test_browser_errors_reshow_the_form(client: TestClient, db: Engine) -> None:
     response = client.post("/subscribe", data={"email": "nope", "name": "<b>Ana</b>"})
     assert response.status_code == 422
     assert 'role="alert"' in response.text and "email is not a valid address" in response.text
+    assert 'aria-invalid="true" aria-describedby="form-error"' in response.text
     assert "&lt;b&gt;Ana&lt;/b&gt;" in response.text and "<b>Ana</b>" not in response.text
     assert subscribers(client) == []
 
@@ -313,7 +331,28 @@ def test_tampered_tokens_get_a_400_page(client: TestClient, mutate: Any) -> None
     bad = "/confirm/" + mutate(link(client, "confirm").removeprefix("/confirm/"))
     for response in (client.get(bad), client.post(bad), client.post(bad + "/resend")):
         assert response.status_code == 400
-        assert "not valid" in response.text and "Traceback" not in response.text
+        assert "<p>This link is not valid.</p>" in response.text
+        assert "Traceback" not in response.text
+    lookup = client.get("/unsubscribe/" + mutate(link(client, "confirm").removeprefix("/confirm/")))
+    assert lookup.status_code == 400
+    assert "<p>This link is not valid. This link no longer works, but" in lookup.text
+
+
+def test_well_signed_links_naming_nobody_are_refused(client: TestClient) -> None:
+    """A correctly signed token whose signup or enrollment does not exist (deleted since)
+    is refused like a damaged one, and changes nothing."""
+    tokens = client.app.state.drip.tokens  # type: ignore[attr-defined]
+    for path, says in (
+        (f"/confirm/{tokens.confirm_token('0123456789abcdef')}", "<p>This link is not valid.</p>"),
+        (
+            f"/unsubscribe/{tokens.unsubscribe_token('0123456789abcdef')}",
+            "<p>This link is not valid. This link no longer works, but",
+        ),
+    ):
+        response = client.post(path)
+        assert response.status_code == 400, path
+        assert says in response.text
+    assert subscribers(client) == []
 
 
 def test_tokens_are_purpose_bound(client: TestClient, db: Engine) -> None:
@@ -339,7 +378,11 @@ def test_expired_confirmation_offers_a_resend(
         patch.setattr("itsdangerous.timed.time.time", lambda: month_ago)
         token = URLSafeTimedSerializer([TEST_SECRET], salt=Purpose.CONFIRM).dumps(uid)
     for response in (client.get(f"/confirm/{token}"), client.post(f"/confirm/{token}")):
-        assert response.status_code == 410 and "only work for a few days" in response.text
+        assert response.status_code == 410
+        assert (
+            "<p>For your security, confirmation links only work for a few days. "
+            "We can send you a fresh one.</p>"
+        ) in response.text
     assert subscribers(client)[0].status == "pending"
     sent(client).clear()
     assert client.post(f"/confirm/{token}/resend").status_code == 200

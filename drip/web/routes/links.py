@@ -95,12 +95,10 @@ async def resend_confirmation(token: str, request: Request, st: State) -> Respon
 
 
 def _expired(st: WebState, request: Request, token: str, error: ExpiredToken) -> Response:
-    reason = (
-        "This link was sent before you unsubscribed, so it no longer works."
-        if isinstance(error, StaleToken)
-        else "For your security, confirmation links only work for a few days."
-    )
-    return page(st, request, "expired.html", 410, token=token, reason=reason)
+    # A link older than an unsubscribe gets no fresh one: only a new signup brings back
+    # someone who left (drip.enrollment.resend_for_link).
+    resend = not isinstance(error, StaleToken)
+    return page(st, request, "expired.html", 410, token=token, reason=str(error), resend=resend)
 
 
 @router.get("/unsubscribe/{token}", response_class=HTMLResponse)

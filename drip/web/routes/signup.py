@@ -83,9 +83,8 @@ async def subscribe(request: Request, st: State) -> Response:
 def _allowed_redirect(st: WebState, target: str | None) -> bool:
     if not target:
         return False
-    parts = urlsplit(target)
-    origin = f"{parts.scheme}://{parts.netloc}"
-    return parts.scheme in ("http", "https") and origin in st.settings.allowed_redirect_origins
+    parts = urlsplit(target)  # the settings hold only http(s) origins
+    return f"{parts.scheme}://{parts.netloc}".lower() in st.settings.allowed_redirect_origins
 
 
 def _error(

@@ -1,0 +1,154 @@
+"""The lifecycle rules on their own, against a real SQLite file: who may be sent a fresh
+confirmation or unsubscribe link, and when."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine, update
+from sqlmodel import Session, col, select
+
+from drip.courses import Catalog, Course
+from drip.enrollment import (
+    find_member,
+    may_resend,
+    pending_members,
+    resend_for_operator,
+    send_unsubscribe_link,
+    unsubscribe,
+)
+from drip.models import Delivery, Enrollment, Signup, Subscriber
+from drip.signup import Consent, Entry, file_pending, record, sign_up
+from drip.states import EmailKind, SubscriberStatus
+from tests.conftest import enrol
+
+NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+
+def _other(course: Course) -> Course:
+    data = course.model_dump(by_alias=True, mode="json")
+    return Course.model_validate({**data, "slug": "other"})
+
+
+def _pending(engine: Engine, course: Course, email: str, *, now: datetime) -> None:
+    with engine.begin() as connection:
+        sign_up(
+            connection,
+            course=course,
+            entries=[Entry.clean(email=email, name="", timezone=None)],
+            consent=Consent(source="test"),
+            now=now,
+        )
+
+
+def _links(engine: Engine) -> list[tuple[int, str]]:
+    with Session(engine) as session:
+        rows = session.exec(
+            select(Delivery.enrollment_id, Delivery.created_at).where(
+                Delivery.kind == EmailKind.LINK
+            )
+        )
+        return [(enrollment_id, str(created)) for enrollment_id, created in rows]
+
+
+def test_an_unsubscribe_link_goes_to_the_latest_enrollment_of_that_address_only(
+    engine: Engine, course: Course
+) -> None:
+    """Typed on the lookup page: one fresh link per hour, for the address's most recent
+    enrollment; other addresses, people who left and strangers get nothing."""
+    enrol(engine, course, "two@example.org", now=NOW)
+    enrol(engine, _other(course), "two@example.org", now=NOW)
+    enrol(engine, course, "bystander@example.org", now=NOW)
+    left = enrol(engine, course, "left@example.org", now=NOW)
+    with engine.begin() as connection:
+        unsubscribe(connection, enrollment_uid=left, catalog=Catalog({}), now=NOW)
+        for email in ("two@example.org", "two@example.org", "left@example.org", "no@example.org"):
+            send_unsubscribe_link(connection, email=email, now=NOW)
+        send_unsubscribe_link(connection, email="two@example.org", now=NOW + timedelta(hours=1))
+    with Session(engine) as session:
+        latest = session.exec(select(Enrollment.id).where(Enrollment.course_slug == "other")).one()
+    assert _links(engine) == [(latest, str(NOW)), (latest, str(NOW + timedelta(hours=1)))]
+
+
+def test_the_resend_gap_is_inclusive(engine: Engine, course: Course) -> None:
+    """A confirmation may go again exactly ``gap`` seconds after the last, not before."""
+    _pending(engine, course, "gap@example.org", now=NOW)
+    with engine.connect() as connection:
+        [member] = pending_members(connection, sent_before=None)
+    assert member.confirmation_sent_at == NOW
+    assert may_resend(member, now=NOW + timedelta(seconds=600), gap_seconds=600)
+    assert not may_resend(member, now=NOW + timedelta(seconds=599), gap_seconds=600)
+
+
+def test_pending_members_are_those_still_waiting_oldest_first(
+    engine: Engine, course: Course
+) -> None:
+    """Only pending addresses with a pending enrollment, filtered by address and by when
+    their last confirmation went (strictly before ``sent_before``), in signup order."""
+    _pending(engine, course, "b@example.org", now=NOW)
+    _pending(engine, course, "a@example.org", now=NOW + timedelta(hours=1))
+    _pending(engine, course, "gone@example.org", now=NOW)
+    enrol(engine, course, "active@example.org", now=NOW)
+    with engine.begin() as connection:
+        connection.execute(
+            update(Subscriber)
+            .where(col(Subscriber.email) == "gone@example.org")
+            .values(status=SubscriberStatus.SUPPRESSED)
+        )
+        emails = lambda **kw: [m.email for m in pending_members(connection, **kw)]  # noqa: E731
+        assert emails(sent_before=None) == ["b@example.org", "a@example.org"]
+        assert emails(sent_before=NOW + timedelta(hours=1)) == ["b@example.org"]
+        assert emails(sent_before=NOW) == []
+        assert emails(sent_before=None, email="a@example.org") == ["a@example.org"]
+
+
+def test_an_operator_resends_only_to_someone_still_pending(engine: Engine, course: Course) -> None:
+    """`drip subscribers resend-confirmation` queues a fresh confirmation for a pending
+    address, and never for one that is active or has left."""
+    _pending(engine, course, "wait@example.org", now=NOW)
+    active = enrol(engine, course, "in@example.org", now=NOW)
+    left = enrol(engine, course, "out@example.org", now=NOW)
+    later = NOW + timedelta(days=1)
+    with engine.begin() as connection:
+        unsubscribe(connection, enrollment_uid=left, catalog=Catalog({}), now=NOW)
+        [waiting] = pending_members(connection, sent_before=None)
+        assert resend_for_operator(connection, member=waiting, now=later)
+        for uid in (active, left):
+            member = find_member(connection, enrollment_uid=uid)
+            assert not resend_for_operator(connection, member=member, now=later)
+    with Session(engine) as session:
+        confirmations = session.exec(
+            select(Delivery.due_at).where(Delivery.kind == EmailKind.CONFIRM)
+        ).all()
+    assert sorted(confirmations) == [NOW, later]
+
+
+def test_a_double_submit_is_filed_as_two_signups_and_one_confirmation(
+    engine: Engine, course: Course
+) -> None:
+    """The same address posted twice (another in between) and filed in one go: every
+    signup row is kept and filed, the address gets one confirmation (the resend gap),
+    and its name is the first one's until a link is pressed."""
+    with engine.begin() as connection:
+        for email, name in (
+            ("d@example.org", "Dee"),
+            ("e@example.org", ""),
+            ("d@example.org", "X"),
+        ):
+            entry = Entry.clean(email=email, name=name, timezone=None)
+            record(connection, course=course, entry=entry, consent=Consent(source="t"), now=NOW)
+        filed = file_pending(
+            connection, catalog=Catalog({course.slug: course}), now=NOW, resend_gap_seconds=600
+        )
+    assert filed == 3
+    with Session(engine) as session:
+        assert session.exec(select(Signup).where(col(Signup.filed_at).is_(None))).all() == []
+        confirmations = session.exec(
+            select(Subscriber.email)
+            .join(Enrollment, col(Enrollment.subscriber_id) == Subscriber.id)
+            .join(Delivery, col(Delivery.enrollment_id) == Enrollment.id)
+            .where(Delivery.kind == EmailKind.CONFIRM)
+        ).all()
+        names = dict(session.exec(select(Subscriber.email, Subscriber.name)).all())
+    assert sorted(confirmations) == ["d@example.org", "e@example.org"]
+    assert names == {"d@example.org": "Dee", "e@example.org": ""}
