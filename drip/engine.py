@@ -394,7 +394,7 @@ class _Worker:
             now=self.now,
         )
         if recorded:
-            self._queue_next(self.connection, item, accepted.course, sent=True)
+            self._queue_next(self.connection, item, accepted.course)
             return
         # Unsubscribed between the check and the send, or the lease was taken over.
         log_event(
@@ -407,10 +407,9 @@ class _Worker:
             message_id=accepted.message_id,
         )
 
-    def _queue_next(
-        self, connection: Connection, item: Claimed, course: Course, *, sent: bool
-    ) -> None:
-        """After a lesson is closed, its enrollment's next one (other kinds end here)."""
+    def _queue_next(self, connection: Connection, item: Claimed, course: Course) -> None:
+        """After a lesson is closed (sent, failed or skipped), its enrollment's next one,
+        due on the next allowed local day after now (other kinds end here)."""
         if item.kind != EmailKind.LESSON:
             return
         deliveries.queue_next_lesson(
@@ -421,7 +420,6 @@ class _Worker:
             now=self.now,
             history=item.history,
             closed=item.day_id,
-            last_sent_at=self.now if sent else None,
         )
 
     def _close(
@@ -440,7 +438,7 @@ class _Worker:
             values["failed_at"] = self.now
         if not deliveries.update_claimed(connection, item, values):
             return Outcome.CANCELLED  # unsubscribed meanwhile, or the lease was taken over
-        self._queue_next(connection, item, course, sent=False)
+        self._queue_next(connection, item, course)
         log_event(
             logger,
             logging.WARNING,

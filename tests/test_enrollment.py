@@ -152,3 +152,20 @@ def test_a_double_submit_is_filed_as_two_signups_and_one_confirmation(
         names = dict(session.exec(select(Subscriber.email, Subscriber.name)).all())
     assert sorted(confirmations) == ["d@example.org", "e@example.org"]
     assert names == {"d@example.org": "Dee", "e@example.org": ""}
+
+
+def test_leaving_cancels_every_pending_email_and_its_claim_at_that_moment(
+    engine: Engine, course: Course
+) -> None:
+    """Scheduled and claimed emails alike become cancelled, stamped with the moment, and
+    the claim is dropped (the worker's pre-send check then finds nothing of its own)."""
+    uid = enrol(engine, course, "bye@example.org", now=NOW)
+    with engine.begin() as connection:
+        connection.execute(
+            update(Delivery).values(status="sending", claimed_until=NOW + timedelta(minutes=5))
+        )
+        later = NOW + timedelta(minutes=1)
+        unsubscribe(connection, enrollment_uid=uid, catalog=Catalog({}), now=later)
+    with Session(engine) as session:
+        rows = session.exec(select(Delivery.status, Delivery.cancelled_at, Delivery.claimed_until))
+        assert rows.all() == [("cancelled", later, None)]

@@ -578,3 +578,50 @@ def test_reply_text_is_kept_without_its_padding() -> None:
     with _scripted_server(server.talk) as port:
         with _smtp(f"smtp://127.0.0.1:{port}?starttls=off") as mailer:
             assert mailer.send(_message()) == "250 2.0.0 Ok: queued as ABC"
+
+
+@pytest.mark.parametrize(
+    ("url", "port", "starttls"),
+    [
+        ("smtp://mail.example", 587, "auto"),
+        ("smtp://mail.example:25?starttls=off", 25, "off"),
+        ("smtps://mail.example", 465, "off"),
+        ("smtps://mail.example:2465?starttls=require", 2465, "off"),
+    ],
+)
+def test_smtp_url_defaults(url: str, port: int, starttls: str) -> None:
+    """587 with opportunistic STARTTLS by default; smtps:// is 465 and TLS from the start."""
+    config = SmtpConfig.from_url(url, timeout=1)
+    assert (config.port, config.starttls, config.max_per_connection) == (port, starttls, 100)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("smtp://h?starttls=maybe", "DRIP_SMTP_URL: starttls must be auto, require or off"),
+        ("smtp:///nohost", "DRIP_SMTP_URL: no host (e.g. smtp://user:pass@mail.example:587)"),
+        ("smtp://h:99999", "DRIP_SMTP_URL: Port out of range 0-65535"),
+        ("smtp://h?max_per_connection=lots", "DRIP_SMTP_URL: invalid literal for int()"),
+    ],
+)
+def test_a_bad_smtp_url_is_named_exactly(url: str, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        SmtpConfig.from_url(url, timeout=1)
+    assert str(raised.value).startswith(message)
+
+
+def test_check_says_how_it_connected(tmp_path: Path, tls_sink: tuple[SmtpSink, Path]) -> None:
+    """`drip doctor`'s SMTP line: TLS from the start, STARTTLS or none, and the login."""
+    sink, ca_file = tls_sink
+    url = f"smtp://maya:s3cret%20pw@127.0.0.1:{sink.port}?cafile={ca_file}"
+    with _smtp(url) as mailer:
+        assert mailer.check() == "connected (STARTTLS), logged in as maya"
+    (tmp_path / "implicit").mkdir()
+    context, ca = _tls_files(tmp_path / "implicit")
+    with (
+        SmtpSink(implicit_tls=context) as tls,
+        _smtp(f"smtps://127.0.0.1:{tls.port}?cafile={ca}") as mailer,
+    ):
+        assert mailer.check() == "connected (TLS), no login"
+    with SmtpSink() as plain, _smtp(f"smtp://127.0.0.1:{plain.port}") as mailer:
+        assert mailer.check() == "connected (no TLS), no login"

@@ -89,3 +89,12 @@ def test_retry_backoff_doubles_and_is_capped() -> None:
         timedelta(minutes=20),
         timedelta(hours=6),
     ]
+
+
+def test_the_next_allowed_day_is_the_first_one_after() -> None:
+    """Each day after is tried in turn; an empty set of weekdays is refused, not looped on."""
+    monday = date(2026, 11, 23)
+    assert next_allowed_day(monday, frozenset({0, 2})) == date(2026, 11, 25)  # Wednesday
+    assert next_allowed_day(monday, frozenset({0})) == date(2026, 11, 30)
+    with pytest.raises(ValueError, match="^at least one weekday must be allowed$"):
+        next_allowed_day(monday, frozenset())
