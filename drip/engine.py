@@ -100,9 +100,16 @@ class RunReport:
 class Throttle:
     """A token bucket shared by all connections: at most ``rate`` messages per second."""
 
-    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        rate: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.rate = rate
         self._clock = clock
+        self._sleep = sleep
         self._next = clock()
         self._lock = threading.Lock()
 
@@ -114,7 +121,7 @@ class Throttle:
             slot = max(self._next, now)
             self._next = slot + 1.0 / self.rate
         if slot > now:
-            time.sleep(slot - now)
+            self._sleep(slot - now)
 
 
 class Sender:
@@ -407,11 +414,18 @@ class _Worker:
             message_id=accepted.message_id,
         )
 
-    def _queue_next(self, connection: Connection, item: Claimed, course: Course) -> None:
-        """After a lesson is closed (sent, failed or skipped), its enrollment's next one,
-        due on the next allowed local day after now (other kinds end here)."""
+    def _queue_next(
+        self, connection: Connection, item: Claimed, course: Course, *, skipped: bool = False
+    ) -> None:
+        """After a lesson is closed, its enrollment's next one (other kinds end here): due
+        the next allowed local day after now, or, in place of a day removed from the
+        course (``skipped``), at once unless a lesson already went out today."""
         if item.kind != EmailKind.LESSON:
             return
+        last_sent = None
+        if skipped:
+            histories = deliveries.lesson_histories(connection, [item.enrollment_id])
+            last_sent = histories.get(item.enrollment_id, ({}, None))[1]
         deliveries.queue_next_lesson(
             connection,
             enrollment_id=item.enrollment_id,
@@ -420,6 +434,8 @@ class _Worker:
             now=self.now,
             history=item.history,
             closed=item.day_id,
+            last_sent_at=last_sent,
+            resuming=skipped,
         )
 
     def _close(
@@ -438,7 +454,7 @@ class _Worker:
             values["failed_at"] = self.now
         if not deliveries.update_claimed(connection, item, values):
             return Outcome.CANCELLED  # unsubscribed meanwhile, or the lease was taken over
-        self._queue_next(connection, item, course)
+        self._queue_next(connection, item, course, skipped=status == DeliveryStatus.SKIPPED)
         log_event(
             logger,
             logging.WARNING,

@@ -18,12 +18,14 @@ from drip.config import Settings
 from drip.courses import Catalog, Course
 from drip.db import engine_for
 from drip.deliveries import claim
-from drip.engine import Outcome, Sender
+from drip.engine import Outcome, Sender, Throttle
 from drip.enrollment import confirm, unsubscribe
+from drip.exceptions import InvalidCourse
 from drip.mailer import memory
 from drip.mailer.memory import MemoryMailer
 from drip.message import Outgoing
 from drip.models import Delivery, Enrollment, Signup, Subscriber
+from drip.schedule import retry_at
 from drip.signup import Consent, Entry, sign_up
 from drip.states import DeliveryStatus, EmailKind, SubscriberStatus
 from drip.testing import SmtpSink, free_port
@@ -158,6 +160,47 @@ def test_unsubscribe_after_claim_is_not_sent(
     assert [d.status for d in deliveries(engine)] == [DeliveryStatus.CANCELLED]
     walk(sender, now, days=3)
     assert memory.outbox == []
+
+
+def test_an_unsubscribe_during_the_smtp_handover_is_honoured_and_logged(
+    engine: Engine, settings: Settings, course: Course, caplog: Any
+) -> None:
+    """Leaving while the server is accepting the lesson: it went out, but nothing records
+    it as sent, no next day is queued, and the log names the message that got through."""
+    caplog.set_level("WARNING", logger="drip")
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    uid = enrol(engine, course, "racer@example.org", now=now)
+
+    class UnsubscribedMidSend(MemoryMailer):
+        def send(self, message: Outgoing) -> str:
+            with engine.begin() as connection:
+                catalog = Catalog({course.slug: course})
+                unsubscribe(connection, enrollment_uid=uid, catalog=catalog, now=now)
+            return super().send(message)
+
+    report = sender_for(engine, settings, course, mailer_factory=UnsubscribedMidSend).send_due(
+        now=now
+    )
+    assert report.sent == 1 and len(memory.outbox) == 1
+    [row] = deliveries(engine)
+    assert (row.status, row.sent_at, row.smtp_response) == (DeliveryStatus.CANCELLED, None, None)
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line == (
+        "event=receipt-lost email=racer@example.org course=yin-immersion "
+        f"day=upper-back-shoulders message_id={memory.outbox[0].message_id}"
+    )
+
+
+def test_a_receipt_keeps_the_server_reply_and_message_id(
+    engine: Engine, settings: Settings, course: Course
+) -> None:
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    enrol(engine, course, "kept@example.org", now=now)
+    sender_for(engine, settings, course).send_due(now=now)
+    sent = [d for d in deliveries(engine) if d.status == DeliveryStatus.SENT]
+    assert [(d.smtp_response, d.message_id, d.sent_at) for d in sent] == [
+        ("250 kept in memory", memory.outbox[0].message_id, now)
+    ]
 
 
 def test_stranded_claim_is_retried_with_the_same_message_id(
@@ -296,15 +339,20 @@ def test_dropped_connection_stops_the_run_and_loses_nothing(
 
 
 def test_smtp_down_stops_early_and_marks_nothing_sent(
-    engine: Engine, tmp_path: Path, course: Course
+    engine: Engine, tmp_path: Path, course: Course, caplog: Any
 ) -> None:
-    """No server at all: the run stops, every lesson stays due, attempts are not used up."""
+    """No server at all: the run stops, every lesson stays due, attempts are not used up,
+    and the log says why once per connection."""
+    caplog.set_level("ERROR", logger="drip")
     now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
     for n in range(5):
         enrol(engine, course, f"p{n}@example.org", now=now)
-    settings = make_settings(tmp_path, smtp_url=f"smtp://127.0.0.1:{free_port()}")
+    port = free_port()
+    settings = make_settings(tmp_path, smtp_url=f"smtp://127.0.0.1:{port}", smtp_connections=1)
     report = sender_for(engine, settings, course).send_due(now=now)
     assert report.stopped and "SMTP unavailable" in report.stopped
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.startswith(f'event=smtp-unavailable error="cannot connect to 127.0.0.1:{port}: ')
     assert report.sent == 0
     assert {(d.status, d.attempts) for d in deliveries(engine)} == {(DeliveryStatus.SCHEDULED, 0)}
 
@@ -396,7 +444,7 @@ def test_coming_back_revives_the_lesson_an_unsubscribe_cancelled(
 
 
 def test_a_refused_smtp_login_releases_the_claims_and_says_so(
-    engine: Engine, tmp_path: Path, course: Course
+    engine: Engine, tmp_path: Path, course: Course, caplog: Any
 ) -> None:
     """A configuration error (refused password) stops the run with the error, and every
     claim is released unused: due again at once, no attempt counted."""
@@ -416,6 +464,8 @@ def test_a_refused_smtp_login_releases_the_claims_and_says_so(
         settings = make_settings(tmp_path, smtp_url=url, smtp_connections=1)
         report = sender_for(engine, settings, course).send_due(now=now)
     assert report.config_error and "login refused" in report.config_error
+    [line] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert line == f'event=smtp-config error="{report.config_error}"'
     assert {(d.status, d.attempts, d.claimed_until) for d in deliveries(engine)} == {
         (DeliveryStatus.SCHEDULED, 0, None)
     }
@@ -473,3 +523,90 @@ def test_a_message_refused_after_data_fails_that_day_only(
     assert rows[0].last_error == "rejected: 554 5.7.1 message refused"
     with Session(engine) as session:
         assert session.exec(select(Subscriber.status)).one() == SubscriberStatus.ACTIVE
+
+
+def test_a_queued_day_removed_from_the_course_is_skipped_and_the_next_takes_its_slot(
+    engine: Engine, settings: Settings, course: Course
+) -> None:
+    """Day 2 is queued for the morning, then deleted from the YAML: at that morning its
+    row is closed as skipped ("day removed") and day 3 goes out in its place, so the
+    course neither stalls nor loses a day; the rest follow one a day."""
+    start = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)  # 07:00 in the course's zone
+    enrol(engine, course, "edit@example.org", now=start)
+    sender_for(engine, settings, course).send_due(now=start)
+    removed = course.days[1].id
+    edited = variant(
+        course,
+        days=[
+            d for d in course.model_dump(by_alias=True, mode="json")["days"] if d["id"] != removed
+        ],
+    )
+    morning = start + timedelta(days=1)
+    report = sender_for(engine, settings, edited).send_due(now=morning)
+    assert (report[Outcome.SKIPPED], report.sent) == (1, 1)  # day 3, in the same run
+    rows = {d.day_id: d for d in deliveries(engine)}
+    assert (rows[removed].status, rows[removed].last_error) == (
+        DeliveryStatus.SKIPPED,
+        "day removed",
+    )
+    assert rows[removed].claimed_until is None
+    assert rows[course.days[2].id].sent_at == morning
+    walk(sender_for(engine, settings, edited), morning, days=6)
+    sent = sorted((d for d in deliveries(engine) if d.sent_at), key=lambda d: d.sent_at)
+    assert [d.day_id for d in sent] == [d.id for d in course.days if d.id != removed]
+    assert [d.sent_at for d in sent] == [start + timedelta(days=n) for n in range(6)]
+
+
+def test_a_missing_course_or_a_broken_template_defers_and_never_gives_up(
+    engine: Engine, tmp_path: Path, course: Course, caplog: Any
+) -> None:
+    """Neither is the recipient's fault: the email waits (backing off, attempts counted but
+    never exhausted) until the course file or template is fixed, saying why each time."""
+    caplog.set_level("WARNING", logger="drip")
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    enrol(engine, course, "broken@example.org", now=now)
+    enrol(engine, variant(course, slug="gone-course"), "orphan@example.org", now=now)
+
+    class Broken(Composer):
+        def lesson(self, **kwargs: Any) -> Any:
+            raise InvalidCourse("lesson template: 'teacher' is undefined")
+
+    settings = make_settings(tmp_path, max_attempts=2)
+    sender = sender_for(engine, settings, course, composer=Broken(settings=settings))
+    for day in range(4):  # more runs than max_attempts
+        later = now + timedelta(days=day)
+        report = sender.send_due(now=later)
+        assert report[Outcome.DEFERRED] == 2 and report.sent == 0
+    errors = {d.last_error for d in deliveries(engine)}
+    assert errors == {"lesson template: 'teacher' is undefined", "unknown course 'gone-course'"}
+    assert {(d.status, d.attempts) for d in deliveries(engine)} == {(DeliveryStatus.SCHEDULED, 4)}
+    assert {d.due_at for d in deliveries(engine)} == {retry_at(now=later, attempts=4)}
+    logged = {r.getMessage().split(" error=")[1] for r in caplog.records}
+    assert logged == {
+        "\"lesson template: 'teacher' is undefined\"",
+        "\"unknown course 'gone-course'\"",
+    }
+    assert memory.outbox == []
+
+
+def test_the_throttle_spaces_messages_at_its_rate() -> None:
+    """DRIP_SEND_RATE: each message takes the next free slot 1/rate after the last; a pause
+    longer than a slot earns no burst; 0 means unthrottled."""
+    clock = [100.0]
+    slept: list[float] = []
+    throttle = Throttle(4, clock=lambda: clock[0], sleep=slept.append)
+    for _ in range(3):
+        throttle.wait()
+    assert slept == [0.25, 0.5]
+    clock[0] = 110.0  # long after the last slot
+    throttle.wait()
+    throttle.wait()
+    assert slept == [0.25, 0.5, 0.25]
+    one = Throttle(1, clock=lambda: clock[0], sleep=slept.append)
+    one.wait()
+    one.wait()
+    assert slept[-1] == 1.0
+    free = Throttle(0, clock=lambda: clock[0], sleep=slept.append)
+    for _ in range(5):
+        free.wait()
+    assert len(slept) == 4
