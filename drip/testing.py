@@ -52,6 +52,11 @@ class _Handler:
             responses.insert(-1, "250-PIPELINING")
         return responses
 
+    async def handle_NOOP(self, server: Any, session: Any, envelope: Any, arg: str) -> str:
+        with self.sink.lock:
+            self.sink.noops += 1
+        return "250 OK"
+
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: list[str]
     ) -> str:
@@ -106,6 +111,8 @@ class SmtpSink:
         self.data_replies: list[str] = []
         #: how many of the next messages to answer by dropping the connection
         self.drop_next = 0
+        #: NOOP commands received (a client checking an idle connection)
+        self.noops = 0
         self.logins: list[str] = []
         self._tls_context = tls_context
         self._require_starttls = require_starttls
@@ -137,7 +144,9 @@ class SmtpSink:
         if self.implicit_tls is not None:
             options.update(ssl_context=self.implicit_tls)
         if self._credentials is not None:
-            options.update(authenticator=authenticate, auth_require_tls=True)
+            # AUTH only over TLS when the sink offers TLS; a plain sink is a local relay
+            secure = self._tls_context is not None or self.implicit_tls is not None
+            options.update(authenticator=authenticate, auth_require_tls=secure)
 
         class _Controller(Controller):  # type: ignore[misc]
             def _trigger_server(self) -> None:

@@ -17,7 +17,7 @@ import trustme
 from drip.exceptions import ConfigError, PermanentFailure, TemporaryFailure
 from drip.mailer import mailer_from_url, memory
 from drip.mailer.file import FileMailer
-from drip.mailer.smtp import MAX_REPLY_LINES, SmtpConfig, SmtpMailer
+from drip.mailer.smtp import IDLE_CHECK_SECONDS, MAX_REPLY_LINES, SmtpConfig, SmtpMailer
 from drip.message import Outgoing, Prototype, quoted_printable
 from drip.testing import SmtpSink, free_port
 
@@ -121,8 +121,9 @@ def test_addresses_that_could_break_the_command_line_are_refused(smtp_sink: Smtp
     """CR, LF or angle brackets in an envelope address never reach the server."""
     with _smtp(smtp_sink.url) as mailer:
         for bad in ("ana@example.org>\r\nRCPT TO:<x@evil.test", "a b@example.org", "ané@x.org"):
-            with pytest.raises(PermanentFailure, match="not a deliverable address"):
+            with pytest.raises(PermanentFailure, match="not a deliverable address") as raised:
                 mailer.send(Outgoing("hello@example.com", bad, "<b@x>", b"Subject: x\r\n\r\nx\r\n"))
+            assert raised.value.suppress is False  # no server refused it: not the address
     assert smtp_sink.received == []
 
 
@@ -625,3 +626,32 @@ def test_check_says_how_it_connected(tmp_path: Path, tls_sink: tuple[SmtpSink, P
         assert mailer.check() == "connected (TLS), no login"
     with SmtpSink() as plain, _smtp(f"smtp://127.0.0.1:{plain.port}") as mailer:
         assert mailer.check() == "connected (no TLS), no login"
+
+
+def test_an_idle_connection_is_checked_before_reuse(smtp_sink: SmtpSink) -> None:
+    """Back-to-back messages reuse the connection without a NOOP; after IDLE_CHECK_SECONDS
+    a NOOP checks it first, and a connection found dead is replaced, not failed on."""
+    with _smtp(smtp_sink.url) as mailer:
+        mailer.send(_message(1))
+        mailer.send(_message(2))
+        assert (smtp_sink.noops, mailer.connections_opened) == (0, 1)
+        mailer._last_used -= IDLE_CHECK_SECONDS + 1
+        mailer.send(_message(3))
+        assert (smtp_sink.noops, mailer.connections_opened) == (1, 1)
+        assert mailer._connection is not None and mailer._connection.sock is not None
+        mailer._connection.sock.shutdown(socket.SHUT_RDWR)  # the server went away meanwhile
+        mailer._last_used -= IDLE_CHECK_SECONDS + 1
+        mailer.send(_message(4))
+        assert mailer.connections_opened == 2
+    assert len(smtp_sink.received) == 4
+
+
+@pytest.mark.parametrize(("userinfo", "password"), [("maya:pw", "pw"), ("maya", "")])
+def test_a_local_relay_may_take_a_login_without_tls(userinfo: str, password: str) -> None:
+    """On loopback the password may go in clear (a relay on the same host); a user without
+    a password logs in with an empty one."""
+    with SmtpSink(credentials=("maya", password)) as sink:
+        with _smtp(f"smtp://{userinfo}@127.0.0.1:{sink.port}?starttls=off") as mailer:
+            assert mailer.check() == "connected (no TLS), logged in as maya"
+            mailer.send(_message())
+    assert sink.logins == ["maya"] and len(sink.received) == 1  # one connection for both

@@ -274,7 +274,7 @@ def _wire_address(address: str) -> str:
     """The address as it goes into MAIL FROM / RCPT TO; anything that could break the
     command line (CR, LF, angle brackets, spaces, non-ASCII) is refused."""
     if not _WIRE_ADDRESS.fullmatch(address):
-        raise PermanentFailure(f"not a deliverable address: {address!r}", suppress=False)
+        raise PermanentFailure(f"not a deliverable address: {address!r}")  # ours to fix
     return address
 
 
