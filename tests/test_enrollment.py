@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
@@ -169,3 +170,68 @@ def test_leaving_cancels_every_pending_email_and_its_claim_at_that_moment(
     with Session(engine) as session:
         rows = session.exec(select(Delivery.status, Delivery.cancelled_at, Delivery.claimed_until))
         assert rows.all() == [("cancelled", later, None)]
+
+
+def test_a_signup_is_kept_as_posted_and_filed_later(any_engine: Engine, course: Course) -> None:
+    """The web process stores the signup as posted at T0; filing at T1 creates the pending
+    subscriber and enrollment (created at T1, consent from T0) and links the signup. A
+    signup for a course removed meanwhile is closed without creating anyone."""
+    t0, t1 = NOW, NOW + timedelta(seconds=5)
+    consent = Consent(source="blog form", ip="203.0.113.9", user_agent="Firefox")
+    gone = _other(course)
+    with any_engine.begin() as connection:
+        entry = Entry.clean(email="Ana@Example.org", name="Ana", timezone="Europe/Lisbon")
+        uid = record(connection, course=course, entry=entry, consent=consent, now=t0)
+        orphan = Entry.clean(email="orphan@example.org", name="", timezone=None)
+        record(connection, course=gone, entry=orphan, consent=consent, now=t0)
+        catalog = Catalog({course.slug: course})
+        assert file_pending(connection, catalog=catalog, now=t1, resend_gap_seconds=600) == 2
+    with Session(any_engine) as session:
+        signups = {s.email: s for s in session.exec(select(Signup))}
+        [subscriber] = session.exec(select(Subscriber)).all()
+        [enrollment] = session.exec(select(Enrollment)).all()
+    ana = signups["ana@example.org"]
+    assert (ana.uid, ana.course_slug, ana.name, ana.timezone) == (
+        uid,
+        course.slug,
+        "Ana",
+        "Europe/Lisbon",
+    )
+    assert (ana.created_at, ana.ip, ana.user_agent, ana.source) == (
+        t0,
+        "203.0.113.9",
+        "Firefox",
+        "blog form",
+    )
+    assert (ana.subscriber_id, ana.filed_at) == (subscriber.id, t1)
+    assert (subscriber.email, subscriber.name, subscriber.timezone, subscriber.status) == (
+        "ana@example.org",
+        "Ana",
+        "Europe/Lisbon",
+        "pending",
+    )
+    assert len(subscriber.uid) == 24 and subscriber.created_at == t1
+    assert (subscriber.consent_at, subscriber.consent_ip) == (t0, "203.0.113.9")
+    assert (subscriber.consent_user_agent, subscriber.consent_source) == ("Firefox", "blog form")
+    assert (enrollment.subscriber_id, enrollment.course_slug) == (subscriber.id, course.slug)
+    assert (enrollment.status, enrollment.created_at, len(enrollment.uid)) == ("pending", t1, 24)
+    left = signups["orphan@example.org"]
+    assert (left.subscriber_id, left.filed_at) == (None, t1)
+
+
+def test_an_operator_signup_is_filed_at_once_and_only_the_operator_confirms(
+    any_engine: Engine, course: Course
+) -> None:
+    with any_engine.begin() as connection:
+        entry = Entry.clean(email="op@example.org", name="Op", timezone=None)
+        consent = Consent(source="import")
+        sign_up(connection, course=course, entries=[entry], consent=consent, now=NOW)
+        with pytest.raises(ValueError, match="^only the operator can sign people up as confirmed$"):
+            sign_up(
+                connection, course=course, entries=[entry], consent=consent, now=NOW, confirmed=True
+            )
+    with Session(any_engine) as session:
+        [signup] = session.exec(select(Signup)).all()
+        subscriber_id = session.exec(select(Subscriber.id)).one()
+    assert (signup.created_at, signup.filed_at, signup.subscriber_id) == (NOW, NOW, subscriber_id)
+    assert (signup.name, signup.source, signup.course_slug) == ("Op", "import", course.slug)
