@@ -60,7 +60,8 @@ bench: $(STAMP)
 ## (>= 90 % killed, every survivor listed in docs/mutation.md). About an hour on 2 cores.
 mutate: $(STAMP)
 	rm -rf mutants
-	$(BIN)/mutmut run
+	-DRIP_TEST_POSTGRES_URL="$${DRIP_TEST_POSTGRES_URL:-$$(python3 -c 'import socket; socket.create_connection(("127.0.0.1", 5432), timeout=2).close(); print("postgresql+psycopg://postgres@127.0.0.1:5432/test")' 2>/dev/null)}" \
+		$(BIN)/mutmut run
 	$(BIN)/python tests/mutation_report.py
 
 ## make lock: re-pin the image's dependencies (with hashes) from pyproject.toml.
