@@ -123,26 +123,15 @@ def find_signup(connection: Connection, *, signup_uid: str) -> tuple[Member, Sig
     return Member(*row[:count]), SignupDetails(*row[count:])
 
 
-def latest_signup(connection: Connection, member: Member) -> SignupDetails | None:
-    row = connection.execute(
-        select(
-            col(Signup.id),
-            col(Signup.uid),
-            col(Signup.name),
-            col(Signup.timezone),
-            col(Signup.created_at),
-            col(Signup.ip),
-            col(Signup.user_agent),
-            col(Signup.source),
-        )
-        .where(
+def latest_signup_id(connection: Connection, member: Member) -> int | None:
+    """The member's most recent signup for their course (what a fresh link confirms)."""
+    latest: int | None = connection.execute(
+        select(func.max(col(Signup.id))).where(
             col(Signup.subscriber_id) == member.subscriber_id,
             col(Signup.course_slug) == member.course_slug,
         )
-        .order_by(col(Signup.id).desc())
-        .limit(1)
-    ).one_or_none()
-    return SignupDetails(*row) if row else None  # type: ignore[arg-type]
+    ).scalar()
+    return latest
 
 
 # -- confirming -----------------------------------------------------------------------------
@@ -319,10 +308,10 @@ def activate_many(
 
 
 def queue_confirmations(
-    connection: Connection, members: Sequence[tuple[Member, SignupDetails]], *, now: datetime
+    connection: Connection, members: Sequence[tuple[Member, int]], *, now: datetime
 ) -> None:
-    """Queue a confirmation email for each (member, signup) and note when, so resends
-    are spaced out."""
+    """Queue a confirmation email for each (member, signup id: the signup its link will
+    confirm) and note when, so resends are spaced out."""
     if not members:
         return
     deliveries.queue_many(
@@ -332,11 +321,11 @@ def queue_confirmations(
                 "enrollment_id": member.enrollment_id,
                 "kind": EmailKind.CONFIRM,
                 "key": deliveries.email_key(EmailKind.CONFIRM),
-                "signup_id": signup.id,
+                "signup_id": signup_id,
                 "due_at": now,
                 "now": now,
             }
-            for member, signup in members
+            for member, signup_id in members
         ],
     )
     connection.execute(
@@ -377,7 +366,7 @@ def resend_for_link(
         or not may_resend(member, now=now, gap_seconds=gap_seconds)
     ):
         return False
-    queue_confirmations(connection, [(member, signup)], now=now)
+    queue_confirmations(connection, [(member, signup.id)], now=now)
     return True
 
 
@@ -386,10 +375,10 @@ def resend_for_operator(connection: Connection, *, member: Member, now: datetime
     (never for someone who unsubscribed or was suppressed); True if queued."""
     if member.status != SubscriberStatus.PENDING or not awaiting_confirmation(member):
         return False
-    signup = latest_signup(connection, member)
-    if signup is None:
+    signup_id = latest_signup_id(connection, member)
+    if signup_id is None:
         return False
-    queue_confirmations(connection, [(member, signup)], now=now)
+    queue_confirmations(connection, [(member, signup_id)], now=now)
     return True
 
 

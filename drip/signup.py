@@ -324,7 +324,7 @@ def _file(
         if action == Action.ACTIVATE:
             activating.append((member, signup))
         elif action == Action.CONFIRM:
-            confirming.append((member, signup))
+            confirming.append((member, signup_id))
         outcomes.append(Outcome(row["email"], action, was))
     queue_confirmations(connection, confirming, now=now)
     activate_many(connection, activating, course=course, now=now)

@@ -16,6 +16,7 @@ from drip.enrollment import (
     pending_members,
     resend_for_operator,
     send_unsubscribe_link,
+    stop_subscriber,
     unsubscribe,
 )
 from drip.models import Delivery, Enrollment, Signup, Subscriber
@@ -235,3 +236,88 @@ def test_an_operator_signup_is_filed_at_once_and_only_the_operator_confirms(
         subscriber_id = session.exec(select(Subscriber.id)).one()
     assert (signup.created_at, signup.filed_at, signup.subscriber_id) == (NOW, NOW, subscriber_id)
     assert (signup.name, signup.source, signup.course_slug) == ("Op", "import", course.slug)
+
+
+def _goodbye_course(course: Course) -> Course:
+    data = course.model_dump(by_alias=True, mode="json")
+    return Course.model_validate({**data, "goodbye_email": True})
+
+
+def _kinds(engine: Engine) -> list[tuple[str, str]]:
+    with Session(engine) as session:
+        rows = session.exec(select(Delivery.kind, Delivery.status).order_by(col(Delivery.id)))
+        return [(kind, status) for kind, status in rows]
+
+
+def test_leaving_twice_keeps_the_goodbye_but_a_suppression_cancels_it(
+    engine: Engine, course: Course
+) -> None:
+    """A second unsubscribe (one-click, then the button) leaves the queued goodbye alone;
+    an address suppressed afterwards (a bounce) gets nothing, goodbye included. Only
+    running enrollments are cancelled, stamped with the moment."""
+    leaving = _goodbye_course(course)
+    uid = enrol(engine, leaving, "twice@example.org", now=NOW)
+    catalog = Catalog({leaving.slug: leaving})
+    later = NOW + timedelta(minutes=3)
+    with engine.begin() as connection:
+        first = unsubscribe(connection, enrollment_uid=uid, catalog=catalog, now=later)
+        again = unsubscribe(connection, enrollment_uid=uid, catalog=catalog, now=later)
+    assert (first.course, first.changed, again.course, again.changed) == (
+        leaving,
+        True,
+        leaving,
+        False,
+    )
+    assert _kinds(engine) == [("lesson", "cancelled"), ("goodbye", "scheduled")]
+    with Session(engine) as session:
+        enrollment = session.exec(select(Enrollment)).one()
+        goodbye = session.exec(select(Delivery).where(Delivery.kind == "goodbye")).one()
+    assert (enrollment.status, enrollment.cancelled_at) == ("cancelled", later)
+    assert (goodbye.due_at, goodbye.created_at) == (later, later)
+    with engine.begin() as connection:
+        member = find_member(connection, enrollment_uid=uid)
+        stop_subscriber(
+            connection,
+            subscriber_id=member.subscriber_id,
+            status=SubscriberStatus.SUPPRESSED,
+            now=later,
+            reason="550 gone",
+        )
+    assert _kinds(engine) == [("lesson", "cancelled"), ("goodbye", "cancelled")]
+
+
+def test_a_finished_course_stays_completed_when_its_subscriber_leaves(
+    engine: Engine, course: Course
+) -> None:
+    done = enrol(engine, course, "done@example.org", now=NOW)
+    enrol(engine, _other(course), "done@example.org", now=NOW)
+    with engine.begin() as connection:
+        connection.execute(
+            update(Enrollment)
+            .where(col(Enrollment.uid) == done)
+            .values(status="completed", completed_at=NOW)
+        )
+        unsubscribe(connection, enrollment_uid=done, catalog=Catalog({}), now=NOW)
+    with Session(engine) as session:
+        statuses = dict(session.exec(select(Enrollment.course_slug, Enrollment.status)).all())
+    assert statuses == {course.slug: "completed", "other": "cancelled"}
+
+
+def test_an_operator_resend_confirms_the_latest_signup(engine: Engine, course: Course) -> None:
+    """The fresh link names the address's most recent signup for that course, so
+    confirming applies what they posted last."""
+    _pending(engine, course, "twice@example.org", now=NOW)
+    _pending(engine, _other(course), "twice@example.org", now=NOW)
+    _pending(engine, course, "twice@example.org", now=NOW + timedelta(hours=1))
+    with engine.begin() as connection:
+        members = pending_members(connection, sent_before=None, email="twice@example.org")
+        [member] = [m for m in members if m.course_slug == course.slug]
+        assert resend_for_operator(connection, member=member, now=NOW + timedelta(days=1))
+    with Session(engine) as session:
+        latest = session.exec(
+            select(Signup.id).where(Signup.course_slug == course.slug).order_by(col(Signup.id))
+        ).all()[-1]
+        resent = session.exec(
+            select(Delivery.signup_id).where(Delivery.due_at == NOW + timedelta(days=1))
+        ).one()
+    assert resent == latest
