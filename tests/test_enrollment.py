@@ -11,6 +11,7 @@ from sqlmodel import Session, col, select
 
 from drip.courses import Catalog, Course
 from drip.enrollment import (
+    confirm,
     find_member,
     may_resend,
     pending_members,
@@ -321,3 +322,40 @@ def test_an_operator_resend_confirms_the_latest_signup(engine: Engine, course: C
             select(Delivery.signup_id).where(Delivery.due_at == NOW + timedelta(days=1))
         ).one()
     assert resent == latest
+
+
+def test_confirming_applies_the_details_of_the_signup_its_link_names(
+    engine: Engine, course: Course
+) -> None:
+    """Two signups for one address (the second by someone else, say): pressing the link of
+    one makes its name, zone and proof of consent the subscriber's, on its own course
+    only."""
+    other = _other(course)
+    catalog = Catalog({course.slug: course, other.slug: other})
+    posts = [
+        (course, "Ana", "Europe/Lisbon", "203.0.113.1", "blog"),
+        (course, "Mallory", "Asia/Tokyo", "198.51.100.7", "api"),
+        (other, "Ana", None, "203.0.113.1", "blog"),
+    ]
+    with engine.begin() as connection:
+        for index, (on, name, zone, ip, source) in enumerate(posts):
+            entry = Entry.clean(email="ana@example.org", name=name, timezone=zone)
+            consent = Consent(source=source, ip=ip, user_agent=f"agent {index}")
+            at = NOW + timedelta(minutes=20 * index)
+            record(connection, course=on, entry=entry, consent=consent, now=at)
+            file_pending(connection, catalog=catalog, now=at, resend_gap_seconds=0)
+    with Session(engine) as session:
+        first, second, _ = session.exec(select(Signup.uid).order_by(col(Signup.id))).all()
+    for uid, expected in ((second, posts[1]), (first, posts[0])):
+        later = NOW + timedelta(hours=1)
+        with engine.begin() as connection:
+            done = confirm(connection, signup_uid=uid, issued_at=later, catalog=catalog, now=later)
+        assert done.course == course and done.zone.key == expected[2]
+        with Session(engine) as session:
+            ana = session.exec(select(Subscriber)).one()
+            enrollments = dict(
+                session.exec(select(Enrollment.course_slug, Enrollment.status)).all()
+            )
+        assert (ana.name, ana.timezone, ana.consent_ip, ana.consent_source) == expected[1:]
+        assert enrollments == {course.slug: "active", other.slug: "pending"}
+    assert done.changed and done.next_lesson is None  # new details, no second day 1

@@ -117,6 +117,19 @@ def test_leading_dots_and_bare_line_ends_arrive_intact(smtp_sink: SmtpSink) -> N
     assert smtp_sink.received[0].data == data + b"\r\n"
 
 
+@pytest.mark.parametrize(
+    "data",
+    [b".a first line starting with a dot\r\nrest\r\n", b"no dots at all\r\n", b".\r\n"],
+    ids=["leading-dot", "plain", "lone-dot"],
+)
+def test_only_dots_that_need_it_are_stuffed(smtp_sink: SmtpSink, data: bytes) -> None:
+    """A first line starting with a dot is stuffed too, and a message already ending in
+    CRLF gets no extra line: what arrives is what was given."""
+    with _smtp(smtp_sink.url) as mailer:
+        mailer.send(Outgoing("hello@example.com", "ana@example.org", "<d@x>", data))
+    assert smtp_sink.received[0].data == data
+
+
 def test_addresses_that_could_break_the_command_line_are_refused(smtp_sink: SmtpSink) -> None:
     """CR, LF or angle brackets in an envelope address never reach the server."""
     with _smtp(smtp_sink.url) as mailer:
@@ -457,7 +470,36 @@ class _Scripted:
         (
             {b"MAIL": b"553 5.7.1 sender not allowed\r\n"},
             TemporaryFailure,
-            {"code": 553, "response": "5.7.1 sender not allowed", "connection": True},
+            {
+                "code": 553,
+                "response": "5.7.1 sender not allowed",
+                "connection": True,
+                "args": ("sender refused: 553 5.7.1 sender not allowed",),
+            },
+            b"RSET",
+        ),
+        (
+            {b"MAIL": b"421 4.3.2 shutting down\r\n"},
+            TemporaryFailure,
+            {"code": 421, "connection": True},
+            None,
+        ),
+        (
+            {b"RCPT": b"500 5.5.2 what\r\n"},
+            PermanentFailure,
+            {"code": 500, "suppress": True, "args": ("rejected: 500 5.5.2 what",)},
+            b"RSET",
+        ),
+        (
+            {b"RCPT": b"600 nonsense\r\n"},
+            TemporaryFailure,
+            {"code": 600, "connection": False, "args": ("deferred: 600 nonsense",)},
+            b"RSET",
+        ),
+        (
+            {b"RCPT": b"251 2.1.5 will forward\r\n", b"DATA": b"554 5.7.1 no thanks\r\n"},
+            PermanentFailure,
+            {"code": 554, "suppress": False},
             b"RSET",
         ),
         (
@@ -479,7 +521,16 @@ class _Scripted:
             None,
         ),
     ],
-    ids=["sender-refused", "data-deferred", "data-refused", "rcpt-421-closes"],
+    ids=[
+        "sender-refused",
+        "mail-421-closes",
+        "rcpt-500",
+        "rcpt-600",
+        "forwarded-then-data-refused",
+        "data-deferred",
+        "data-refused",
+        "rcpt-421-closes",
+    ],
 )
 def test_each_refusal_is_classified_and_the_connection_reset(
     pipelining: bool,
@@ -500,7 +551,7 @@ def test_each_refusal_is_classified_and_the_connection_reset(
                 assert getattr(caught.value, name) == value, name
     assert server.body_lines == 0, "no message content after a refusal"
     if after is None:  # the server closed after its 421: nothing more was said
-        assert server.seen[-1] == b"RCPT" and b"RSET" not in server.seen
+        assert server.seen[-1] == next(iter(replies)) and b"RSET" not in server.seen
     else:
         assert after in server.seen
 
