@@ -92,8 +92,9 @@ class SmtpMailer(Mailer):
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config
         self._connection: smtplib.SMTP | None = None
-        self._sent_on_connection = 0
-        self._last_used = 0.0
+        #: messages sent on the current connection, and when it was last used (monotonic)
+        self._sent_on_connection: int
+        self._last_used: float
         #: connections opened so far (tests check that batches reuse one)
         self.connections_opened = 0
 
@@ -306,7 +307,7 @@ class _BoundedSMTP(smtplib.SMTP):
     def getreply(self) -> tuple[int, bytes]:
         if self.sock is None:
             raise smtplib.SMTPServerDisconnected("not connected")
-        deadline = time.monotonic() + (self.timeout or 30.0)  # type: ignore[attr-defined]
+        deadline = time.monotonic() + self.timeout  # type: ignore[attr-defined]
         lines: list[bytes] = []
         size = 0
         while True:
