@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
 
 from markupsafe import escape
 
@@ -258,11 +257,10 @@ class Composer:
         )
 
     def _list_headers(self, course: Course, unsubscribe_url: str) -> list[tuple[str, str]]:
-        mailto = f"mailto:{course.sender.reply_to or course.sender.address}?subject=" + quote(
-            f"unsubscribe {course.slug}"
-        )
+        """The one-click HTTPS link only (RFC 8058 needs no mailto): a mailto would land in
+        the teacher's inbox, to be handled by hand."""
         return [
-            ("List-Unsubscribe", f"<{unsubscribe_url}>, <{mailto}>"),
+            ("List-Unsubscribe", f"<{unsubscribe_url}>"),
             ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
         ]
 
