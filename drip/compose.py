@@ -52,7 +52,15 @@ class _Prepared:
 #: (subject, template, context shared by every recipient, per-recipient value names)
 _Parts = tuple[str, str, dict[str, Any], tuple[str, ...]]
 #: per-recipient values, each kind of email using some of them
-SLOTS = ("name", "greeting_name", "unsubscribe_url", "confirm_url", "resume", "timezone")
+SLOTS = (
+    "name",
+    "greeting_name",
+    "unsubscribe_url",
+    "confirm_url",
+    "resume",
+    "timezone",
+    "class_url",
+)
 _MARKERS = {slot: f"\x00drip:{slot}\x00" for slot in SLOTS}
 #: recipients whose full render must equal the spliced one before splicing is trusted
 _SPLICE_SAMPLES = (
@@ -63,6 +71,7 @@ _SPLICE_SAMPLES = (
         "confirm_url": "https://drip.invalid/confirm/a.b",
         "resume": "Day 2 is next.",
         "timezone": "Europe/London",
+        "class_url": "https://drip.invalid/c/a.b",
     },
     {
         "name": 'Zoë & "Co" <b>',
@@ -71,6 +80,7 @@ _SPLICE_SAMPLES = (
         "confirm_url": "https://drip.invalid/confirm/c.d?x=1&y=<2>",
         "resume": 'Welcome back: "day 3" & more <soon>.',
         "timezone": "America/Argentina/Buenos_Aires",
+        "class_url": "https://drip.invalid/c/c.d?x=1&y=<2>",
     },
 )
 
@@ -106,17 +116,24 @@ class Composer:
     def confirm_url(self, uid: str) -> str:
         return f"{self.base_url}/confirm/{self.tokens.confirm_token(uid)}"
 
+    def class_url(self, uid: str, course: Course, day: Day) -> str:
+        """The class link a lesson carries: through drip when the course tracks clicks."""
+        return f"{self.base_url}/c/{self.tokens.click_token(uid, course.slug, day.id)}"
+
     # -- emails --------------------------------------------------------------------------
     def lesson(self, *, course: Course, day: Day, recipient: Recipient, now: datetime) -> Outgoing:
         """The lesson for ``day``; its Message-ID is the same on every retry."""
         prepared = self._prepare(course, day.id, lambda: self._lesson_parts(course, day))
         unsubscribe_url = self.unsubscribe_url(recipient.uid)
+        values = {"unsubscribe_url": unsubscribe_url}
+        if course.track_clicks:
+            values["class_url"] = self.class_url(recipient.uid, course, day)
         return self._finish(
             prepared,
             recipient,
             key=day.id,
             now=now,
-            values={"unsubscribe_url": unsubscribe_url},
+            values=values,
             headers=self._list_headers(course, unsubscribe_url),
         )
 
@@ -196,24 +213,24 @@ class Composer:
         return prepared
 
     def _lesson_parts(self, course: Course, day: Day) -> _Parts:
-        return (
-            day.subject,
-            day.template,
-            {
-                **_course_context(course),
-                "subject": day.subject,
-                "preheader": day.preheader,
-                "theme": day.theme,
-                "day_number": course.day_number(day.id),
-                "class_title": day.class_.title,
-                "class_url": day.class_.url,
-                "duration_minutes": day.class_.duration_minutes,
-                "thumbnail_url": day.class_.thumbnail,
-                "body_html": markdown_html(day.body),
-                "body_text": markdown_text(day.body),
-            },
-            ("name", "greeting_name", "unsubscribe_url"),
-        )
+        context = {
+            **_course_context(course),
+            "subject": day.subject,
+            "preheader": day.preheader,
+            "theme": day.theme,
+            "day_number": course.day_number(day.id),
+            "class_title": day.class_.title,
+            "duration_minutes": day.class_.duration_minutes,
+            "thumbnail_url": day.class_.thumbnail,
+            "body_html": markdown_html(day.body),
+            "body_text": markdown_text(day.body),
+        }
+        slots: tuple[str, ...] = ("name", "greeting_name", "unsubscribe_url")
+        if course.track_clicks:
+            slots += ("class_url",)
+        else:
+            context["class_url"] = day.class_.url
+        return day.subject, day.template, context, slots
 
     def _transactional_parts(self, course: Course, spec: _Kind) -> _Parts:
         subject = spec.subject.format(title=course.title)

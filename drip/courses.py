@@ -112,6 +112,8 @@ class Course(_Strict):
     double_opt_in: bool = True
     welcome_email: bool = False
     goodbye_email: bool = False
+    #: lessons link to the class through drip (``/c/…``), which notes the first click
+    track_clicks: bool = True
     footer: Footer
     days: tuple[Day, ...] = Field(min_length=1)
 

@@ -1,5 +1,5 @@
 """Tables: Subscriber, Signup (one form post: details and proof of consent), Enrollment
-(a subscriber on a course) and Delivery (one email).
+(a subscriber on a course), Delivery (one email) and Click (a lesson's class link followed).
 
 The Delivery row is the outbox: every email drip sends (lesson, confirmation, welcome,
 goodbye) is one row, unique per (enrollment, key), carrying one status, one timestamp
@@ -212,3 +212,18 @@ class Delivery(SQLModel, table=True):
     message_id: str | None = Field(default=None, sa_column=Column(String(255)))
     smtp_response: str | None = Field(default=None, sa_column=Column(Text))
     last_error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class Click(SQLModel, table=True):
+    """The first time a lesson's link was followed: which delivery, which link, when.
+    Nothing about the person's device or network (no IP, no user agent)."""
+
+    __table_args__ = (UniqueConstraint("delivery_id", "link", name="uq_click_delivery_link"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("delivery.id", ondelete="CASCADE"), nullable=False)
+    )
+    #: which link of the lesson: ``class`` (the day's class)
+    link: str = Field(sa_column=Column(String(32), nullable=False))
+    clicked_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

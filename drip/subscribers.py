@@ -140,7 +140,8 @@ def enrollments_of(*, session: Session, subscriber: Subscriber) -> list[Enrollme
 
 
 def delete_subscriber(*, session: Session, subscriber: Subscriber) -> None:
-    """Erase a subscriber with their enrollments and delivery receipts (right to erasure)."""
+    """Erase a subscriber with their enrollments, delivery receipts and (by the foreign
+    keys' cascade) clicks: the right to erasure."""
     enrollment_ids = [e.id for e in enrollments_of(session=session, subscriber=subscriber)]
     if enrollment_ids:
         for delivery in session.exec(

@@ -1,10 +1,11 @@
-"""Signed, purpose-bound tokens for confirmation and unsubscribe links (itsdangerous).
+"""Signed, purpose-bound tokens for confirmation, unsubscribe and class links (itsdangerous).
 
 Each purpose has its own salt, so an unsubscribe token can never confirm and vice versa.
 Tokens carry a random ``uid`` (a signup's for confirmation links, an enrollment's for
-unsubscribe links), never a row id or an email address.
-Confirmation tokens expire; unsubscribe tokens do not, because RFC 8058 links in old mail
-must keep working. ``DRIP_SECRET_KEY`` may list several keys: the first signs, all verify.
+unsubscribe and class links, with the lesson's day id for the latter), never a row id or
+an email address. Confirmation tokens expire; unsubscribe and class tokens do not,
+because links in old mail must keep working. ``DRIP_SECRET_KEY`` may list several keys:
+the first signs, all verify.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from drip.exceptions import ExpiredToken, InvalidToken
 class Purpose(StrEnum):
     CONFIRM = "drip.confirm"  #: double opt-in link; expires
     UNSUBSCRIBE = "drip.unsubscribe"  #: List-Unsubscribe and footer links; never expires
+    CLICK = "drip.click"  #: a lesson's class link, through drip; never expires
 
 
 class Tokens:
@@ -29,6 +31,7 @@ class Tokens:
         keys = list(reversed(secret_keys))  # itsdangerous signs with the *last* key
         self._confirm = URLSafeTimedSerializer(keys, salt=Purpose.CONFIRM)
         self._unsubscribe = URLSafeSerializer(keys, salt=Purpose.UNSUBSCRIBE)
+        self._click = URLSafeSerializer(keys, salt=Purpose.CLICK)
         self._max_age = confirm_max_age_seconds
 
     def confirm_token(self, uid: str) -> str:
@@ -36,6 +39,22 @@ class Tokens:
 
     def unsubscribe_token(self, uid: str) -> str:
         return self._unsubscribe.dumps(uid)
+
+    def click_token(self, uid: str, course_slug: str, day_id: str) -> str:
+        return self._click.dumps([uid, course_slug, day_id])
+
+    def read_click(self, token: str) -> tuple[str, str, str]:
+        """(enrollment uid, course slug, day id) from a class link's token."""
+        try:
+            payload = self._click.loads(token)
+        except BadSignature:
+            raise InvalidToken("this link is not valid") from None
+        if not (isinstance(payload, list) and len(payload) == 3):
+            raise InvalidToken("this link is not valid")
+        uid, slug, day_id = payload
+        if not (isinstance(slug, str) and isinstance(day_id, str)):
+            raise InvalidToken("this link is not valid")
+        return _uid(uid), slug, day_id
 
     def read_confirm(self, token: str) -> tuple[str, datetime]:
         """(signup uid, time issued) from a confirmation token."""

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from drip.backup import backup_sqlite, copy_database, pg_dump_command
 from drip.cli import app
+from drip.clicks import CLASS, record_click
 from drip.config import get_settings
 from drip.courses import Catalog, Course
 from drip.db import engine_for, make_engine, upgrade
@@ -22,7 +23,7 @@ from drip.engine import Sender
 from drip.enrollment import unsubscribe
 from drip.exceptions import ConfigError
 from drip.mailer import memory
-from drip.models import Delivery, Enrollment, Signup, Subscriber
+from drip.models import Click, Delivery, Enrollment, Signup, Subscriber
 from drip.signup import Consent, Entry, sign_up
 from tests.conftest import enrol, make_settings
 
@@ -30,7 +31,8 @@ START = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
 
 
 def _history(engine: Engine, course: Course, settings: object) -> None:
-    """Subscribers in every state, lessons sent over two days, a confirmation queued."""
+    """Subscribers in every state, lessons sent over two days, a confirmation queued, two
+    class clicks."""
     catalog = Catalog({course.slug: course})
     uids = [enrol(engine, course, f"a{n}@example.org", now=START) for n in range(6)]
     with engine.begin() as connection:
@@ -47,6 +49,10 @@ def _history(engine: Engine, course: Course, settings: object) -> None:
     sender.send_due(now=START + timedelta(days=1))
     with engine.begin() as connection:
         unsubscribe(connection, enrollment_uid=uids[0], catalog=catalog, now=START)
+        for uid in uids[1:3]:
+            assert record_click(
+                connection, enrollment_uid=uid, day_id=course.days[0].id, link=CLASS, now=START
+            )
 
 
 def _sent_ids(engine: Engine) -> set[str]:
@@ -60,7 +66,7 @@ def _counts(engine: Engine) -> dict[str, int]:
             model.__tablename__: session.execute(
                 select(func.count()).select_from(model)
             ).scalar_one()
-            for model in (Subscriber, Signup, Enrollment, Delivery)
+            for model in (Subscriber, Signup, Enrollment, Delivery, Click)
         }
 
 
@@ -127,6 +133,7 @@ def test_copy_to_postgresql_and_back_loses_nothing_and_resends_nothing(
     upgrade(postgres)
     copied = copy_database(source, postgres)
     assert copied["delivery"] == _counts(source)["delivery"] > 0
+    assert copied["click"] == 2
     assert _counts(postgres) == _counts(source)
     with pytest.raises(ConfigError, match="already has"):
         copy_database(source, postgres)

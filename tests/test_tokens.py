@@ -50,6 +50,39 @@ def test_each_purpose_has_its_own_signature() -> None:
         signed.read_unsubscribe(signed.confirm_token("abc"))
     with pytest.raises(InvalidToken, match="^this link is not valid$"):
         signed.read_confirm(signed.unsubscribe_token("abc"))
+    for other in (signed.unsubscribe_token("abc"), signed.confirm_token("abc")):
+        with pytest.raises(InvalidToken, match="^this link is not valid$"):
+            signed.read_click(other)
+    with pytest.raises(InvalidToken, match="^this link is not valid$"):
+        signed.read_unsubscribe(signed.click_token("abc", "yin", "spine"))
+
+
+def test_a_class_link_token_names_its_lesson() -> None:
+    signed = tokens()
+    assert signed.read_click(signed.click_token("abc123", "yin", "spine")) == (
+        "abc123",
+        "yin",
+        "spine",
+    )
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        ["abc", "yin"],
+        ["abc", "yin", "spine", "x"],
+        ["abc", 1, "spine"],
+        ["abc", "yin", None],
+        ["a-b", "yin", "spine"],
+        "abc",
+        {"uid": "abc"},
+    ],
+)
+def test_a_class_link_token_of_another_shape_is_refused(payload: object) -> None:
+    """Even correctly signed, a class token must be [uid, course, day], each a string."""
+    forged = URLSafeSerializer([KEY], salt=Purpose.CLICK).dumps(payload)
+    with pytest.raises(InvalidToken, match="^this link is not valid$"):
+        tokens().read_click(forged)
 
 
 def test_an_old_confirmation_is_expired_but_still_names_its_signup(
