@@ -21,7 +21,7 @@ from sqlmodel import col
 from drip import deliveries
 from drip.courses import Catalog, Course
 from drip.exceptions import InvalidToken, StaleToken
-from drip.models import Delivery, Enrollment, Signup, Subscriber
+from drip.models import Enrollment, Signup, Subscriber
 from drip.schedule import NextLesson
 from drip.states import EmailKind, EnrollmentStatus, SubscriberStatus
 
@@ -499,17 +499,3 @@ def stop_subscriber(
         .values(status=status, **values)
     )
     return bool(result.rowcount)
-
-
-def counts(connection: Connection) -> dict[str, dict[str, int]]:
-    """Row counts by status, for ``drip stats``."""
-    result: dict[str, dict[str, int]] = {}
-    for name, model in (
-        ("subscribers", Subscriber),
-        ("enrollments", Enrollment),
-        ("deliveries", Delivery),
-    ):
-        status = col(model.status)
-        rows = connection.execute(select(status, func.count()).group_by(status)).all()
-        result[name] = {str(value): int(count) for value, count in rows}
-    return result

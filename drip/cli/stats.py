@@ -1,32 +1,79 @@
-"""``drip stats``: how many subscribers, enrollments and lessons are in each state."""
+"""``drip stats``: a course's funnel, day by day."""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
 
 import typer
 
-from drip.cli._common import console, engine
+from drip.cli._common import catalog, cell, console, engine, settings
 
 
-def stats(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """Counts of subscribers, enrollments and deliveries by status.
+def _since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.combine(date.fromisoformat(value.strip()), datetime.min.time(), UTC)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date (e.g. 2026-11-01)") from None
 
-    Example: drip stats --json
+
+def stats(
+    course_slug: Annotated[
+        str | None,
+        typer.Argument(metavar="[COURSE]", help="Course slug (default: the only or default one)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Only people who signed up on or after this date (UTC)."),
+    ] = None,
+) -> None:
+    """The funnel: signups, confirmed, completed, then per day sent, class clicks, who left
+    after it, bounced and failed.
+
+    Example: drip stats yin-immersion --since 2026-11-01 --json
     """
-    from rich.table import Table
-
+    start = _since(since)
+    course = catalog().default(course_slug or settings().default_course)
     from drip.db import READ_ONLY
-    from drip.enrollment import counts
+    from drip.stats import funnel
 
     with engine().connect() as connection:
-        result = counts(connection.execution_options(**{READ_ONLY: True}))
+        result = funnel(connection.execution_options(**{READ_ONLY: True}), course, since=start)
     if as_json:
-        console().print_json(json.dumps(result))
+        typer.echo(json.dumps(result, indent=2))
         return
-    table = Table("what", "status", "count")
-    for what, by_status in result.items():
-        for status, count in sorted(by_status.items()):
-            table.add_row(what, status, str(count))
-    console().print(table)
+    _print(result)
+
+
+def _percent(rate: float | None) -> str:
+    return "–" if rate is None else f"{rate:.0%}"
+
+
+def _print(result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    out = console()
+    since = f" (signed up since {result['since'][:10]})" if result["since"] else ""
+    out.print(cell(f"{result['course']}{since}"))
+    out.print(
+        cell(
+            f"signups {result['signups']} · confirmed {result['confirmed']} · completed "
+            f"{result['completed']} ({_percent(result['completion_rate'])} of confirmed)"
+        )
+    )
+    table = Table("day", "sent", "clicked", "left", "bounced", "failed", "id")
+    for day in result["days"]:
+        table.add_row(
+            str(day["day"]),
+            str(day["sent"]),
+            f"{day['clicked']} ({_percent(day['click_rate'])})",
+            str(day["unsubscribed"]),
+            str(day["bounced"]),
+            str(day["failed"]),
+            cell(day["id"]),
+        )
+    out.print(table)
