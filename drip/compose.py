@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +22,7 @@ from drip.exceptions import DripError, UnknownCourse
 from drip.message import DkimSigner, Outgoing, Prototype, SplicedBody, quoted_printable
 from drip.render import Renderer, markdown_html, markdown_text
 from drip.states import DeliveryStatus, EmailKind
-from drip.tokens import Tokens
+from drip.tokens import Purpose, Tokens
 
 
 @dataclass(frozen=True)
@@ -90,10 +90,9 @@ class Composer:
         self, *, settings: Settings, renderer: Renderer | None = None, tokens: Tokens | None = None
     ) -> None:
         self.base_url = settings.base_url
+        self.bounce_address = settings.bounce_address
         self.renderer = renderer or Renderer(settings.templates_dir)
-        self.tokens = tokens or Tokens(
-            settings.secret_keys(), confirm_max_age_seconds=settings.confirm_max_age_days * 86400
-        )
+        self.tokens = tokens or Tokens.from_settings(settings)
         self.signer = (
             DkimSigner(
                 selector=settings.dkim_selector, private_key_file=settings.dkim_private_key_file
@@ -134,7 +133,7 @@ class Composer:
             key=day.id,
             now=now,
             values=values,
-            headers=self._list_headers(course, unsubscribe_url),
+            headers=self._list_headers(recipient, unsubscribe_url),
         )
 
     def transactional(
@@ -157,7 +156,7 @@ class Composer:
         headers: list[tuple[str, str]] = []
         if spec.unsubscribe:
             values["unsubscribe_url"] = self.unsubscribe_url(recipient.uid)
-            headers = self._list_headers(course, values["unsubscribe_url"])
+            headers = self._list_headers(recipient, values["unsubscribe_url"])
         if kind == EmailKind.CONFIRM:
             if signup_uid is None:
                 raise ValueError("a confirmation email needs its signup")
@@ -184,7 +183,7 @@ class Composer:
         else:
             rendered = self.renderer.render(prepared.template, {**prepared.context, **mine})
             text, html = quoted_printable(rendered.text), quoted_printable(rendered.html)
-        return prepared.prototype.build(
+        outgoing = prepared.prototype.build(
             to_name=recipient.name,
             to_address=recipient.email,
             message_id=message_id(recipient.uid, key, prepared.prototype.domain),
@@ -193,6 +192,11 @@ class Composer:
             html=html,
             headers=headers,
         )
+        if self.bounce_address is None:
+            return outgoing
+        # VERP: bounces come back to an address that names this enrollment
+        verp = self.tokens.return_address(self.bounce_address, Purpose.BOUNCE, recipient.uid)
+        return replace(outgoing, envelope_from=verp)
 
     def _prepare(self, course: Course, key: str, parts: Callable[[], _Parts]) -> _Prepared:
         """The cached ``_Prepared`` for (course, key), made from ``parts()`` once."""
@@ -273,11 +277,17 @@ class Composer:
             signer=self.signer,
         )
 
-    def _list_headers(self, course: Course, unsubscribe_url: str) -> list[tuple[str, str]]:
-        """The one-click HTTPS link only (RFC 8058 needs no mailto): a mailto would land in
-        the teacher's inbox, to be handled by hand."""
+    def _list_headers(self, recipient: Recipient, unsubscribe_url: str) -> list[tuple[str, str]]:
+        """The one-click HTTPS link (RFC 8058), and a mailto only where drip reads the mail
+        (``DRIP_BOUNCE_ADDRESS``): elsewhere it would land in the teacher's inbox."""
+        links = f"<{unsubscribe_url}>"
+        if self.bounce_address is not None:
+            mailto = self.tokens.return_address(
+                self.bounce_address, Purpose.MAILTO_UNSUBSCRIBE, recipient.uid
+            )
+            links += f", <mailto:{mailto}?subject=unsubscribe>"
         return [
-            ("List-Unsubscribe", f"<{unsubscribe_url}>"),
+            ("List-Unsubscribe", links),
             ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
         ]
 

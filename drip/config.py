@@ -9,6 +9,7 @@ because every host sharing the database must sign with the same key.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import tempfile
 from functools import lru_cache
@@ -68,12 +69,31 @@ class Settings(BaseSettings):
     dkim_selector: str | None = None
     dkim_private_key_file: Path | None = None
 
+    #: a mailbox drip reads (``drip inbound``): each email's envelope sender becomes
+    #: ``local+tag@domain``, so a bounce names the email it is about, and List-Unsubscribe
+    #: gains a mailto to it
+    bounce_address: str | None = None
+    #: soft bounces (mailbox full, …) within ``soft_bounce_days`` that suppress an address
+    soft_bounce_limit: int = Field(default=3, ge=1)
+    soft_bounce_days: int = Field(default=14, ge=1)
+
     @field_validator("base_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("bounce_address")
+    @classmethod
+    def _plain_address(cls, value: str | None) -> str | None:
+        """An ASCII ``local@domain`` whose local part has no ``+`` (drip adds the tag)."""
+        if value is None or not value.strip():
+            return None
+        value = value.strip().lower()
+        if not re.fullmatch(r"[a-z0-9._-]+@[a-z0-9-]+(\.[a-z0-9-]+)+", value):
+            raise ValueError(f"{value!r} is not an address like bounces@mail.example.com")
+        return value
 
     @field_validator("allowed_redirect_origins", mode="before")
     @classmethod

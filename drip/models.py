@@ -1,5 +1,6 @@
 """Tables: Subscriber, Signup (one form post: details and proof of consent), Enrollment
-(a subscriber on a course), Delivery (one email) and Click (a lesson's class link followed).
+(a subscriber on a course), Delivery (one email), Click (a lesson's class link followed)
+and MailEvent (a bounce or complaint).
 
 The Delivery row is the outbox: every email drip sends (lesson, confirmation, welcome,
 goodbye) is one row, unique per (enrollment, key), carrying one status, one timestamp
@@ -227,3 +228,27 @@ class Click(SQLModel, table=True):
     #: which link of the lesson: ``class`` (the day's class)
     link: str = Field(sa_column=Column(String(32), nullable=False))
     clicked_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class MailEvent(SQLModel, table=True):
+    """What came back after a send: a bounce (hard or soft) or a complaint, from the SMTP
+    conversation, an inbound email or a provider's webhook; kept for the record and
+    counted by the bounce policy (``drip.bounces``)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    #: the email it is about, when known
+    delivery_id: int | None = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("delivery.id", ondelete="SET NULL")),
+    )
+    #: ``hard``, ``soft`` or ``complaint``
+    kind: str = Field(sa_column=Column(String(16), nullable=False))
+    #: where it came from: ``smtp``, ``inbound``, or the provider's name
+    source: str = Field(sa_column=Column(String(32), nullable=False))
+    diagnostic: str = Field(default="", sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

@@ -13,7 +13,7 @@ from sqlmodel import Session, col, select
 
 from drip.courses import is_timezone
 from drip.exceptions import InvalidSubscriber, SubscriberNotFound
-from drip.models import Delivery, Enrollment, Subscriber
+from drip.models import Delivery, Enrollment, MailEvent, Subscriber
 
 MAX_NAME = 100
 
@@ -151,3 +151,14 @@ def delete_subscriber(*, session: Session, subscriber: Subscriber) -> None:
         for enrollment in enrollments_of(session=session, subscriber=subscriber):
             session.delete(enrollment)
     session.delete(subscriber)
+
+
+def mail_events(*, session: Session, subscriber: Subscriber) -> list[MailEvent]:
+    """The bounces and complaints received for ``subscriber``, oldest first."""
+    return list(
+        session.exec(
+            select(MailEvent)
+            .where(MailEvent.subscriber_id == subscriber.id)
+            .order_by(col(MailEvent.created_at), col(MailEvent.id))
+        )
+    )

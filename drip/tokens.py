@@ -10,18 +10,30 @@ the first signs, all verify.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import re
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 
 from drip.exceptions import ExpiredToken, InvalidToken
+
+if TYPE_CHECKING:
+    from drip.config import Settings
+
+#: hex digits of a return address's tag (80 bits)
+TAG_LENGTH = 20
 
 
 class Purpose(StrEnum):
     CONFIRM = "drip.confirm"  #: double opt-in link; expires
     UNSUBSCRIBE = "drip.unsubscribe"  #: List-Unsubscribe and footer links; never expires
     CLICK = "drip.click"  #: a lesson's class link, through drip; never expires
+    BOUNCE = "drip.bounce"  #: the envelope sender's tag: a bounce names its enrollment
+    MAILTO_UNSUBSCRIBE = "drip.mailto-unsubscribe"  #: List-Unsubscribe's mailto address
 
 
 class Tokens:
@@ -32,7 +44,15 @@ class Tokens:
         self._confirm = URLSafeTimedSerializer(keys, salt=Purpose.CONFIRM)
         self._unsubscribe = URLSafeSerializer(keys, salt=Purpose.UNSUBSCRIBE)
         self._click = URLSafeSerializer(keys, salt=Purpose.CLICK)
+        self._keys = [key.encode() for key in secret_keys]
         self._max_age = confirm_max_age_seconds
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Tokens:
+        return cls(
+            settings.secret_keys(),
+            confirm_max_age_seconds=settings.confirm_max_age_days * 86400,
+        )
 
     def confirm_token(self, uid: str) -> str:
         return self._confirm.dumps(uid)
@@ -55,6 +75,30 @@ class Tokens:
         if not (isinstance(slug, str) and isinstance(day_id, str)):
             raise InvalidToken("this link is not valid")
         return _uid(uid), slug, day_id
+
+    def return_address(self, bounce_address: str, purpose: Purpose, uid: str) -> str:
+        """``local+b-UID-TAG@domain`` (envelope sender: bounces come back to it) or
+        ``local+u-UID-TAG@domain`` (List-Unsubscribe's mailto), TAG binding the uid to the
+        purpose: lowercase hex, as mail servers may change a local part's case."""
+        local, _, domain = bounce_address.partition("@")
+        tag = _tag(self._keys[0], purpose, uid)
+        return f"{local}+{_ADDRESS_PREFIX[purpose]}-{uid}-{tag}@{domain}"
+
+    def read_return_address(self, address: str, bounce_address: str) -> tuple[Purpose, str] | None:
+        """(purpose, uid) of a return address of ``bounce_address`` with a valid tag, else
+        None; case is ignored."""
+        local, _, domain = bounce_address.partition("@")
+        match = re.fullmatch(
+            rf"{re.escape(local)}\+([bu])-([0-9a-f]{{1,32}})-([0-9a-f]{{{TAG_LENGTH}}})"
+            rf"@{re.escape(domain)}",
+            address.strip().strip("<>").lower(),
+        )
+        if match is None:
+            return None
+        prefix, uid, tag = match.groups()
+        purpose = next(p for p, letter in _ADDRESS_PREFIX.items() if letter == prefix)
+        valid = any(hmac.compare_digest(_tag(key, purpose, uid), tag) for key in self._keys)
+        return (purpose, uid) if valid else None
 
     def read_confirm(self, token: str) -> tuple[str, datetime]:
         """(signup uid, time issued) from a confirmation token."""
@@ -83,6 +127,13 @@ class Tokens:
             return _uid(self._unsubscribe.loads(token))
         except BadSignature:
             raise InvalidToken("this link is not valid") from None
+
+
+_ADDRESS_PREFIX = {Purpose.BOUNCE: "b", Purpose.MAILTO_UNSUBSCRIBE: "u"}
+
+
+def _tag(key: bytes, purpose: Purpose, uid: str) -> str:
+    return hmac.new(key, f"{purpose}:{uid}".encode(), hashlib.sha256).hexdigest()[:TAG_LENGTH]
 
 
 def _uid(value: object) -> str:

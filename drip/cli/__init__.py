@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from drip.cli import course, db, doctor, send, serve, stats, subscribers
+from drip.cli import course, db, doctor, inbound, send, serve, stats, subscribers
 from drip.cli._common import DripGroup
 
 app = typer.Typer(
@@ -45,6 +45,7 @@ app.command("serve")(serve.serve)
 app.command("send-due")(send.send_due)
 app.command("run")(send.run)
 app.command("stats")(stats.stats)
+app.command("inbound")(inbound.inbound)
 app.command("form-snippet")(serve.form_snippet)
 app.command("doctor")(doctor.doctor)
 

@@ -151,14 +151,21 @@ def list_subscribers(
 
 @app.command()
 def show(email: Annotated[str, typer.Argument()]) -> None:
-    """Show one subscriber with consent details and every lesson's delivery receipt.
+    """Show one subscriber with consent details, every email's delivery receipt, and the
+    bounces and complaints received.
 
     Example: drip subscribers show ana@example.org
     """
     from rich.table import Table
 
     from drip.db import session_scope
-    from drip.subscribers import enrollments_of, get_by_email, history, public_dict
+    from drip.subscribers import (
+        enrollments_of,
+        get_by_email,
+        history,
+        mail_events,
+        public_dict,
+    )
 
     with session_scope(engine()) as session:
         subscriber = get_by_email(session=session, email=email)
@@ -178,6 +185,17 @@ def show(email: Annotated[str, typer.Argument()]) -> None:
                 cell(view.last_error),
             )
         console().print(table)
+        events = mail_events(session=session, subscriber=subscriber)
+        if events:
+            table = Table("bounce or complaint", "from", "when (UTC)", "diagnostic")
+            for event in events:
+                table.add_row(
+                    cell(event.kind),
+                    cell(event.source),
+                    cell(event.created_at.strftime("%Y-%m-%d %H:%M")),
+                    cell(event.diagnostic),
+                )
+            console().print(table)
 
 
 @app.command()

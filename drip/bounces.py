@@ -1,0 +1,83 @@
+"""What comes back after a send: bounces and complaints, and the policy that acts on them.
+
+Return addresses (``Tokens.return_address``): with
+``DRIP_BOUNCE_ADDRESS=bounces@mail.example.com`` every email's envelope sender is
+``bounces+b-UID-TAG@mail.example.com`` (VERP), UID the enrollment's and TAG an HMAC of it,
+so a bounce names its subscriber and cannot be forged for anyone else; List-Unsubscribe's
+mailto is ``bounces+u-UID-TAG@…``, which unsubscribes (``drip.inbound`` reads both).
+
+The policy (``record``): a hard bounce suppresses the address at once; soft bounces
+(mailbox full, greylisting given up) suppress it once ``DRIP_SOFT_BOUNCE_LIMIT`` of them
+(default 3) arrived within ``DRIP_SOFT_BOUNCE_DAYS`` (default 14); a complaint ("this is
+spam") unsubscribes and suppresses at once, without a goodbye. Every event is stored.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import Connection, func, insert, select
+from sqlmodel import col
+
+from drip.enrollment import stop_subscriber
+from drip.models import MailEvent
+from drip.states import SubscriberStatus
+
+
+class EventKind(StrEnum):
+    HARD = "hard"  #: the address does not exist or refuses mail for good
+    SOFT = "soft"  #: a temporary refusal the sending server gave up on
+    COMPLAINT = "complaint"  #: the recipient marked an email as spam
+
+
+def record(
+    connection: Connection,
+    *,
+    subscriber_id: int,
+    kind: EventKind,
+    source: str,
+    diagnostic: str,
+    now: datetime,
+    soft_limit: int,
+    soft_days: int,
+    delivery_id: int | None = None,
+) -> str:
+    """Store the event and apply the policy; returns what it did: ``suppressed``, or
+    ``noted`` (a soft bounce under the limit)."""
+    connection.execute(
+        insert(MailEvent).values(
+            subscriber_id=subscriber_id,
+            delivery_id=delivery_id,
+            kind=kind,
+            source=source,
+            diagnostic=diagnostic[:2000],
+            created_at=now,
+        )
+    )
+    if kind == EventKind.SOFT:
+        recent = connection.execute(
+            select(func.count()).where(
+                col(MailEvent.subscriber_id) == subscriber_id,
+                col(MailEvent.kind) == EventKind.SOFT,
+                col(MailEvent.created_at) > now - timedelta(days=soft_days),
+            )
+        ).scalar_one()
+        if recent < soft_limit:
+            return "noted"
+        reason = f"{recent} soft bounces in {soft_days} days ({source}): {diagnostic}"
+    elif kind == EventKind.COMPLAINT:
+        stop_subscriber(
+            connection, subscriber_id=subscriber_id, status=SubscriberStatus.UNSUBSCRIBED, now=now
+        )
+        reason = f"complaint ({source})"
+    else:
+        reason = f"hard bounce ({source}): {diagnostic}"
+    stop_subscriber(
+        connection,
+        subscriber_id=subscriber_id,
+        status=SubscriberStatus.SUPPRESSED,
+        now=now,
+        reason=reason[:2000],
+    )
+    return "suppressed"

@@ -1,0 +1,361 @@
+"""What comes back after a send: bounces (RFC 3464), complaints (RFC 5965 ARF) and mailto
+unsubscribes, handled by ``drip inbound``; return addresses (VERP) and the bounce policy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+from typer.testing import CliRunner
+
+from drip.cli import app
+from drip.config import Settings, get_settings
+from drip.courses import Catalog, Course
+from drip.db import engine_for
+from drip.engine import Sender
+from drip.inbound import Handled, handle_inbound
+from drip.mailer import memory
+from drip.message import Outgoing
+from drip.models import Delivery, MailEvent, Subscriber
+from drip.tokens import Purpose, Tokens
+from tests.conftest import COURSES_DIR, TEST_SECRET, enrol, make_settings
+
+NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+BOUNCES = "bounces@mail.example.com"
+
+
+@pytest.fixture(autouse=True)
+def _empty_outbox() -> Iterator[None]:
+    memory.outbox.clear()
+    yield
+    memory.outbox.clear()
+
+
+@pytest.fixture
+def verp_settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path, bounce_address=BOUNCES)
+
+
+def _send(engine: Engine, settings: Settings, course: Course, now: datetime) -> list[Outgoing]:
+    memory.outbox.clear()
+    Sender(engine=engine, settings=settings, catalog=Catalog({course.slug: course})).send_due(
+        now=now
+    )
+    return list(memory.outbox)
+
+
+def _headers(sent: Outgoing) -> str:
+    return sent.data.split(b"\r\n\r\n", 1)[0].decode().replace("\r\n", "\n")
+
+
+def dsn(sent: Outgoing, *, to: str, action: str = "failed", status: str = "5.1.1") -> bytes:
+    """A Postfix-style delivery status notification for ``sent``, quoting its headers."""
+    code = "550" if status.startswith("5") else "452"
+    return f"""\
+From: MAILER-DAEMON@mx.example.net (Mail Delivery System)
+To: {to}
+Subject: Undelivered Mail Returned to Sender
+Date: Wed, 25 Nov 2026 07:00:05 +0000
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B0UND"
+
+--B0UND
+Content-Type: text/plain; charset=us-ascii
+
+This is the mail system at host mx.example.net.
+
+I'm sorry to have to inform you that your message could not
+be delivered to one or more recipients.
+
+<{sent.recipient}>: host mail.example.org[192.0.2.25] said: {code} {status}
+    <{sent.recipient}>: Recipient address rejected
+
+--B0UND
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.example.net
+Arrival-Date: Wed, 25 Nov 2026 07:00:01 +0000
+
+Final-Recipient: rfc822; {sent.recipient}
+Original-Recipient: rfc822;{sent.recipient}
+Action: {action}
+Status: {status}
+Remote-MTA: dns; mail.example.org
+Diagnostic-Code: smtp; {code} {status} <{sent.recipient}>: Recipient address rejected
+
+--B0UND
+Content-Type: text/rfc822-headers
+
+{_headers(sent)}
+
+--B0UND--
+""".replace("\n", "\r\n").encode()
+
+
+def arf(sent: Outgoing, *, to: str, return_path: str | None = None) -> bytes:
+    """An RFC 5965 abuse report about ``sent``, quoting it whole."""
+    quoted = sent.data.decode()
+    if return_path is not None:
+        quoted = f"Return-Path: <{return_path}>\r\n{quoted}"
+    return (
+        f"""\
+From: feedback@fbl.mailbox.example
+To: {to}
+Subject: Email Feedback Report
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=feedback-report; boundary="ARF"
+
+--ARF
+Content-Type: text/plain
+
+This is an email abuse report for an email message received on 25 Nov 2026.
+
+--ARF
+Content-Type: message/feedback-report
+
+Feedback-Type: abuse
+User-Agent: FBL/1.0
+Version: 1
+Original-Rcpt-To: {sent.recipient}
+Arrival-Date: Wed, 25 Nov 2026 07:00:01 +0000
+
+--ARF
+Content-Type: message/rfc822
+
+""".replace("\n", "\r\n")
+        + quoted
+        + "\r\n--ARF--\r\n"
+    ).encode()
+
+
+def _handle(
+    engine: Engine, settings: Settings, course: Course, raw: bytes, **kw: object
+) -> Handled:
+    with engine.begin() as connection:
+        return handle_inbound(
+            connection,
+            raw,
+            settings=settings,
+            tokens=Tokens.from_settings(settings),
+            catalog=Catalog({course.slug: course}),
+            now=NOW + timedelta(hours=1),
+            **kw,  # type: ignore[arg-type]
+        )
+
+
+def _subscriber(engine: Engine, email: str) -> Subscriber:
+    with Session(engine) as session:
+        return session.exec(select(Subscriber).where(Subscriber.email == email)).one()
+
+
+def _events(engine: Engine) -> list[tuple[str, str, str | None]]:
+    with Session(engine) as session:
+        rows = session.exec(
+            select(MailEvent.kind, MailEvent.source, Delivery.day_id)
+            .join(Delivery, isouter=True)
+            .order_by(MailEvent.id)
+        )
+        return [tuple(row) for row in rows]  # type: ignore[misc]
+
+
+def test_emails_carry_a_return_address_naming_their_enrollment(
+    tmp_path: Path, verp_settings: Settings, course: Course
+) -> None:
+    """With DRIP_BOUNCE_ADDRESS the envelope sender is a tagged return address and
+    List-Unsubscribe gains a mailto to another; without it, neither."""
+    engine = engine_for(verp_settings)
+    uid = enrol(engine, course, "ana@example.org", now=NOW)
+    (lesson,) = _send(engine, verp_settings, course, NOW)
+    tokens = Tokens.from_settings(verp_settings)
+    assert lesson.envelope_from == tokens.return_address(BOUNCES, Purpose.BOUNCE, uid)
+    assert lesson.envelope_from.startswith(f"bounces+b-{uid}-")
+    assert tokens.read_return_address(lesson.envelope_from.upper(), BOUNCES) == (
+        Purpose.BOUNCE,
+        uid,
+    )
+    mailto = tokens.return_address(BOUNCES, Purpose.MAILTO_UNSUBSCRIBE, uid)
+    assert f"<mailto:{mailto}?subject=unsubscribe>".encode() in lesson.data.replace(b"\r\n ", b" ")
+    plain = make_settings(tmp_path / "plain")
+    (tmp_path / "plain").mkdir()
+    other = engine_for(plain)
+    enrol(other, course, "ana@example.org", now=NOW)
+    (unmarked,) = _send(other, plain, course, NOW)
+    assert unmarked.envelope_from == course.sender.address
+    assert b"mailto:" not in unmarked.data
+
+
+def test_a_bounce_for_a_sent_lesson_suppresses_and_nothing_more_goes_out(
+    verp_settings: Settings, course: Course
+) -> None:
+    engine = engine_for(verp_settings)
+    enrol(engine, course, "ana@example.org", now=NOW)
+    enrol(engine, course, "ben@example.org", now=NOW)
+    sent = {m.recipient: m for m in _send(engine, verp_settings, course, NOW)}
+    ana = sent["ana@example.org"]
+    handled = _handle(engine, verp_settings, course, dsn(ana, to=ana.envelope_from))
+    assert handled == Handled("bounce", "ana@example.org suppressed (hard bounce)")
+    subscriber = _subscriber(engine, "ana@example.org")
+    assert subscriber.status == "suppressed"
+    assert subscriber.suppressed_reason == (
+        "hard bounce (inbound): smtp; 550 5.1.1 <ana@example.org>: Recipient address rejected"
+    )
+    assert _events(engine) == [("hard", "inbound", course.days[0].id)]
+    later = _send(engine, verp_settings, course, NOW + timedelta(days=1))
+    assert [m.recipient for m in later] == ["ben@example.org"]
+
+
+def test_soft_bounces_suppress_only_past_the_limit_within_the_window(
+    tmp_path: Path, course: Course
+) -> None:
+    settings = make_settings(tmp_path, bounce_address=BOUNCES, soft_bounce_limit=2)
+    engine = engine_for(settings)
+    enrol(engine, course, "ana@example.org", now=NOW)
+    (lesson,) = _send(engine, settings, course, NOW)
+    soft = dsn(lesson, to=lesson.envelope_from, action="delayed", status="4.2.2")
+
+    def bounce(at: datetime) -> str:
+        with engine.begin() as connection:
+            return handle_inbound(
+                connection,
+                soft,
+                settings=settings,
+                tokens=Tokens.from_settings(settings),
+                catalog=Catalog({course.slug: course}),
+                now=at,
+            ).detail
+
+    assert bounce(NOW) == "ana@example.org noted (soft bounce)"
+    # the next one comes after the window: the first no longer counts
+    assert bounce(NOW + timedelta(days=15)) == "ana@example.org noted (soft bounce)"
+    assert _subscriber(engine, "ana@example.org").status == "active"
+    assert bounce(NOW + timedelta(days=16)) == "ana@example.org suppressed (soft bounce)"
+    assert _subscriber(engine, "ana@example.org").status == "suppressed"
+    assert [kind for kind, _, _ in _events(engine)] == ["soft"] * 3
+
+
+def test_a_complaint_unsubscribes_and_suppresses_without_a_goodbye(
+    verp_settings: Settings, course: Course
+) -> None:
+    """An ARF report quoting drip's email (its Return-Path is the tagged address)."""
+    data = course.model_dump(by_alias=True, mode="json")
+    polite = Course.model_validate({**data, "goodbye_email": True})
+    engine = engine_for(verp_settings)
+    enrol(engine, polite, "ana@example.org", now=NOW)
+    (lesson,) = _send(engine, verp_settings, polite, NOW)
+    report = arf(lesson, to="fbl@mail.example.com", return_path=lesson.envelope_from)
+    handled = _handle(engine, verp_settings, polite, report)
+    assert handled == Handled("complaint", "ana@example.org suppressed (complaint)")
+    subscriber = _subscriber(engine, "ana@example.org")
+    assert subscriber.status == "suppressed" and subscriber.unsubscribed_at is not None
+    assert _send(engine, verp_settings, polite, NOW + timedelta(days=1)) == []
+    assert _events(engine) == [("complaint", "inbound", polite.days[0].id)]
+
+
+def test_a_mail_to_the_unsubscribe_address_unsubscribes(
+    verp_settings: Settings, course: Course
+) -> None:
+    engine = engine_for(verp_settings)
+    uid = enrol(engine, course, "ana@example.org", now=NOW)
+    address = Tokens.from_settings(verp_settings).return_address(
+        BOUNCES, Purpose.MAILTO_UNSUBSCRIBE, uid
+    )
+    raw = f"From: ana@example.org\r\nTo: {address}\r\nSubject: unsubscribe\r\n\r\n\r\n".encode()
+    handled = _handle(engine, verp_settings, course, raw)
+    assert handled == Handled("unsubscribe", "ana@example.org unsubscribed (mailto)")
+    assert _subscriber(engine, "ana@example.org").status == "unsubscribed"
+
+
+def test_without_return_addresses_a_bounce_is_matched_by_the_email_it_quotes(
+    settings: Settings, engine: Engine, course: Course
+) -> None:
+    """No DRIP_BOUNCE_ADDRESS: the quoted Message-ID names the enrollment, and the failed
+    address must be that subscriber's."""
+    enrol(engine, course, "ana@example.org", now=NOW)
+    (lesson,) = _send(engine, settings, course, NOW)
+    handled = _handle(engine, settings, course, dsn(lesson, to="maya@example.com"))
+    assert handled == Handled("bounce", "ana@example.org suppressed (hard bounce)")
+
+
+def test_what_names_nobody_or_is_no_bounce_changes_nothing(
+    verp_settings: Settings, course: Course
+) -> None:
+    """Forged tags, a bounce for another address than the quoted email's, an auto-reply,
+    a complaint quoting nothing of drip's: ignored, nothing stored."""
+    engine = engine_for(verp_settings)
+    uid = enrol(engine, course, "ana@example.org", now=NOW)
+    enrol(engine, course, "ben@example.org", now=NOW)
+    sent = {m.recipient: m for m in _send(engine, verp_settings, course, NOW)}
+    ana, ben = sent["ana@example.org"], sent["ben@example.org"]
+    forged = f"bounces+b-{uid}-{'0' * 20}@mail.example.com"
+    other_key = Tokens(["another-key-" + "y" * 30], confirm_max_age_seconds=60)
+    foreign = other_key.return_address(BOUNCES, Purpose.BOUNCE, uid)
+    wrong_purpose = other_key.return_address(BOUNCES, Purpose.MAILTO_UNSUBSCRIBE, uid)
+    ben_as_ana = dsn(ben, to="postmaster@mail.example.com").replace(
+        b"ben@example.org", b"ana@example.org"
+    )
+    vacation = (
+        f"From: ana@example.org\r\nTo: {ana.envelope_from}\r\nSubject: Out of office\r\n"
+        "Auto-Submitted: auto-replied\r\n\r\nI am away until Monday.\r\n"
+    ).encode()
+    for raw, why in (
+        (dsn(ana, to=forged).replace(ana.data.split(b"\r\n\r\n")[0], b"X: y"), "no subscriber"),
+        (dsn(ana, to=foreign).replace(b"Message-ID", b"X-Gone"), "no subscriber"),
+        (f"To: {wrong_purpose}\r\nSubject: unsubscribe\r\n\r\n".encode(), "not a bounce"),
+        (ben_as_ana, "no subscriber"),
+        (vacation, "not a bounce"),
+        (arf(ana, to="fbl@mail.example.com").replace(b"Message-ID", b"X-Gone"), "no email"),
+    ):
+        handled = _handle(engine, verp_settings, course, raw)
+        assert handled.what == "ignored" and why in handled.detail, (handled, raw[:200])
+    with Session(engine) as session:
+        assert {s.status for s in session.exec(select(Subscriber))} == {"active"}
+    assert _events(engine) == []
+
+
+runner = CliRunner()
+
+
+def test_the_command_reads_a_file_or_stdin_and_says_what_it_did(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, course: Course
+) -> None:
+    monkeypatch.setenv("DRIP_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("DRIP_COURSES_DIR", str(COURSES_DIR))
+    monkeypatch.setenv("DRIP_SECRET_KEY", TEST_SECRET)
+    monkeypatch.setenv("DRIP_SMTP_URL", "memory://")
+    monkeypatch.setenv("DRIP_BOUNCE_ADDRESS", BOUNCES)
+    get_settings.cache_clear()
+    try:
+        assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+        settings = get_settings()
+        engine = engine_for(settings)
+        enrol(engine, course, "ana@example.org", now=NOW)
+        (lesson,) = _send(engine, settings, course, NOW)
+        (tmp_path / "bounce.eml").write_bytes(dsn(lesson, to="someone@mail.example.com"))
+        # the envelope recipient, as Postfix's pipe passes it, names the enrollment
+        result = runner.invoke(
+            app, ["inbound", str(tmp_path / "bounce.eml"), "--to", lesson.envelope_from]
+        )
+        assert (result.exit_code, result.output) == (
+            0,
+            "bounce: ana@example.org suppressed (hard bounce)\n",
+        )
+        shown = runner.invoke(app, ["subscribers", "show", "ana@example.org"]).output
+        (row,) = [line for line in shown.splitlines() if line.startswith("│ hard")]
+        assert [cell.strip() for cell in row.split("│")[1:3]] == ["hard", "inbound"], row
+        assert "hard bounce (inbound)" in shown
+        ignored = runner.invoke(
+            app, ["inbound", "-"], input=b"From: a@example.net\r\nSubject: hello\r\n\r\nhi\r\n"
+        )
+        assert (ignored.exit_code, ignored.output) == (
+            0,
+            "ignored: not a bounce, a complaint or an unsubscribe\n",
+        )
+        missing = runner.invoke(app, ["inbound", str(tmp_path / "nope.eml")])
+        assert missing.exit_code == 2 and "cannot read" in missing.output
+        assert "Traceback" not in missing.output
+    finally:
+        get_settings.cache_clear()
