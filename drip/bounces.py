@@ -21,7 +21,7 @@ from sqlalchemy import Connection, func, insert, select
 from sqlmodel import col
 
 from drip.enrollment import stop_subscriber
-from drip.models import MailEvent
+from drip.models import Delivery, Enrollment, MailEvent, Subscriber
 from drip.states import SubscriberStatus
 
 
@@ -29,6 +29,57 @@ class EventKind(StrEnum):
     HARD = "hard"  #: the address does not exist or refuses mail for good
     SOFT = "soft"  #: a temporary refusal the sending server gave up on
     COMPLAINT = "complaint"  #: the recipient marked an email as spam
+
+
+def delivery_of(connection: Connection, message_id: str | None, subscriber_id: int) -> int | None:
+    """The delivery row whose Message-ID (``UID.KEY@domain``) is ``message_id``, when it was
+    sent to ``subscriber_id``."""
+    local = (message_id or "").strip().strip("<>").partition("@")[0]
+    uid, _, key = local.partition(".")
+    if not uid.isalnum() or not key:
+        return None
+    kind, dot, rest = key.partition(".")  # a lesson's key is its day id; others kind:uid
+    return connection.execute(
+        select(col(Delivery.id))
+        .join(Enrollment, col(Enrollment.id) == col(Delivery.enrollment_id))
+        .where(
+            col(Enrollment.uid) == uid,
+            col(Enrollment.subscriber_id) == subscriber_id,
+            col(Delivery.day_id) == (f"{kind}:{rest}" if dot else key),
+        )
+    ).scalar()
+
+
+def record_for_address(
+    connection: Connection,
+    *,
+    email: str,
+    kind: EventKind,
+    source: str,
+    diagnostic: str,
+    now: datetime,
+    soft_limit: int,
+    soft_days: int,
+    message_id: str | None = None,
+) -> str | None:
+    """``record`` for the subscriber with this address (a provider's report names only
+    that); None when there is none."""
+    subscriber_id = connection.execute(
+        select(col(Subscriber.id)).where(col(Subscriber.email) == email.strip().lower())
+    ).scalar()
+    if subscriber_id is None:
+        return None
+    return record(
+        connection,
+        subscriber_id=subscriber_id,
+        kind=kind,
+        source=source,
+        diagnostic=diagnostic,
+        now=now,
+        soft_limit=soft_limit,
+        soft_days=soft_days,
+        delivery_id=delivery_of(connection, message_id, subscriber_id),
+    )
 
 
 def record(

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     #: soft bounces (mailbox full, …) within ``soft_bounce_days`` that suppress an address
     soft_bounce_limit: int = Field(default=3, ge=1)
     soft_bounce_days: int = Field(default=14, ge=1)
+    #: providers' bounce webhooks (``POST /webhooks/bounces/{provider}``)
+    mailgun_signing_key: SecretStr | None = None
+    #: the Event Webhook's public key (base64), as SendGrid shows it
+    sendgrid_verification_key: str | None = None
 
     @field_validator("base_url")
     @classmethod

@@ -23,15 +23,13 @@ from email.message import Message
 from email.utils import getaddresses
 
 from flufl.bounce import all_failures
-from sqlalchemy import Connection, select
-from sqlmodel import col
+from sqlalchemy import Connection
 
-from drip.bounces import EventKind, record
+from drip.bounces import EventKind, delivery_of, record
 from drip.config import Settings
 from drip.courses import Catalog
 from drip.enrollment import Member, find_member, unsubscribe
 from drip.exceptions import InvalidToken
-from drip.models import Delivery
 from drip.tokens import Purpose, Tokens
 
 # its detectors' tracebacks on malformed email: drip answers "ignored" instead
@@ -115,7 +113,9 @@ def _record(
     return record(
         connection,
         subscriber_id=member.subscriber_id,
-        delivery_id=_delivery_id(connection, member, original),
+        delivery_id=delivery_of(
+            connection, original.get("Message-ID") if original else None, member.subscriber_id
+        ),
         kind=kind,
         source="inbound",
         diagnostic=diagnostic,
@@ -181,23 +181,6 @@ def _quoted_member(connection: Connection, original: Message | None) -> Member |
         return None
     uid = original.get("Message-ID", "").strip().strip("<>").partition(".")[0]
     return _member(connection, uid) if uid.isalnum() else None
-
-
-def _delivery_id(connection: Connection, member: Member, original: Message | None) -> int | None:
-    """The delivery row of the quoted email, when its Message-ID is drip's for ``member``."""
-    if original is None:
-        return None
-    local = original.get("Message-ID", "").strip().strip("<>").partition("@")[0]
-    uid, _, key = local.partition(".")
-    if uid != member.enrollment_uid or not key:
-        return None
-    kind, dot, rest = key.partition(".")  # a lesson's key is its day id; others kind:uid
-    return connection.execute(
-        select(col(Delivery.id)).where(
-            col(Delivery.enrollment_id) == member.enrollment_id,
-            col(Delivery.day_id) == (f"{kind}:{rest}" if dot else key),
-        )
-    ).scalar()
 
 
 def _member(connection: Connection, enrollment_uid: str) -> Member | None:

@@ -60,20 +60,20 @@ MAX_BODY = 16 * 1024
 BODY_SECONDS = 30.0
 
 
-async def read_body(request: Request) -> bytes | None:
-    """The request body, or None when it is larger than ``MAX_BODY``; ``TimeoutError``
+async def read_body(request: Request, limit: int = MAX_BODY) -> bytes | None:
+    """The request body, or None when it is larger than ``limit``; ``TimeoutError``
     when it takes longer than ``BODY_SECONDS`` to arrive."""
     try:
         declared = int(request.headers.get("content-length") or 0)
     except ValueError:
         declared = 0
-    if declared > MAX_BODY:
+    if declared > limit:
         return None
     body = b""
     async with asyncio.timeout(BODY_SECONDS):
         async for chunk in request.stream():
             body += chunk
-            if len(body) > MAX_BODY:
+            if len(body) > limit:
                 return None
     return body
 

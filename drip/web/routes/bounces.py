@@ -1,0 +1,112 @@
+"""``POST /webhooks/bounces/{provider}``: bounces and complaints reported by an email
+provider (``drip.web.webhooks``), applied by the bounce policy. A provider whose key is
+not configured does not exist here (404); a request that does not prove it is the
+provider's gets 401 and changes nothing."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from functools import partial
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import Connection
+
+from drip.bounces import record_for_address
+from drip.config import Settings
+from drip.web.deps import State, read_body
+from drip.web.webhooks import (
+    READERS,
+    Forged,
+    Malformed,
+    Report,
+    check_basic_auth,
+    check_generic,
+    check_mailgun,
+    check_sendgrid,
+    parse_json,
+)
+
+router = APIRouter()
+#: a provider's batch of events may be larger than a signup
+MAX_BODY = 1024 * 1024
+
+
+def _key(settings: Settings, provider: str) -> str | None:
+    secret = {
+        "postmark": settings.webhook_secret,
+        "generic": settings.webhook_secret,
+        "mailgun": settings.mailgun_signing_key,
+    }.get(provider)
+    if secret is not None:
+        return secret.get_secret_value()
+    return settings.sendgrid_verification_key if provider == "sendgrid" else None
+
+
+@router.post("/webhooks/bounces/{provider}")
+async def bounce_webhook(provider: str, request: Request, st: State) -> JSONResponse:
+    key = _key(st.settings, provider)
+    if key is None:
+        return JSONResponse({"detail": "Not Found"}, status_code=404)
+    try:
+        body = await read_body(request, MAX_BODY)
+    except TimeoutError:
+        return JSONResponse({"detail": "the request body came too slowly"}, status_code=408)
+    if body is None:
+        return JSONResponse({"detail": "the request body is too large"}, status_code=413)
+    now = time.time()
+    try:
+        if provider == "postmark":
+            check_basic_auth(request.headers, key)
+        elif provider == "sendgrid":
+            check_sendgrid(body, request.headers, key, now)
+        elif provider == "generic":
+            check_generic(body, request.headers, key, now)
+        payload = parse_json(body)
+        if provider == "mailgun" and st.events.seen(check_mailgun(payload, key, now)):
+            raise Forged  # a replay of a request already handled
+        reports = READERS[provider](payload)
+    except Forged:
+        return JSONResponse({"detail": "missing or invalid webhook signature"}, status_code=401)
+    except Malformed as error:
+        return JSONResponse({"detail": str(error)}, status_code=422)
+    fresh = [r for r in reports if not st.events.seen(_event_key(provider, r))]
+    handled = await st.writes.run(
+        partial(_apply, reports=fresh, source=provider, settings=st.settings, now=datetime.now(UTC))
+    )
+    if provider == "mailgun":
+        st.events.add(payload["signature"]["token"])
+    for report in fresh:
+        st.events.add(_event_key(provider, report))
+    return JSONResponse({"handled": handled, "ignored": len(reports) - handled})
+
+
+def _event_key(provider: str, report: Report) -> str | None:
+    return f"{provider}:{report.event_id}" if report.event_id else None
+
+
+def _apply(
+    connection: Connection,
+    *,
+    reports: list[Report],
+    source: str,
+    settings: Settings,
+    now: datetime,
+) -> int:
+    """Record each report for its address; how many named a subscriber."""
+    handled = 0
+    for report in reports:
+        outcome = record_for_address(
+            connection,
+            email=report.email,
+            kind=report.kind,
+            source=source,
+            diagnostic=report.diagnostic,
+            message_id=report.message_id,
+            now=now,
+            soft_limit=settings.soft_bounce_limit,
+            soft_days=settings.soft_bounce_days,
+        )
+        handled += outcome is not None
+    return handled

@@ -1,0 +1,209 @@
+"""Bounce and complaint webhooks of email providers: each provider's signature scheme and
+payload, turned into ``Report``s for the bounce policy (``drip.bounces``).
+
+- ``postmark``: HTTP basic auth on the webhook URL (any user, ``DRIP_WEBHOOK_SECRET`` as
+  the password);
+- ``mailgun``: HMAC-SHA256 of timestamp + token, in the body (``DRIP_MAILGUN_SIGNING_KEY``);
+- ``sendgrid``: ECDSA (P-256, SHA-256) of timestamp + body, in headers
+  (``DRIP_SENDGRID_VERIFICATION_KEY``, the public key);
+- ``generic``: ``X-Drip-Signature`` as for signups (``DRIP_WEBHOOK_SECRET``).
+
+Timestamps older than five minutes are refused, as is a Mailgun token seen before.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from drip.bounces import EventKind
+from drip.web.forms import SIGNATURE_TOLERANCE_SECONDS, verify_signature
+
+PROVIDERS = ("postmark", "mailgun", "sendgrid", "generic")
+
+
+class Forged(Exception):
+    """The request does not prove it comes from the provider."""
+
+
+class Malformed(ValueError):
+    """The body is not the provider's payload."""
+
+
+@dataclass(frozen=True)
+class Report:
+    email: str
+    kind: EventKind
+    diagnostic: str
+    #: the Message-ID of drip's email it is about, when the provider passes it on
+    message_id: str | None = None
+    #: the provider's id for this event, to ignore a replay
+    event_id: str | None = None
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise Malformed("the body is not JSON") from None
+
+
+def _fresh(stamp: str, now: float) -> bool:
+    return stamp.isdigit() and abs(now - int(stamp)) <= SIGNATURE_TOLERANCE_SECONDS
+
+
+# -- proofs ------------------------------------------------------------------------------
+def check_basic_auth(headers: Mapping[str, str], secret: str) -> None:
+    scheme, _, encoded = headers.get("authorization", "").partition(" ")
+    try:
+        _, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise Forged from None
+    if scheme.lower() != "basic" or not hmac.compare_digest(password.encode(), secret.encode()):
+        raise Forged
+
+
+def check_mailgun(payload: Any, key: str, now: float) -> str:
+    """The token of a correctly signed, fresh Mailgun payload."""
+    signature = payload.get("signature") if isinstance(payload, dict) else None
+    if not isinstance(signature, dict):
+        raise Forged
+    stamp, token, given = (str(signature.get(k, "")) for k in ("timestamp", "token", "signature"))
+    expected = hmac.new(key.encode(), (stamp + token).encode(), hashlib.sha256).hexdigest()
+    genuine = hmac.compare_digest(given.encode(), expected.encode())
+    if not (_fresh(stamp, now) and token and genuine):
+        raise Forged
+    return token
+
+
+def check_sendgrid(body: bytes, headers: Mapping[str, str], public_key: str, now: float) -> None:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    stamp = headers.get("x-twilio-email-event-webhook-timestamp", "")
+    try:
+        signature = base64.b64decode(
+            headers.get("x-twilio-email-event-webhook-signature", ""), validate=True
+        )
+        key = load_der_public_key(base64.b64decode(public_key))
+    except (binascii.Error, ValueError):
+        raise Forged from None
+    if not _fresh(stamp, now) or not isinstance(key, ec.EllipticCurvePublicKey):
+        raise Forged
+    try:
+        key.verify(signature, stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise Forged from None
+
+
+def check_generic(body: bytes, headers: Mapping[str, str], secret: str, now: float) -> None:
+    if "x-drip-signature" not in headers or not verify_signature(body, headers, secret, now=now):
+        raise Forged
+
+
+# -- payloads ----------------------------------------------------------------------------
+_POSTMARK_HARD = {"HardBounce", "BadEmailAddress", "ManuallyDeactivated", "Blocked"}
+_POSTMARK_SOFT = {"SoftBounce", "Transient", "DnsError"}
+
+
+def postmark_reports(payload: Any) -> list[Report]:
+    """A Postmark bounce or spam complaint webhook (one record per request)."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("Email"), str):
+        raise Malformed("not a Postmark bounce or spam complaint record")
+    record, kind = payload.get("RecordType"), payload.get("Type")
+    if record == "SpamComplaint" or kind == "SpamComplaint":
+        event = EventKind.COMPLAINT
+    elif record == "Bounce" and kind in _POSTMARK_HARD:
+        event = EventKind.HARD
+    elif record == "Bounce" and kind in _POSTMARK_SOFT:
+        event = EventKind.SOFT
+    else:
+        return []  # auto-responders, subscribe/unsubscribe notices …: not bounces
+    diagnostic = f"{kind}: {payload.get('Description') or payload.get('Details') or ''}"
+    return [Report(payload["Email"], event, diagnostic.strip(), event_id=str(payload.get("ID")))]
+
+
+def mailgun_reports(payload: Any) -> list[Report]:
+    """A Mailgun ``failed`` (permanent or temporary) or ``complained`` event."""
+    data = payload.get("event-data") if isinstance(payload, dict) else None
+    if not isinstance(data, dict) or not isinstance(data.get("recipient"), str):
+        raise Malformed("not a Mailgun event")
+    event = data.get("event")
+    if event == "complained":
+        kind = EventKind.COMPLAINT
+    elif event == "failed":
+        kind = EventKind.HARD if data.get("severity") == "permanent" else EventKind.SOFT
+    else:
+        return []
+    status = data.get("delivery-status") or {}
+    reason = status.get("description") or status.get("message") or ""
+    diagnostic = f"{status.get('code', '')} {reason}"
+    headers = (data.get("message") or {}).get("headers") or {}
+    return [
+        Report(
+            data["recipient"],
+            kind,
+            diagnostic.strip(),
+            message_id=headers.get("message-id"),
+            event_id=data.get("id"),
+        )
+    ]
+
+
+def sendgrid_reports(payload: Any) -> list[Report]:
+    """SendGrid's batch of events: ``bounce`` (type ``bounce`` hard, ``blocked`` soft) and
+    ``spamreport``; the rest (delivered, open, deferred …) is not a bounce."""
+    if not isinstance(payload, list):
+        raise Malformed("not a SendGrid event batch")
+    reports = []
+    for item in payload:
+        if not isinstance(item, dict) or not isinstance(item.get("email"), str):
+            raise Malformed("not a SendGrid event")
+        event = item.get("event")
+        if event == "spamreport":
+            kind = EventKind.COMPLAINT
+        elif event == "bounce":
+            kind = EventKind.SOFT if item.get("type") == "blocked" else EventKind.HARD
+        else:
+            continue
+        reports.append(
+            Report(
+                item["email"],
+                kind,
+                f"{item.get('status', '')} {item.get('reason', '')}".strip(),
+                message_id=item.get("smtp-id"),
+                event_id=item.get("sg_event_id"),
+            )
+        )
+    return reports
+
+
+def generic_reports(payload: Any) -> list[Report]:
+    """``{"email": …, "type": "hard" | "soft" | "complaint", "diagnostic": …}``, or a list."""
+    items = payload if isinstance(payload, list) else [payload]
+    reports = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("email"), str):
+            raise Malformed("each event needs an email")
+        try:
+            kind = EventKind(str(item.get("type")))
+        except ValueError:
+            raise Malformed("type must be hard, soft or complaint") from None
+        reports.append(Report(item["email"], kind, str(item.get("diagnostic") or "")))
+    return reports
+
+
+READERS: dict[str, Callable[[Any], list[Report]]] = {
+    "postmark": postmark_reports,
+    "mailgun": mailgun_reports,
+    "sendgrid": sendgrid_reports,
+    "generic": generic_reports,
+}

@@ -1,0 +1,276 @@
+"""``POST /webhooks/bounces/{provider}``: each provider's payload (shaped as its docs show)
+and signature scheme; forged, stale and replayed requests change nothing."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from drip.courses import Catalog, Course
+from drip.engine import Sender
+from drip.mailer import memory
+from drip.models import Delivery, MailEvent, Subscriber
+from drip.web import create_app
+from drip.web.forms import drip_signature
+from tests.conftest import enrol, make_settings
+
+NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+SECRET = "webhook-secret-for-bounces"
+MAILGUN_KEY = "mailgun-signing-key-for-tests"
+SENDGRID_KEY = ec.generate_private_key(ec.SECP256R1())
+SENDGRID_PUBLIC = base64.b64encode(
+    SENDGRID_KEY.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+).decode()
+PEOPLE = ("ana", "ben", "cat", "dan", "eve")
+
+
+@pytest.fixture
+def client(tmp_path: Path, course: Course) -> Iterator[TestClient]:
+    memory.outbox.clear()
+    settings = make_settings(
+        tmp_path,
+        webhook_secret=SECRET,
+        mailgun_signing_key=MAILGUN_KEY,
+        sendgrid_verification_key=SENDGRID_PUBLIC,
+    )
+    with TestClient(create_app(settings), follow_redirects=False) as test_client:
+        engine = test_client.app.state.drip.engine  # type: ignore[attr-defined]
+        for name in PEOPLE:
+            enrol(engine, course, f"{name}@example.org", now=NOW)
+        Sender(engine=engine, settings=settings, catalog=Catalog({course.slug: course})).send_due(
+            now=NOW
+        )
+        yield test_client
+    memory.outbox.clear()
+
+
+@pytest.fixture
+def db(client: TestClient) -> Engine:
+    return client.app.state.drip.engine  # type: ignore[attr-defined]
+
+
+def _message_id(name: str) -> str:
+    (sent,) = [m for m in memory.outbox if m.recipient == f"{name}@example.org"]
+    return sent.message_id
+
+
+def _state(db: Engine) -> dict[str, str]:
+    with Session(db) as session:
+        return {s.email.split("@")[0]: s.status for s in session.exec(select(Subscriber))}
+
+
+def _events(db: Engine) -> list[tuple[str, str, str, str | None]]:
+    with Session(db) as session:
+        rows = session.exec(
+            select(Subscriber.email, MailEvent.kind, MailEvent.source, Delivery.day_id)
+            .join(Subscriber, Subscriber.id == MailEvent.subscriber_id)
+            .join(Delivery, isouter=True)
+            .order_by(MailEvent.id)
+        )
+        return [(e.split("@")[0], k, s, d) for e, k, s, d in rows]
+
+
+def _basic(password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"drip:{password}".encode()).decode()}
+
+
+POSTMARK_BOUNCE = {
+    "RecordType": "Bounce",
+    "MessageStream": "outbound",
+    "ID": 4323372036854775807,
+    "Type": "HardBounce",
+    "TypeCode": 1,
+    "Name": "Hard bounce",
+    "Tag": "",
+    "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483",
+    "Metadata": {},
+    "ServerID": 23,
+    "Description": "The server was unable to deliver your message (ex: unknown user).",
+    "Details": "smtp;550 5.1.1 The email account that you tried to reach does not exist.",
+    "Email": "ana@example.org",
+    "From": "hello@example.com",
+    "BouncedAt": "2026-11-25T07:05:00Z",
+    "DumpAvailable": True,
+    "Inactive": True,
+    "CanActivate": True,
+    "Subject": "Day 1",
+}
+POSTMARK_COMPLAINT = {
+    **POSTMARK_BOUNCE,
+    "RecordType": "SpamComplaint",
+    "ID": 42,
+    "Type": "SpamComplaint",
+    "TypeCode": 512,
+    "Name": "Spam complaint",
+    "Email": "ben@example.org",
+}
+
+
+def test_postmark_with_its_basic_auth(client: TestClient, db: Engine) -> None:
+    url = "/webhooks/bounces/postmark"
+    for headers in ({}, _basic("wrong"), {"Authorization": "Basic !!!"}):
+        assert client.post(url, json=POSTMARK_BOUNCE, headers=headers).status_code == 401
+    assert _events(db) == []
+    answer = client.post(url, json=POSTMARK_BOUNCE, headers=_basic(SECRET))
+    assert (answer.status_code, answer.json()) == (200, {"handled": 1, "ignored": 0})
+    answer = client.post(url, json=POSTMARK_COMPLAINT, headers=_basic(SECRET))
+    assert answer.json() == {"handled": 1, "ignored": 0}
+    # Postmark retries: the same record again is not counted twice
+    assert client.post(url, json=POSTMARK_COMPLAINT, headers=_basic(SECRET)).json() == {
+        "handled": 0,
+        "ignored": 1,
+    }
+    assert _state(db) == {
+        **dict.fromkeys(PEOPLE, "active"),
+        "ana": "suppressed",
+        "ben": "suppressed",
+    }
+    assert _events(db) == [
+        ("ana", "hard", "postmark", None),
+        ("ben", "complaint", "postmark", None),
+    ]
+
+
+def _mailgun(event: dict[str, Any], *, at: float | None = None, key: str = MAILGUN_KEY) -> dict:  # type: ignore[type-arg]
+    stamp = str(int(at if at is not None else time.time()))
+    token = hashlib.sha256(json.dumps(event).encode() + stamp.encode()).hexdigest()[:50]
+    signature = hmac.new(key.encode(), (stamp + token).encode(), hashlib.sha256).hexdigest()
+    return {
+        "signature": {"timestamp": stamp, "token": token, "signature": signature},
+        "event-data": event,
+    }
+
+
+def test_mailgun_with_its_signature_in_the_body(client: TestClient, db: Engine) -> None:
+    failed = {
+        "id": "G9Bn5sl1TC6nu79C8C0bwg",
+        "event": "failed",
+        "severity": "permanent",
+        "reason": "bounce",
+        "timestamp": 1764054300.0,
+        "recipient": "cat@example.org",
+        "delivery-status": {
+            "code": 550,
+            "message": "5.1.1 The email account that you tried to reach does not exist.",
+            "description": "",
+        },
+        "message": {"headers": {"message-id": _message_id("cat").strip("<>")}},
+    }
+    url = "/webhooks/bounces/mailgun"
+    for forged in (
+        _mailgun(failed, key="not-the-key"),
+        _mailgun(failed, at=time.time() - 600),
+        {"event-data": failed},
+    ):
+        assert client.post(url, json=forged).status_code == 401
+    signed = _mailgun(failed)
+    assert client.post(url, json=signed).json() == {"handled": 1, "ignored": 0}
+    assert client.post(url, json=signed).status_code == 401  # the same token again
+    temporary = _mailgun(
+        {**failed, "id": "other", "severity": "temporary", "recipient": "dan@example.org"}
+    )
+    assert client.post(url, json=temporary).json() == {"handled": 1, "ignored": 0}
+    assert _state(db)["cat"] == "suppressed" and _state(db)["dan"] == "active"
+    assert _events(db) == [
+        ("cat", "hard", "mailgun", "upper-back-shoulders"),
+        ("dan", "soft", "mailgun", None),
+    ]
+
+
+def _sendgrid_headers(body: bytes, *, at: float | None = None, key: Any = SENDGRID_KEY) -> dict:  # type: ignore[type-arg]
+    stamp = str(int(at if at is not None else time.time()))
+    signature = key.sign(stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    return {
+        "Content-Type": "application/json",
+        "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
+        "X-Twilio-Email-Event-Webhook-Timestamp": stamp,
+    }
+
+
+def test_sendgrid_with_its_ecdsa_signature(client: TestClient, db: Engine) -> None:
+    events = [
+        {
+            "email": "eve@example.org",
+            "event": "delivered",
+            "sg_event_id": "ZGVsaXZlcmVk",
+            "smtp-id": _message_id("eve"),
+            "timestamp": 1764054300,
+        },
+        {
+            "email": "eve@example.org",
+            "event": "bounce",
+            "type": "bounce",
+            "status": "5.1.1",
+            "reason": "550 5.1.1 The email account that you tried to reach does not exist.",
+            "sg_event_id": "Ym91bmNl",
+            "smtp-id": _message_id("eve"),
+            "timestamp": 1764054301,
+        },
+        {
+            "email": "dan@example.org",
+            "event": "spamreport",
+            "sg_event_id": "c3BhbXJlcG9ydA",
+            "timestamp": 1764054302,
+        },
+        {"email": "nobody@example.org", "event": "spamreport", "sg_event_id": "bm9ib2R5"},
+    ]
+    body = json.dumps(events).encode()
+    url = "/webhooks/bounces/sendgrid"
+    other = ec.generate_private_key(ec.SECP256R1())
+    for headers in (
+        _sendgrid_headers(body, key=other),
+        _sendgrid_headers(body, at=time.time() - 600),
+        _sendgrid_headers(body + b" "),
+        {"Content-Type": "application/json"},
+    ):
+        assert client.post(url, content=body, headers=headers).status_code == 401
+    answer = client.post(url, content=body, headers=_sendgrid_headers(body))
+    assert answer.json() == {"handled": 2, "ignored": 1}
+    assert _events(db) == [
+        ("eve", "hard", "sendgrid", "upper-back-shoulders"),
+        ("dan", "complaint", "sendgrid", None),
+    ]
+
+
+def test_the_generic_form_signed_like_a_signup(client: TestClient, db: Engine) -> None:
+    url = "/webhooks/bounces/generic"
+    body = json.dumps(
+        [{"email": "ANA@example.org", "type": "soft", "diagnostic": "mailbox full"}]
+    ).encode()
+    signed = {"X-Drip-Signature": drip_signature(body, SECRET, now=time.time())}
+    assert client.post(url, content=body).status_code == 401
+    stale = {"X-Drip-Signature": drip_signature(body, SECRET, now=time.time() - 600)}
+    assert client.post(url, content=body, headers=stale).status_code == 401
+    assert client.post(url, content=body, headers=signed).json() == {"handled": 1, "ignored": 0}
+    bad = json.dumps({"email": "ana@example.org", "type": "bounced"}).encode()
+    answer = client.post(
+        url, content=bad, headers={"X-Drip-Signature": drip_signature(bad, SECRET, now=time.time())}
+    )
+    assert (answer.status_code, answer.json()) == (
+        422,
+        {"detail": "type must be hard, soft or complaint"},
+    )
+    assert _events(db) == [("ana", "soft", "generic", None)]
+    assert _state(db)["ana"] == "active"  # one soft bounce is under the limit
+
+
+def test_unknown_or_unconfigured_providers_do_not_exist(tmp_path: Path) -> None:
+    with TestClient(create_app(make_settings(tmp_path))) as bare:
+        for provider in ("postmark", "mailgun", "sendgrid", "generic", "ses", "..%2Fsubscribe"):
+            assert bare.post(f"/webhooks/bounces/{provider}", json={}).status_code == 404
