@@ -22,7 +22,7 @@ from sqlmodel import col
 
 from drip.enrollment import stop_subscriber
 from drip.models import Delivery, Enrollment, MailEvent, Subscriber
-from drip.states import SubscriberStatus
+from drip.states import DeliveryStatus, SubscriberStatus
 
 
 class EventKind(StrEnum):
@@ -95,7 +95,20 @@ def record(
     delivery_id: int | None = None,
 ) -> str:
     """Store the event and apply the policy; returns what it did: ``suppressed``, or
-    ``noted`` (a soft bounce under the limit)."""
+    ``noted`` (a soft bounce under the limit). An event that names no email is put down
+    to the last one sent to the subscriber."""
+    if delivery_id is None:
+        delivery_id = connection.execute(
+            select(col(Delivery.id))
+            .join(Enrollment, col(Enrollment.id) == col(Delivery.enrollment_id))
+            .where(
+                col(Enrollment.subscriber_id) == subscriber_id,
+                col(Delivery.status) == DeliveryStatus.SENT,
+                col(Delivery.sent_at) <= now,
+            )
+            .order_by(col(Delivery.sent_at).desc(), col(Delivery.id).desc())
+            .limit(1)
+        ).scalar()
     connection.execute(
         insert(MailEvent).values(
             subscriber_id=subscriber_id,

@@ -33,16 +33,16 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine
 
-from drip import deliveries, schedule
+from drip import bounces, deliveries, schedule
 from drip.config import Settings
 from drip.courses import Catalog, Course
 from drip.deliveries import Claimed
-from drip.enrollment import stop_subscriber, zone_for
+from drip.enrollment import zone_for
 from drip.exceptions import ConfigError, DripError, PermanentFailure, TemporaryFailure
 from drip.logs import log_event
 from drip.mailer import Mailer, mailer_from_url
 from drip.signup import file_pending
-from drip.states import DeliveryStatus, EmailKind, SubscriberStatus
+from drip.states import DeliveryStatus, EmailKind
 
 if TYPE_CHECKING:
     from drip.compose import Composer
@@ -509,12 +509,16 @@ class _Worker:
             outcome = self._close(connection, item, course, DeliveryStatus.FAILED, error=str(error))
             if not error.suppress:
                 return outcome
-            stop_subscriber(
+            bounces.record(  # a hard bounce at the SMTP conversation: suppressed at once
                 connection,
                 subscriber_id=item.subscriber_id,
-                status=SubscriberStatus.SUPPRESSED,
+                delivery_id=item.delivery_id,
+                kind=bounces.EventKind.HARD,
+                source="smtp",
+                diagnostic=error.response,
                 now=self.now,
-                reason=error.response,
+                soft_limit=self.settings.soft_bounce_limit,
+                soft_days=self.settings.soft_bounce_days,
             )
         return Outcome.SUPPRESSED
 

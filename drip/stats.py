@@ -1,12 +1,14 @@
 """The funnel of one course, for ``drip stats``: how many signed up and confirmed, then per
-day how many were sent the lesson, opened its class, left after it, bounced or failed.
+day how many were sent the lesson, opened its class, left after it, bounced, complained
+or failed.
 
-Everything is counted from the tables as they are (no separate event log): a lesson is
-*sent* when the mail server accepted it, *clicked* when its class link was followed at
-least once, *bounced* when the server rejected it permanently and the address is now
-suppressed, *failed* when it was given up otherwise (too many temporary failures). A
-person who unsubscribed is counted after the last lesson they were sent (before day 1:
-not in any day). ``since`` narrows everything to the people who signed up from then on.
+Counted from the tables as they are: a lesson is *sent* when the mail server accepted
+it, *clicked* when its class link was followed at least once, *bounced* when a hard
+bounce came back for it (refused at the SMTP conversation, or later by email or a
+provider's webhook), *complained* when it was reported as spam, *failed* when it was
+given up otherwise (too many temporary failures). A person who unsubscribed is counted
+after the last lesson they were sent (before day 1: not in any day). ``since`` narrows
+everything to the people who signed up from then on.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, distinct, func, select
 from sqlmodel import col
 
+from drip.bounces import EventKind
 from drip.clicks import CLASS
 from drip.courses import Course
-from drip.models import Click, Delivery, Enrollment, Subscriber
+from drip.models import Click, Delivery, Enrollment, MailEvent, Subscriber
 from drip.states import DeliveryStatus, EmailKind, EnrollmentStatus, SubscriberStatus
 
 
@@ -52,18 +55,28 @@ def funnel(
         .where(*cohort, col(Delivery.kind) == EmailKind.LESSON)
     )
     outcomes: Counter[tuple[str, str]] = Counter()
-    for day_id, status, subscriber_status, count in connection.execute(
-        lessons.add_columns(col(Delivery.status), col(Subscriber.status), func.count())
-        .join(Subscriber, col(Subscriber.id) == col(Enrollment.subscriber_id))
+    for day_id, status, count in connection.execute(
+        lessons.add_columns(col(Delivery.status), func.count())
         .where(col(Delivery.status).in_([DeliveryStatus.SENT, DeliveryStatus.FAILED]))
-        .group_by(col(Delivery.day_id), col(Delivery.status), col(Subscriber.status))
+        .group_by(col(Delivery.day_id), col(Delivery.status))
     ):
-        if status == DeliveryStatus.SENT:
-            outcomes[day_id, "sent"] += count
-        elif subscriber_status == SubscriberStatus.SUPPRESSED:
-            outcomes[day_id, "bounced"] += count
-        else:
-            outcomes[day_id, "failed"] += count
+        outcomes[day_id, status] += count
+    # lessons a hard bounce or a complaint came back for (at the SMTP conversation, by
+    # email or by a provider's webhook): a refused one is counted bounced, not failed
+    for day_id, kind, status, count in connection.execute(
+        lessons.add_columns(
+            col(MailEvent.kind), col(Delivery.status), func.count(distinct(col(Delivery.id)))
+        )
+        .join(MailEvent, col(MailEvent.delivery_id) == col(Delivery.id))
+        .where(col(MailEvent.kind).in_([EventKind.HARD, EventKind.COMPLAINT]))
+        .group_by(col(Delivery.day_id), col(MailEvent.kind), col(Delivery.status))
+    ):
+        if kind == EventKind.COMPLAINT:
+            outcomes[day_id, "complained"] += count
+            continue
+        outcomes[day_id, "bounced"] += count
+        if status == DeliveryStatus.FAILED:
+            outcomes[day_id, DeliveryStatus.FAILED] -= count
     for day_id, count in connection.execute(
         lessons.add_columns(func.count())
         .join(Click, col(Click.delivery_id) == col(Delivery.id))
@@ -91,7 +104,7 @@ def funnel(
         outcomes[day_id, "unsubscribed"] += 1
     days = []
     for number, day in enumerate(course.days, start=1):
-        sent = outcomes[day.id, "sent"]
+        sent = outcomes[day.id, DeliveryStatus.SENT]
         clicked = outcomes[day.id, "clicked"]
         days.append(
             {
@@ -102,7 +115,8 @@ def funnel(
                 "click_rate": _rate(clicked, sent),
                 "unsubscribed": outcomes[day.id, "unsubscribed"],
                 "bounced": outcomes[day.id, "bounced"],
-                "failed": outcomes[day.id, "failed"],
+                "complained": outcomes[day.id, "complained"],
+                "failed": outcomes[day.id, DeliveryStatus.FAILED],
             }
         )
     completed = statuses[EnrollmentStatus.COMPLETED]

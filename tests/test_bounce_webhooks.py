@@ -38,6 +38,8 @@ SENDGRID_PUBLIC = base64.b64encode(
     )
 ).decode()
 PEOPLE = ("ana", "ben", "cat", "dan", "eve")
+#: the only lesson sent: events naming no email are put down to it
+DAY_1 = "upper-back-shoulders"
 
 
 @pytest.fixture
@@ -142,8 +144,8 @@ def test_postmark_with_its_basic_auth(client: TestClient, db: Engine) -> None:
         "ben": "suppressed",
     }
     assert _events(db) == [
-        ("ana", "hard", "postmark", None),
-        ("ben", "complaint", "postmark", None),
+        ("ana", "hard", "postmark", DAY_1),
+        ("ben", "complaint", "postmark", DAY_1),
     ]
 
 
@@ -188,8 +190,8 @@ def test_mailgun_with_its_signature_in_the_body(client: TestClient, db: Engine) 
     assert client.post(url, json=temporary).json() == {"handled": 1, "ignored": 0}
     assert _state(db)["cat"] == "suppressed" and _state(db)["dan"] == "active"
     assert _events(db) == [
-        ("cat", "hard", "mailgun", "upper-back-shoulders"),
-        ("dan", "soft", "mailgun", None),
+        ("cat", "hard", "mailgun", DAY_1),
+        ("dan", "soft", "mailgun", DAY_1),
     ]
 
 
@@ -243,8 +245,8 @@ def test_sendgrid_with_its_ecdsa_signature(client: TestClient, db: Engine) -> No
     answer = client.post(url, content=body, headers=_sendgrid_headers(body))
     assert answer.json() == {"handled": 2, "ignored": 1}
     assert _events(db) == [
-        ("eve", "hard", "sendgrid", "upper-back-shoulders"),
-        ("dan", "complaint", "sendgrid", None),
+        ("eve", "hard", "sendgrid", DAY_1),
+        ("dan", "complaint", "sendgrid", DAY_1),
     ]
 
 
@@ -266,7 +268,7 @@ def test_the_generic_form_signed_like_a_signup(client: TestClient, db: Engine) -
         422,
         {"detail": "type must be hard, soft or complaint"},
     )
-    assert _events(db) == [("ana", "soft", "generic", None)]
+    assert _events(db) == [("ana", "soft", "generic", DAY_1)]
     assert _state(db)["ana"] == "active"  # one soft bounce is under the limit
 
 

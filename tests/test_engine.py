@@ -24,7 +24,7 @@ from drip.exceptions import InvalidCourse
 from drip.mailer import memory
 from drip.mailer.memory import MemoryMailer
 from drip.message import Outgoing
-from drip.models import Delivery, Enrollment, Signup, Subscriber
+from drip.models import Delivery, Enrollment, MailEvent, Signup, Subscriber
 from drip.schedule import retry_at
 from drip.signup import Consent, Entry, sign_up
 from drip.states import DeliveryStatus, EmailKind, SubscriberStatus
@@ -501,7 +501,17 @@ def test_every_failure_is_one_log_line_naming_what_failed(
     with Session(engine) as session:
         gone = session.exec(select(Subscriber).where(Subscriber.email == "gone@example.org")).one()
         failed = session.exec(select(Delivery).where(Delivery.status == "failed")).all()
-    assert gone.suppressed_at == now and gone.suppressed_reason == "550 5.1.1 no such user"
+    assert gone.suppressed_at == now
+    assert gone.suppressed_reason == "hard bounce (smtp): 550 5.1.1 no such user"
+    with Session(engine) as session:
+        (event,) = session.exec(select(MailEvent)).all()
+    assert (event.subscriber_id, event.kind, event.source, event.diagnostic) == (
+        gone.id,
+        "hard",
+        "smtp",
+        "550 5.1.1 no such user",
+    )
+    assert event.delivery_id == next(d.id for d in failed if d.attempts == 1)
     assert {d.failed_at for d in failed} == {now, now + timedelta(hours=1)}
 
 

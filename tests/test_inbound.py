@@ -142,7 +142,7 @@ def _handle(
             settings=settings,
             tokens=Tokens.from_settings(settings),
             catalog=Catalog({course.slug: course}),
-            now=NOW + timedelta(hours=1),
+            now=NOW + timedelta(days=1, hours=1),
             **kw,  # type: ignore[arg-type]
         )
 
@@ -196,6 +196,8 @@ def test_a_bounce_for_a_sent_lesson_suppresses_and_nothing_more_goes_out(
     enrol(engine, course, "ben@example.org", now=NOW)
     sent = {m.recipient: m for m in _send(engine, verp_settings, course, NOW)}
     ana = sent["ana@example.org"]
+    # day 2 goes out before day 1's bounce comes back: the bounce is day 1's all the same
+    assert len(_send(engine, verp_settings, course, NOW + timedelta(days=1))) == 2
     handled = _handle(engine, verp_settings, course, dsn(ana, to=ana.envelope_from))
     assert handled == Handled("bounce", "ana@example.org suppressed (hard bounce)")
     subscriber = _subscriber(engine, "ana@example.org")
@@ -204,7 +206,7 @@ def test_a_bounce_for_a_sent_lesson_suppresses_and_nothing_more_goes_out(
         "hard bounce (inbound): smtp; 550 5.1.1 <ana@example.org>: Recipient address rejected"
     )
     assert _events(engine) == [("hard", "inbound", course.days[0].id)]
-    later = _send(engine, verp_settings, course, NOW + timedelta(days=1))
+    later = _send(engine, verp_settings, course, NOW + timedelta(days=2))
     assert [m.recipient for m in later] == ["ben@example.org"]
 
 

@@ -10,13 +10,14 @@ import pytest
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
+from drip.bounces import EventKind, record
 from drip.cli import app
 from drip.clicks import CLASS, record_click
 from drip.config import get_settings
 from drip.courses import Catalog, Course
 from drip.db import engine_for
 from drip.engine import Sender
-from drip.enrollment import unsubscribe
+from drip.enrollment import find_member, unsubscribe
 from drip.signup import Consent, Entry, sign_up
 from drip.stats import funnel
 from drip.testing import SmtpSink
@@ -33,7 +34,8 @@ def _three_days(course: Course) -> Course:
 def _history(engine: Engine, course: Course, sink: SmtpSink, tmp_path: Path) -> dict[str, str]:
     """Six confirmed and one pending; day 1 bounces for one address and fails for another
     (every attempt deferred); two follow day 1's class link (one twice), one leaves after
-    day 1; day 2's class is followed once; three finish the three days."""
+    day 1; day 2's class is followed once; three finish the three days, and one of them
+    then reports day 3 as spam."""
     uids = {
         name: enrol(engine, course, f"{name}@example.org", now=START)
         for name in ("ana", "ben", "cat", "dan", "bounce", "soft")
@@ -72,6 +74,18 @@ def _history(engine: Engine, course: Course, sink: SmtpSink, tmp_path: Path) -> 
     for day in (1, 2):
         sender.send_due(now=START + timedelta(days=day))
     click("cat", 2, START + timedelta(days=1, hours=1))
+    with engine.begin() as connection:  # after the last day, ben reports day 3 as spam
+        ben = find_member(connection, enrollment_uid=uids["ben"])
+        record(
+            connection,
+            subscriber_id=ben.subscriber_id,
+            kind=EventKind.COMPLAINT,
+            source="inbound",
+            diagnostic="",
+            now=START + timedelta(days=2, hours=3),
+            soft_limit=3,
+            soft_days=14,
+        )
     return uids
 
 
@@ -93,11 +107,11 @@ def test_the_funnel_counts_a_scripted_history(
         "subscribers": {"cancelled": 2, "completed": 4, "pending": 1},
         "days": [
             {"day": 1, "id": ids[0], "sent": 4, "clicked": 2, "click_rate": 0.5,
-             "unsubscribed": 1, "bounced": 1, "failed": 1},
+             "unsubscribed": 1, "bounced": 1, "complained": 0, "failed": 1},
             {"day": 2, "id": ids[1], "sent": 3, "clicked": 1, "click_rate": 0.333,
-             "unsubscribed": 0, "bounced": 0, "failed": 1},
+             "unsubscribed": 0, "bounced": 0, "complained": 0, "failed": 1},
             {"day": 3, "id": ids[2], "sent": 3, "clicked": 0, "click_rate": 0.0,
-             "unsubscribed": 0, "bounced": 0, "failed": 1},
+             "unsubscribed": 0, "bounced": 0, "complained": 1, "failed": 1},
         ],
     }  # fmt: skip
 
@@ -155,7 +169,7 @@ def test_the_command_prints_the_funnel_as_json_and_as_a_table(
     assert "signups 1 · confirmed 1 · completed 0 (0% of confirmed)" in table.output
     lines = [line for line in table.output.splitlines() if line.startswith("│")]
     rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in lines]
-    assert [cells[:6] for cells in rows][0] == ["1", "0", "0 (–)", "0", "0", "0"]
+    assert [cells[:7] for cells in rows][0] == ["1", "0", "0 (–)", "0", "0", "0", "0"]
     assert len(rows) == len(course.days)
 
 

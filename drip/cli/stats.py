@@ -32,7 +32,7 @@ def stats(
     ] = None,
 ) -> None:
     """The funnel: signups, confirmed, completed, then per day sent, class clicks, who left
-    after it, bounced and failed.
+    after it, bounced, reported as spam and failed.
 
     Example: drip stats yin-immersion --since 2026-11-01 --json
     """
@@ -65,7 +65,7 @@ def _print(result: dict[str, Any]) -> None:
             f"{result['completed']} ({_percent(result['completion_rate'])} of confirmed)"
         )
     )
-    table = Table("day", "sent", "clicked", "left", "bounced", "failed", "id")
+    table = Table("day", "sent", "clicked", "left", "bounced", "spam", "failed", "id")
     for day in result["days"]:
         table.add_row(
             str(day["day"]),
@@ -73,6 +73,7 @@ def _print(result: dict[str, Any]) -> None:
             f"{day['clicked']} ({_percent(day['click_rate'])})",
             str(day["unsubscribed"]),
             str(day["bounced"]),
+            str(day["complained"]),
             str(day["failed"]),
             cell(day["id"]),
         )
