@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     mailgun_signing_key: SecretStr | None = None
     #: the Event Webhook's public key (base64), as SendGrid shows it
     sendgrid_verification_key: str | None = None
+    #: the SNS topic SES publishes bounces and complaints to
+    ses_topic_arn: str | None = None
 
     @field_validator("base_url")
     @classmethod

@@ -9,13 +9,15 @@ import hmac
 import json
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session, select
@@ -276,3 +278,164 @@ def test_unknown_or_unconfigured_providers_do_not_exist(tmp_path: Path) -> None:
     with TestClient(create_app(make_settings(tmp_path))) as bare:
         for provider in ("postmark", "mailgun", "sendgrid", "generic", "ses", "..%2Fsubscribe"):
             assert bare.post(f"/webhooks/bounces/{provider}", json={}).status_code == 404
+
+
+# -- Amazon SES through SNS: AWS cannot run here, so the certificate download is the one
+# -- part replaced (by a certificate made for the test); everything else is as in production
+TOPIC = "arn:aws:sns:eu-west-1:123456789012:drip-bounces"
+CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-0123456789.pem"
+SNS_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _certificate(key: rsa.RSAPrivateKey) -> bytes:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.fixture
+def sns_fetches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[str]]:
+    """SNS's side: serves the signing certificate, records the URLs drip fetched."""
+    from drip.web import webhooks
+
+    fetched: list[str] = []
+
+    def fetch(url: str) -> bytes:
+        assert webhooks.is_sns_url(url), url
+        fetched.append(url)
+        return _certificate(SNS_KEY) if url == CERT_URL else b"<ConfirmSubscriptionResponse/>"
+
+    webhooks._certificates.clear()
+    monkeypatch.setattr(webhooks, "fetch_sns", fetch)
+    yield fetched
+    webhooks._certificates.clear()
+
+
+def _sns(kind: str, fields: dict[str, str], *, version: str = "2", key: Any = SNS_KEY) -> dict:  # type: ignore[type-arg]
+    message = {
+        "Type": kind,
+        "MessageId": fields.pop("MessageId", "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324"),
+        "TopicArn": TOPIC,
+        "Timestamp": "2026-11-25T07:05:00.000Z",
+        "SignatureVersion": version,
+        "SigningCertURL": CERT_URL,
+        **fields,
+    }
+    order = (
+        "Message",
+        "MessageId",
+        "Subject",
+        "SubscribeURL",
+        "Timestamp",
+        "Token",
+        "TopicArn",
+        "Type",
+    )
+    text = "".join(f"{k}\n{message[k]}\n" for k in order if k in message)
+    digest = hashes.SHA256() if version == "2" else hashes.SHA1()
+    message["Signature"] = base64.b64encode(
+        key.sign(text.encode(), padding.PKCS1v15(), digest)
+    ).decode()
+    return message
+
+
+def _ses_bounce(email: str, message_id: str, bounce_type: str = "Permanent") -> str:
+    return json.dumps(
+        {
+            "notificationType": "Bounce",
+            "bounce": {
+                "bounceType": bounce_type,
+                "bounceSubType": "General",
+                "bouncedRecipients": [
+                    {
+                        "emailAddress": email,
+                        "action": "failed",
+                        "status": "5.1.1",
+                        "diagnosticCode": "smtp; 550 5.1.1 user unknown",
+                    }
+                ],
+                "timestamp": "2026-11-25T07:04:59.000Z",
+                "feedbackId": "0100017c-bounce",
+                "reportingMTA": "dsn; a8-70.smtp-out.amazonses.com",
+            },
+            "mail": {
+                "timestamp": "2026-11-25T07:00:00.000Z",
+                "source": "hello@example.com",
+                "messageId": "0100017c-ses-id",
+                "destination": [email],
+                "commonHeaders": {"to": [email], "messageId": message_id, "subject": "Day 1"},
+            },
+        }
+    )
+
+
+def test_ses_through_sns_with_its_signature(
+    tmp_path: Path, course: Course, sns_fetches: list[str]
+) -> None:
+    settings = make_settings(tmp_path, ses_topic_arn=TOPIC)
+    memory.outbox.clear()
+    with TestClient(create_app(settings)) as client:
+        db = client.app.state.drip.engine  # type: ignore[attr-defined]
+        for name in PEOPLE:
+            enrol(db, course, f"{name}@example.org", now=NOW)
+        Sender(engine=db, settings=settings, catalog=Catalog({course.slug: course})).send_due(
+            now=NOW
+        )
+        url = "/webhooks/bounces/ses"
+        confirm = _sns(
+            "SubscriptionConfirmation",
+            {
+                "Message": "You have chosen to subscribe to the topic.",
+                "SubscribeURL": "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&Token=abc",
+                "Token": "abc",
+            },
+        )
+        assert client.post(url, json=confirm).json() == {"handled": 0, "ignored": 0}
+        assert sns_fetches == [CERT_URL, confirm["SubscribeURL"]]
+        bounce = _sns(
+            "Notification", {"Message": _ses_bounce("ana@example.org", _message_id("ana"))}
+        )
+        other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        for forged in (
+            {**bounce, "TopicArn": "arn:aws:sns:eu-west-1:999999999999:elsewhere"},
+            {**bounce, "SigningCertURL": "https://sns.eu-west-1.amazonaws.com.evil.example/c.pem"},
+            {**bounce, "SigningCertURL": "http://sns.eu-west-1.amazonaws.com/c.pem"},
+            {**bounce, "Message": _ses_bounce("ben@example.org", _message_id("ben"))},
+            _sns("Notification", {"Message": _ses_bounce("ana@example.org", "x")}, key=other_key),
+            {**bounce, "SignatureVersion": "3"},
+        ):
+            assert client.post(url, json=forged).status_code == 401
+        assert sns_fetches == [CERT_URL, confirm["SubscribeURL"]]  # nothing fetched elsewhere
+        assert client.post(url, json=bounce).json() == {"handled": 1, "ignored": 0}
+        assert client.post(url, json=bounce).json() == {"handled": 0, "ignored": 1}  # a retry
+        complaint = _sns(
+            "Notification",
+            {
+                "MessageId": "second",
+                "Message": json.dumps(
+                    {
+                        "notificationType": "Complaint",
+                        "complaint": {
+                            "complainedRecipients": [{"emailAddress": "ben@example.org"}],
+                            "complaintFeedbackType": "abuse",
+                        },
+                        "mail": {"commonHeaders": {"messageId": _message_id("ben")}},
+                    }
+                ),
+            },
+            version="1",
+        )
+        assert client.post(url, json=complaint).json() == {"handled": 1, "ignored": 0}
+        assert _events(db) == [("ana", "hard", "ses", DAY_1), ("ben", "complaint", "ses", DAY_1)]
+        assert _state(db)["ana"] == _state(db)["ben"] == "suppressed"
+    memory.outbox.clear()

@@ -6,9 +6,14 @@ payload, turned into ``Report``s for the bounce policy (``drip.bounces``).
 - ``mailgun``: HMAC-SHA256 of timestamp + token, in the body (``DRIP_MAILGUN_SIGNING_KEY``);
 - ``sendgrid``: ECDSA (P-256, SHA-256) of timestamp + body, in headers
   (``DRIP_SENDGRID_VERIFICATION_KEY``, the public key);
-- ``generic``: ``X-Drip-Signature`` as for signups (``DRIP_WEBHOOK_SECRET``).
+- ``generic``: ``X-Drip-Signature`` as for signups (``DRIP_WEBHOOK_SECRET``);
+- ``ses``: Amazon SES notifications through an SNS topic: the SNS message signature
+  (RSA, SHA1 or SHA256) with Amazon's certificate, fetched over HTTPS from an
+  ``sns.<region>.amazonaws.com`` address only, and the topic must be
+  ``DRIP_SES_TOPIC_ARN``.
 
-Timestamps older than five minutes are refused, as is a Mailgun token seen before.
+Timestamps older than five minutes are refused, as is a Mailgun token seen before (SNS
+retries for longer: there a message id seen before is not counted twice).
 """
 
 from __future__ import annotations
@@ -18,14 +23,33 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from drip.bounces import EventKind
 from drip.web.forms import SIGNATURE_TOLERANCE_SECONDS, verify_signature
 
-PROVIDERS = ("postmark", "mailgun", "sendgrid", "generic")
+#: SNS's signing certificates are served from these hosts only
+_SNS_HOST = re.compile(r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?")
+#: the fields SNS signs, in order, per message type (Subject only when present)
+_SNS_SIGNED = {
+    "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
+    "SubscriptionConfirmation": (
+        "Message",
+        "MessageId",
+        "SubscribeURL",
+        "Timestamp",
+        "Token",
+        "TopicArn",
+        "Type",
+    ),
+}
+_SNS_SIGNED["UnsubscribeConfirmation"] = _SNS_SIGNED["SubscriptionConfirmation"]
+_certificates: dict[str, bytes] = {}
 
 
 class Forged(Exception):
@@ -100,6 +124,64 @@ def check_sendgrid(body: bytes, headers: Mapping[str, str], public_key: str, now
         raise Forged
     try:
         key.verify(signature, stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise Forged from None
+
+
+def is_sns_url(url: str) -> bool:
+    """An https URL on one of SNS's own hosts (certificates, subscription confirmations)."""
+    parts = urlsplit(url)
+    return (
+        parts.scheme == "https"
+        and parts.port is None
+        and not parts.username
+        and bool(_SNS_HOST.fullmatch(parts.hostname or ""))
+    )
+
+
+def fetch_sns(url: str) -> bytes:
+    """GET one of SNS's URLs (checked by ``is_sns_url`` first)."""
+    if not is_sns_url(url):
+        raise Forged
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (https, SNS only)
+        return bytes(response.read(64 * 1024))
+
+
+def confirm_subscription(payload: Any) -> None:
+    """Follow a (checked) SubscriptionConfirmation's SubscribeURL, as SNS asks."""
+    fetch_sns(str(payload.get("SubscribeURL", "")))
+
+
+def check_sns(payload: Any, topic_arn: str) -> None:
+    """An SNS message for ``topic_arn``, signed with the certificate at its SigningCertURL."""
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    if not isinstance(payload, dict) or payload.get("TopicArn") != topic_arn:
+        raise Forged
+    fields = _SNS_SIGNED.get(payload.get("Type", ""))
+    url = payload.get("SigningCertURL", "")
+    if fields is None or not isinstance(url, str) or not is_sns_url(url):
+        raise Forged
+    text = "".join(
+        f"{name}\n{payload[name]}\n"
+        for name in fields
+        if name in payload and (name != "Subject" or payload[name] is not None)
+    )
+    digest = {"1": hashes.SHA1(), "2": hashes.SHA256()}.get(str(payload.get("SignatureVersion")))
+    try:
+        signature = base64.b64decode(str(payload.get("Signature", "")), validate=True)
+        if url not in _certificates:
+            _certificates[url] = fetch_sns(url)
+        key = x509.load_pem_x509_certificate(_certificates[url]).public_key()
+    except (binascii.Error, ValueError, OSError):
+        raise Forged from None
+    if digest is None or not isinstance(key, rsa.RSAPublicKey):
+        raise Forged
+    try:
+        key.verify(signature, text.encode(), padding.PKCS1v15(), digest)
     except InvalidSignature:
         raise Forged from None
 
@@ -201,9 +283,52 @@ def generic_reports(payload: Any) -> list[Report]:
     return reports
 
 
+def ses_reports(payload: Any) -> list[Report]:
+    """An SNS notification carrying an SES ``Bounce`` (Permanent: hard; Transient or
+    Undetermined: soft) or ``Complaint``; deliveries and the rest are not bounces."""
+    try:
+        message = json.loads(payload["Message"])
+    except (KeyError, TypeError, ValueError):
+        raise Malformed("not an SES notification") from None
+    if not isinstance(message, dict):
+        raise Malformed("not an SES notification")
+    kind = message.get("notificationType") or message.get("eventType")
+    mail = message.get("mail") or {}
+    message_id = (mail.get("commonHeaders") or {}).get("messageId")
+    event_id = str(payload.get("MessageId"))
+    reports = []
+    if kind == "Bounce":
+        bounce = message.get("bounce") or {}
+        hard = bounce.get("bounceType") == "Permanent"
+        for who in bounce.get("bouncedRecipients") or []:
+            reports.append(
+                Report(
+                    str(who.get("emailAddress", "")),
+                    EventKind.HARD if hard else EventKind.SOFT,
+                    str(who.get("diagnosticCode") or bounce.get("bounceSubType") or ""),
+                    message_id=message_id,
+                    event_id=f"{event_id}:{who.get('emailAddress')}",
+                )
+            )
+    elif kind == "Complaint":
+        complaint = message.get("complaint") or {}
+        for who in complaint.get("complainedRecipients") or []:
+            reports.append(
+                Report(
+                    str(who.get("emailAddress", "")),
+                    EventKind.COMPLAINT,
+                    str(complaint.get("complaintFeedbackType") or ""),
+                    message_id=message_id,
+                    event_id=f"{event_id}:{who.get('emailAddress')}",
+                )
+            )
+    return reports
+
+
 READERS: dict[str, Callable[[Any], list[Report]]] = {
     "postmark": postmark_reports,
     "mailgun": mailgun_reports,
     "sendgrid": sendgrid_reports,
     "generic": generic_reports,
+    "ses": ses_reports,
 }

@@ -9,6 +9,7 @@ import time
 from datetime import UTC, datetime
 from functools import partial
 
+import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Connection
@@ -25,6 +26,8 @@ from drip.web.webhooks import (
     check_generic,
     check_mailgun,
     check_sendgrid,
+    check_sns,
+    confirm_subscription,
     parse_json,
 )
 
@@ -41,7 +44,10 @@ def _key(settings: Settings, provider: str) -> str | None:
     }.get(provider)
     if secret is not None:
         return secret.get_secret_value()
-    return settings.sendgrid_verification_key if provider == "sendgrid" else None
+    return {
+        "sendgrid": settings.sendgrid_verification_key,
+        "ses": settings.ses_topic_arn,
+    }.get(provider)
 
 
 @router.post("/webhooks/bounces/{provider}")
@@ -66,11 +72,23 @@ async def bounce_webhook(provider: str, request: Request, st: State) -> JSONResp
         payload = parse_json(body)
         if provider == "mailgun" and st.events.seen(check_mailgun(payload, key, now)):
             raise Forged  # a replay of a request already handled
+        if provider == "ses":
+            await anyio.to_thread.run_sync(check_sns, payload, key)  # may fetch a certificate
+            if payload["Type"] != "Notification":
+                if payload["Type"] == "SubscriptionConfirmation":  # the topic's first message
+                    await anyio.to_thread.run_sync(confirm_subscription, payload)
+                return JSONResponse({"handled": 0, "ignored": 0})
         reports = READERS[provider](payload)
     except Forged:
         return JSONResponse({"detail": "missing or invalid webhook signature"}, status_code=401)
     except Malformed as error:
         return JSONResponse({"detail": str(error)}, status_code=422)
+    except OSError:  # SNS unreachable to confirm the subscription: it asks again later
+        return JSONResponse(
+            {"detail": "could not reach SNS, try again"},
+            status_code=503,
+            headers={"Retry-After": "60"},
+        )
     fresh = [r for r in reports if not st.events.seen(_event_key(provider, r))]
     handled = await st.writes.run(
         partial(_apply, reports=fresh, source=provider, settings=st.settings, now=datetime.now(UTC))
