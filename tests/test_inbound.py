@@ -3,12 +3,18 @@ unsubscribes, handled by ``drip inbound``; return addresses (VERP) and the bounc
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
@@ -21,6 +27,7 @@ from drip.inbound import Handled, handle_inbound
 from drip.mailer import memory
 from drip.message import Outgoing
 from drip.models import Delivery, MailEvent, Subscriber
+from drip.testing import free_port
 from drip.tokens import Purpose, Tokens
 from tests.conftest import COURSES_DIR, TEST_SECRET, enrol, make_settings
 
@@ -361,3 +368,119 @@ def test_the_command_reads_a_file_or_stdin_and_says_what_it_did(
         assert "Traceback" not in missing.output
     finally:
         get_settings.cache_clear()
+
+
+# -- a mailbox read over IMAP: pymap, a real IMAP server, on loopback ----------------------
+@pytest.fixture
+def imap_port(tmp_path: Path) -> Iterator[int]:
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "pymap"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-tls",
+            "dict",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "pymap did not start"
+                time.sleep(0.1)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _mailbox(port: int) -> Any:
+    from imap_tools import MailBoxUnencrypted
+
+    return MailBoxUnencrypted("127.0.0.1", port).login("demouser", "demopass", "INBOX")
+
+
+def test_a_mailbox_is_read_and_what_was_handled_deleted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, course: Course, imap_port: int
+) -> None:
+    """Every unread email is handled; bounces and unsubscribes are deleted, the rest stays
+    (marked read) and is not read again."""
+    monkeypatch.setenv("DRIP_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("DRIP_COURSES_DIR", str(COURSES_DIR))
+    monkeypatch.setenv("DRIP_SECRET_KEY", TEST_SECRET)
+    monkeypatch.setenv("DRIP_SMTP_URL", "memory://")
+    monkeypatch.setenv("DRIP_BOUNCE_ADDRESS", BOUNCES)
+    get_settings.cache_clear()
+    try:
+        assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+        settings = get_settings()
+        engine = engine_for(settings)
+        enrol(engine, course, "ana@example.org", now=NOW)
+        ben = enrol(engine, course, "ben@example.org", now=NOW)
+        sent = {m.recipient: m for m in _send(engine, settings, course, NOW)}
+        ana = sent["ana@example.org"]
+        leave = Tokens.from_settings(settings).return_address(
+            BOUNCES, Purpose.MAILTO_UNSUBSCRIBE, ben
+        )
+        with _mailbox(imap_port) as mailbox:
+            mailbox.append(dsn(ana, to=ana.envelope_from), "INBOX")
+            mailbox.append(
+                b"From: ana@example.org\r\nSubject: thank you!\r\n\r\nLovely.\r\n", "INBOX"
+            )
+            mailbox.append(f"From: ben@example.org\r\nTo: {leave}\r\n\r\n".encode(), "INBOX")
+        url = f"imap://demouser:demopass@127.0.0.1:{imap_port}/INBOX?starttls=off"
+        result = runner.invoke(app, ["inbound", "--imap", url])
+        assert (result.exit_code, result.output) == (
+            0,
+            "bounce: ana@example.org suppressed (hard bounce)\n"
+            "ignored: not a bounce, a complaint or an unsubscribe\n"
+            "unsubscribe: ben@example.org unsubscribed (mailto)\n"
+            "3 read, 2 handled and deleted, 1 left\n",
+        )
+        with _mailbox(imap_port) as mailbox:
+            (kept,) = mailbox.fetch(mark_seen=False)
+            assert kept.subject == "thank you!" and "\\Seen" in kept.flags
+        again = runner.invoke(app, ["inbound", "--imap", url])
+        assert again.output == "0 read, 0 handled and deleted, 0 left\n"
+        wrong = runner.invoke(app, ["inbound", "--imap", url.replace("demopass", "nope")])
+        assert wrong.exit_code == 1 and "cannot read the mailbox 127.0.0.1" in wrong.output
+        clear = runner.invoke(
+            app, ["inbound", "--imap", "imap://u:p@mail.example.com/INBOX?starttls=off"]
+        )
+        assert clear.exit_code == 2 and "unencrypted off loopback" in clear.output
+        assert "Traceback" not in wrong.output + clear.output
+    finally:
+        get_settings.cache_clear()
+
+
+def test_a_failure_midway_leaves_the_rest_unread_for_the_next_run(imap_port: int) -> None:
+    """The database busy on the second email: the first (handled) is deleted, the others
+    are unread again."""
+    from drip.imap import ImapConfig, poll
+
+    with _mailbox(imap_port) as mailbox:
+        for n in range(3):
+            mailbox.append(f"Subject: {n}\r\n\r\n".encode(), "INBOX")
+    seen: list[bytes] = []
+
+    def handle(raw: bytes) -> Handled:
+        seen.append(raw)
+        if len(seen) == 2:
+            raise OperationalError("database is locked", None, Exception())
+        return Handled("bounce", "handled")
+
+    url = f"imap://demouser:demopass@127.0.0.1:{imap_port}/?starttls=off"
+    with pytest.raises(OperationalError):
+        poll(ImapConfig.from_url(url), handle)
+    with _mailbox(imap_port) as mailbox:
+        left = list(mailbox.fetch(mark_seen=False))
+    assert [m.subject for m in left] == ["1", "2"]
+    assert all("\\Seen" not in m.flags for m in left)

@@ -4,13 +4,18 @@ unsubscribe), piped in by an MTA or read from a file."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from drip.cli._common import catalog, engine, say, settings
+
+if TYPE_CHECKING:
+    from drip.inbound import Handled
 
 #: the exit code that makes an MTA keep the email and try again later (sysexits EX_TEMPFAIL)
 TEMPFAIL = 75
@@ -26,6 +31,14 @@ def inbound(
         list[str] | None,
         typer.Option("--to", help="The envelope recipient, when the MTA passes it (repeatable)."),
     ] = None,
+    imap: Annotated[
+        str | None,
+        typer.Option(
+            "--imap",
+            metavar="URL",
+            help="Read every unread email of a mailbox instead: imaps://user:pass@host/FOLDER.",
+        ),
+    ] = None,
 ) -> None:
     """Handle one email that came back: a bounce suppresses per the bounce policy, a
     complaint unsubscribes and suppresses, a mail to List-Unsubscribe's address
@@ -33,8 +46,11 @@ def inbound(
     database is busy (the MTA retries later).
 
     Example: drip inbound bounce.eml (from Postfix: a pipe transport running
-    drip inbound - --to ${recipient})
+    drip inbound - --to ${recipient}; from cron: drip inbound --imap "$BOUNCE_MAILBOX")
     """
+    if imap is not None:
+        _poll(imap)
+        return
     if source == "-":
         raw = sys.stdin.buffer.read(MAX_BYTES + 1)
     else:
@@ -45,25 +61,66 @@ def inbound(
     if len(raw) > MAX_BYTES:
         say("ignored: larger than 10 MiB")
         return
-    from sqlalchemy.exc import OperationalError
+    with _database_busy_is_tempfail():
+        handled = _handler(to or ())(raw)
+    say(f"{handled.what}: {handled.detail}")
 
+
+def _handler(recipients: Sequence[str]) -> Callable[[bytes], Handled]:
+    """Handles one raw email in a transaction of its own."""
     from drip.inbound import handle_inbound
     from drip.tokens import Tokens
 
     config = settings()
     tokens = Tokens.from_settings(config)
-    try:
-        with engine().begin() as connection:
-            handled = handle_inbound(
+    db = engine()
+    courses = catalog(strict=False)
+
+    def handle(raw: bytes) -> Handled:
+        with db.begin() as connection:
+            return handle_inbound(
                 connection,
                 raw,
                 settings=config,
                 tokens=tokens,
-                catalog=catalog(strict=False),
+                catalog=courses,
                 now=datetime.now(UTC),
-                recipients=to or (),
+                recipients=recipients,
             )
+
+    return handle
+
+
+def _poll(url: str) -> None:
+    import imaplib
+
+    from imap_tools.errors import ImapToolsError
+
+    from drip.imap import ImapConfig, poll
+
+    config = ImapConfig.from_url(url)
+    handle = _handler(())
+    try:
+        with _database_busy_is_tempfail():
+            results = poll(config, lambda raw: _said(handle(raw)))
+    except (OSError, imaplib.IMAP4.error, ImapToolsError) as error:
+        typer.echo(f"error: cannot read the mailbox {config.host}: {error}", err=True)
+        raise typer.Exit(1) from None
+    handled = sum(result.what != "ignored" for result in results)
+    say(f"{len(results)} read, {handled} handled and deleted, {len(results) - handled} left")
+
+
+def _said(handled: Handled) -> Handled:
+    say(f"{handled.what}: {handled.detail}")
+    return handled
+
+
+@contextmanager
+def _database_busy_is_tempfail() -> Iterator[None]:
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        yield
     except OperationalError as error:
         typer.echo(f"error: the database is busy or unreachable, try again: {error}", err=True)
         raise typer.Exit(TEMPFAIL) from None
-    say(f"{handled.what}: {handled.detail}")
