@@ -419,13 +419,10 @@ class _Worker:
     ) -> None:
         """After a lesson is closed, its enrollment's next one (other kinds end here): due
         the next allowed local day after now, or, in place of a day removed from the
-        course (``skipped``), at once unless a lesson already went out today."""
+        course (``skipped``), at once: the removed day's row was due no earlier than the
+        day after the last lesson, so none went out today."""
         if item.kind != EmailKind.LESSON:
             return
-        last_sent = None
-        if skipped:
-            histories = deliveries.lesson_histories(connection, [item.enrollment_id])
-            last_sent = histories.get(item.enrollment_id, ({}, None))[1]
         deliveries.queue_next_lesson(
             connection,
             enrollment_id=item.enrollment_id,
@@ -434,7 +431,6 @@ class _Worker:
             now=self.now,
             history=item.history,
             closed=item.day_id,
-            last_sent_at=last_sent,
             resuming=skipped,
         )
 

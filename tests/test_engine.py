@@ -409,15 +409,40 @@ def test_enrollment_completes_after_the_last_day(
     assert enrollment.completed_at == last
 
 
+def test_one_subscriber_finishing_leaves_the_others_active(
+    engine: Engine, settings: Settings, course: Course
+) -> None:
+    """Ana started a day before Ben: her last day completes her enrollment only; the
+    lesson queued after a send is stamped with the time of that send."""
+    short = variant(course, days=[d.model_dump(by_alias=True) for d in course.days[:2]])
+    start = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    enrol(engine, short, "ana@example.org", now=start)
+    sender = sender_for(engine, settings, short)
+    sender.send_due(now=start)
+    enrol(engine, short, "ben@example.org", now=start + timedelta(days=1))
+    sender.send_due(now=start + timedelta(days=1))
+    with Session(engine) as session:
+        statuses = dict(
+            session.exec(select(Subscriber.email, Enrollment.status).join(Enrollment)).all()
+        )
+        queued = session.exec(select(Delivery).where(Delivery.status == "scheduled")).one()
+    assert statuses == {"ana@example.org": "completed", "ben@example.org": "active"}
+    assert (queued.day_id, queued.created_at) == (short.days[1].id, start + timedelta(days=1))
+
+
 def test_coming_back_revives_the_lesson_an_unsubscribe_cancelled(
     engine: Engine, settings: Settings, course: Course
 ) -> None:
     """Leaving before day 1 went out cancels it; coming back queues that same row again,
-    due at once with a clean slate (no attempts, lease or error), and the course runs."""
+    due at once with a clean slate (no attempts, lease or error), and the course runs.
+    Someone else who left at the same point stays left."""
     start = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    gone = enrol(engine, course, "gone@example.org", now=start)
+    with engine.begin() as connection:
+        unsubscribe(connection, enrollment_uid=gone, catalog=Catalog({}), now=start)
     uid = enrol(engine, course, "back@example.org", now=start)
     with Session(engine) as session:  # day 1 had failed twice and was being retried
-        [row] = deliveries(engine)
+        row = deliveries(engine)[-1]  # back@'s day 1
         row.attempts, row.last_error = 2, "421 try later"
         row.claimed_until = start
         session.add(row)
@@ -432,14 +457,15 @@ def test_coming_back_revives_the_lesson_an_unsubscribe_cancelled(
         signup_uid = connection.execute(select(Signup.uid).order_by(Signup.id.desc())).scalar()
         confirm(connection, signup_uid=signup_uid, issued_at=later, catalog=catalog, now=later)
     lessons = [d for d in deliveries(engine) if d.kind == EmailKind.LESSON]
-    [revived] = lessons
+    [left, revived] = lessons
+    assert (left.day_id, left.status) == (course.days[0].id, DeliveryStatus.CANCELLED)
     assert (revived.day_id, revived.status) == (course.days[0].id, DeliveryStatus.SCHEDULED)
     assert revived.due_at == later
     assert (revived.attempts, revived.last_error) == (0, None)
     assert (revived.claimed_until, revived.cancelled_at) == (None, None)
     walk(sender_for(engine, settings, course), later, days=8)
     lessons = [d for d in deliveries(engine) if d.kind == EmailKind.LESSON]
-    assert [d.status for d in lessons] == [DeliveryStatus.SENT] * 7
+    assert [d.status for d in lessons] == [DeliveryStatus.CANCELLED] + [DeliveryStatus.SENT] * 7
     assert len(memory.outbox) == 7
 
 
