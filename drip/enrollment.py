@@ -351,9 +351,10 @@ def awaiting_confirmation(member: Member) -> bool:
 
 def resend_for_link(
     connection: Connection, *, signup_uid: str, now: datetime, gap_seconds: float
-) -> bool:
+) -> None:
     """An expired or stale link's "send me a new one": queue a fresh confirmation for the
-    signup it names, if it still waits for one and the resend gap allows; True if queued.
+    signup it names, if it still waits for one and the resend gap allows (the page says
+    the same either way).
 
     A signup made before the subscriber's last unsubscribe gets nothing: only a new
     signup can bring back someone who left.
@@ -365,9 +366,8 @@ def resend_for_link(
         or (left is not None and signup.created_at < left)
         or not may_resend(member, now=now, gap_seconds=gap_seconds)
     ):
-        return False
+        return
     queue_confirmations(connection, [(member, signup.id)], now=now)
-    return True
 
 
 def resend_for_operator(connection: Connection, *, member: Member, now: datetime) -> bool:

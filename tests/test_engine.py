@@ -646,3 +646,27 @@ def test_the_throttle_spaces_messages_at_its_rate() -> None:
     for _ in range(5):
         free.wait()
     assert len(slept) == 4
+
+
+def test_a_claim_taken_over_after_its_lease_cannot_change_the_row(
+    engine: Engine, course: Course
+) -> None:
+    """A worker whose lease expired and was claimed again by another can neither defer,
+    fail nor release the row: only the lease's holder can."""
+    from drip.deliveries import release, update_claimed
+
+    start = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    enrol(engine, course, "slow@example.org", now=start)
+    lease = timedelta(minutes=5)
+    with engine.connect() as connection:
+        [stale] = claim(connection, now=start, limit=10, lease=lease)
+        later = start + timedelta(minutes=6)  # the first worker hung past its lease
+        [fresh] = claim(connection, now=later, limit=10, lease=lease)
+        with connection.begin():
+            assert not update_claimed(connection, stale, {"status": "failed"})
+            assert not release(connection, stale)
+    [row] = deliveries(engine)
+    assert (row.status, row.claimed_until, row.attempts) == ("sending", fresh.lease, 2)
+    with engine.begin() as connection:
+        assert update_claimed(connection, fresh, {"status": "failed", "claimed_until": None})
+    assert deliveries(engine)[0].status == "failed"

@@ -9,12 +9,15 @@ import pytest
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
+from drip.config import Settings
 from drip.courses import Catalog, Course
+from drip.engine import Sender
 from drip.enrollment import (
     confirm,
     find_member,
     may_resend,
     pending_members,
+    resend_for_link,
     resend_for_operator,
     send_unsubscribe_link,
     stop_subscriber,
@@ -308,15 +311,19 @@ def test_an_operator_resend_confirms_the_latest_signup(engine: Engine, course: C
     """The fresh link names the address's most recent signup for that course, so
     confirming applies what they posted last."""
     _pending(engine, course, "twice@example.org", now=NOW)
-    _pending(engine, _other(course), "twice@example.org", now=NOW)
     _pending(engine, course, "twice@example.org", now=NOW + timedelta(hours=1))
+    # later signups: theirs for another course, and someone else's for this one
+    _pending(engine, _other(course), "twice@example.org", now=NOW + timedelta(hours=2))
+    _pending(engine, course, "else@example.org", now=NOW + timedelta(hours=3))
     with engine.begin() as connection:
         members = pending_members(connection, sent_before=None, email="twice@example.org")
         [member] = [m for m in members if m.course_slug == course.slug]
         assert resend_for_operator(connection, member=member, now=NOW + timedelta(days=1))
     with Session(engine) as session:
         latest = session.exec(
-            select(Signup.id).where(Signup.course_slug == course.slug).order_by(col(Signup.id))
+            select(Signup.id)
+            .where(Signup.course_slug == course.slug, Signup.email == "twice@example.org")
+            .order_by(col(Signup.id))
         ).all()[-1]
         resent = session.exec(
             select(Delivery.signup_id).where(Delivery.due_at == NOW + timedelta(days=1))
@@ -359,3 +366,78 @@ def test_confirming_applies_the_details_of_the_signup_its_link_names(
         assert (ana.name, ana.timezone, ana.consent_ip, ana.consent_source) == expected[1:]
         assert enrollments == {course.slug: "active", other.slug: "pending"}
     assert done.changed and done.next_lesson is None  # new details, no second day 1
+
+
+def _confirmations(engine: Engine) -> int:
+    with Session(engine) as session:
+        return len(session.exec(select(Delivery).where(Delivery.kind == EmailKind.CONFIRM)).all())
+
+
+def test_the_resend_button_sends_only_to_someone_still_waiting(
+    engine: Engine, course: Course
+) -> None:
+    """An expired link's "send me a new one": a fresh confirmation for a pending signup
+    once the gap has passed; nothing for a suppressed address, nothing within the gap."""
+    _pending(engine, course, "wait@example.org", now=NOW)
+    _pending(engine, course, "barred@example.org", now=NOW)
+    with Session(engine) as session:
+        uids = dict(session.exec(select(Signup.email, Signup.uid)).all())
+        barred = session.exec(
+            select(Subscriber.id).where(Subscriber.email == "barred@example.org")
+        ).one()
+    with engine.begin() as connection:
+        stop_subscriber(
+            connection, subscriber_id=barred, status=SubscriberStatus.SUPPRESSED, now=NOW
+        )
+    assert _confirmations(engine) == 2
+    soon, later = NOW + timedelta(minutes=5), NOW + timedelta(days=8)
+    for when, expected in ((soon, 2), (later, 3), (later, 3)):
+        for email in ("wait@example.org", "barred@example.org"):
+            with engine.begin() as connection:
+                resend_for_link(connection, signup_uid=uids[email], now=when, gap_seconds=600)
+        assert _confirmations(engine) == expected, when
+
+
+def test_coming_back_the_day_a_lesson_went_out_resumes_the_next_morning(
+    engine: Engine, settings: Settings, course: Course
+) -> None:
+    """Left after day 1 went out at 07:00 and came back at 09:00 the same day: day 2 is
+    due the next morning, not at once; coming back on a later day, at once."""
+    catalog = Catalog({course.slug: course})
+    morning = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)  # 07:00 in London
+    for email, back in (
+        ("same@example.org", morning + timedelta(hours=2)),
+        ("later@example.org", morning + timedelta(days=2, hours=2)),
+    ):
+        uid = enrol(engine, course, email, now=morning)
+        Sender(engine=engine, settings=settings, catalog=catalog).send_due(now=morning)
+        with engine.begin() as connection:
+            unsubscribe(connection, enrollment_uid=uid, catalog=catalog, now=morning)
+            entry = Entry.clean(email=email, name="", timezone=None)
+            sign_up(connection, course=course, entries=[entry], consent=Consent("t"), now=back)
+            signup = connection.execute(select(Signup.uid).order_by(col(Signup.id).desc()))
+            done = confirm(
+                connection, signup_uid=signup.scalar(), issued_at=back, catalog=catalog, now=back
+            )
+        assert done.next_lesson is not None
+        assert done.next_lesson.day_id == course.days[1].id
+        expected = morning + timedelta(days=1) if back.day == morning.day else back
+        assert done.next_lesson.due_at == expected, email
+
+
+def test_the_goodbye_and_the_fresh_unsubscribe_link_are_keyed_by_kind(
+    engine: Engine, course: Course
+) -> None:
+    """Each email's outbox key names its kind (and, for a fresh link, the hour it was
+    asked for): what makes a repeated request within the hour one email."""
+    polite = _goodbye_course(course)
+    uid = enrol(engine, polite, "bye@example.org", now=NOW)
+    with engine.begin() as connection:
+        send_unsubscribe_link(connection, email="bye@example.org", now=NOW)
+        unsubscribe(connection, enrollment_uid=uid, catalog=Catalog({polite.slug: polite}), now=NOW)
+    with Session(engine) as session:
+        keys = sorted(
+            session.exec(select(Delivery.day_id).where(Delivery.kind != EmailKind.LESSON)).all()
+        )
+    goodbye, link = keys
+    assert (goodbye.partition(":")[0], link) == ("goodbye", "link:2026112509")
