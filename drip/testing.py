@@ -97,7 +97,10 @@ class SmtpSink:
         implicit_tls: Any = None,
         port: int | None = None,
         pipelining: bool = True,
+        host: str = "127.0.0.1",
     ) -> None:
+        #: the address served (loopback unless a test needs a server off it)
+        self.host = host
         #: the port served; with none given, the server binds a free one itself (no
         #: window in which another process could take a port chosen beforehand)
         self.port = port or 0
@@ -123,7 +126,7 @@ class SmtpSink:
 
     @property
     def url(self) -> str:
-        return f"smtp://127.0.0.1:{self.port}?starttls=off"
+        return f"smtp://{self.host}:{self.port}?starttls=off"
 
     def start(self) -> SmtpSink:
         from aiosmtpd.controller import Controller
@@ -155,7 +158,7 @@ class SmtpSink:
                 super()._trigger_server()
 
         self._controller = _Controller(
-            _Handler(self), hostname="127.0.0.1", port=self.port, ready_timeout=10, **options
+            _Handler(self), hostname=self.host, port=self.port, ready_timeout=10, **options
         )
         self._controller.start()
         self.port = self._controller.port

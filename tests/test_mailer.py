@@ -222,8 +222,33 @@ def test_wrong_password_is_a_config_error(tls_sink: tuple[SmtpSink, Path]) -> No
     """A refused login is reported as configuration, not retried as a delivery problem."""
     sink, ca_file = tls_sink
     url = f"smtp://maya:wrong@127.0.0.1:{sink.port}?cafile={ca_file}"
-    with _smtp(url) as mailer, pytest.raises(ConfigError, match="login refused"):
+    with _smtp(url) as mailer, pytest.raises(ConfigError) as refused:
         mailer.send(_message())
+    assert str(refused.value) == "SMTP login refused: 535 5.7.8 Authentication credentials invalid"
+
+
+def test_a_server_off_loopback_gets_the_password_over_starttls(tmp_path: Path) -> None:
+    """Off loopback the password goes out only encrypted, and STARTTLS is encryption."""
+    address = _public_address()
+    if address is None:
+        pytest.skip("this machine has no address off loopback to run the server on")
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(address).configure_cert(server_context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    with SmtpSink(tls_context=server_context, credentials=("maya", "pw"), host=address) as sink:
+        with _smtp(f"smtp://maya:pw@{address}:{sink.port}?cafile={ca_file}") as mailer:
+            mailer.send(_message())
+    assert sink.logins == ["maya"] and len(sink.received) == 1
+
+
+def test_a_healthy_server_is_waited_for_up_to_the_timeout(smtp_sink: SmtpSink) -> None:
+    """The timeout bounds each reply; a server that answers in time is not cut off early."""
+    mailer = SmtpMailer(SmtpConfig.from_url(smtp_sink.url, timeout=1))
+    with mailer:
+        assert mailer.send(_message()).startswith("250 ")
+    assert len(smtp_sink.received) == 1
 
 
 def test_untrusted_certificate_is_refused(tls_sink: tuple[SmtpSink, Path]) -> None:
@@ -380,7 +405,7 @@ def test_control_bytes_in_a_reply_never_reach_the_receipt() -> None:
                 if in_data:
                     if line == b".\r\n":
                         in_data = False
-                        connection.sendall(b"250 queued \x00\xff\x1b[31mred[/x]\r\n")
+                        connection.sendall(b"250 queued \x00\xff\x1b[31mred[/x] it's \\ X\r\n")
                     continue
                 verb = line.split(b" ")[0].split(b":")[0].strip().upper()
                 connection.sendall(replies[verb])
@@ -392,8 +417,22 @@ def test_control_bytes_in_a_reply_never_reach_the_receipt() -> None:
         with _smtp(f"smtp://127.0.0.1:{port}?starttls=off") as mailer:
             receipt = mailer.send(_message())
     assert receipt.startswith("250 queued ")
-    assert "\x00" not in receipt and "\x1b" not in receipt
-    assert "\\x00" in receipt and "\\x1b" in receipt
+    assert receipt == "250 queued \\x00\ufffd\\x1b[31mred[/x] it's \\ X"
+
+
+def test_a_reply_without_a_code_is_a_temporary_failure_quoting_it() -> None:
+    """A greeting that stops being SMTP (a line with no three-digit code): the lines read
+    so far in the error."""
+
+    def chatty(connection: socket.socket) -> None:
+        connection.sendall(b"220-welcome X \r\nhello there\r\n")
+        connection.recv(1024)
+
+    with _scripted_server(chatty) as port:
+        with _smtp(f"smtp://127.0.0.1:{port}?starttls=off") as mailer:
+            with pytest.raises(TemporaryFailure) as odd:
+                mailer.send(_message())
+    assert str(odd.value) == (f"cannot connect to 127.0.0.1:{port}: (-1, b'welcome X\\no there')")
 
 
 def _public_address() -> str | None:
