@@ -22,7 +22,16 @@ from drip.db import READ_ONLY, current_revision, head_revision
 from drip.exceptions import ConfigError
 
 #: every table, parents before children (foreign keys point backwards in this list)
-TABLES = ("setting", "subscriber", "signup", "enrollment", "delivery", "click", "mailevent")
+TABLES = (
+    "setting",
+    "subscriber",
+    "signup",
+    "enrollment",
+    "delivery",
+    "click",
+    "mailevent",
+    "webhookevent",
+)
 BATCH = 5000
 
 

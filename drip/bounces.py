@@ -7,9 +7,10 @@ so a bounce names its subscriber and cannot be forged for anyone else; List-Unsu
 mailto is ``bounces+u-UID-TAG@…``, which unsubscribes (``drip.inbound`` reads both).
 
 The policy (``record``): a hard bounce suppresses the address at once; soft bounces
-(mailbox full, greylisting given up) suppress it once ``DRIP_SOFT_BOUNCE_LIMIT`` of them
-(default 3) arrived within ``DRIP_SOFT_BOUNCE_DAYS`` (default 14); a complaint ("this is
-spam") unsubscribes and suppresses at once, without a goodbye. Every event is stored.
+(mailbox full, greylisting given up) suppress it once ``DRIP_SOFT_BOUNCE_LIMIT`` emails
+(default 3) soft-bounced within ``DRIP_SOFT_BOUNCE_DAYS`` (default 14), an email reported
+twice counting once; a complaint ("this is spam") unsubscribes and suppresses at once,
+without a goodbye. Every event is stored.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, distinct, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col
 
 from drip.enrollment import stop_subscriber
-from drip.models import Delivery, Enrollment, MailEvent, Subscriber
+from drip.models import Delivery, Enrollment, MailEvent, Subscriber, WebhookEvent
 from drip.states import DeliveryStatus, SubscriberStatus
 
 
@@ -50,6 +52,17 @@ def delivery_of(connection: Connection, message_id: str | None, subscriber_id: i
     ).scalar()
 
 
+def first_time(connection: Connection, *, provider: str, event_id: str, now: datetime) -> bool:
+    """Note a provider's event as handled; False when it already was."""
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    inserted = connection.execute(
+        dialect.insert(WebhookEvent)
+        .values(provider=provider, event_id=str(event_id)[:255], received_at=now)
+        .on_conflict_do_nothing(index_elements=["provider", "event_id"])
+    )
+    return inserted.rowcount == 1
+
+
 def record_for_address(
     connection: Connection,
     *,
@@ -64,8 +77,9 @@ def record_for_address(
 ) -> str | None:
     """``record`` for the subscriber with this address (a provider's report names only
     that); None when there is none."""
+    address = email.replace("\x00", "").strip().lower()  # PostgreSQL text holds no NUL
     subscriber_id = connection.execute(
-        select(col(Subscriber.id)).where(col(Subscriber.email) == email.strip().lower())
+        select(col(Subscriber.id)).where(col(Subscriber.email) == address)
     ).scalar()
     if subscriber_id is None:
         return None
@@ -115,13 +129,15 @@ def record(
             delivery_id=delivery_id,
             kind=kind,
             source=source,
-            diagnostic=diagnostic[:2000],
+            diagnostic=diagnostic.replace("\x00", "")[:2000],
             created_at=now,
         )
     )
     if kind == EventKind.SOFT:
+        # emails that soft-bounced, each once however often it was reported
+        emails = func.coalesce(col(MailEvent.delivery_id), -col(MailEvent.id))
         recent = connection.execute(
-            select(func.count()).where(
+            select(func.count(distinct(emails))).where(
                 col(MailEvent.subscriber_id) == subscriber_id,
                 col(MailEvent.kind) == EventKind.SOFT,
                 col(MailEvent.created_at) > now - timedelta(days=soft_days),
@@ -142,6 +158,6 @@ def record(
         subscriber_id=subscriber_id,
         status=SubscriberStatus.SUPPRESSED,
         now=now,
-        reason=reason[:2000],
+        reason=reason.replace("\x00", "")[:2000],
     )
     return "suppressed"

@@ -76,7 +76,9 @@ class Settings(BaseSettings):
     #: soft bounces (mailbox full, …) within ``soft_bounce_days`` that suppress an address
     soft_bounce_limit: int = Field(default=3, ge=1)
     soft_bounce_days: int = Field(default=14, ge=1)
-    #: providers' bounce webhooks (``POST /webhooks/bounces/{provider}``)
+    #: providers' bounce webhooks (``POST /webhooks/bounces/{provider}``): Postmark's
+    #: basic-auth password and the generic form's signing key (not the signups' secret)
+    bounce_webhook_secret: SecretStr | None = None
     mailgun_signing_key: SecretStr | None = None
     #: the Event Webhook's public key (base64), as SendGrid shows it
     sendgrid_verification_key: str | None = None
@@ -89,6 +91,23 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator(
+        "webhook_secret",
+        "bounce_webhook_secret",
+        "mailgun_signing_key",
+        "sendgrid_verification_key",
+        "ses_topic_arn",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        """``KEY=`` in a .env file means unset, never an empty key anyone can sign with."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, SecretStr) and not value.get_secret_value().strip():
+            return None
+        return value
 
     @field_validator("bounce_address")
     @classmethod

@@ -24,6 +24,7 @@ from email.utils import getaddresses
 
 from flufl.bounce import all_failures
 from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
 
 from drip.bounces import EventKind, delivery_of, record
 from drip.config import Settings
@@ -32,6 +33,7 @@ from drip.enrollment import Member, find_member, unsubscribe
 from drip.exceptions import InvalidToken
 from drip.tokens import Purpose, Tokens
 
+logger = logging.getLogger("drip.inbound")
 # its detectors' tracebacks on malformed email: drip answers "ignored" instead
 logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
 
@@ -58,7 +60,27 @@ def handle_inbound(
     recipients: Iterable[str] = (),
 ) -> Handled:
     """Handle one raw email in the caller's transaction. ``recipients``: the envelope
-    recipients when the MTA passes them (they are also read from the headers)."""
+    recipients when the MTA passes them (they are also read from the headers). An email
+    drip cannot read (malformed headers, MIME nested without end …) is ignored, never an
+    error: a mailbox must not stall on one odd message. Database errors propagate."""
+    try:
+        return _handle(connection, raw, settings, tokens, catalog, now, recipients)
+    except SQLAlchemyError:
+        raise
+    except Exception as error:  # noqa: BLE001 (any parsing failure of a stranger's email)
+        logger.warning("event=inbound-unreadable error=%r", error)
+        return Handled("ignored", "an email drip cannot read")
+
+
+def _handle(
+    connection: Connection,
+    raw: bytes,
+    settings: Settings,
+    tokens: Tokens,
+    catalog: Catalog,
+    now: datetime,
+    recipients: Iterable[str],
+) -> Handled:
     message = message_from_bytes(raw, policy=policy.compat32)
     tagged = _tagged(message, recipients, settings, tokens)
     if tagged is not None and tagged[0] == Purpose.MAILTO_UNSUBSCRIBE:
@@ -85,6 +107,8 @@ def handle_inbound(
     failed = {a.decode(errors="replace").lower() for a in temporary | permanent}
     if not failed:
         return Handled("ignored", "not a bounce, a complaint or an unsubscribe")
+    if not permanent and _only_delayed(message):
+        return Handled("ignored", "a delay notice: the email may still arrive")
     member = None
     if tagged is not None:
         member = _member(connection, tagged[1])
@@ -114,7 +138,7 @@ def _record(
         connection,
         subscriber_id=member.subscriber_id,
         delivery_id=delivery_of(
-            connection, original.get("Message-ID") if original else None, member.subscriber_id
+            connection, _header(original, "Message-ID") if original else None, member.subscriber_id
         ),
         kind=kind,
         source="inbound",
@@ -147,10 +171,28 @@ def _verp_member(
     """The subscriber named by the return address in the quoted email's Return-Path."""
     if original is None or settings.bounce_address is None:
         return None
-    found = tokens.read_return_address(original.get("Return-Path", ""), settings.bounce_address)
+    found = tokens.read_return_address(_header(original, "Return-Path"), settings.bounce_address)
     if found is None or found[0] != Purpose.BOUNCE:
         return None
     return _member(connection, found[1])
+
+
+def _only_delayed(message: Message) -> bool:
+    """A delivery status notification none of whose recipients failed (RFC 3464 Action:
+    delayed, relayed, delivered or expanded): the server is still trying."""
+    actions = [
+        _header(block, "Action").lower()
+        for part in message.walk()
+        if part.get_content_type() == "message/delivery-status"
+        for block in part.get_payload()
+        if isinstance(block, Message) and block.get("Action")
+    ]
+    return bool(actions) and "failed" not in actions
+
+
+def _header(message: Message, name: str) -> str:
+    """A header as plain text (compat32 gives a ``Header`` for 8-bit bytes), trimmed."""
+    return str(message.get(name) or "").strip()
 
 
 def _is_feedback_report(message: Message) -> bool:
@@ -179,7 +221,7 @@ def _quoted_member(connection: Connection, original: Message | None) -> Member |
     """The subscriber whose email is quoted, by its Message-ID (``UID.KEY@domain``)."""
     if original is None:
         return None
-    uid = original.get("Message-ID", "").strip().strip("<>").partition(".")[0]
+    uid = _header(original, "Message-ID").strip("<>").partition(".")[0]
     return _member(connection, uid) if uid.isalnum() else None
 
 
@@ -198,5 +240,5 @@ def _diagnostic(message: Message) -> str:
                 if isinstance(block, Message):
                     for name in ("Diagnostic-Code", "Status"):
                         if block.get(name):
-                            return " ".join(str(block[name]).split())
-    return str(message.get("Subject", "")).strip()
+                            return " ".join(_header(block, name).split())
+    return _header(message, "Subject")

@@ -1,6 +1,6 @@
 """Tables: Subscriber, Signup (one form post: details and proof of consent), Enrollment
-(a subscriber on a course), Delivery (one email), Click (a lesson's class link followed)
-and MailEvent (a bounce or complaint).
+(a subscriber on a course), Delivery (one email), Click (a lesson's class link followed),
+MailEvent (a bounce or complaint) and WebhookEvent (a provider's event already handled).
 
 The Delivery row is the outbox: every email drip sends (lesson, confirmation, welcome,
 goodbye) is one row, unique per (enrollment, key), carrying one status, one timestamp
@@ -252,3 +252,17 @@ class MailEvent(SQLModel, table=True):
     source: str = Field(sa_column=Column(String(32), nullable=False))
     diagnostic: str = Field(default="", sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class WebhookEvent(SQLModel, table=True):
+    """A provider's event already handled (its own id): a retry or replay of it changes
+    nothing. Holds no personal data."""
+
+    __table_args__ = (
+        UniqueConstraint("provider", "event_id", name="uq_webhookevent_provider_event"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(sa_column=Column(String(32), nullable=False))
+    event_id: str = Field(sa_column=Column(String(255), nullable=False))
+    received_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

@@ -49,7 +49,7 @@ def client(tmp_path: Path, course: Course) -> Iterator[TestClient]:
     memory.outbox.clear()
     settings = make_settings(
         tmp_path,
-        webhook_secret=SECRET,
+        bounce_webhook_secret=SECRET,
         mailgun_signing_key=MAILGUN_KEY,
         sendgrid_verification_key=SENDGRID_PUBLIC,
     )
@@ -185,15 +185,19 @@ def test_mailgun_with_its_signature_in_the_body(client: TestClient, db: Engine) 
         assert client.post(url, json=forged).status_code == 401
     signed = _mailgun(failed)
     assert client.post(url, json=signed).json() == {"handled": 1, "ignored": 0}
-    assert client.post(url, json=signed).status_code == 401  # the same token again
-    temporary = _mailgun(
-        {**failed, "id": "other", "severity": "temporary", "recipient": "dan@example.org"}
+    # the same event again (a retry, or a replay within the five minutes): not counted
+    assert client.post(url, json=signed).json() == {"handled": 0, "ignored": 1}
+    complained = _mailgun(
+        {**failed, "id": "other", "event": "complained", "recipient": "dan@example.org"}
     )
-    assert client.post(url, json=temporary).json() == {"handled": 1, "ignored": 0}
-    assert _state(db)["cat"] == "suppressed" and _state(db)["dan"] == "active"
+    assert client.post(url, json=complained).json() == {"handled": 1, "ignored": 0}
+    # a temporary failure is one of Mailgun's retries: it is still trying
+    temporary = _mailgun({**failed, "id": "third", "severity": "temporary"})
+    assert client.post(url, json=temporary).json() == {"handled": 0, "ignored": 0}
+    assert _state(db)["cat"] == _state(db)["dan"] == "suppressed"
     assert _events(db) == [
         ("cat", "hard", "mailgun", DAY_1),
-        ("dan", "soft", "mailgun", DAY_1),
+        ("dan", "complaint", "mailgun", DAY_1),
     ]
 
 
@@ -439,3 +443,90 @@ def test_ses_through_sns_with_its_signature(
         assert _events(db) == [("ana", "hard", "ses", DAY_1), ("ben", "complaint", "ses", DAY_1)]
         assert _state(db)["ana"] == _state(db)["ben"] == "suppressed"
     memory.outbox.clear()
+
+
+def test_malformed_or_hostile_requests_are_refused_without_a_500(
+    tmp_path: Path, sns_fetches: list[str]
+) -> None:
+    """What a stranger can send (odd digits, bad base64, odd types, look-alike hosts,
+    blank keys) gets a 4xx and changes nothing; no certificate is fetched for it."""
+    settings = make_settings(
+        tmp_path,
+        bounce_webhook_secret=SECRET,
+        webhook_secret=SECRET,
+        mailgun_signing_key=MAILGUN_KEY,
+        sendgrid_verification_key=SENDGRID_PUBLIC,
+        ses_topic_arn=TOPIC,
+    )
+    long_stamp = "9" * 5000
+    with TestClient(create_app(settings)) as client:
+        mailgun = _mailgun({"event": "failed", "recipient": "a@example.org"})
+        for stamp in ("²", long_stamp, "-1"):
+            forged = {**mailgun, "signature": {**mailgun["signature"], "timestamp": stamp}}
+            assert client.post("/webhooks/bounces/mailgun", json=forged).status_code == 401
+        body = b'{"email": "a@example.org", "type": "hard"}'
+        for header in (f"t={long_stamp},sha256=00", "t=²,sha256=00"):
+            for path in ("/webhooks/bounces/generic", "/subscribe"):
+                signed = {"X-Drip-Signature": header.encode()}  # bytes: may be non-ASCII
+                answer = client.post(path, content=body, headers=signed)  # type: ignore[arg-type]
+                assert answer.status_code == 401, (path, header)
+        for auth in (
+            "Basic é",
+            "Basic !!",
+            "Bearer x",
+            "Basic " + base64.b64encode(b"\xff").decode(),
+        ):
+            answer = client.post(
+                "/webhooks/bounces/postmark",
+                json=POSTMARK_BOUNCE,
+                headers={"Authorization": auth.encode()},  # type: ignore[dict-item]
+            )
+            assert answer.status_code == 401, auth
+        odd = {**POSTMARK_BOUNCE, "Email": ["a@example.org"]}
+        answer = client.post("/webhooks/bounces/postmark", json=odd, headers=_basic(SECRET))
+        assert answer.status_code == 422
+        bounce = _sns("Notification", {"Message": _ses_bounce("a@example.org", "<x@y>")})
+        for forged in (
+            {**bounce, "Type": []},
+            {**bounce, "Message": {"not": "a string"}},
+            {**bounce, "SigningCertURL": "https://sns.eu-west-1.amazonaws.com:xx/c.pem"},
+            {**bounce, "SigningCertURL": "https://[sns"},
+            {**bounce, "SigningCertURL": "https://sns.s3.amazonaws.com/c.pem"},
+            {**bounce, "SigningCertURL": CERT_URL + "?x=1"},
+            {**bounce, "SigningCertURL": CERT_URL.replace(".pem", ".txt")},
+            {**bounce, "SigningCertURL": 12},
+        ):
+            assert client.post("/webhooks/bounces/ses", json=forged).status_code == 401
+        assert sns_fetches == []
+    blank = make_settings(tmp_path, bounce_webhook_secret="", mailgun_signing_key=" ")
+    with TestClient(create_app(blank)) as client:
+        for provider in ("postmark", "generic", "mailgun"):
+            answer = client.post(f"/webhooks/bounces/{provider}", json={}, headers=_basic(""))
+            assert answer.status_code == 404, provider
+
+
+def test_sns_certificates_must_name_sns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A certificate served from an SNS address but issued to anyone else is refused."""
+    from drip.web import webhooks
+
+    impostor = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "evil.example")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(impostor.public_key())
+        .serial_number(1)
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .sign(impostor, hashes.SHA256())
+    )
+    webhooks._certificates.clear()
+    monkeypatch.setattr(
+        webhooks, "fetch_sns", lambda url: certificate.public_bytes(serialization.Encoding.PEM)
+    )
+    bounce = _sns("Notification", {"Message": "{}"}, key=impostor)
+    with pytest.raises(webhooks.Forged):
+        webhooks.check_sns(bounce, TOPIC)
+    assert webhooks._certificates == {}

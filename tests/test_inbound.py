@@ -18,6 +18,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
+from drip.bounces import EventKind, record
 from drip.cli import app
 from drip.config import Settings, get_settings
 from drip.courses import Catalog, Course
@@ -220,30 +221,75 @@ def test_a_bounce_for_a_sent_lesson_suppresses_and_nothing_more_goes_out(
 def test_soft_bounces_suppress_only_past_the_limit_within_the_window(
     tmp_path: Path, course: Course
 ) -> None:
-    settings = make_settings(tmp_path, bounce_address=BOUNCES, soft_bounce_limit=2)
+    """With a limit of 2 in 14 days: the same email reported twice counts once, an old
+    one no longer counts, two emails within the window suppress."""
+    settings = make_settings(tmp_path, soft_bounce_limit=2)
     engine = engine_for(settings)
     enrol(engine, course, "ana@example.org", now=NOW)
-    (lesson,) = _send(engine, settings, course, NOW)
-    soft = dsn(lesson, to=lesson.envelope_from, action="delayed", status="4.2.2")
+    for day in range(3):
+        _send(engine, settings, course, NOW + timedelta(days=day))
+    with Session(engine) as session:
+        lessons = [d.id for d in session.exec(select(Delivery).order_by(Delivery.id))]
+    ana = _subscriber(engine, "ana@example.org").id
+    assert ana is not None
 
-    def bounce(at: datetime) -> str:
+    def soft(delivery: int | None, at: datetime) -> str:
         with engine.begin() as connection:
-            return handle_inbound(
+            return record(
                 connection,
-                soft,
-                settings=settings,
-                tokens=Tokens.from_settings(settings),
-                catalog=Catalog({course.slug: course}),
+                subscriber_id=ana,
+                delivery_id=delivery,
+                kind=EventKind.SOFT,
+                source="generic",
+                diagnostic="452 4.2.2 mailbox full",
                 now=at,
-            ).detail
+                soft_limit=2,
+                soft_days=14,
+            )
 
-    assert bounce(NOW) == "ana@example.org noted (soft bounce)"
-    # the next one comes after the window: the first no longer counts
-    assert bounce(NOW + timedelta(days=15)) == "ana@example.org noted (soft bounce)"
+    assert soft(lessons[0], NOW) == "noted"
+    assert soft(lessons[0], NOW + timedelta(hours=1)) == "noted"  # the same email again
+    assert soft(lessons[1], NOW + timedelta(days=15)) == "noted"  # the first is too old
     assert _subscriber(engine, "ana@example.org").status == "active"
-    assert bounce(NOW + timedelta(days=16)) == "ana@example.org suppressed (soft bounce)"
-    assert _subscriber(engine, "ana@example.org").status == "suppressed"
-    assert [kind for kind, _, _ in _events(engine)] == ["soft"] * 3
+    assert soft(lessons[2], NOW + timedelta(days=16)) == "suppressed"
+    assert _subscriber(engine, "ana@example.org").suppressed_reason == (
+        "2 soft bounces in 14 days (generic): 452 4.2.2 mailbox full"
+    )
+
+
+def test_a_delay_notice_is_not_a_bounce(verp_settings: Settings, course: Course) -> None:
+    """A DSN whose recipients are only delayed (the server still tries) changes nothing."""
+    engine = engine_for(verp_settings)
+    enrol(engine, course, "ana@example.org", now=NOW)
+    (lesson,) = _send(engine, verp_settings, course, NOW)
+    delayed = dsn(lesson, to=lesson.envelope_from, action="delayed", status="4.4.1")
+    for _ in range(4):
+        handled = _handle(engine, verp_settings, course, delayed)
+        assert handled == Handled("ignored", "a delay notice: the email may still arrive")
+    assert _subscriber(engine, "ana@example.org").status == "active"
+    assert _events(engine) == []
+
+
+def test_an_email_drip_cannot_read_is_ignored_not_an_error(
+    verp_settings: Settings, course: Course
+) -> None:
+    """8-bit bytes in a quoted header, MIME nested thousands deep: ignored, nothing
+    stored, and the next email is handled as usual."""
+    engine = engine_for(verp_settings)
+    enrol(engine, course, "ana@example.org", now=NOW)
+    (lesson,) = _send(engine, verp_settings, course, NOW)
+    eight_bit = arf(lesson, to="fbl@mail.example.com").replace(
+        b"Message-ID: <", b"Message-ID: <\xe9"
+    )
+    nested = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + (
+        b"--b\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n" * 3000
+    )
+    for raw in (eight_bit, nested, b"\xff\xfe\x00garbage"):
+        assert _handle(engine, verp_settings, course, raw).what == "ignored"
+    assert _events(engine) == []
+    assert _handle(engine, verp_settings, course, dsn(lesson, to=lesson.envelope_from)).what == (
+        "bounce"
+    )
 
 
 def test_a_complaint_unsubscribes_and_suppresses_without_a_goodbye(

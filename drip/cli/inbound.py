@@ -102,12 +102,18 @@ def _poll(url: str) -> None:
     handle = _handler(())
     try:
         with _database_busy_is_tempfail():
-            results = poll(config, lambda raw: _said(handle(raw)))
+            results = poll(config, lambda raw: _said(_sized(raw, handle)))
     except (OSError, imaplib.IMAP4.error, ImapToolsError) as error:
         typer.echo(f"error: cannot read the mailbox {config.host}: {error}", err=True)
         raise typer.Exit(1) from None
     handled = sum(result.what != "ignored" for result in results)
     say(f"{len(results)} read, {handled} handled and deleted, {len(results) - handled} left")
+
+
+def _sized(raw: bytes, handle: Callable[[bytes], Handled]) -> Handled:
+    from drip.inbound import Handled
+
+    return handle(raw) if len(raw) <= MAX_BYTES else Handled("ignored", "larger than 10 MiB")
 
 
 def _said(handled: Handled) -> Handled:

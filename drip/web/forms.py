@@ -20,6 +20,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -155,10 +156,15 @@ def verify_signature(body: bytes, headers: Mapping[str, str], secret: str, *, no
     )
 
 
+def is_timestamp(value: str) -> bool:
+    """Unix seconds as ASCII digits (``str.isdigit`` also takes "²" and 5,000 digits)."""
+    return re.fullmatch(r"[0-9]{1,12}", value) is not None
+
+
 def _timestamped(header: str, body: bytes, key: bytes, now: float) -> bool:
     parts = dict(part.strip().partition("=")[::2] for part in header.split(","))
     stamp, given = parts.get("t", ""), parts.get("sha256", "")
-    if not stamp.isdigit() or abs(now - int(stamp)) > SIGNATURE_TOLERANCE_SECONDS:
+    if not is_timestamp(stamp) or abs(now - int(stamp)) > SIGNATURE_TOLERANCE_SECONDS:
         return False
     expected = hmac.new(key, stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(given.encode(), expected.encode())

@@ -31,10 +31,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from drip.bounces import EventKind
-from drip.web.forms import SIGNATURE_TOLERANCE_SECONDS, verify_signature
+from drip.web.forms import SIGNATURE_TOLERANCE_SECONDS, is_timestamp, verify_signature
 
-#: SNS's signing certificates are served from these hosts only
-_SNS_HOST = re.compile(r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?")
+#: SNS's regional hosts (sns.eu-west-1.amazonaws.com, sns.us-gov-west-1…, sns.cn-north-1…)
+_SNS_HOST = re.compile(r"sns\.[a-z]{2}(-gov)?-[a-z]+-\d\.amazonaws\.com(\.cn)?")
 #: the fields SNS signs, in order, per message type (Subject only when present)
 _SNS_SIGNED = {
     "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
@@ -49,7 +49,8 @@ _SNS_SIGNED = {
     ),
 }
 _SNS_SIGNED["UnsubscribeConfirmation"] = _SNS_SIGNED["SubscriptionConfirmation"]
-_certificates: dict[str, bytes] = {}
+#: signing certificates' public keys by URL, a few at most
+_certificates: dict[str, Any] = {}
 
 
 class Forged(Exception):
@@ -79,7 +80,7 @@ def parse_json(body: bytes) -> Any:
 
 
 def _fresh(stamp: str, now: float) -> bool:
-    return stamp.isdigit() and abs(now - int(stamp)) <= SIGNATURE_TOLERANCE_SECONDS
+    return is_timestamp(stamp) and abs(now - int(stamp)) <= SIGNATURE_TOLERANCE_SECONDS
 
 
 # -- proofs ------------------------------------------------------------------------------
@@ -87,7 +88,7 @@ def check_basic_auth(headers: Mapping[str, str], secret: str) -> None:
     scheme, _, encoded = headers.get("authorization", "").partition(" ")
     try:
         _, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), not ASCII, not UTF-8
         raise Forged from None
     if scheme.lower() != "basic" or not hmac.compare_digest(password.encode(), secret.encode()):
         raise Forged
@@ -128,23 +129,56 @@ def check_sendgrid(body: bytes, headers: Mapping[str, str], public_key: str, now
         raise Forged from None
 
 
-def is_sns_url(url: str) -> bool:
-    """An https URL on one of SNS's own hosts (certificates, subscription confirmations)."""
-    parts = urlsplit(url)
+def is_sns_url(url: object, *, certificate: bool = False) -> bool:
+    """An https URL on one of SNS's regional hosts; a ``certificate``'s is a ``.pem`` file
+    with no query (subscription confirmations carry theirs in the query)."""
+    if not isinstance(url, str):
+        return False
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return False
     return (
         parts.scheme == "https"
-        and parts.port is None
+        and port is None
         and not parts.username
         and bool(_SNS_HOST.fullmatch(parts.hostname or ""))
+        and (not certificate or (parts.path.endswith(".pem") and not parts.query))
     )
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # SNS answers itself; a redirect elsewhere is not followed
+
+
 def fetch_sns(url: str) -> bytes:
-    """GET one of SNS's URLs (checked by ``is_sns_url`` first)."""
+    """GET one of SNS's URLs (checked by ``is_sns_url`` first); no redirects."""
     if not is_sns_url(url):
         raise Forged
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (https, SNS only)
+    opener = urllib.request.build_opener(_NoRedirects)
+    with opener.open(url, timeout=10) as response:
         return bytes(response.read(64 * 1024))
+
+
+def _sns_key(url: str) -> Any:
+    """The public key of SNS's signing certificate at ``url`` (a few are kept)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    if url not in _certificates:
+        certificate = x509.load_pem_x509_certificate(fetch_sns(url))
+        names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        if [str(name.value) for name in names] not in (
+            ["sns.amazonaws.com"],
+            ["sns.amazonaws.com.cn"],
+        ):
+            raise Forged
+        if len(_certificates) >= 16:
+            _certificates.pop(next(iter(_certificates)))
+        _certificates[url] = certificate.public_key()
+    return _certificates[url]
 
 
 def confirm_subscription(payload: Any) -> None:
@@ -154,16 +188,17 @@ def confirm_subscription(payload: Any) -> None:
 
 def check_sns(payload: Any, topic_arn: str) -> None:
     """An SNS message for ``topic_arn``, signed with the certificate at its SigningCertURL."""
-    from cryptography import x509
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
     if not isinstance(payload, dict) or payload.get("TopicArn") != topic_arn:
         raise Forged
-    fields = _SNS_SIGNED.get(payload.get("Type", ""))
-    url = payload.get("SigningCertURL", "")
-    if fields is None or not isinstance(url, str) or not is_sns_url(url):
+    kind, url = payload.get("Type"), payload.get("SigningCertURL")
+    fields = _SNS_SIGNED.get(kind) if isinstance(kind, str) else None
+    if fields is None or not is_sns_url(url, certificate=True):
+        raise Forged
+    if not all(isinstance(payload.get(name, ""), str) for name in fields):
         raise Forged
     text = "".join(
         f"{name}\n{payload[name]}\n"
@@ -173,10 +208,8 @@ def check_sns(payload: Any, topic_arn: str) -> None:
     digest = {"1": hashes.SHA1(), "2": hashes.SHA256()}.get(str(payload.get("SignatureVersion")))
     try:
         signature = base64.b64decode(str(payload.get("Signature", "")), validate=True)
-        if url not in _certificates:
-            _certificates[url] = fetch_sns(url)
-        key = x509.load_pem_x509_certificate(_certificates[url]).public_key()
-    except (binascii.Error, ValueError, OSError):
+        key = _sns_key(str(url))
+    except (ValueError, OSError):  # not base64, not a certificate, SNS unreachable
         raise Forged from None
     if digest is None or not isinstance(key, rsa.RSAPublicKey):
         raise Forged
@@ -192,8 +225,9 @@ def check_generic(body: bytes, headers: Mapping[str, str], secret: str, now: flo
 
 
 # -- payloads ----------------------------------------------------------------------------
-_POSTMARK_HARD = {"HardBounce", "BadEmailAddress", "ManuallyDeactivated", "Blocked"}
-_POSTMARK_SOFT = {"SoftBounce", "Transient", "DnsError"}
+_POSTMARK_HARD = {"HardBounce", "BadEmailAddress", "ManuallyDeactivated"}
+#: Blocked is often about the sender's reputation, not the address
+_POSTMARK_SOFT = {"SoftBounce", "Transient", "DnsError", "Blocked"}
 
 
 def postmark_reports(payload: Any) -> list[Report]:
@@ -210,20 +244,29 @@ def postmark_reports(payload: Any) -> list[Report]:
     else:
         return []  # auto-responders, subscribe/unsubscribe notices …: not bounces
     diagnostic = f"{kind}: {payload.get('Description') or payload.get('Details') or ''}"
-    return [Report(payload["Email"], event, diagnostic.strip(), event_id=str(payload.get("ID")))]
+    event_id = payload.get("ID")
+    return [
+        Report(
+            payload["Email"],
+            event,
+            diagnostic.strip(),
+            event_id=None if event_id is None else f"{record}:{event_id}",
+        )
+    ]
 
 
 def mailgun_reports(payload: Any) -> list[Report]:
-    """A Mailgun ``failed`` (permanent or temporary) or ``complained`` event."""
+    """A Mailgun permanent ``failed`` or ``complained`` event (a temporary ``failed`` is
+    sent for each retry, and ignored)."""
     data = payload.get("event-data") if isinstance(payload, dict) else None
     if not isinstance(data, dict) or not isinstance(data.get("recipient"), str):
         raise Malformed("not a Mailgun event")
     event = data.get("event")
     if event == "complained":
         kind = EventKind.COMPLAINT
-    elif event == "failed":
-        kind = EventKind.HARD if data.get("severity") == "permanent" else EventKind.SOFT
-    else:
+    elif event == "failed" and data.get("severity") == "permanent":
+        kind = EventKind.HARD
+    else:  # a temporary failure is one attempt of several: Mailgun is still trying
         return []
     status = data.get("delivery-status") or {}
     reason = status.get("description") or status.get("message") or ""

@@ -1,5 +1,5 @@
-"""After the send: class clicks (the first time each lesson's class link was followed) and
-mail events (bounces and complaints).
+"""After the send: class clicks (the first time each lesson's class link was followed),
+mail events (bounces and complaints) and the webhook events already handled.
 
 Revision ID: 0003
 Revises: 0002
@@ -49,8 +49,17 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime(), nullable=False),
     )
     op.create_index("ix_mailevent_subscriber_id", "mailevent", ["subscriber_id"])
+    op.create_table(
+        "webhookevent",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("provider", sa.String(32), nullable=False),
+        sa.Column("event_id", sa.String(255), nullable=False),
+        sa.Column("received_at", UTCDateTime(), nullable=False),
+        sa.UniqueConstraint("provider", "event_id", name="uq_webhookevent_provider_event"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("webhookevent")
     op.drop_table("mailevent")
     op.drop_table("click")

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Connection
 
-from drip.bounces import record_for_address
+from drip.bounces import first_time, record_for_address
 from drip.config import Settings
 from drip.web.deps import State, read_body
 from drip.web.webhooks import (
@@ -38,8 +38,8 @@ MAX_BODY = 1024 * 1024
 
 def _key(settings: Settings, provider: str) -> str | None:
     secret = {
-        "postmark": settings.webhook_secret,
-        "generic": settings.webhook_secret,
+        "postmark": settings.bounce_webhook_secret,
+        "generic": settings.bounce_webhook_secret,
         "mailgun": settings.mailgun_signing_key,
     }.get(provider)
     if secret is not None:
@@ -70,8 +70,8 @@ async def bounce_webhook(provider: str, request: Request, st: State) -> JSONResp
         elif provider == "generic":
             check_generic(body, request.headers, key, now)
         payload = parse_json(body)
-        if provider == "mailgun" and st.events.seen(check_mailgun(payload, key, now)):
-            raise Forged  # a replay of a request already handled
+        if provider == "mailgun":
+            check_mailgun(payload, key, now)
         if provider == "ses":
             await anyio.to_thread.run_sync(check_sns, payload, key)  # may fetch a certificate
             if payload["Type"] != "Notification":
@@ -79,29 +79,23 @@ async def bounce_webhook(provider: str, request: Request, st: State) -> JSONResp
                     await anyio.to_thread.run_sync(confirm_subscription, payload)
                 return JSONResponse({"handled": 0, "ignored": 0})
         reports = READERS[provider](payload)
+    except (KeyError, TypeError, AttributeError, ValueError) as error:  # Malformed too
+        detail = str(error) if isinstance(error, Malformed) else "not this provider's payload"
+        return JSONResponse({"detail": detail}, status_code=422)
     except Forged:
         return JSONResponse({"detail": "missing or invalid webhook signature"}, status_code=401)
-    except Malformed as error:
-        return JSONResponse({"detail": str(error)}, status_code=422)
     except OSError:  # SNS unreachable to confirm the subscription: it asks again later
         return JSONResponse(
             {"detail": "could not reach SNS, try again"},
             status_code=503,
             headers={"Retry-After": "60"},
         )
-    fresh = [r for r in reports if not st.events.seen(_event_key(provider, r))]
     handled = await st.writes.run(
-        partial(_apply, reports=fresh, source=provider, settings=st.settings, now=datetime.now(UTC))
+        partial(
+            _apply, reports=reports, source=provider, settings=st.settings, now=datetime.now(UTC)
+        )
     )
-    if provider == "mailgun":
-        st.events.add(payload["signature"]["token"])
-    for report in fresh:
-        st.events.add(_event_key(provider, report))
     return JSONResponse({"handled": handled, "ignored": len(reports) - handled})
-
-
-def _event_key(provider: str, report: Report) -> str | None:
-    return f"{provider}:{report.event_id}" if report.event_id else None
 
 
 def _apply(
@@ -112,9 +106,14 @@ def _apply(
     settings: Settings,
     now: datetime,
 ) -> int:
-    """Record each report for its address; how many named a subscriber."""
+    """Record each report for its address, unless its event was handled before (a retry
+    or a replay); how many were recorded."""
     handled = 0
     for report in reports:
+        if report.event_id is not None and not first_time(
+            connection, provider=source, event_id=report.event_id, now=now
+        ):
+            continue
         outcome = record_for_address(
             connection,
             email=report.email,

@@ -19,7 +19,7 @@ logger = logging.getLogger("drip.web")
 router = APIRouter()
 
 
-@router.get("/c/{token}")
+@router.api_route("/c/{token}", methods=["GET", "HEAD"])
 async def class_link(token: str, st: State) -> RedirectResponse:
     try:
         uid, slug, day_id = st.tokens.read_click(token)
