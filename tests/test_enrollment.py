@@ -401,19 +401,21 @@ def test_the_resend_button_sends_only_to_someone_still_waiting(
 def test_coming_back_the_day_a_lesson_went_out_resumes_the_next_morning(
     engine: Engine, settings: Settings, course: Course
 ) -> None:
-    """Left after day 1 went out at 07:00 and came back at 09:00 the same day: day 2 is
-    due the next morning, not at once; coming back on a later day, at once."""
+    """Left after day 1 went out and came back the same day: day 2 is due the next
+    morning, in the zone the new signup gives (day 1 went out at 20:00 in Auckland); coming
+    back on a later day, at once."""
     catalog = Catalog({course.slug: course})
     morning = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)  # 07:00 in London
-    for email, back in (
-        ("same@example.org", morning + timedelta(hours=2)),
-        ("later@example.org", morning + timedelta(days=2, hours=2)),
+    next_auckland_morning = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)  # 07:00 NZDT
+    for email, back, zone in (
+        ("same@example.org", morning + timedelta(hours=2), "Pacific/Auckland"),
+        ("later@example.org", morning + timedelta(days=2, hours=2), None),
     ):
         uid = enrol(engine, course, email, now=morning)
         Sender(engine=engine, settings=settings, catalog=catalog).send_due(now=morning)
         with engine.begin() as connection:
             unsubscribe(connection, enrollment_uid=uid, catalog=catalog, now=morning)
-            entry = Entry.clean(email=email, name="", timezone=None)
+            entry = Entry.clean(email=email, name="", timezone=zone)
             sign_up(connection, course=course, entries=[entry], consent=Consent("t"), now=back)
             signup = connection.execute(select(Signup.uid).order_by(col(Signup.id).desc()))
             done = confirm(
@@ -421,7 +423,7 @@ def test_coming_back_the_day_a_lesson_went_out_resumes_the_next_morning(
             )
         assert done.next_lesson is not None
         assert done.next_lesson.day_id == course.days[1].id
-        expected = morning + timedelta(days=1) if back.day == morning.day else back
+        expected = next_auckland_morning if zone else back
         assert done.next_lesson.due_at == expected, email
 
 
@@ -441,3 +443,78 @@ def test_the_goodbye_and_the_fresh_unsubscribe_link_are_keyed_by_kind(
         )
     goodbye, link = keys
     assert (goodbye.partition(":")[0], link) == ("goodbye", "link:2026112509")
+
+
+def _post(engine: Engine, course: Course, at: datetime, **details: str | None) -> str:
+    """A signup posted on the web and filed; its uid."""
+    entry = Entry.clean(
+        email="ana@example.org", name=details.get("name") or "", timezone=details.get("zone")
+    )
+    consent = Consent(source="blog", ip=details.get("ip"), user_agent=details.get("agent"))
+    with engine.begin() as connection:
+        uid = record(connection, course=course, entry=entry, consent=consent, now=at)
+        file_pending(
+            connection, catalog=Catalog({course.slug: course}), now=at, resend_gap_seconds=0
+        )
+    return uid
+
+
+def test_confirming_stamps_the_subscriber_and_starts_the_course_once(
+    engine: Engine, course: Course
+) -> None:
+    """Confirming records when and on what proof, starts the enrollment with day 1 and the
+    welcome; a signup with no name or zone keeps the ones known; pressing the same link
+    again changes nothing, a second signup's link applies it."""
+    polite = Course.model_validate(
+        {**course.model_dump(by_alias=True, mode="json"), "welcome_email": True}
+    )
+    catalog = Catalog({polite.slug: polite})
+    first = _post(
+        engine, polite, NOW, name="Ana", zone="Europe/Lisbon", ip="203.0.113.9", agent="A"
+    )
+    at = NOW + timedelta(hours=1)
+
+    def press(uid: str, when: datetime) -> bool:
+        with engine.begin() as connection:
+            done = confirm(connection, signup_uid=uid, issued_at=when, catalog=catalog, now=when)
+        return done.changed
+
+    assert press(first, at)
+    with Session(engine) as session:
+        ana = session.exec(select(Subscriber)).one()
+        enrollment = session.exec(select(Enrollment)).one()
+        queued = session.exec(
+            select(Delivery.kind, Delivery.day_id, Delivery.created_at).where(
+                Delivery.kind != EmailKind.CONFIRM
+            )
+        ).all()
+    assert (ana.status, ana.confirmed_at, ana.consent_at) == ("active", at, NOW)
+    assert (ana.name, ana.timezone, ana.consent_ip, ana.consent_user_agent) == (
+        "Ana",
+        "Europe/Lisbon",
+        "203.0.113.9",
+        "A",
+    )
+    assert (enrollment.status, enrollment.started_at, enrollment.cancelled_at) == (
+        "active",
+        at,
+        None,
+    )
+    assert sorted((kind, key.partition(":")[0], when) for kind, key, when in queued) == [
+        ("lesson", polite.days[0].id, at),
+        ("welcome", "welcome", at),
+    ]
+    assert not press(first, at + timedelta(minutes=1))  # the same link again
+    later = NOW + timedelta(days=1)
+    second = _post(engine, polite, later, name="", zone=None, ip="198.51.100.1", agent="B")
+    assert press(second, later)  # already active, yet this signup's proof is now the one
+    with Session(engine) as session:
+        ana = session.exec(select(Subscriber)).one()
+        enrollment = session.exec(select(Enrollment)).one()
+    assert (ana.name, ana.timezone, ana.consent_ip, ana.consent_at) == (
+        "Ana",
+        "Europe/Lisbon",
+        "198.51.100.1",
+        later,
+    )
+    assert (ana.confirmed_at, enrollment.started_at) == (at, at)  # first times kept
