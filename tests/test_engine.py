@@ -198,8 +198,8 @@ def test_a_receipt_keeps_the_server_reply_and_message_id(
     enrol(engine, course, "kept@example.org", now=now)
     sender_for(engine, settings, course).send_due(now=now)
     sent = [d for d in deliveries(engine) if d.status == DeliveryStatus.SENT]
-    assert [(d.smtp_response, d.message_id, d.sent_at) for d in sent] == [
-        ("250 kept in memory", memory.outbox[0].message_id, now)
+    assert [(d.smtp_response, d.message_id, d.sent_at, d.claimed_until) for d in sent] == [
+        ("250 kept in memory", memory.outbox[0].message_id, now, None)
     ]
 
 
@@ -670,3 +670,45 @@ def test_a_claim_taken_over_after_its_lease_cannot_change_the_row(
     with engine.begin() as connection:
         assert update_claimed(connection, fresh, {"status": "failed", "claimed_until": None})
     assert deliveries(engine)[0].status == "failed"
+
+
+def test_someone_leaving_mid_batch_is_skipped_and_the_batch_goes_on(
+    engine: Engine, tmp_path: Path, course: Course
+) -> None:
+    """Claimed together: Ana's send lets Ben unsubscribe; the check right before Ben's
+    send sees Ben's own row, so he gets nothing and the others still get theirs. The
+    mail going out and the receipts agree: sent to those who were sent it, Ben's
+    cancelled."""
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    enrol(engine, course, "ana@example.org", now=now)
+    ben = enrol(engine, course, "ben@example.org", now=now)
+    enrol(engine, course, "cat@example.org", now=now)
+
+    class BenLeavesDuringAnasSend(MemoryMailer):
+        def send(self, message: Outgoing) -> str:
+            if message.recipient == "ana@example.org":
+                with engine.begin() as connection:
+                    catalog = Catalog({course.slug: course})
+                    unsubscribe(connection, enrollment_uid=ben, catalog=catalog, now=now)
+            return super().send(message)
+
+    one = make_settings(tmp_path, smtp_connections=1)
+    report = sender_for(engine, one, course, mailer_factory=BenLeavesDuringAnasSend).send_due(
+        now=now
+    )
+    assert [m.recipient for m in memory.outbox] == ["ana@example.org", "cat@example.org"]
+    assert report.sent == 2
+    with Session(engine) as session:
+        rows = session.exec(
+            select(Subscriber.email, Delivery.status)
+            .join(Enrollment, Enrollment.subscriber_id == Subscriber.id)
+            .join(Delivery, Delivery.enrollment_id == Enrollment.id)
+            .order_by(Subscriber.email)
+        ).all()
+    assert rows == [
+        ("ana@example.org", "sent"),
+        ("ana@example.org", "scheduled"),
+        ("ben@example.org", "cancelled"),
+        ("cat@example.org", "sent"),
+        ("cat@example.org", "scheduled"),
+    ]
