@@ -24,7 +24,7 @@ from drip.enrollment import (
     unsubscribe,
 )
 from drip.models import Delivery, Enrollment, Signup, Subscriber
-from drip.signup import Consent, Entry, file_pending, record, sign_up
+from drip.signup import Action, Consent, Entry, Outcome, file_pending, record, sign_up
 from drip.states import EmailKind, SubscriberStatus
 from tests.conftest import enrol
 
@@ -518,3 +518,38 @@ def test_confirming_stamps_the_subscriber_and_starts_the_course_once(
         later,
     )
     assert (ana.confirmed_at, enrollment.started_at) == (at, at)  # first times kept
+
+
+def _add(engine: Engine, course: Course, *emails: str, at: datetime = NOW) -> list[Outcome]:
+    with engine.begin() as connection:
+        return sign_up(
+            connection,
+            course=course,
+            entries=[Entry.clean(email=email) for email in emails],
+            consent=Consent(source="test"),
+            resend_gap_seconds=0,
+            now=at,
+        )
+
+
+def test_filing_reports_each_address_as_it_was_on_this_course(
+    engine: Engine, course: Course
+) -> None:
+    """Each outcome names the address's status before (None: new) and what was done,
+    judged on this course's enrollment even when the address is on another course too."""
+    other = _other(course)
+    assert _add(engine, course, "ana@example.org") == [
+        Outcome("ana@example.org", Action.CONFIRM, None)
+    ]
+    enrol(engine, other, "ana@example.org", now=NOW)  # now active, on the other course
+    enrol(engine, course, "ben@example.org", now=NOW)
+    assert _add(engine, course, "ana@example.org", "ben@example.org", "new@example.org") == [
+        Outcome("ana@example.org", Action.CONFIRM, "active"),
+        Outcome("ben@example.org", Action.NOTHING, "active"),
+        Outcome("new@example.org", Action.CONFIRM, None),
+    ]
+    with Session(engine) as session:
+        keys = session.exec(select(Delivery.day_id).where(Delivery.kind == EmailKind.CONFIRM))
+        assert {key.partition(":")[0] for key in keys} == {"confirm"}
+    with pytest.raises(ValueError, match="^each address may appear once per call$"):
+        _add(engine, course, "dup@example.org", "dup@example.org")
