@@ -76,7 +76,6 @@ class SignupDetails:
     """What one signup said: applied to the subscriber when it is confirmed."""
 
     id: int
-    uid: str
     name: str
     timezone: str | None
     created_at: datetime
@@ -100,7 +99,6 @@ def find_signup(connection: Connection, *, signup_uid: str) -> tuple[Member, Sig
         select(
             *Member.columns(),
             col(Signup.id),
-            col(Signup.uid),
             col(Signup.name),
             col(Signup.timezone),
             col(Signup.created_at),
@@ -175,15 +173,15 @@ def confirm(
     return Confirmed(course, changed, plan, zone_for(_zone_after(member, signup), course))
 
 
-def _zone_after(member: Member, signup: SignupDetails | None) -> str | None:
-    return (signup.timezone if signup else None) or member.timezone
+def _zone_after(member: Member, signup: SignupDetails) -> str | None:
+    return signup.timezone or member.timezone
 
 
 def activate(
     connection: Connection,
     *,
     member: Member,
-    signup: SignupDetails | None,
+    signup: SignupDetails,
     course: Course,
     now: datetime,
 ) -> tuple[bool, NextLesson | None]:
@@ -195,7 +193,7 @@ def activate(
 
 def activate_many(
     connection: Connection,
-    members: Sequence[tuple[Member, SignupDetails | None]],
+    members: Sequence[tuple[Member, SignupDetails]],
     *,
     course: Course,
     now: datetime,
@@ -203,49 +201,46 @@ def activate_many(
     """``activate`` for many members of one course at once (distinct enrollments).
 
     Each subscriber becomes active and takes the name, time zone and proof of consent of
-    the signup being confirmed (None: keep theirs); each enrollment not running starts
-    (or resumes where it stopped) with its next lesson queued, and the course's welcome
-    email when it has one.
+    the signup being confirmed (a blank name or zone keeps theirs); each enrollment not
+    running starts (or resumes where it stopped) with its next lesson queued, and the
+    course's welcome email when it has one.
     """
     if not members:
         return []
-    with_signup = [(m, s) for m, s in members if s is not None]
-    newly_confirmed: set[int] = set()
-    if with_signup:
-        result = connection.execute(
-            select(col(Signup.id)).where(
-                col(Signup.id).in_([s.id for _, s in with_signup]),
-                col(Signup.confirmed_at).is_(None),
-            )
+    result = connection.execute(
+        select(col(Signup.id)).where(
+            col(Signup.id).in_([s.id for _, s in members]),
+            col(Signup.confirmed_at).is_(None),
         )
-        newly_confirmed = set(result.scalars().all())  # type: ignore[arg-type]
-        connection.execute(
-            update(Signup).where(col(Signup.id).in_(newly_confirmed)).values(confirmed_at=now)
-        )
-        connection.execute(
-            update(Subscriber)
-            .where(col(Subscriber.id) == bindparam("b_id"))
-            .values(
-                consent_at=bindparam("b_at"),
-                consent_ip=bindparam("b_ip"),
-                consent_user_agent=bindparam("b_agent"),
-                consent_source=bindparam("b_source"),
-                name=func.coalesce(func.nullif(bindparam("b_name"), ""), col(Subscriber.name)),
-                timezone=func.coalesce(bindparam("b_zone"), col(Subscriber.timezone)),
-            ),
-            [
-                {
-                    "b_id": m.subscriber_id,
-                    "b_at": s.created_at,
-                    "b_ip": s.ip,
-                    "b_agent": s.user_agent,
-                    "b_source": s.source,
-                    "b_name": s.name,
-                    "b_zone": s.timezone,
-                }
-                for m, s in with_signup
-            ],
-        )
+    )
+    newly_confirmed: set[int] = set(result.scalars().all())  # type: ignore[arg-type]
+    connection.execute(
+        update(Signup).where(col(Signup.id).in_(newly_confirmed)).values(confirmed_at=now)
+    )
+    connection.execute(
+        update(Subscriber)
+        .where(col(Subscriber.id) == bindparam("b_id"))
+        .values(
+            consent_at=bindparam("b_at"),
+            consent_ip=bindparam("b_ip"),
+            consent_user_agent=bindparam("b_agent"),
+            consent_source=bindparam("b_source"),
+            name=func.coalesce(func.nullif(bindparam("b_name"), ""), col(Subscriber.name)),
+            timezone=func.coalesce(bindparam("b_zone"), col(Subscriber.timezone)),
+        ),
+        [
+            {
+                "b_id": m.subscriber_id,
+                "b_at": s.created_at,
+                "b_ip": s.ip,
+                "b_agent": s.user_agent,
+                "b_source": s.source,
+                "b_name": s.name,
+                "b_zone": s.timezone,
+            }
+            for m, s in members
+        ],
+    )
     waking = [m.subscriber_id for m, _ in members if m.status != SubscriberStatus.ACTIVE]
     if waking:
         connection.execute(
@@ -297,7 +292,7 @@ def activate_many(
         (
             member.enrollment_id in plans
             or member.status != SubscriberStatus.ACTIVE
-            or (signup is not None and signup.id in newly_confirmed),
+            or signup.id in newly_confirmed,
             plans.get(member.enrollment_id),
         )
         for member, signup in members

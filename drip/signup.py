@@ -313,7 +313,6 @@ def _file(
         )
         signup = SignupDetails(
             signup_id,
-            row["signup_uid"],
             row["name"],
             row["timezone"],
             row["at"],
