@@ -173,6 +173,13 @@ def test_browser_errors_reshow_the_form(client: TestClient, db: Engine) -> None:
     assert 'role="alert"' in response.text and "email is not a valid address" in response.text
     assert 'aria-invalid="true" aria-describedby="form-error"' in response.text
     assert "&lt;b&gt;Ana&lt;/b&gt;" in response.text and "<b>Ana</b>" not in response.text
+    # a post the form reader cannot make sense of at all: the form again, empty
+    garbled = client.post(
+        "/subscribe",
+        content=b"email=\xff\xfe",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert garbled.status_code == 422 and "the form data is not UTF-8" in garbled.text
     assert subscribers(client) == []
 
 
@@ -307,9 +314,11 @@ def test_confirm_enrols_once_and_day_one_is_due(client: TestClient, db: Engine) 
     with Session(db) as session:
         assert session.exec(select(Subscriber.status)).one() == "pending"
         assert session.exec(select(Delivery.kind)).all() == ["confirm"]
-    for _ in range(2):
-        response = client.post(path)
-        assert response.status_code == 200 and "You're in" in response.text
+    first, again = client.post(path), client.post(path)
+    assert first.status_code == again.status_code == 200
+    assert "You're in" in first.text and "You're in" in again.text
+    assert "Day 1 is on its way to your inbox now" in first.text
+    assert "Your lessons keep coming as before" in again.text
     with Session(db) as session:
         assert session.exec(select(Subscriber.status)).one() == "active"
         assert session.exec(select(Enrollment.status)).one() == "active"
@@ -383,6 +392,7 @@ def test_expired_confirmation_offers_a_resend(
             "<p>For your security, confirmation links only work for a few days. "
             "We can send you a fresh one.</p>"
         ) in response.text
+        assert f'action="/confirm/{token}/resend"' in response.text
     assert subscribers(client)[0].status == "pending"
     sent(client).clear()
     assert client.post(f"/confirm/{token}/resend").status_code == 200
