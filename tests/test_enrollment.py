@@ -559,3 +559,38 @@ def test_filing_reports_each_address_as_it_was_on_this_course(
         assert {key.partition(":")[0] for key in keys} == {"confirm"}
     with pytest.raises(ValueError, match="^each address may appear once per call$"):
         _add(engine, course, "dup@example.org", "dup@example.org")
+
+
+def test_an_operator_confirmed_signup_applies_its_details_and_proof_at_once(
+    engine: Engine, course: Course
+) -> None:
+    """``--confirmed`` (the operator holds the consent): active at once, with the name,
+    zone and proof of consent given, and the signup marked confirmed."""
+    at = NOW + timedelta(minutes=7)
+    with engine.begin() as connection:
+        [outcome] = sign_up(
+            connection,
+            course=course,
+            entries=[Entry.clean(email="op@example.org", name="Olu", timezone="Africa/Lagos")],
+            consent=Consent(source="import:list.csv", ip="192.0.2.4", user_agent="drip cli"),
+            by_operator=True,
+            confirmed=True,
+            now=at,
+        )
+    assert outcome == Outcome("op@example.org", Action.ACTIVATE, None)
+    with Session(engine) as session:
+        olu = session.exec(select(Subscriber)).one()
+        signup = session.exec(select(Signup)).one()
+    assert (olu.status, olu.name, olu.timezone, olu.confirmed_at) == (
+        "active",
+        "Olu",
+        "Africa/Lagos",
+        at,
+    )
+    assert (olu.consent_at, olu.consent_source, olu.consent_ip, olu.consent_user_agent) == (
+        at,
+        "import:list.csv",
+        "192.0.2.4",
+        "drip cli",
+    )
+    assert signup.confirmed_at == at
