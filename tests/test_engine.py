@@ -367,6 +367,34 @@ def test_limit_caps_a_run(engine: Engine, settings: Settings, course: Course) ->
     assert sender.send_due(now=now).sent == 4
 
 
+def test_a_limit_spans_several_batches(engine: Engine, tmp_path: Path, course: Course) -> None:
+    """Batches of 2 under --limit 5: each full batch keeps the rest of the budget."""
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    for n in range(7):
+        enrol(engine, course, f"p{n}@example.org", now=now)
+    small = make_settings(tmp_path, batch_size=2, smtp_connections=1)
+    assert sender_for(engine, small, course).send_due(now=now, limit=5).sent == 5
+
+
+def test_the_oldest_due_goes_first(engine: Engine, tmp_path: Path, course: Course) -> None:
+    """Claims take what has waited longest, whatever order the rows were made in, and a
+    batch goes out in that order."""
+    start = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    for n, minutes in enumerate((50, 10, 30, 20)):  # the rows' ids run against their due times
+        enrol(engine, course, f"p{n}@example.org", now=start + timedelta(minutes=minutes))
+    one = make_settings(tmp_path, smtp_connections=1)
+    sender = sender_for(engine, one, course)
+    assert sender.send_due(now=start + timedelta(hours=1), limit=1).sent == 1
+    assert [m.recipient for m in memory.outbox] == ["p1@example.org"]
+    sender.send_due(now=start + timedelta(hours=1))
+    assert [m.recipient for m in memory.outbox] == [
+        "p1@example.org",
+        "p3@example.org",
+        "p2@example.org",
+        "p0@example.org",
+    ]
+
+
 def test_many_connections_each_hold_a_database_connection(tmp_path: Path, course: Course) -> None:
     """With the maximum of 32 SMTP connections all sending at once, every worker gets its
     database connection (the pool is sized from DRIP_SMTP_CONNECTIONS)."""
@@ -712,3 +740,58 @@ def test_someone_leaving_mid_batch_is_skipped_and_the_batch_goes_on(
         ("cat@example.org", "sent"),
         ("cat@example.org", "scheduled"),
     ]
+
+
+def test_each_confirmation_names_its_own_signup_and_goes_once(
+    engine: Engine, settings: Settings, course: Course
+) -> None:
+    """Two signups of one address, a confirmation each: two emails, each linking to its
+    own signup (a subscriber's other signups never multiply or swap the links)."""
+    import re
+
+    from drip.tokens import Tokens
+
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    for minutes in (0, 20):
+        with engine.begin() as connection:
+            sign_up(
+                connection,
+                course=course,
+                entries=[Entry.clean(email="twice@example.org")],
+                consent=Consent(source="test"),
+                resend_gap_seconds=0,
+                now=now + timedelta(minutes=minutes),
+            )
+    sender_for(engine, settings, course).send_due(now=now + timedelta(hours=1))
+    tokens = Tokens.from_settings(settings)
+    linked = []
+    for message in memory.outbox:
+        [token] = re.findall(rb"/confirm/([\w.-]+)", message.data.replace(b"=\r\n", b""))[:1]
+        linked.append(tokens.read_confirm(token.decode())[0])
+    with Session(engine) as session:
+        signups = list(session.exec(select(Signup.uid).order_by(Signup.id)))
+    assert sorted(linked) == sorted(signups) and len(memory.outbox) == 2
+
+
+def test_the_smtp_timeout_setting_bounds_a_silent_server(
+    engine: Engine, tmp_path: Path, course: Course
+) -> None:
+    """DRIP_SMTP_TIMEOUT reaches the mailer: a server that accepts and says nothing stops
+    the run within it, claims released."""
+    import socket
+    import time
+
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    enrol(engine, course, "p@example.org", now=now)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)  # accepted by the kernel, never answered
+        port = listener.getsockname()[1]
+        quick = make_settings(
+            tmp_path, smtp_url=f"smtp://127.0.0.1:{port}?starttls=off", smtp_timeout=0.5
+        )
+        started = time.monotonic()
+        report = sender_for(engine, quick, course).send_due(now=now)
+        took = time.monotonic() - started
+    assert report.stopped and took < 5
+    assert {(d.status, d.attempts) for d in deliveries(engine)} == {(DeliveryStatus.SCHEDULED, 0)}
