@@ -148,3 +148,36 @@ def test_the_migrations_build_what_the_models_declare(any_engine: Engine) -> Non
     with any_engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, SQLModel.metadata) == []
+
+
+def test_signup_statements_store_times_as_every_other_write_does(tmp_path: Path) -> None:
+    """The signup path's compiled statements store datetimes in the database's one text
+    format (naive UTC, as SQLAlchemy's own writes do), so comparing and sorting them by
+    text, which SQLite does, stays right."""
+    import sqlite3
+
+    from drip.courses import Catalog, load_course
+    from drip.signup import Consent, Entry, file_pending, record
+    from tests.conftest import SHIPPED_COURSE
+
+    course = load_course(SHIPPED_COURSE)
+    engine = make_engine(f"sqlite:///{tmp_path / 'drip.db'}")
+    upgrade(engine)
+    entry = Entry.clean(email="t@example.org")
+    in_lisbon = NOW.astimezone(timezone(timedelta(hours=-3)))
+    with engine.begin() as connection:
+        record(connection, course=course, entry=entry, consent=Consent("t"), now=in_lisbon)
+        file_pending(
+            connection, catalog=Catalog({course.slug: course}), now=NOW, resend_gap_seconds=0
+        )
+    with Session(engine) as session:  # an ORM write, for comparison
+        session.add(Subscriber(email="orm@example.org", created_at=NOW))
+        session.commit()
+    engine.dispose()
+    with sqlite3.connect(tmp_path / "drip.db") as raw:
+        stored = raw.execute("SELECT created_at, filed_at FROM signup").fetchone()
+        stored += raw.execute("SELECT created_at FROM subscriber ORDER BY id").fetchone()
+        [orm] = raw.execute(
+            "SELECT created_at FROM subscriber WHERE email = 'orm@example.org'"
+        ).fetchone()
+    assert set(stored) == {orm} == {"2026-11-25 07:00:00.000000"}
