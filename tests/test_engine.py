@@ -795,3 +795,64 @@ def test_the_smtp_timeout_setting_bounds_a_silent_server(
         took = time.monotonic() - started
     assert report.stopped and took < 5
     assert {(d.status, d.attempts) for d in deliveries(engine)} == {(DeliveryStatus.SCHEDULED, 0)}
+
+
+def test_an_edited_course_is_read_again_and_a_broken_one_reported(
+    tmp_path: Path, caplog: Any
+) -> None:
+    """The teacher edits tomorrow's subject: the next run sends the new one (nothing of
+    the old email is kept). A broken file is logged, one line, and its emails wait."""
+    import logging
+    import os
+
+    from tests.conftest import SHIPPED_COURSE
+
+    folder = tmp_path / "courses"
+    folder.mkdir()
+    path = folder / "yin.yaml"
+    path.write_text(SHIPPED_COURSE.read_text())
+    settings = make_settings(tmp_path, courses_dir=folder)
+    engine = engine_for(settings)
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    catalog = Catalog.from_dir(folder, strict=False)
+    course = catalog.get("yin-immersion")
+    enrol(engine, course, "ana@example.org", now=now)
+    sender = Sender(engine=engine, settings=settings, catalog=catalog)
+    assert sender.send_due(now=now).sent == 1
+    old = course.days[1].subject
+    path.write_text(path.read_text().replace(old, "Day 2: A new subject"))
+    os.utime(path, (1, 1))  # a changed file, whatever the clock's resolution
+    assert sender.send_due(now=now + timedelta(days=1)).sent == 1
+    assert b"Subject: Day 2: A new subject" in memory.outbox[-1].data
+    path.write_text("slug: [broken\n")
+    os.utime(path, (2, 2))
+    with caplog.at_level(logging.ERROR, logger="drip.engine"):
+        report = sender.send_due(now=now + timedelta(days=2))
+    assert report.sent == 0 and len(report.course_problems) == 1
+    [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert line.startswith('event=course-invalid problem="') and "yin.yaml:2: invalid YAML" in line
+
+
+def test_each_run_logs_one_summary_line(
+    engine: Engine, settings: Settings, course: Course, caplog: Any
+) -> None:
+    """send-due logs what it did in one line, even when nothing was due; the web
+    process's sender stays quiet when it had nothing to do. Progress is reported per
+    email."""
+    import logging
+    import re
+
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    enrol(engine, course, "ana@example.org", now=now)
+    seen: list[Outcome] = []
+    with caplog.at_level(logging.INFO, logger="drip.engine"):
+        sender_for(engine, settings, course).send_due(now=now, progress=seen.append)
+        sender_for(engine, settings, course).send_due(now=now)
+        sender_for(engine, settings, course, transactional_only=True).send_due(now=now)
+    lines = [r.getMessage() for r in caplog.records if r.name == "drip.engine"]
+    summary = r"event=send-due now=2026-11-25T07:00:00\+00:00 seconds=\d+(\.\d{1,3})? "
+    assert len(lines) == 2
+    counts = "deferred=0 failed=0 suppressed=0 cancelled=0 skipped=0"
+    assert re.fullmatch(summary + "sent=1 " + counts, lines[0]), lines[0]
+    assert re.fullmatch(summary + "sent=0 " + counts, lines[1]), lines[1]
+    assert seen == [Outcome.SENT]
