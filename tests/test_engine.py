@@ -834,7 +834,7 @@ def test_an_edited_course_is_read_again_and_a_broken_one_reported(
 
 
 def test_each_run_logs_one_summary_line(
-    engine: Engine, settings: Settings, course: Course, caplog: Any
+    engine: Engine, settings: Settings, tmp_path: Path, course: Course, caplog: Any
 ) -> None:
     """send-due logs what it did in one line, even when nothing was due; the web
     process's sender stays quiet when it had nothing to do. Progress is reported per
@@ -856,3 +856,7 @@ def test_each_run_logs_one_summary_line(
     assert re.fullmatch(summary + "sent=1 " + counts, lines[0]), lines[0]
     assert re.fullmatch(summary + "sent=0 " + counts, lines[1]), lines[1]
     assert seen == [Outcome.SENT]
+    enrol(engine, course, "ben@example.org", now=now)  # one connection: no thread pool
+    one = make_settings(tmp_path, smtp_connections=1)
+    sender_for(engine, one, course).send_due(now=now, progress=seen.append)
+    assert seen == [Outcome.SENT, Outcome.SENT]
