@@ -594,3 +594,53 @@ def test_an_operator_confirmed_signup_applies_its_details_and_proof_at_once(
         "drip cli",
     )
     assert signup.confirmed_at == at
+
+
+def test_filing_drops_signups_for_a_removed_course_and_files_the_rest(
+    engine: Engine, course: Course
+) -> None:
+    """Signups recorded for a course removed since are dropped; those for courses still
+    there are filed in the same pass, a blank source kept blank."""
+    other = _other(course)
+    with engine.begin() as connection:
+        for on, email in ((other, "gone@example.org"), (course, "kept@example.org")):
+            entry = Entry.clean(email=email)
+            record(connection, course=on, entry=entry, consent=Consent(source=""), now=NOW)
+        filed = file_pending(
+            connection, catalog=Catalog({course.slug: course}), now=NOW, resend_gap_seconds=0
+        )
+    assert filed == 2
+    with Session(engine) as session:
+        assert session.exec(select(Subscriber.email)).all() == ["kept@example.org"]
+        uid = session.exec(select(Signup.uid).where(Signup.email == "kept@example.org")).one()
+    with engine.begin() as connection:
+        confirm(
+            connection,
+            signup_uid=uid,
+            issued_at=NOW,
+            catalog=Catalog({course.slug: course}),
+            now=NOW,
+        )
+    with Session(engine) as session:
+        assert session.exec(select(Subscriber.consent_source)).one() == ""
+
+
+def test_coming_back_keeps_the_first_start_and_clears_the_leaving(
+    engine: Engine, course: Course
+) -> None:
+    catalog = Catalog({course.slug: course})
+    uid = enrol(engine, course, "back@example.org", now=NOW)
+    later = NOW + timedelta(days=3)
+    with engine.begin() as connection:
+        unsubscribe(connection, enrollment_uid=uid, catalog=catalog, now=NOW + timedelta(hours=1))
+        entry = Entry.clean(email="back@example.org")
+        sign_up(connection, course=course, entries=[entry], consent=Consent("t"), now=later)
+        signup = connection.execute(select(Signup.uid).order_by(col(Signup.id).desc())).scalar()
+        confirm(connection, signup_uid=signup, issued_at=later, catalog=catalog, now=later)
+    with Session(engine) as session:
+        enrollment = session.exec(select(Enrollment)).one()
+    assert (enrollment.status, enrollment.started_at, enrollment.cancelled_at) == (
+        "active",
+        NOW,
+        None,
+    )

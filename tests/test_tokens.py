@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from itsdangerous import URLSafeSerializer, URLSafeTimedSerializer
@@ -107,3 +108,54 @@ def test_rotated_keys_verify_old_tokens_and_sign_with_the_first() -> None:
     assert tokens(KEY).read_unsubscribe(rotated.unsubscribe_token("u2")) == "u2"
     with pytest.raises(InvalidToken):
         tokens(KEY).read_unsubscribe(old.unsubscribe_token("u3"))
+
+
+def test_tokens_signed_without_drips_purpose_are_refused() -> None:
+    """Signed with the right key but no purpose (itsdangerous's default salt): refused."""
+    bare = URLSafeSerializer([KEY])
+    with pytest.raises(InvalidToken):
+        tokens().read_unsubscribe(bare.dumps("abc123"))
+    with pytest.raises(InvalidToken):
+        tokens().read_click(bare.dumps(["abc123", "yin", "spine"]))
+
+
+def test_no_key_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="^at least one secret key is needed$"):
+        Tokens([], confirm_max_age_seconds=60)
+
+
+def test_confirmation_links_last_the_configured_days(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """DRIP_CONFIRM_MAX_AGE_DAYS=1: a link a day old works, a second older does not."""
+    from tests.conftest import make_settings
+
+    signed = Tokens.from_settings(make_settings(tmp_path, confirm_max_age_days=1))
+    now = float(int(time.time()))
+    monkeypatch.setattr("itsdangerous.timed.time.time", lambda: now)  # read at a fixed time
+    for age, works in ((86400, True), (86401, False)):
+        with monkeypatch.context() as patch:
+            patch.setattr("itsdangerous.timed.time.time", lambda age=age: now - age)
+            token = signed.confirm_token("abc123")
+        if works:
+            assert signed.read_confirm(token)[0] == "abc123"
+        else:
+            with pytest.raises(ExpiredToken):
+                signed.read_confirm(token)
+
+
+def test_a_return_address_tag_binds_its_uid_and_purpose() -> None:
+    """A tag made for one enrollment or purpose does not pass for another; angle
+    brackets and case around the address do not matter."""
+    signed = tokens()
+    bounces = "bounces@mail.example.com"
+    address = signed.return_address(bounces, Purpose.BOUNCE, "abc123")
+    assert signed.read_return_address(f"<{address.upper()}>", bounces) == (
+        Purpose.BOUNCE,
+        "abc123",
+    )
+    tag = address.split("-")[-1].split("@")[0]
+    other_uid = f"bounces+b-abc124-{tag}@mail.example.com"
+    other_purpose = f"bounces+u-abc123-{tag}@mail.example.com"
+    assert signed.read_return_address(other_uid, bounces) is None
+    assert signed.read_return_address(other_purpose, bounces) is None
