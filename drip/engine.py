@@ -210,9 +210,8 @@ class Sender:
             log_event(logger, logging.ERROR, "course-invalid", problem=problem)
         return list(self.catalog.problems)
 
-    def file_signups(self, *, now: datetime) -> int:
-        """File recorded signups (queueing their confirmations); how many."""
-        filed = 0
+    def file_signups(self, *, now: datetime) -> None:
+        """File recorded signups (queueing their confirmations), a batch at a time."""
         while not self.stopping.is_set():
             with self.engine.begin() as connection:
                 batch = file_pending(
@@ -222,10 +221,8 @@ class Sender:
                     resend_gap_seconds=self.settings.confirm_resend_seconds,
                     limit=FILE_BATCH,
                 )
-            filed += batch
             if batch < FILE_BATCH:
                 break
-        return filed
 
     def _work(
         self,
