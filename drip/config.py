@@ -13,6 +13,7 @@ import re
 import secrets
 import tempfile
 from functools import lru_cache
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -208,3 +209,14 @@ def describe(error: ValidationError) -> str:
         message = item["msg"].removeprefix("Value error, ")
         problems.append(f"{name}: {message} (got {item.get('input')!r})")
     return "invalid configuration: " + "; ".join(problems)
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback IP address: a server on this machine (where a password
+    or a plain-HTTP link may travel unencrypted)."""
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -11,10 +11,10 @@ import base64
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from ipaddress import ip_address
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from drip.config import is_loopback_host
 from drip.exceptions import DripError
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ def _links(settings: Settings) -> Iterator[Finding]:
             f"DRIP_BASE_URL is not set: links in emails point at {settings.base_url}, "
             "which only this machine can open",
         )
-    elif parts.scheme != "https" and not _loopback(host):
+    elif parts.scheme != "https" and not is_loopback_host(host):
         yield Finding(
             Level.WARNING,
             f"DRIP_BASE_URL {settings.base_url} is not https: links in emails travel in clear",
@@ -181,10 +181,3 @@ def _txt_record(name: str) -> bytes | None:
     except dns.exception.DNSException as error:
         raise DripError(str(error) or type(error).__name__) from None
     return b"".join(b"".join(record.strings) for record in answer)
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -15,10 +15,10 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import ip_address
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from drip.config import is_loopback_host
 from drip.exceptions import ConfigError
 from drip.inbound import Handled
 
@@ -65,12 +65,7 @@ class ImapConfig:
 
     @property
     def is_loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        return is_loopback_host(self.host)
 
 
 def poll(

@@ -23,10 +23,10 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from ipaddress import ip_address
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from drip.config import is_loopback_host
 from drip.exceptions import ConfigError, PermanentFailure, TemporaryFailure
 from drip.mailer.base import Mailer
 from drip.message import Outgoing
@@ -80,12 +80,7 @@ class SmtpConfig:
 
     @property
     def is_loopback(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        return is_loopback_host(self.host)
 
 
 class SmtpMailer(Mailer):
