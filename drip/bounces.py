@@ -19,9 +19,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import Connection, distinct, func, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col
 
+from drip.db import insert_new
 from drip.enrollment import stop_subscriber
 from drip.models import Delivery, Enrollment, MailEvent, Subscriber, WebhookEvent
 from drip.states import DeliveryStatus, SubscriberStatus
@@ -54,13 +54,12 @@ def delivery_of(connection: Connection, message_id: str | None, subscriber_id: i
 
 def first_time(connection: Connection, *, provider: str, event_id: str, now: datetime) -> bool:
     """Note a provider's event as handled; False when it already was."""
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    inserted = connection.execute(
-        dialect.insert(WebhookEvent)
-        .values(provider=provider, event_id=str(event_id)[:255], received_at=now)
-        .on_conflict_do_nothing(index_elements=["provider", "event_id"])
+    return insert_new(
+        connection,
+        WebhookEvent,
+        {"provider": provider, "event_id": str(event_id)[:255], "received_at": now},
+        unique=["provider", "event_id"],
     )
-    return inserted.rowcount == 1
 
 
 def record_for_address(

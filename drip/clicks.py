@@ -11,9 +11,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import Connection, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col
 
+from drip.db import insert_new
 from drip.models import Click, Delivery, Enrollment
 from drip.states import EmailKind
 
@@ -38,10 +38,9 @@ def record_click(
     ).scalar()
     if delivery_id is None:
         return False
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    inserted = connection.execute(
-        dialect.insert(Click)
-        .values(delivery_id=delivery_id, link=link, clicked_at=now)
-        .on_conflict_do_nothing(index_elements=["delivery_id", "link"])
+    return insert_new(
+        connection,
+        Click,
+        {"delivery_id": delivery_id, "link": link, "clicked_at": now},
+        unique=["delivery_id", "link"],
     )
-    return inserted.rowcount == 1

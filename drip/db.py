@@ -382,3 +382,21 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def insert_for(dialect: Dialect) -> Any:
+    """The dialect's own ``insert`` (PostgreSQL's or SQLite's), which knows
+    ``ON CONFLICT``."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+
+
+def insert_new(
+    connection: Connection, table: Any, values: dict[str, Any], *, unique: list[str]
+) -> bool:
+    """Insert the row unless one with the same ``unique`` columns exists; True if it was
+    new."""
+    statement = insert_for(connection.dialect)(table).values(**values)
+    result = connection.execute(statement.on_conflict_do_nothing(index_elements=unique))
+    return bool(result.rowcount == 1)

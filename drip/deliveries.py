@@ -27,13 +27,11 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col
 
 from drip import schedule
 from drip.courses import Course
-from drip.db import Prepared
+from drip.db import Prepared, insert_for
 from drip.models import TRANSACTIONAL_PENDING, Delivery, Enrollment, Signup, Subscriber, new_uid
 from drip.states import (
     PENDING_DELIVERY,
@@ -214,7 +212,7 @@ class _Statements:
     """The statements run for every message, compiled once for one kind of database."""
 
     def __init__(self, dialect: Dialect) -> None:
-        insert = pg_insert if dialect.name == "postgresql" else sqlite_insert
+        insert = insert_for(dialect)
         held = (
             col(Delivery.status) == DeliveryStatus.SENDING,
             col(Delivery.claimed_until) == bindparam("lease"),

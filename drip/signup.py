@@ -42,12 +42,10 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col
 
 from drip.courses import Catalog, Course
-from drip.db import Prepared
+from drip.db import Prepared, insert_for
 from drip.enrollment import Member, SignupDetails, activate_many, queue_confirmations
 from drip.models import UNFILED, Enrollment, Signup, Subscriber, UTCDateTime, new_uids
 from drip.states import EnrollmentStatus, SubscriberStatus
@@ -334,7 +332,7 @@ class _Statements:
     """Signup's statements, compiled once per kind of database and run on the cursor."""
 
     def __init__(self, dialect: Dialect) -> None:
-        upsert = pg_insert if dialect.name == "postgresql" else sqlite_insert
+        upsert = insert_for(dialect)
         now = bindparam("now", type_=UTCDateTime())
         at = bindparam("at", type_=UTCDateTime())
         email = bindparam("email", type_=String())
