@@ -374,46 +374,50 @@ def test_what_names_nobody_or_is_no_bounce_changes_nothing(
 runner = CliRunner()
 
 
-def test_the_command_reads_a_file_or_stdin_and_says_what_it_did(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, course: Course
-) -> None:
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """The environment a command reads: SQLite, memory mail, a bounce address."""
     monkeypatch.setenv("DRIP_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
     monkeypatch.setenv("DRIP_COURSES_DIR", str(COURSES_DIR))
     monkeypatch.setenv("DRIP_SECRET_KEY", TEST_SECRET)
     monkeypatch.setenv("DRIP_SMTP_URL", "memory://")
     monkeypatch.setenv("DRIP_BOUNCE_ADDRESS", BOUNCES)
     get_settings.cache_clear()
-    try:
-        assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
-        settings = get_settings()
-        engine = engine_for(settings)
-        enrol(engine, course, "ana@example.org", now=NOW)
-        (lesson,) = _send(engine, settings, course, NOW)
-        (tmp_path / "bounce.eml").write_bytes(dsn(lesson, to="someone@mail.example.com"))
-        # the envelope recipient, as Postfix's pipe passes it, names the enrollment
-        result = runner.invoke(
-            app, ["inbound", str(tmp_path / "bounce.eml"), "--to", lesson.envelope_from]
-        )
-        assert (result.exit_code, result.output) == (
-            0,
-            "bounce: ana@example.org suppressed (hard bounce)\n",
-        )
-        shown = runner.invoke(app, ["subscribers", "show", "ana@example.org"]).output
-        (row,) = [line for line in shown.splitlines() if line.startswith("│ hard")]
-        assert [cell.strip() for cell in row.split("│")[1:3]] == ["hard", "inbound"], row
-        assert "hard bounce (inbound)" in shown
-        ignored = runner.invoke(
-            app, ["inbound", "-"], input=b"From: a@example.net\r\nSubject: hello\r\n\r\nhi\r\n"
-        )
-        assert (ignored.exit_code, ignored.output) == (
-            0,
-            "ignored: not a bounce, a complaint or an unsubscribe\n",
-        )
-        missing = runner.invoke(app, ["inbound", str(tmp_path / "nope.eml")])
-        assert missing.exit_code == 2 and "cannot read" in missing.output
-        assert "Traceback" not in missing.output
-    finally:
-        get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def test_the_command_reads_a_file_or_stdin_and_says_what_it_did(
+    cli_env: None, tmp_path: Path, course: Course
+) -> None:
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    settings = get_settings()
+    engine = engine_for(settings)
+    enrol(engine, course, "ana@example.org", now=NOW)
+    (lesson,) = _send(engine, settings, course, NOW)
+    (tmp_path / "bounce.eml").write_bytes(dsn(lesson, to="someone@mail.example.com"))
+    # the envelope recipient, as Postfix's pipe passes it, names the enrollment
+    result = runner.invoke(
+        app, ["inbound", str(tmp_path / "bounce.eml"), "--to", lesson.envelope_from]
+    )
+    assert (result.exit_code, result.output) == (
+        0,
+        "bounce: ana@example.org suppressed (hard bounce)\n",
+    )
+    shown = runner.invoke(app, ["subscribers", "show", "ana@example.org"]).output
+    (row,) = [line for line in shown.splitlines() if line.startswith("│ hard")]
+    assert [cell.strip() for cell in row.split("│")[1:3]] == ["hard", "inbound"], row
+    assert "hard bounce (inbound)" in shown
+    ignored = runner.invoke(
+        app, ["inbound", "-"], input=b"From: a@example.net\r\nSubject: hello\r\n\r\nhi\r\n"
+    )
+    assert (ignored.exit_code, ignored.output) == (
+        0,
+        "ignored: not a bounce, a complaint or an unsubscribe\n",
+    )
+    missing = runner.invoke(app, ["inbound", str(tmp_path / "nope.eml")])
+    assert missing.exit_code == 2 and "cannot read" in missing.output
+    assert "Traceback" not in missing.output
 
 
 # -- a mailbox read over IMAP: pymap, a real IMAP server, on loopback ----------------------
@@ -455,56 +459,43 @@ def _mailbox(port: int) -> Any:
 
 
 def test_a_mailbox_is_read_and_what_was_handled_deleted(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, course: Course, imap_port: int
+    cli_env: None, course: Course, imap_port: int
 ) -> None:
     """Every unread email is handled; bounces and unsubscribes are deleted, the rest stays
     (marked read) and is not read again."""
-    monkeypatch.setenv("DRIP_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
-    monkeypatch.setenv("DRIP_COURSES_DIR", str(COURSES_DIR))
-    monkeypatch.setenv("DRIP_SECRET_KEY", TEST_SECRET)
-    monkeypatch.setenv("DRIP_SMTP_URL", "memory://")
-    monkeypatch.setenv("DRIP_BOUNCE_ADDRESS", BOUNCES)
-    get_settings.cache_clear()
-    try:
-        assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
-        settings = get_settings()
-        engine = engine_for(settings)
-        enrol(engine, course, "ana@example.org", now=NOW)
-        ben = enrol(engine, course, "ben@example.org", now=NOW)
-        sent = {m.recipient: m for m in _send(engine, settings, course, NOW)}
-        ana = sent["ana@example.org"]
-        leave = Tokens.from_settings(settings).return_address(
-            BOUNCES, Purpose.MAILTO_UNSUBSCRIBE, ben
-        )
-        with _mailbox(imap_port) as mailbox:
-            mailbox.append(dsn(ana, to=ana.envelope_from), "INBOX")
-            mailbox.append(
-                b"From: ana@example.org\r\nSubject: thank you!\r\n\r\nLovely.\r\n", "INBOX"
-            )
-            mailbox.append(f"From: ben@example.org\r\nTo: {leave}\r\n\r\n".encode(), "INBOX")
-        url = f"imap://demouser:demopass@127.0.0.1:{imap_port}/INBOX?starttls=off"
-        result = runner.invoke(app, ["inbound", "--imap", url])
-        assert (result.exit_code, result.output) == (
-            0,
-            "bounce: ana@example.org suppressed (hard bounce)\n"
-            "ignored: not a bounce, a complaint or an unsubscribe\n"
-            "unsubscribe: ben@example.org unsubscribed (mailto)\n"
-            "3 read, 2 handled and deleted, 1 left\n",
-        )
-        with _mailbox(imap_port) as mailbox:
-            (kept,) = mailbox.fetch(mark_seen=False)
-            assert kept.subject == "thank you!" and "\\Seen" in kept.flags
-        again = runner.invoke(app, ["inbound", "--imap", url])
-        assert again.output == "0 read, 0 handled and deleted, 0 left\n"
-        wrong = runner.invoke(app, ["inbound", "--imap", url.replace("demopass", "nope")])
-        assert wrong.exit_code == 1 and "cannot read the mailbox 127.0.0.1" in wrong.output
-        clear = runner.invoke(
-            app, ["inbound", "--imap", "imap://u:p@mail.example.com/INBOX?starttls=off"]
-        )
-        assert clear.exit_code == 2 and "unencrypted off loopback" in clear.output
-        assert "Traceback" not in wrong.output + clear.output
-    finally:
-        get_settings.cache_clear()
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    settings = get_settings()
+    engine = engine_for(settings)
+    enrol(engine, course, "ana@example.org", now=NOW)
+    ben = enrol(engine, course, "ben@example.org", now=NOW)
+    sent = {m.recipient: m for m in _send(engine, settings, course, NOW)}
+    ana = sent["ana@example.org"]
+    leave = Tokens.from_settings(settings).return_address(BOUNCES, Purpose.MAILTO_UNSUBSCRIBE, ben)
+    with _mailbox(imap_port) as mailbox:
+        mailbox.append(dsn(ana, to=ana.envelope_from), "INBOX")
+        mailbox.append(b"From: ana@example.org\r\nSubject: thank you!\r\n\r\nLovely.\r\n", "INBOX")
+        mailbox.append(f"From: ben@example.org\r\nTo: {leave}\r\n\r\n".encode(), "INBOX")
+    url = f"imap://demouser:demopass@127.0.0.1:{imap_port}/INBOX?starttls=off"
+    result = runner.invoke(app, ["inbound", "--imap", url])
+    assert (result.exit_code, result.output) == (
+        0,
+        "bounce: ana@example.org suppressed (hard bounce)\n"
+        "ignored: not a bounce, a complaint or an unsubscribe\n"
+        "unsubscribe: ben@example.org unsubscribed (mailto)\n"
+        "3 read, 2 handled and deleted, 1 left\n",
+    )
+    with _mailbox(imap_port) as mailbox:
+        (kept,) = mailbox.fetch(mark_seen=False)
+        assert kept.subject == "thank you!" and "\\Seen" in kept.flags
+    again = runner.invoke(app, ["inbound", "--imap", url])
+    assert again.output == "0 read, 0 handled and deleted, 0 left\n"
+    wrong = runner.invoke(app, ["inbound", "--imap", url.replace("demopass", "nope")])
+    assert wrong.exit_code == 1 and "cannot read the mailbox 127.0.0.1" in wrong.output
+    clear = runner.invoke(
+        app, ["inbound", "--imap", "imap://u:p@mail.example.com/INBOX?starttls=off"]
+    )
+    assert clear.exit_code == 2 and "unencrypted off loopback" in clear.output
+    assert "Traceback" not in wrong.output + clear.output
 
 
 def test_a_failure_midway_leaves_the_rest_unread_for_the_next_run(imap_port: int) -> None:
