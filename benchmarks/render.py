@@ -56,7 +56,12 @@ def main() -> None:
 
     template = composer.renderer.html_template("lesson")
     context = dict(composer._prepared[(course.slug, course.days[0].id)].context)
-    context.update(name="Person", greeting_name="Person", unsubscribe_url="https://x/u/t")
+    context.update(
+        name="Person",
+        greeting_name="Person",
+        unsubscribe_url="https://x/u/t",
+        class_url="https://x/c/t",  # per recipient when the course tracks clicks
+    )
     started = time.perf_counter()
     for _ in range(n):
         template.render(context)
