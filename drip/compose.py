@@ -87,8 +87,15 @@ _SPLICE_SAMPLES = (
 
 class Composer:
     def __init__(
-        self, *, settings: Settings, renderer: Renderer | None = None, tokens: Tokens | None = None
+        self,
+        *,
+        settings: Settings,
+        renderer: Renderer | None = None,
+        tokens: Tokens | None = None,
+        test: bool = False,
     ) -> None:
+        #: a composer of test sends: "[Test]" before every subject, and an X-Drip-Test header
+        self.test = test
         self.base_url = settings.base_url
         self.bounce_address = settings.bounce_address
         self.renderer = renderer or Renderer(settings.templates_dir)
@@ -263,17 +270,21 @@ class Composer:
         return text_body, html_body
 
     def _prototype(self, course: Course, subject: str) -> Prototype:
+        headers = [
+            ("List-Id", f"{course.title} <{course.slug}.{_domain(course.sender.address)}>"),
+            # Asks auto-responders (vacation replies) not to answer a drip lesson.
+            ("Auto-Submitted", "auto-generated"),
+            ("X-Auto-Response-Suppress", "OOF, AutoReply"),
+        ]
+        if self.test:
+            subject = f"[Test] {subject}"
+            headers.append(("X-Drip-Test", "yes"))
         return Prototype(
             from_name=course.sender.name,
             from_address=course.sender.address,
             reply_to=course.sender.reply_to,
             subject=subject,
-            headers=[
-                ("List-Id", f"{course.title} <{course.slug}.{_domain(course.sender.address)}>"),
-                # Asks auto-responders (vacation replies) not to answer a drip lesson.
-                ("Auto-Submitted", "auto-generated"),
-                ("X-Auto-Response-Suppress", "OOF, AutoReply"),
-            ],
+            headers=headers,
             signer=self.signer,
         )
 
@@ -375,15 +386,22 @@ SAMPLE = Recipient(
 LIFECYCLE = tuple(kind.value for kind in KINDS)
 
 
-def preview(*, composer: Composer, course: Course, which: str, now: datetime) -> Outgoing:
-    """The email a sample subscriber would get: a day (number or id) or confirm, welcome
-    or goodbye."""
+def preview(
+    *,
+    composer: Composer,
+    course: Course,
+    which: str,
+    now: datetime,
+    recipient: Recipient = SAMPLE,
+) -> Outgoing:
+    """The email ``recipient`` (by default a sample subscriber) would get: a day (number
+    or id) or confirm, welcome or goodbye."""
     if which in LIFECYCLE:
         kind = EmailKind(which)
         return composer.transactional(
             kind,
             course=course,
-            recipient=SAMPLE,
+            recipient=recipient,
             key=f"{kind}:preview",
             now=now,
             signup_uid="preview0signup",
@@ -397,7 +415,7 @@ def preview(*, composer: Composer, course: Course, which: str, now: datetime) ->
             f"{course.slug} has no day {which!r}: use 1-{len(course.days)}, a day id ({ids}) "
             f"or one of {', '.join(LIFECYCLE)}"
         )
-    return composer.lesson(course=course, day=day, recipient=SAMPLE, now=now)
+    return composer.lesson(course=course, day=day, recipient=recipient, now=now)
 
 
 def render_problems(*, composer: Composer, course: Course, label: str, now: datetime) -> list[str]:
