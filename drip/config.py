@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     sendgrid_verification_key: str | None = None
     #: the SNS topic SES publishes bounces and complaints to
     ses_topic_arn: str | None = None
+    #: the dashboard's password as an argon2 hash (``drip admin set-password --print``);
+    #: takes precedence over the one ``drip admin set-password`` stores
+    admin_password_hash: SecretStr | None = None
 
     @field_validator("base_url")
     @classmethod
@@ -99,6 +102,7 @@ class Settings(BaseSettings):
         "mailgun_signing_key",
         "sendgrid_verification_key",
         "ses_topic_arn",
+        "admin_password_hash",
         mode="before",
     )
     @classmethod
@@ -109,6 +113,13 @@ class Settings(BaseSettings):
         if isinstance(value, SecretStr) and not value.get_secret_value().strip():
             return None
         return value
+
+    @field_validator("admin_password_hash")
+    @classmethod
+    def _argon2_hash(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip().startswith("$argon2"):
+            raise ValueError("not an argon2 hash (make one with: drip admin set-password --print)")
+        return SecretStr(value.get_secret_value().strip()) if value is not None else None
 
     @field_validator("bounce_address")
     @classmethod
@@ -207,7 +218,10 @@ def describe(error: ValidationError) -> str:
     for item in error.errors():
         name = "DRIP_" + "_".join(str(part) for part in item["loc"]).upper()
         message = item["msg"].removeprefix("Value error, ")
-        problems.append(f"{name}: {message} (got {item.get('input')!r})")
+        field = Settings.model_fields.get(str(item["loc"][0]))
+        secret = field is not None and "SecretStr" in str(field.annotation)
+        got = "value not shown: a secret" if secret else f"got {item.get('input')!r}"
+        problems.append(f"{name}: {message} ({got})")
     return "invalid configuration: " + "; ".join(problems)
 
 

@@ -9,6 +9,7 @@
     ├── SchemaOutOfDate(DripError, RuntimeError)   database needs `drip db upgrade`
     ├── InvalidSubscriber(DripError, ValueError)   bad email, time zone, name
     ├── SubscriberNotFound(DripError, LookupError)
+    ├── InvalidPassword(DripError, ValueError)     a dashboard password too short to set
     ├── InvalidToken(DripError, ValueError)        tampered, wrong purpose or unknown
     │   └── ExpiredToken                           well signed, too old: a new link is offered
     │       └── StaleToken                         issued before the last unsubscribe
@@ -64,6 +65,10 @@ class InvalidSubscriber(DripError, ValueError):
 
 class SubscriberNotFound(DripError, LookupError):
     exit_code = 1
+
+
+class InvalidPassword(DripError, ValueError):
+    exit_code = 2
 
 
 class InvalidToken(DripError, ValueError):

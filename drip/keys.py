@@ -14,13 +14,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from sqlalchemy import Engine, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import col
+from sqlalchemy import Engine
 
+from drip import installation
 from drip.exceptions import ConfigError
-from drip.models import Setting
 
 FINGERPRINT = "key_fingerprint"
 
@@ -33,9 +30,7 @@ def check_key(engine: Engine, keys: list[str], *, accept_new: bool = False) -> N
     """Refuse keys that cannot verify the links already sent; remember the signing key."""
     current = fingerprint(keys[0])
     with engine.begin() as connection:
-        stored = connection.execute(
-            select(col(Setting.value)).where(col(Setting.name) == FINGERPRINT)
-        ).scalar_one_or_none()
+        stored = installation.read(connection, FINGERPRINT)
         if stored is not None and not accept_new and stored not in map(fingerprint, keys):
             raise ConfigError(
                 f"the signing key changed (fingerprint {current}, this database's links were "
@@ -45,9 +40,4 @@ def check_key(engine: Engine, keys: list[str], *, accept_new: bool = False) -> N
                 "that old links break"
             )
         if stored != current:
-            upsert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
-            connection.execute(
-                upsert(Setting)
-                .values(name=FINGERPRINT, value=current)
-                .on_conflict_do_update(index_elements=["name"], set_={"value": current})
-            )
+            installation.write(connection, FINGERPRINT, current)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from drip.cli import course, db, doctor, inbound, send, serve, stats, subscribers
+from drip.cli import admin, course, db, doctor, inbound, send, serve, stats, subscribers
 from drip.cli._common import DripGroup
 
 app = typer.Typer(
@@ -41,6 +41,7 @@ def _options(
 app.add_typer(db.app, name="db")
 app.add_typer(course.app, name="course")
 app.add_typer(subscribers.app, name="subscribers")
+app.add_typer(admin.app, name="admin")
 app.command("serve")(serve.serve)
 app.command("send-due")(send.send_due)
 app.command("run")(send.run)

@@ -21,6 +21,7 @@ from drip.exceptions import DatabaseBusy
 from drip.keys import check_key
 from drip.loop import PromptSender, make_scheduler, stop
 from drip.ratelimit import RateLimiter
+from drip.web import admin
 from drip.web.deps import WebState, page
 from drip.web.routes import router
 from drip.web.writes import WriteGate
@@ -115,6 +116,7 @@ def create_app(settings: Settings, *, scheduler: bool = False, new_key: bool = F
         pages=_pages(),
         writes=WriteGate(engine, wait_seconds=settings.db_wait_seconds),
         prompt=prompt,
+        admin=admin.Gate(settings.secret_keys(), secure=settings.base_url.startswith("https://")),
     )
 
     @app.exception_handler(DatabaseBusy)
@@ -135,6 +137,7 @@ def create_app(settings: Settings, *, scheduler: bool = False, new_key: bool = F
             allow_headers=["Content-Type"],
         )
     app.include_router(router)
+    admin.install(app)
     return app
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.responses import Response
@@ -20,6 +20,9 @@ from drip.ratelimit import RateLimiter
 from drip.tokens import Tokens
 from drip.web.writes import WriteGate
 
+if TYPE_CHECKING:
+    from drip.web.admin.auth import Gate
+
 
 @dataclass
 class WebState:
@@ -33,6 +36,8 @@ class WebState:
     writes: WriteGate
     #: sends what a request queued (confirmation, welcome, goodbye) within moments
     prompt: PromptSender
+    #: the dashboard's cookies and login limit
+    admin: Gate
     #: form-service event ids seen lately (a replayed delivery is answered, not stored)
     events: RecentEvents = field(default_factory=lambda: RecentEvents(10_000))
 

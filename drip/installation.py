@@ -1,0 +1,32 @@
+"""Values the installation keeps about itself, in the ``Setting`` table: the signing key's
+fingerprint (``drip.keys``), the dashboard's password hash (``drip.passwords``)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import col
+
+from drip.models import Setting
+
+
+def read(connection: Connection, name: str) -> str | None:
+    return connection.execute(
+        select(col(Setting.value)).where(col(Setting.name) == name)
+    ).scalar_one_or_none()
+
+
+def write(connection: Connection, name: str, value: str) -> None:
+    """Set ``name`` to ``value``, whether or not it was set before."""
+    upsert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    connection.execute(
+        upsert(Setting)
+        .values(name=name, value=value)
+        .on_conflict_do_update(index_elements=["name"], set_={"value": value})
+    )
+
+
+def forget(connection: Connection, name: str) -> bool:
+    """Unset ``name``; True if it was set."""
+    return connection.execute(delete(Setting).where(col(Setting.name) == name)).rowcount > 0
