@@ -60,6 +60,7 @@ SLOTS = (
     "resume",
     "timezone",
     "class_url",
+    "view_url",
 )
 _MARKERS = {slot: f"\x00drip:{slot}\x00" for slot in SLOTS}
 #: recipients whose full render must equal the spliced one before splicing is trusted
@@ -72,6 +73,7 @@ _SPLICE_SAMPLES = (
         "resume": "Day 2 is next.",
         "timezone": "Europe/London",
         "class_url": "https://drip.invalid/c/a.b",
+        "view_url": "https://drip.invalid/lessons/a.b.c",
     },
     {
         "name": 'Zoë & "Co" <b>',
@@ -81,6 +83,7 @@ _SPLICE_SAMPLES = (
         "resume": 'Welcome back: "day 3" & more <soon>.',
         "timezone": "America/Argentina/Buenos_Aires",
         "class_url": "https://drip.invalid/c/c.d?x=1&y=<2>",
+        "view_url": "https://drip.invalid/lessons/c.d.e?x=1&y=<2>",
     },
 )
 
@@ -126,12 +129,19 @@ class Composer:
         """The class link a lesson carries: through drip when the course tracks clicks."""
         return f"{self.base_url}/c/{self.tokens.click_token(uid, course.slug, day.id)}"
 
+    def lesson_url(self, uid: str, day_id: str) -> str:
+        """The lesson's "view in browser" page."""
+        return f"{self.base_url}/lessons/{self.tokens.lesson_token(uid, day_id)}"
+
     # -- emails --------------------------------------------------------------------------
     def lesson(self, *, course: Course, day: Day, recipient: Recipient, now: datetime) -> Outgoing:
         """The lesson for ``day``; its Message-ID is the same on every retry."""
         prepared = self._prepare(course, day.id, lambda: self._lesson_parts(course, day))
         unsubscribe_url = self.unsubscribe_url(recipient.uid)
-        values = {"unsubscribe_url": unsubscribe_url}
+        values = {
+            "unsubscribe_url": unsubscribe_url,
+            "view_url": self.lesson_url(recipient.uid, day.id),
+        }
         if course.track_clicks:
             values["class_url"] = self.class_url(recipient.uid, course, day)
         return self._finish(
@@ -236,7 +246,7 @@ class Composer:
             "body_html": markdown_html(day.body),
             "body_text": markdown_text(day.body),
         }
-        slots: tuple[str, ...] = ("name", "greeting_name", "unsubscribe_url")
+        slots: tuple[str, ...] = ("name", "greeting_name", "unsubscribe_url", "view_url")
         if course.track_clicks:
             slots += ("class_url",)
         else:
@@ -246,6 +256,16 @@ class Composer:
     def _transactional_parts(self, course: Course, spec: _Kind) -> _Parts:
         subject = spec.subject.format(title=course.title)
         context = {**_course_context(course), "subject": subject, "preheader": spec.preheader}
+        if spec.template == "after_course":
+            after = course.after_course
+            if after is None:
+                raise UnknownCourse(f"{course.slug} has no after_course email")
+            subject = context["subject"] = after.subject
+            context |= {
+                "preheader": after.preheader,
+                "body_html": markdown_html(after.body),
+                "body_text": markdown_text(after.body),
+            }
         slots = ["name", "greeting_name", "timezone"]
         if spec.unsubscribe:
             slots.append("unsubscribe_url")
@@ -356,6 +376,8 @@ KINDS: dict[EmailKind, _Kind] = {
         "One click and you will not hear from us again.",
         True,
     ),
+    # subject, preheader and body from the course's ``after_course``
+    EmailKind.AFTER_COURSE: _Kind("after_course", "{title}", "", True),
 }
 
 
@@ -384,6 +406,12 @@ SAMPLE = Recipient(
     timezone="Europe/London",
 )
 LIFECYCLE = tuple(kind.value for kind in KINDS)
+
+
+def emails_of(course: Course) -> tuple[str, ...]:
+    """Every email ``course`` can send: its day ids, then the other kinds it has."""
+    others = (k for k in LIFECYCLE if k != EmailKind.AFTER_COURSE or course.after_course)
+    return (*(day.id for day in course.days), *others)
 
 
 def preview(
@@ -421,7 +449,7 @@ def preview(
 def render_problems(*, composer: Composer, course: Course, label: str, now: datetime) -> list[str]:
     """Render every email of ``course`` once; one line per template that fails."""
     problems = []
-    for which in (*(day.id for day in course.days), *LIFECYCLE):
+    for which in emails_of(course):
         try:
             preview(composer=composer, course=course, which=which, now=now)
         except DripError as error:

@@ -95,6 +95,14 @@ class Day(_Strict):
     template: str = Field(default="lesson", pattern=r"^[a-z0-9_-]+$")
 
 
+class AfterCourse(_Strict):
+    """The email sent the day after the last lesson: what comes next."""
+
+    subject: Line
+    preheader: str = ""
+    body: str = Field(min_length=1)
+
+
 class Footer(_Strict):
     postal_address: Line
     disclaimer: str = Field(min_length=1)
@@ -114,6 +122,10 @@ class Course(_Strict):
     goodbye_email: bool = False
     #: lessons link to the class through drip (``/c/…``), which notes the first click
     track_clicks: bool = True
+    #: sent once, on the allowed day after the last lesson
+    after_course: AfterCourse | None = None
+    #: days added later reach those who had completed the course too
+    evergreen: bool = False
     footer: Footer
     days: tuple[Day, ...] = Field(min_length=1)
 

@@ -287,7 +287,14 @@ WANTED: dict[EmailKind, tuple[frozenset[str], frozenset[str]]] = {
         frozenset({SubscriberStatus.PENDING, SubscriberStatus.ACTIVE}),
         frozenset(EnrollmentStatus),
     ),
+    # active: an evergreen course that gained days since
+    EmailKind.AFTER_COURSE: (
+        frozenset({SubscriberStatus.ACTIVE}),
+        frozenset({EnrollmentStatus.COMPLETED, EnrollmentStatus.ACTIVE}),
+    ),
 }
+#: the one key of a course's after-course email: at most one per enrollment, ever
+AFTER_COURSE_KEY = f"{EmailKind.AFTER_COURSE}:once"
 
 
 def check(connection: Connection, item: Claimed) -> bool | None:
@@ -437,6 +444,7 @@ def queue_next_lesson(
     closed: str | None = None,
     last_sent_at: datetime | None = None,
     resuming: bool = False,
+    not_before: datetime | None = None,
 ) -> schedule.NextLesson | None:
     """Queue an enrollment's next lesson (``schedule.plan_next``), or complete it.
 
@@ -444,6 +452,7 @@ def queue_next_lesson(
     failed or skipped; ``last_sent_at`` when it was sent) and when an enrollment
     (re)starts (``resuming``). ``history``: day id → status (``lesson_histories``).
     At most one lesson per enrollment is ever queued: None when one already is.
+    Completing queues the course's ``after_course`` email, once per enrollment ever.
     """
     statuses = dict(history)
     if closed is not None:
@@ -459,16 +468,32 @@ def queue_next_lesson(
         zone=zone,
         send_at=course.send_at,
         weekdays=course.weekdays,
+        not_before=not_before,
     )
     if plan.day_id is None or plan.due_at is None:
-        connection.execute(
+        completed = connection.execute(
             update(Enrollment)
             .where(
                 col(Enrollment.id) == enrollment_id,
                 col(Enrollment.status) == EnrollmentStatus.ACTIVE,
             )
             .values(status=EnrollmentStatus.COMPLETED, completed_at=now)
-        )
+        ).rowcount
+        if completed and course.after_course is not None:
+            queue(
+                connection,
+                enrollment_id=enrollment_id,
+                kind=EmailKind.AFTER_COURSE,
+                key=AFTER_COURSE_KEY,
+                # the allowed day after the last lesson, at the course's hour
+                due_at=schedule.next_due(
+                    last_sent_at=last_sent_at or now,
+                    zone=zone,
+                    send_at=course.send_at,
+                    weekdays=course.weekdays,
+                ),
+                now=now,
+            )
     elif plan.day_id in statuses:  # cancelled by an earlier unsubscribe: revive it
         connection.execute(
             update(Delivery)
@@ -520,3 +545,23 @@ def cancel_pending(
         .values(status=DeliveryStatus.CANCELLED, cancelled_at=now, claimed_until=None)
     )
     return int(result.rowcount)
+
+
+def sent_lessons(connection: Connection, *, enrollment_uid: str) -> tuple[str, set[str]] | None:
+    """(course slug, day ids of the lessons sent) of an enrollment; None when unknown."""
+    rows = connection.execute(
+        select(col(Enrollment.course_slug), col(Delivery.day_id))
+        .select_from(Enrollment)
+        .outerjoin(
+            Delivery,
+            and_(
+                col(Delivery.enrollment_id) == col(Enrollment.id),
+                col(Delivery.kind) == EmailKind.LESSON,
+                col(Delivery.status) == DeliveryStatus.SENT,
+            ),
+        )
+        .where(col(Enrollment.uid) == enrollment_uid)
+    ).all()
+    if not rows:
+        return None
+    return rows[0][0], {day_id for _, day_id in rows if day_id is not None}

@@ -37,7 +37,7 @@ from drip import bounces, deliveries, schedule
 from drip.config import Settings
 from drip.courses import Catalog, Course
 from drip.deliveries import Claimed
-from drip.enrollment import zone_for
+from drip.enrollment import extend_evergreen, zone_for
 from drip.exceptions import ConfigError, DripError, PermanentFailure, TemporaryFailure
 from drip.logs import log_event
 from drip.mailer import Mailer, mailer_from_url
@@ -168,6 +168,8 @@ class Sender:
         run are read again first; a broken one is reported and its emails wait."""
         report = RunReport(course_problems=self.refresh_courses())
         self.file_signups(now=now)
+        if not self.transactional_only:
+            self.extend_evergreen(now=now)
         budget = _Budget(limit)
         workers = self.settings.smtp_connections
         started = time.monotonic()
@@ -223,6 +225,17 @@ class Sender:
                 )
             if batch < FILE_BATCH:
                 break
+
+    def extend_evergreen(self, *, now: datetime) -> None:
+        """Days added to an evergreen course reach those who had completed it."""
+        for course in self.catalog:
+            if course.evergreen:
+                with self.engine.begin() as connection:
+                    restarted = extend_evergreen(connection, course=course, now=now)
+                if restarted:
+                    log_event(
+                        logger, logging.INFO, "evergreen", course=course.slug, restarted=restarted
+                    )
 
     def _work(
         self,

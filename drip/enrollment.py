@@ -18,10 +18,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, bindparam, func, select, update
 from sqlmodel import col
 
-from drip import deliveries
+from drip import deliveries, schedule
 from drip.courses import Catalog, Course
 from drip.exceptions import InvalidToken, StaleToken
-from drip.models import Enrollment, Signup, Subscriber
+from drip.models import Delivery, Enrollment, Signup, Subscriber
 from drip.schedule import NextLesson
 from drip.states import EmailKind, EnrollmentStatus, SubscriberStatus
 
@@ -300,6 +300,72 @@ def activate_many(
 
 
 # -- confirmation emails --------------------------------------------------------------------
+
+
+def extend_evergreen(connection: Connection, *, course: Course, now: datetime) -> int:
+    """Restart the completed enrollments of an ``evergreen`` course that has gained days
+    since they completed: each active subscriber's next new day is queued for the next
+    ``send_at`` in their zone, one a day as before. Returns how many restarted."""
+    if not course.evergreen:
+        return 0
+    day_ids = [day.id for day in course.days]
+    lessons_had = (
+        select(func.count())
+        .select_from(Delivery)
+        .where(
+            col(Delivery.enrollment_id) == col(Enrollment.id),
+            col(Delivery.kind) == EmailKind.LESSON,
+            col(Delivery.day_id).in_(day_ids),
+        )
+        .scalar_subquery()
+    )
+    behind = (
+        select(col(Enrollment.id))
+        .join(Subscriber, col(Subscriber.id) == col(Enrollment.subscriber_id))
+        .where(
+            col(Enrollment.course_slug) == course.slug,
+            col(Enrollment.status) == EnrollmentStatus.COMPLETED,
+            col(Subscriber.status) == SubscriberStatus.ACTIVE,
+            lessons_had < len(day_ids),
+        )
+    )
+    restarted: list[tuple[int, int]] = list(
+        connection.execute(  # type: ignore[arg-type]
+            update(Enrollment)
+            .where(
+                col(Enrollment.id).in_(list(connection.execute(behind).scalars())),
+                col(Enrollment.status) == EnrollmentStatus.COMPLETED,  # not if restarted meanwhile
+            )
+            .values(status=EnrollmentStatus.ACTIVE, completed_at=None)
+            .returning(col(Enrollment.id), col(Enrollment.subscriber_id))
+        )
+    )
+    if not restarted:
+        return 0
+    zones = dict(
+        connection.execute(
+            select(col(Subscriber.id), col(Subscriber.timezone)).where(
+                col(Subscriber.id).in_({subscriber for _, subscriber in restarted})
+            )
+        ).all()
+    )
+    histories = deliveries.lesson_histories(connection, [id_ for id_, _ in restarted])
+    for enrollment_id, subscriber_id in restarted:
+        history, last_sent = histories.get(enrollment_id, ({}, None))
+        zone = zone_for(zones[subscriber_id], course)
+        deliveries.queue_next_lesson(
+            connection,
+            enrollment_id=enrollment_id,
+            course=course,
+            zone=zone,
+            now=now,
+            history=history,
+            last_sent_at=last_sent,
+            not_before=schedule.next_slot(
+                now=now, zone=zone, send_at=course.send_at, weekdays=course.weekdays
+            ),
+        )
+    return len(restarted)
 
 
 def queue_confirmations(

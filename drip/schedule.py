@@ -93,13 +93,15 @@ def plan_next(
     zone: ZoneInfo,
     send_at: time,
     weekdays: frozenset[int],
+    not_before: datetime | None = None,
 ) -> NextLesson:
     """The first course day not in ``done``, and when it is due.
 
     Days are matched by id, so days inserted, reordered or removed in the YAML never
     cause a resend. ``resuming`` (a start or restart) makes it due at once unless a
     lesson already went out today; otherwise it is due on the next allowed local day
-    after the last lesson (or after ``now`` when there is none).
+    after the last lesson (or after ``now`` when there is none), and not before
+    ``not_before``.
     """
     day_id = next((day for day in day_ids if day not in done), None)
     if day_id is None:
@@ -112,4 +114,18 @@ def plan_next(
         due = next_due(
             last_sent_at=last_sent_at or now, zone=zone, send_at=send_at, weekdays=weekdays
         )
+    if not_before is not None:
+        due = max(due, not_before)
     return NextLesson(day_id, due)
+
+
+def next_slot(
+    *, now: datetime, zone: ZoneInfo, send_at: time, weekdays: frozenset[int]
+) -> datetime:
+    """The first ``send_at`` on an allowed local day that is not before ``now``."""
+    today = now.astimezone(zone).date()
+    day = today if today.weekday() in weekdays else next_allowed_day(today, weekdays)
+    due = local_send_time(day, send_at, zone)
+    if due < now:
+        due = local_send_time(next_allowed_day(day, weekdays), send_at, zone)
+    return due

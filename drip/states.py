@@ -42,3 +42,4 @@ class EmailKind(StrEnum):
     WELCOME = "welcome"  #: on confirmation, when the course has ``welcome_email``
     GOODBYE = "goodbye"  #: after an unsubscribe, when the course has ``goodbye_email``
     LINK = "link"  #: a fresh unsubscribe link, asked for on the page of a broken one
+    AFTER_COURSE = "after_course"  #: the day after the last lesson, when the course has one

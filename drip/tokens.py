@@ -1,11 +1,12 @@
 """Signed, purpose-bound tokens for confirmation, unsubscribe and class links (itsdangerous).
 
 Each purpose has its own salt, so an unsubscribe token can never confirm and vice versa.
-Tokens carry a random ``uid`` (a signup's for confirmation links, an enrollment's for
-unsubscribe and class links, with the lesson's day id for the latter), never a row id or
-an email address. Confirmation tokens expire; unsubscribe and class tokens do not,
-because links in old mail must keep working. ``DRIP_SECRET_KEY`` may list several keys:
-the first signs, all verify.
+Return addresses and "view in browser" links carry a bare HMAC tag instead (shorter, and
+cheap to make for every lesson). Tokens carry a random ``uid`` (a signup's for
+confirmation links, an enrollment's for the others, with the lesson's day id for class
+and "view in browser" links), never a row id or an email address. Confirmation tokens
+expire; the others do not, because links in old mail must keep working.
+``DRIP_SECRET_KEY`` may list several keys: the first signs, all verify.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Purpose(StrEnum):
     CONFIRM = "drip.confirm"  #: double opt-in link; expires
     UNSUBSCRIBE = "drip.unsubscribe"  #: List-Unsubscribe and footer links; never expires
     CLICK = "drip.click"  #: a lesson's class link, through drip; never expires
+    LESSON = "drip.lesson"  #: a lesson's "view in browser" page; never expires
     BOUNCE = "drip.bounce"  #: the envelope sender's tag: a bounce names its enrollment
     MAILTO_UNSUBSCRIBE = "drip.mailto-unsubscribe"  #: List-Unsubscribe's mailto address
 
@@ -75,6 +77,22 @@ class Tokens:
         if not (isinstance(slug, str) and isinstance(day_id, str)):
             raise InvalidToken("this link is not valid")
         return _uid(uid), slug, day_id
+
+    def lesson_token(self, uid: str, day_id: str) -> str:
+        """``UID.DAY.TAG``: a bare HMAC (128 bits) binding the enrollment to one day."""
+        return f"{uid}.{day_id}.{_tag(self._keys[0], Purpose.LESSON, f'{uid}:{day_id}', 32)}"
+
+    def read_lesson(self, token: str) -> tuple[str, str]:
+        """(enrollment uid, day id) from a "view in browser" token."""
+        match = re.fullmatch(
+            r"([0-9a-zA-Z]{1,32})\.([a-z0-9][a-z0-9_-]{0,99})\.([0-9a-f]{32})", token
+        )
+        if match is not None:
+            uid, day_id, tag = match.groups()
+            for key in self._keys:
+                if hmac.compare_digest(_tag(key, Purpose.LESSON, f"{uid}:{day_id}", 32), tag):
+                    return uid, day_id
+        raise InvalidToken("this link is not valid")
 
     def return_address(self, bounce_address: str, purpose: Purpose, uid: str) -> str:
         """``local+b-UID-TAG@domain`` (envelope sender: bounces come back to it) or
@@ -132,8 +150,8 @@ class Tokens:
 _ADDRESS_PREFIX = {Purpose.BOUNCE: "b", Purpose.MAILTO_UNSUBSCRIBE: "u"}
 
 
-def _tag(key: bytes, purpose: Purpose, uid: str) -> str:
-    return hmac.new(key, f"{purpose}:{uid}".encode(), hashlib.sha256).hexdigest()[:TAG_LENGTH]
+def _tag(key: bytes, purpose: Purpose, uid: str, length: int = TAG_LENGTH) -> str:
+    return hmac.new(key, f"{purpose}:{uid}".encode(), hashlib.sha256).hexdigest()[:length]
 
 
 def _uid(value: object) -> str:

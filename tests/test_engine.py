@@ -76,7 +76,8 @@ def test_seven_lessons_one_per_local_day_across_dst(
     any_engine: Engine, tmp_path: Path, course: Course, zone: str, start_local: datetime
 ) -> None:
     """Walking hour by hour, each subscriber gets exactly 7 lessons in order, one per local
-    day, day 1 at once and the rest at 07:00 their time, through a DST change."""
+    day, day 1 at once and the rest at 07:00 their time, through a DST change; then the
+    after-course email, once, at 07:00 the day after."""
     tz = ZoneInfo(zone)
     start = start_local.replace(tzinfo=tz).astimezone(UTC).replace(minute=0)
     enrol(any_engine, course, "walker@example.org", now=start, timezone=zone)
@@ -85,11 +86,11 @@ def test_seven_lessons_one_per_local_day_across_dst(
 
     sent = [m for m in memory.outbox if m.recipient == "walker@example.org"]
     rows = [d for d in deliveries(any_engine) if d.status == DeliveryStatus.SENT]
-    assert [r.day_id for r in rows] == [d.id for d in course.days]
-    assert len(sent) == 7 and len({m.message_id for m in sent}) == 7
+    assert [r.day_id for r in rows] == [d.id for d in course.days] + ["after_course:once"]
+    assert len(sent) == 8 and len({m.message_id for m in sent}) == 8
     local = [r.sent_at.astimezone(tz) for r in rows if r.sent_at]
     assert local[0] == start.astimezone(tz)
-    assert [t.hour for t in local[1:]] == [7] * 6
+    assert [t.hour for t in local[1:]] == [7] * 7
     dates = [t.date() for t in local]
     assert all((b - a).days == 1 for a, b in zip(dates, dates[1:], strict=False))
 
@@ -425,16 +426,29 @@ def test_many_connections_each_hold_a_database_connection(tmp_path: Path, course
 def test_enrollment_completes_after_the_last_day(
     engine: Engine, settings: Settings, course: Course
 ) -> None:
-    """After day 7 the enrollment is completed and nothing more is queued."""
+    """After day 7 the enrollment is completed; the after-course email goes out the next
+    morning, once, and nothing more is queued. A course without one sends 7 emails."""
     start = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
     enrol(engine, course, "done@example.org", now=start)
-    walk(sender_for(engine, settings, course), start, days=10)
+    walk(sender_for(engine, settings, course), start, days=12)
     with Session(engine) as session:
         enrollment = session.exec(select(Enrollment)).one()
     assert enrollment.status == "completed"
-    assert len(memory.outbox) == 7
-    last = max(d.sent_at for d in deliveries(engine) if d.sent_at)
+    assert len(memory.outbox) == 8
+    assert b"Subject: What next, after your seven days of yin" in memory.outbox[-1].data
+    rows = deliveries(engine)
+    last = max(d.sent_at for d in rows if d.sent_at and d.kind == EmailKind.LESSON)
     assert enrollment.completed_at == last
+    after = rows[-1]
+    assert (after.kind, after.status) == (EmailKind.AFTER_COURSE, DeliveryStatus.SENT)
+    assert after.sent_at == last + timedelta(days=1)
+    assert all(d.status == DeliveryStatus.SENT for d in rows)
+
+    memory.outbox.clear()
+    plain = variant(course, slug="plain", after_course=None)
+    enrol(engine, plain, "plain@example.org", now=start)
+    walk(sender_for(engine, settings, plain), start, days=10)
+    assert len(memory.outbox) == 7
 
 
 def test_one_subscriber_finishing_leaves_the_others_active(
@@ -453,7 +467,9 @@ def test_one_subscriber_finishing_leaves_the_others_active(
         statuses = dict(
             session.exec(select(Subscriber.email, Enrollment.status).join(Enrollment)).all()
         )
-        queued = session.exec(select(Delivery).where(Delivery.status == "scheduled")).one()
+        queued = session.exec(
+            select(Delivery).where(Delivery.status == "scheduled", Delivery.kind == "lesson")
+        ).one()
     assert statuses == {"ana@example.org": "completed", "ben@example.org": "active"}
     assert (queued.day_id, queued.created_at) == (short.days[1].id, start + timedelta(days=1))
 
@@ -494,7 +510,7 @@ def test_coming_back_revives_the_lesson_an_unsubscribe_cancelled(
     walk(sender_for(engine, settings, course), later, days=8)
     lessons = [d for d in deliveries(engine) if d.kind == EmailKind.LESSON]
     assert [d.status for d in lessons] == [DeliveryStatus.CANCELLED] + [DeliveryStatus.SENT] * 7
-    assert len(memory.outbox) == 7
+    assert len([m for m in memory.outbox if ".after_course." not in m.message_id]) == 7
 
 
 def test_a_refused_smtp_login_releases_the_claims_and_says_so(
@@ -616,7 +632,10 @@ def test_a_queued_day_removed_from_the_course_is_skipped_and_the_next_takes_its_
     assert rows[removed].claimed_until is None
     assert rows[course.days[2].id].sent_at == morning
     walk(sender_for(engine, settings, edited), morning, days=6)
-    sent = sorted((d for d in deliveries(engine) if d.sent_at), key=lambda d: d.sent_at)
+    sent = sorted(
+        (d for d in deliveries(engine) if d.sent_at and d.kind == EmailKind.LESSON),
+        key=lambda d: d.sent_at,
+    )
     assert [d.day_id for d in sent] == [d.id for d in course.days if d.id != removed]
     assert [d.sent_at for d in sent] == [start + timedelta(days=n) for n in range(6)]
 
@@ -861,3 +880,61 @@ def test_each_run_logs_one_summary_line(
     one = make_settings(tmp_path, smtp_connections=1)
     sender_for(engine, one, course).send_due(now=now, progress=seen.append)
     assert seen == [Outcome.SENT, Outcome.SENT]
+
+
+def appended(course: Course, *day_ids: str, **changes: Any) -> Course:
+    """The course with days added at the end (copies of day 1 under new ids)."""
+    days = course.model_dump(by_alias=True, mode="json")["days"]
+    extra = [{**days[0], "id": day_id, "subject": f"Bonus: {day_id}"} for day_id in day_ids]
+    return variant(course, days=days + extra, **changes)
+
+
+@pytest.mark.parametrize("evergreen", [True, False])
+def test_days_appended_later_reach_those_who_completed_only_when_evergreen(
+    any_engine: Engine, tmp_path: Path, course: Course, evergreen: bool
+) -> None:
+    """Ana completed the course; the teacher appends two days. Under ``evergreen`` she is
+    active again and gets them at 07:00 her time, one a day, from the next morning (not
+    at once, not both on one day); the after-course email is not sent twice. Without it
+    she stays completed and gets nothing more. Ben, who unsubscribed after completing,
+    gets nothing either way."""
+    settings = make_settings(tmp_path)
+    start = datetime(2026, 11, 2, 7, 0, tzinfo=UTC)
+    enrol(any_engine, course, "ana@example.org", now=start, timezone="America/New_York")
+    ben = enrol(any_engine, course, "ben@example.org", now=start)
+    walk(sender_for(any_engine, settings, course), start, days=9)
+    with any_engine.begin() as connection:
+        unsubscribe(connection, enrollment_uid=ben, catalog=Catalog({}), now=start)
+    assert len(memory.outbox) == 16  # 7 lessons and the after-course email each
+    memory.outbox.clear()
+
+    def completions() -> list[tuple[str, datetime | None]]:
+        with Session(any_engine) as session:
+            return [(e.status, e.completed_at) for e in session.exec(select(Enrollment))]
+
+    rows_before, completed = len(deliveries(any_engine)), completions()
+    later = start + timedelta(days=12)
+    sender_for(any_engine, settings, variant(course, evergreen=True)).send_due(now=later)
+    # evergreen, but no day added: nobody restarts
+    assert (len(deliveries(any_engine)), completions()) == (rows_before, completed)
+
+    edited = appended(course, "bonus-one", "bonus-two", evergreen=evergreen)
+    edit_time = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)  # 10:00 in New York
+    walk(sender_for(any_engine, settings, edited), edit_time, days=4)
+
+    with Session(any_engine) as session:
+        statuses = dict(
+            session.exec(select(Subscriber.email, Enrollment.status).join(Enrollment)).all()
+        )
+    if not evergreen:
+        assert memory.outbox == []
+        assert statuses["ana@example.org"] == "completed"
+        return
+    assert [m.recipient for m in memory.outbox] == ["ana@example.org"] * 2
+    bonus = [d for d in deliveries(any_engine) if d.day_id.startswith("bonus")]
+    assert len(bonus) == 2  # nothing queued for Ben
+    rows = {d.day_id: d for d in bonus}
+    new_york = ZoneInfo("America/New_York")
+    sent = [rows[day].sent_at.astimezone(new_york) for day in ("bonus-one", "bonus-two")]
+    assert [(t.day, t.hour) for t in sent] == [(21, 7), (22, 7)]
+    assert statuses["ana@example.org"] == "completed"  # again, after the new days

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from drip.compose import LIFECYCLE, Composer, preview
+from drip.compose import Composer, emails_of, preview
 from drip.courses import Course
 from tests.conftest import make_settings
 
@@ -28,7 +28,7 @@ def test_every_lesson_and_lifecycle_email_scores_zero_or_less(
     """All 7 lessons and the confirmation, welcome, goodbye and unsubscribe-link emails:
     score ≤ 0 and not one rule scoring above zero."""
     composer = Composer(settings=make_settings(tmp_path, base_url="https://drip.example.org"))
-    which = [str(n) for n in range(1, len(course.days) + 1)] + list(LIFECYCLE)
+    which = list(emails_of(course))
     box = mailbox.mbox(tmp_path / "all.mbox")
     for name in which:
         message = preview(composer=composer, course=course, which=name, now=datetime.now(UTC))

@@ -1,0 +1,55 @@
+"""``GET /lessons/{token}``: a lesson's "view in browser" page.
+
+It shows that lesson and links to the other lessons already sent to the same person,
+and to no others: a token names one (enrollment, day), and a day not yet sent to that
+enrollment is not found, whatever the token says.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from drip.deliveries import sent_lessons
+from drip.exceptions import InvalidToken
+from drip.render import markdown_html
+from drip.web.deps import State, page
+
+router = APIRouter()
+
+
+@router.get("/lessons/{token}", response_class=HTMLResponse)
+def lesson_page(token: str, request: Request, st: State) -> Response:
+    try:
+        uid, day_id = st.tokens.read_lesson(token)
+    except InvalidToken as error:
+        return page(st, request, "error.html", 404, message=str(error))
+    with st.engine.connect() as connection:
+        found = sent_lessons(connection, enrollment_uid=uid)
+    course = st.catalog.find(found[0]) if found is not None else None
+    day = course.day(day_id) if course is not None else None
+    if found is None or course is None or day is None or day_id not in found[1]:
+        return page(st, request, "error.html", 404, message="this lesson is not available")
+    base = st.settings.base_url
+    class_url = (
+        f"{base}/c/{st.tokens.click_token(uid, course.slug, day.id)}"
+        if course.track_clicks
+        else day.class_.url
+    )
+    response = page(
+        st,
+        request,
+        "lesson.html",
+        course=course,
+        day=day,
+        number=course.day_number(day.id),
+        body=markdown_html(day.body),
+        class_url=class_url,
+        lessons=[
+            (n, other, f"{base}/lessons/{st.tokens.lesson_token(uid, other.id)}")
+            for n, other in enumerate(course.days, start=1)
+            if other.id in found[1]
+        ],
+    )
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
