@@ -215,8 +215,9 @@ def _latest_enrollment(connection: Connection, subscriber_uid: str) -> tuple[int
 def resend_confirmation(connection: Connection, *, subscriber_uid: str, now: datetime) -> int:
     """Queue a fresh confirmation for each course a pending subscriber has not confirmed
     yet; how many were queued (none for anyone not pending)."""
-    subscriber = by_uid(Session(bind=connection), subscriber_uid)
-    members = enrollment.pending_members(connection, sent_before=None, email=subscriber.email)
+    with Session(bind=connection) as session:
+        email = by_uid(session, subscriber_uid).email
+    members = enrollment.pending_members(connection, sent_before=None, email=email)
     return sum(enrollment.resend_for_operator(connection, member=m, now=now) for m in members)
 
 
@@ -226,5 +227,5 @@ def delete(connection: Connection, *, subscriber_uid: str) -> str:
         subscriber = by_uid(session, subscriber_uid)
         email = subscriber.email
         delete_subscriber(session=session, subscriber=subscriber)
-        session.flush()
+        session.commit()  # the session's own savepoint: the caller's transaction commits
         return email
