@@ -80,7 +80,7 @@ class Renderer:
         try:
             return self._text_env.get_template(f"{name}.txt")
         except jinja2.TemplateError as error:
-            raise TemplateError(f"{self.directory / (name + '.txt')}: {error}") from None
+            raise TemplateError(_where(self.directory / f"{name}.txt", error)) from None
 
     def render(self, name: str, context: dict[str, Any]) -> Rendered:
         html_template, text_template = self.html_template(name), self.text_template(name)
@@ -97,6 +97,10 @@ class Renderer:
             raise TemplateError(
                 f"email template {name!r}: {error.strerror}: {error.filename}"
             ) from None
+        try:  # Jinja syntax first, so an error names the line of the .mjml file itself
+            self._html_env.parse(content)
+        except jinja2.TemplateSyntaxError as error:
+            raise TemplateError(_where(self.directory / f"{name}.mjml", error)) from None
         try:
             from mjml import mjml2html
 
@@ -108,6 +112,13 @@ class Renderer:
             return self._html_env.from_string(html)
         except jinja2.TemplateSyntaxError as error:
             raise TemplateError(f"{self.directory / (name + '.mjml')}: {error}") from None
+
+
+def _where(path: Path, error: jinja2.TemplateError) -> str:
+    """``file:line: message`` for a syntax error, ``file: message`` otherwise."""
+    if isinstance(error, jinja2.TemplateSyntaxError) and error.lineno:
+        return f"{path}:{error.lineno}: {error.message}"
+    return f"{path}: {error}"
 
 
 def markdown_html(source: str) -> Markup:

@@ -14,6 +14,7 @@ from datetime import datetime
 from drip.compose import SAMPLE, Composer, Recipient, preview
 from drip.config import Settings
 from drip.courses import Course
+from drip.exceptions import InvalidSubscriber
 from drip.mailer import mailer_from_url
 from drip.models import new_uid
 from drip.subscribers import normalize_email
@@ -24,8 +25,12 @@ def send_test(settings: Settings, course: Course, which: str, to: str, *, now: d
     to ``to``; the server's reply. Raises ``DripError`` with a one-line message: an
     unknown day, a bad or refused address (``InvalidSubscriber``, ``MailError``), a
     server that cannot be reached."""
+    try:
+        address = normalize_email(to)
+    except InvalidSubscriber as error:
+        raise InvalidSubscriber(f"--to: {error}", field="to") from None
     recipient = Recipient(
-        email=normalize_email(to),
+        email=address,
         name=SAMPLE.name,
         uid=f"test{new_uid()[:20]}",  # a new Message-ID each time: never deduplicated
         timezone=course.default_timezone,

@@ -42,14 +42,18 @@ def test_missing_variable_is_an_error_not_a_blank(tmp_path: Path, course: Course
         )
 
 
-def test_broken_mjml_names_the_file(tmp_path: Path) -> None:
-    """A Jinja syntax error in an MJML template names the template file."""
+def test_broken_mjml_names_the_file_and_line(tmp_path: Path) -> None:
+    """A Jinja syntax error in a template names the file and the line (of the template as
+    written, not of the HTML MJML makes of it)."""
     _copy_templates(tmp_path)
     (tmp_path / "lesson.mjml").write_text(
-        "<mj-section><mj-column><mj-text>{% if %}</mj-text></mj-column></mj-section>"
+        "<mj-section>\n<mj-column>\n<mj-text>{% if %}</mj-text></mj-column></mj-section>"
     )
-    with pytest.raises(TemplateError, match="lesson.mjml"):
+    with pytest.raises(TemplateError, match=r"lesson\.mjml:3: "):
         Renderer(tmp_path).html_template("lesson")
+    (tmp_path / "lesson.txt").write_text("Hi\n\n{{ name }\n")
+    with pytest.raises(TemplateError, match=r"lesson\.txt:3: "):
+        Renderer(tmp_path).text_template("lesson")
 
 
 def test_markdown_escapes_raw_html() -> None:

@@ -1,4 +1,4 @@
-"""``drip course``: list, validate and preview course YAML."""
+"""``drip course``: write, list, validate, preview and test-send courses."""
 
 from __future__ import annotations
 
@@ -12,14 +12,63 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from drip.cli._common import DripGroup, catalog, console, settings
+from drip.cli._common import DripGroup, catalog, console, say, settings
 from drip.exceptions import InvalidCourse
 
 if TYPE_CHECKING:
     from drip.compose import Composer
     from drip.courses import Course
 
-app = typer.Typer(cls=DripGroup, no_args_is_help=True, help="Inspect and check courses.")
+app = typer.Typer(
+    cls=DripGroup, no_args_is_help=True, help="Write, check, preview and test-send courses."
+)
+#: where ``drip course preview --serve`` listens by default
+PREVIEW_PORT = 8025
+
+
+@app.command()
+def new(
+    slug: Annotated[str, typer.Argument(help="The new course's slug, e.g. pilates-basics.")],
+    title: Annotated[str | None, typer.Option(help="Its title; default: from the slug.")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Where to write; default: DRIP_COURSES_DIR/SLUG.yaml."),
+    ] = None,
+) -> None:
+    """Write a commented 7-day course that validates, ready to fill in.
+
+    Example: drip course new pilates-basics --title "Pilates Basics"
+    """
+    import json
+    import re
+    from string import Template
+
+    from drip.courses import SLUG, Catalog, load_course
+
+    if not re.fullmatch(SLUG, slug):
+        raise InvalidCourse(
+            f"{slug!r}: a slug is lowercase letters, digits, '-' and '_', starting with a "
+            "letter or digit (e.g. pilates-basics)"
+        )
+    courses_dir = settings().courses_dir
+    path = output or courses_dir / f"{slug}.yaml"
+    if path.exists():
+        raise InvalidCourse(f"{path}: already exists; choose another slug or --output")
+    if output is None and courses_dir.is_dir():
+        taken = Catalog.from_dir(courses_dir, strict=False).find(slug)
+        if taken is not None:
+            raise InvalidCourse(f"{slug!r} is already the slug of a course in {courses_dir}")
+    name = " ".join((title or slug.replace("-", " ").replace("_", " ").title()).split())
+    skeleton = Template((Path(__file__).parent.parent / "course_skeleton.yaml").read_text())
+    text = skeleton.substitute(
+        slug=slug, title=name, file=path, title_yaml=json.dumps(name, ensure_ascii=False)
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("x", encoding="utf-8") as target:  # never over a file made meanwhile
+        target.write(text)
+    course = load_course(path)
+    typer.echo(f"wrote {path} ({course.slug}, {len(course.days)} days)")
+    typer.echo(f"next: fill in the example.com lines, then: drip course validate {path}")
 
 
 @app.command("list")
@@ -103,6 +152,45 @@ def _preview_composer() -> Composer:
     return Composer(settings=settings(), tokens=tokens)
 
 
+def _serve_previews(host: str, port: int) -> None:
+    import uvicorn
+
+    from drip.config import is_loopback_host
+    from drip.exceptions import ConfigError
+    from drip.web.preview import create_preview_app
+
+    if not is_loopback_host(host):
+        raise ConfigError(f"--host {host}: previews are served on loopback only")
+    typer.echo(f"previews on http://{host}:{port}/ (Ctrl-C stops)")
+    uvicorn.run(
+        create_preview_app(settings()),
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=1,  # open pages hold an event stream: do not wait for them
+    )
+
+
+@app.command("send-test")
+def send_test(
+    course: Annotated[str, typer.Argument(help="Course slug.")],
+    which: Annotated[
+        str,
+        typer.Argument(help="Day number (1-7), day id, or confirm|welcome|goodbye|after_course."),
+    ],
+    to: Annotated[str, typer.Option("--to", help="Your address: where the test goes.")],
+) -> None:
+    """Send one email of a course, as a subscriber gets it, to yourself through DRIP_SMTP_URL.
+    The subject starts with [Test]; no subscriber, lesson or statistic is touched.
+
+    Example: drip course send-test yin-immersion 3 --to me@example.org
+    """
+    from drip.testsend import send_test as send
+
+    reply = send(settings(), catalog().get(course), which, to, now=datetime.now(UTC))
+    say(f"sent {which} of {course} to {to}: {reply}")
+
+
 class Format(StrEnum):
     html = "html"
     text = "text"
@@ -111,25 +199,46 @@ class Format(StrEnum):
 
 @app.command()
 def preview(
-    course: Annotated[str, typer.Argument(help="Course slug.")],
+    course: Annotated[str | None, typer.Argument(help="Course slug.", show_default=False)] = None,
     day: Annotated[
-        str, typer.Argument(help="Day number (1-7), day id, or confirm|welcome|goodbye.")
-    ],
+        str | None,
+        typer.Argument(
+            help="Day number (1-7), day id, or confirm|welcome|goodbye|after_course.",
+            show_default=False,
+        ),
+    ] = None,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="Serve every email of every course in the browser, re-rendered as you edit.",
+        ),
+    ] = False,
+    host: Annotated[str, typer.Option(help="With --serve: loopback address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="With --serve: port.")] = PREVIEW_PORT,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="What to print.")] = Format.html,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file.")] = None,
     open_browser: Annotated[
         bool, typer.Option("--open", help="Open the HTML in a browser (writes a temp file).")
     ] = False,
 ) -> None:
-    """Render an email exactly as a (sample) subscriber would receive it.
+    """Render an email exactly as a (sample) subscriber would receive it, or with --serve
+    every email of every course in the browser, following your edits (errors shown as
+    file:line in the page).
 
     Example: drip course preview yin-immersion 1 --format eml -o day1.eml
+    Example: drip course preview --serve
     """
     from email import policy
     from email.parser import BytesParser
 
     from drip.compose import preview as preview_message
 
+    if serve:
+        _serve_previews(host, port)
+        return
+    if course is None or day is None:
+        raise typer.BadParameter("give COURSE and DAY, or --serve", param_hint="COURSE DAY")
     message = preview_message(
         composer=_preview_composer(), course=catalog().get(course), which=day, now=datetime.now(UTC)
     )
