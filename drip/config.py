@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=8, ge=1)
     send_interval_seconds: int = Field(default=60, ge=1)
     batch_size: int = Field(default=200, ge=1)
+    #: messages a connection sends before their receipts are written (in one transaction):
+    #: the most a crash can leave sent but unrecorded, resent after the lease
+    smtp_window: int = Field(default=10, ge=1, le=100)
     #: how long a web request waits to write before answering 503 (Retry-After)
     db_wait_seconds: float = Field(default=5.0, gt=0, le=60)
     #: serve GET /metrics (Prometheus); keep it off the public internet

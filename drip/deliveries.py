@@ -23,6 +23,7 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
+    case,
     or_,
     select,
     update,
@@ -329,6 +330,47 @@ def mark_sent(
         )
         .rowcount
     )
+
+
+def mark_sent_many(
+    connection: Connection, accepted: Sequence[tuple[Claimed, str, str]], *, now: datetime
+) -> set[int]:
+    """``mark_sent`` for (claim, reply, Message-ID) of one batch in one statement; the
+    delivery ids recorded (a claim no longer ours is not)."""
+    if len(accepted) == 1:
+        item, reply, message_id = accepted[0]
+        recorded = mark_sent(connection, item, reply=reply, message_id=message_id, now=now)
+        return {item.delivery_id} if recorded else set()
+    ids = [item.delivery_id for item, _, _ in accepted]
+    result = connection.execute(
+        update(Delivery)
+        .where(
+            col(Delivery.id).in_(ids),
+            col(Delivery.status) == DeliveryStatus.SENDING,
+            col(Delivery.claimed_until) == _one_lease([item for item, _, _ in accepted]),
+        )
+        .values(
+            status=DeliveryStatus.SENT,
+            claimed_until=None,
+            sent_at=now,
+            smtp_response=case(
+                {item.delivery_id: reply for item, reply, _ in accepted}, value=col(Delivery.id)
+            ),
+            message_id=case(
+                {item.delivery_id: msgid for item, _, msgid in accepted}, value=col(Delivery.id)
+            ),
+        )
+        .returning(col(Delivery.id))
+    )
+    return {int(delivery_id) for delivery_id in result.scalars() if delivery_id is not None}
+
+
+def _one_lease(items: Sequence[Claimed]) -> datetime:
+    """The lease the claims share (one batch is claimed with one lease)."""
+    leases = {item.lease for item in items}
+    if len(leases) != 1:
+        raise ValueError("claims of different batches given together")
+    return leases.pop()
 
 
 def update_claimed(connection: Connection, item: Claimed, values: Mapping[str, object]) -> bool:

@@ -6,12 +6,13 @@
 2. **Send** each: build the message, re-check right before SMTP that the claim is still
    ours and its subscriber still wants this kind of email, hand it over.
 3. **Record** ``sent`` with the server's reply and Message-ID (and, for a lesson, queue
-   the next day) in the transaction that re-checks the next claim: so before anything
-   else goes out on that connection. The lease value is the claim token: a worker whose
-   lease expired and was taken over can no longer record anything.
+   the next day) a window at a time: the receipts of ``DRIP_SMTP_WINDOW`` accepted
+   messages are written together, in the transaction that re-checks the next claim, so
+   before anything more goes out on that connection. The lease value is the claim token:
+   a worker whose lease expired and was taken over can no longer record anything.
 
-A crash between 2 and 3 leaves the row ``sending`` (at most one per SMTP connection);
-after the lease it is claimed again and resent with the same Message-ID. Temporary
+A crash between 2 and 3 leaves rows ``sending`` (at most one window per SMTP
+connection); after the lease they are claimed again and resent with the same Message-ID. Temporary
 failures are retried with backoff; a recipient rejected with 5xx is suppressed; a server
 that cannot be reached stops the run early and releases every claim not yet attempted.
 Every kind of email (lesson, confirmation, welcome, goodbye) goes this one way. The SQL
@@ -277,9 +278,10 @@ class _Accepted:
 class _Worker:
     """Sends claimed emails one after another over one SMTP and one database connection.
 
-    The receipt of an accepted message is written in the same transaction as the
-    re-check of the next claim, just before that one goes to SMTP: one transaction per
-    message, and never more than one message per connection sent but not recorded.
+    Each claim is re-checked in a transaction of its own right before SMTP (a read: no
+    write to flush); once a window of accepted messages is full, their receipts are
+    written in that transaction too. So one writing transaction per window, and never
+    more than one window per connection sent but not recorded.
     """
 
     def __init__(
@@ -296,7 +298,8 @@ class _Worker:
         self.connection = connection
         self.now = now
         self.report = report
-        self.unrecorded: _Accepted | None = None
+        #: accepted messages of this batch whose receipts are not written yet
+        self.unrecorded: list[_Accepted] = []
 
     def run(self, batch: list[Claimed], progress: Callable[[Outcome], None] | None) -> None:
         try:
@@ -309,7 +312,7 @@ class _Worker:
                 if progress:
                     progress(outcome)
         finally:
-            if self.unrecorded is not None:
+            if self.unrecorded:
                 with self._transaction():
                     pass
 
@@ -346,7 +349,7 @@ class _Worker:
             return self._defer(item, str(error), course=course)
         except PermanentFailure as error:
             return self._reject(item, course, error)
-        self.unrecorded = _Accepted(item, course, reply, message.message_id)
+        self.unrecorded.append(_Accepted(item, course, reply, message.message_id))
         return Outcome.SENT
 
     def _compose(self, item: Claimed, course: Course) -> Outgoing:
@@ -371,13 +374,18 @@ class _Worker:
         )
 
     @contextmanager
-    def _transaction(self) -> Iterator[Connection]:
-        """A transaction that first writes the receipt of the last accepted message."""
+    def _transaction(self, *, flush: bool = True) -> Iterator[Connection]:
+        """A transaction that first writes the receipts of the messages accepted since
+        (``flush``: always; else only once a window of them is waiting)."""
         with self.connection.begin():
-            if self.unrecorded is not None:
-                self._write_receipt(self.unrecorded)
+            written = bool(self.unrecorded) and (
+                flush or len(self.unrecorded) >= self.settings.smtp_window
+            )
+            if written:
+                self._write_receipts(self.unrecorded)
             yield self.connection
-        self.unrecorded = None
+        if written:
+            self.unrecorded = []
 
     def _still_wanted(self, item: Claimed) -> bool:
         """Right before SMTP: is the claim still ours and the email still wanted?
@@ -385,7 +393,7 @@ class _Worker:
         A claim that is ours but no longer wanted (the subscriber left) is cancelled
         here, so it is not claimed again after its lease.
         """
-        with self._transaction() as connection:
+        with self._transaction(flush=False) as connection:
             wanted = deliveries.check(connection, item)
             if wanted is False:
                 deliveries.update_claimed(
@@ -401,28 +409,27 @@ class _Worker:
 
     # -- recording ------------------------------------------------------------------------
 
-    def _write_receipt(self, accepted: _Accepted) -> None:
-        item = accepted.item
-        recorded = deliveries.mark_sent(
+    def _write_receipts(self, accepted: list[_Accepted]) -> None:
+        recorded = deliveries.mark_sent_many(
             self.connection,
-            item,
-            reply=accepted.reply,
-            message_id=accepted.message_id,
+            [(each.item, each.reply, each.message_id) for each in accepted],
             now=self.now,
         )
-        if recorded:
-            self._queue_next(self.connection, item, accepted.course)
-            return
-        # Unsubscribed between the check and the send, or the lease was taken over.
-        log_event(
-            logger,
-            logging.WARNING,
-            "receipt-lost",
-            email=item.email,
-            course=item.course_slug,
-            day=item.day_id,
-            message_id=accepted.message_id,
-        )
+        for each in accepted:
+            item = each.item
+            if item.delivery_id in recorded:
+                self._queue_next(self.connection, item, each.course)
+                continue
+            # Unsubscribed between the check and the send, or the lease was taken over.
+            log_event(
+                logger,
+                logging.WARNING,
+                "receipt-lost",
+                email=item.email,
+                course=item.course_slug,
+                day=item.day_id,
+                message_id=each.message_id,
+            )
 
     def _queue_next(
         self, connection: Connection, item: Claimed, course: Course, *, skipped: bool = False

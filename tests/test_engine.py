@@ -938,3 +938,32 @@ def test_days_appended_later_reach_those_who_completed_only_when_evergreen(
     sent = [rows[day].sent_at.astimezone(new_york) for day in ("bonus-one", "bonus-two")]
     assert [(t.day, t.hour) for t in sent] == [(21, 7), (22, 7)]
     assert statuses["ana@example.org"] == "completed"  # again, after the new days
+
+
+@pytest.mark.parametrize("window", [1, 4])
+def test_receipts_are_written_a_window_at_a_time(
+    engine: Engine, tmp_path: Path, course: Course, window: int
+) -> None:
+    """When a message goes to SMTP, at most ``DRIP_SMTP_WINDOW - 1`` messages sent before
+    it on that connection are unrecorded (the crash window is one window); every receipt
+    is written by the end of the run."""
+    settings = make_settings(tmp_path, smtp_window=window, smtp_connections=1)
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    for n in range(10):
+        enrol(engine, course, f"s{n}@example.org", now=now)
+    unrecorded: list[int] = []
+
+    class Watching(MemoryMailer):
+        def send(self, message: Outgoing) -> str:
+            with Session(engine) as session:
+                recorded = len(
+                    session.exec(select(Delivery).where(Delivery.status == "sent")).all()
+                )
+            unrecorded.append(len(memory.outbox) - recorded)
+            return super().send(message)
+
+    assert (
+        sender_for(engine, settings, course, mailer_factory=Watching).send_due(now=now).sent == 10
+    )
+    assert max(unrecorded) == window - 1
+    assert [d.status for d in deliveries(engine) if d.day_id == course.days[0].id] == ["sent"] * 10
