@@ -145,11 +145,9 @@ def search(session: Session, *, query: str, limit: int = SEARCH_LIMIT) -> list[S
     """Subscribers whose address contains ``query`` (any case; ``%`` and ``_`` are
     plain characters), newest first; with an empty query, the newest."""
     statement = sqlmodel.select(Subscriber).order_by(col(Subscriber.id).desc()).limit(limit)
-    text = query.strip().lower()
+    text = query.strip().lower()  # addresses are stored in lower case (normalize_email)
     if text:
-        statement = statement.where(
-            func.lower(col(Subscriber.email)).contains(text, autoescape=True)
-        )
+        statement = statement.where(col(Subscriber.email).contains(text, autoescape=True))
     return list(session.exec(statement))
 
 

@@ -30,6 +30,7 @@ from drip.signup import Consent, Entry, sign_up
 from drip.states import DeliveryStatus, EmailKind, SubscriberStatus
 from drip.testing import SmtpSink
 from drip.web import create_app
+from drip.web.admin import charts
 from drip.web.admin.charts import FUNNEL, Group, bar_chart, funnel_chart
 from tests.conftest import COURSES_DIR, SHIPPED_COURSE, TEST_SECRET, enrol, make_settings
 
@@ -339,6 +340,7 @@ def test_a_bar_chart_scales_to_its_highest_value() -> None:
         groups=[Group("a", "A", [2]), Group("b", "B", [4])],
     )
     low, high = chart.bars
+    assert high.y == charts.TOP  # the highest reaches the top of the plot
     assert high.height == pytest.approx(2 * low.height)
     assert high.y + high.height == pytest.approx(low.y + low.height)
     assert [label.text for label in chart.ticks] == ["0", "4"]
