@@ -245,24 +245,37 @@ class Sender:
         budget: _Budget,
         progress: Callable[[Outcome], None] | None,
     ) -> None:
-        """One worker thread: its own SMTP and database connections, batch after batch."""
-        with self.mailer_factory() as mailer, self.engine.connect() as connection:
-            worker = _Worker(self, mailer, connection, now, report)
-            while not self.stopping.is_set() and not report.stopped:
-                size = budget.take(self.settings.batch_size)
-                if not size:
-                    return
-                batch = deliveries.claim(
-                    connection,
-                    now=now,
-                    limit=size,
-                    lease=self.lease,
-                    transactional_only=self.transactional_only,
-                )
-                budget.give_back(size - len(batch))
-                if not batch:
-                    return
-                worker.run(batch, progress)
+        """One worker thread: its own SMTP and database connections, batch after batch.
+        The mailer is made once there is something to send (a run with nothing due
+        never loads it)."""
+        with self.engine.connect() as connection:
+            batch = self._claim(connection, now, report, budget)
+            if not batch:
+                return
+            with self.mailer_factory() as mailer:
+                worker = _Worker(self, mailer, connection, now, report)
+                while batch:
+                    worker.run(batch, progress)
+                    batch = self._claim(connection, now, report, budget)
+
+    def _claim(
+        self, connection: Connection, now: datetime, report: RunReport, budget: _Budget
+    ) -> list[Claimed]:
+        """The next batch of this worker: none once the run stops or the budget is spent."""
+        if self.stopping.is_set() or report.stopped:
+            return []
+        size = budget.take(self.settings.batch_size)
+        if not size:
+            return []
+        batch = deliveries.claim(
+            connection,
+            now=now,
+            limit=size,
+            lease=self.lease,
+            transactional_only=self.transactional_only,
+        )
+        budget.give_back(size - len(batch))
+        return batch
 
 
 @dataclass(frozen=True)
