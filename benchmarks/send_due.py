@@ -1,8 +1,10 @@
 """`drip send-due` throughput: N due subscribers on SQLite, into a local SMTP sink.
 
 Prints messages/second of the real CLI process (claim, render, send, record each lesson)
-and the ratio to a raw smtplib loop sending the same number of prebuilt messages over one
-connection to the same sink in the same run, plus the CLI's own peak RSS.
+and its ratio, in the same run and into the same sink, to two baselines: a raw smtplib
+loop sending prebuilt messages over one connection, and postfix's C client `smtp-source
+-d` (reused connections, not pipelined) with as many connections and messages of the same
+size; plus the CLI's own peak RSS.
 
 Run: make bench (or .venv/bin/python benchmarks/send_due.py [--subscribers 100000])
 PostgreSQL, several processes at once (see benchmarks/scale_out.py):
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import smtplib
 import subprocess
 import sys
@@ -67,7 +70,8 @@ def main() -> None:
         # drip runs first, while this process is small: Linux counts the parent's memory
         # at fork into the child's peak RSS.
         elapsed, summary, rss_mib = _run_measured([str(DRIP), "send-due", "--now", due_at], env)
-        baseline = _raw_smtplib(url, min(n, BASELINE_MAX))
+        baseline, size = _raw_smtplib(url, min(n, BASELINE_MAX))
+        source = _smtp_source(url, n, size, args.connections)
 
     ours = n / elapsed
     print(
@@ -77,6 +81,14 @@ def main() -> None:
     print(f"  raw smtplib, prebuilt, 1 conn. : {baseline:8.0f} msgs/s")
     print(f"  drip send-due (whole process)  : {ours:8.0f} msgs/s   ({elapsed:.1f} s, {summary})")
     print(f"  ratio drip / raw smtplib       : {ours / baseline:8.2f}x")
+    if source is None:
+        print("  smtp-source                    : not installed (apt-get install postfix)")
+    else:
+        print(
+            f"  smtp-source -d, {args.connections} conn.       : {source:8.0f} msgs/s"
+            f"   ({size / 1024:.0f} KB messages)"
+        )
+        print(f"  ratio drip / smtp-source       : {ours / source:8.2f}x   (target >= 0.8x)")
     print(f"  peak RSS of drip send-due      : {rss_mib:8.0f} MiB")
 
 
@@ -95,8 +107,25 @@ def _run_measured(command: list[str], env: dict[str, str]) -> tuple[float, str, 
         return elapsed, out.read().strip(), usage.ru_maxrss / 1024
 
 
-def _raw_smtplib(url: str, n: int) -> float:
-    """Messages/second of plain smtplib sending n prebuilt lessons over one connection."""
+def _smtp_source(url: str, n: int, size: int, connections: int) -> float | None:
+    """Messages/second of postfix's smtp-source sending n messages of ``size`` bytes over
+    ``connections`` reused connections (None when it is not installed)."""
+    binary = shutil.which("smtp-source") or (
+        "/usr/sbin/smtp-source" if Path("/usr/sbin/smtp-source").exists() else None
+    )
+    if binary is None:
+        return None
+    port = int(url.split(":")[2].split("?")[0])
+    command = [binary, "-d", "-s", str(connections), "-m", str(n), "-l", str(size)]
+    command += ["-f", "hello@example.com", "-t", "p@example.org", f"127.0.0.1:{port}"]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    return n / (time.perf_counter() - started)
+
+
+def _raw_smtplib(url: str, n: int) -> tuple[float, int]:
+    """Messages/second of plain smtplib sending n prebuilt lessons over one connection,
+    and the size of one."""
     from drip.compose import Composer, Recipient
     from drip.config import Settings
     from drip.courses import load_course
@@ -117,7 +146,7 @@ def _raw_smtplib(url: str, n: int) -> float:
     with smtplib.SMTP("127.0.0.1", port) as raw:
         for message in messages:
             raw.sendmail(message.envelope_from, [message.recipient], message.data)
-    return n / (time.perf_counter() - started)
+    return n / (time.perf_counter() - started), len(messages[0].data)
 
 
 if __name__ == "__main__":
