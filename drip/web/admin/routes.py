@@ -268,10 +268,10 @@ def _course(st: WebState, slug: str) -> Course:
     return course
 
 
-def _emails(course: Course) -> list[tuple[str, str]]:
-    """(``which``, what to call it) for every email of the course."""
-    days = [(str(n), f"Day {n}: {day.subject}") for n, day in enumerate(course.days, start=1)]
-    return days + [(kind, kind.replace("_", " ")) for kind in LIFECYCLE]
+def _emails(course: Course) -> list[tuple[str, str, str]]:
+    """(``which``, what to call it, its subject when known) for every email of the course."""
+    days = [(str(n), f"Day {n}", day.subject) for n, day in enumerate(course.days, start=1)]
+    return days + [(kind, kind.replace("_", " "), "") for kind in LIFECYCLE]
 
 
 def _test_address(course: Course) -> str:
@@ -345,7 +345,7 @@ def _email_page(
         admin=admin,
         course=course,
         which=which,
-        label=dict(_emails(course)).get(which, which),
+        label=next((label for key, label, _ in _emails(course) if key == which), which),
         subject=subject,
         html=html,
         error=error,
