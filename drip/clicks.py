@@ -15,7 +15,7 @@ from sqlmodel import col
 
 from drip.db import insert_new
 from drip.models import Click, Delivery, Enrollment
-from drip.states import EmailKind
+from drip.states import DeliveryStatus, EmailKind
 
 #: the one link of a lesson counted so far: the day's class
 CLASS = "class"
@@ -25,8 +25,8 @@ def record_click(
     connection: Connection, *, enrollment_uid: str, day_id: str, link: str, now: datetime
 ) -> bool:
     """Note that ``link`` of the lesson ``day_id`` sent to ``enrollment_uid`` was followed,
-    unless it already was; True when this was the first time. A lesson that no longer
-    exists (the subscriber was erased) records nothing."""
+    unless it already was; True when this was the first time. A lesson not sent (or no
+    longer there: the subscriber was erased) records nothing."""
     delivery_id = connection.execute(
         select(col(Delivery.id))
         .join(Enrollment, col(Enrollment.id) == col(Delivery.enrollment_id))
@@ -34,6 +34,7 @@ def record_click(
             col(Enrollment.uid) == enrollment_uid,
             col(Delivery.day_id) == day_id,
             col(Delivery.kind) == EmailKind.LESSON,
+            col(Delivery.status) == DeliveryStatus.SENT,  # a click counts a lesson received
         )
     ).scalar()
     if delivery_id is None:

@@ -4,10 +4,9 @@ fingerprint (``drip.keys``), the dashboard's password hash (``drip.passwords``).
 from __future__ import annotations
 
 from sqlalchemy import Connection, delete, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col
 
+from drip.db import insert_for
 from drip.models import Setting
 
 
@@ -19,9 +18,8 @@ def read(connection: Connection, name: str) -> str | None:
 
 def write(connection: Connection, name: str, value: str) -> None:
     """Set ``name`` to ``value``, whether or not it was set before."""
-    upsert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
     connection.execute(
-        upsert(Setting)
+        insert_for(connection.dialect)(Setting)
         .values(name=name, value=value)
         .on_conflict_do_update(index_elements=["name"], set_={"value": value})
     )

@@ -113,6 +113,21 @@ def test_links_not_drips_lead_to_the_signup_page_and_count_nothing(
     assert _clicks(db) == []
 
 
+def test_a_link_to_a_lesson_not_yet_sent_opens_the_class_and_counts_nothing(
+    client: TestClient, db: Engine, app_settings: Settings, course: Course
+) -> None:
+    """Day 2 is queued, not sent: a well-signed link to it (only a preview or a send that
+    never happened could carry one) leads to the class, and no click is counted, so the
+    funnel never shows clicks on a lesson nobody received."""
+    path, _ = _day_one_link(db, app_settings, course)
+    ours = Tokens([TEST_SECRET], confirm_max_age_seconds=60)
+    enrollment_uid = ours.read_click(path.removeprefix("/c/"))[0]
+    day_two = course.days[1]
+    response = client.get(f"/c/{ours.click_token(enrollment_uid, course.slug, day_two.id)}")
+    assert (response.status_code, response.headers["location"]) == (302, day_two.class_.url)
+    assert _clicks(db) == []
+
+
 def test_an_erased_subscribers_link_still_opens_the_class_and_stores_nothing(
     client: TestClient, db: Engine, app_settings: Settings, course: Course
 ) -> None:

@@ -26,7 +26,7 @@ from sqlmodel import Session
 from starlette.requests import ClientDisconnect
 
 from drip import dashboard, passwords
-from drip.compose import LIFECYCLE, Composer, preview
+from drip.compose import Composer, emails_of, preview
 from drip.courses import Course
 from drip.db import READ_ONLY
 from drip.exceptions import DripError, SubscriberNotFound
@@ -271,7 +271,8 @@ def _course(st: WebState, slug: str) -> Course:
 def _emails(course: Course) -> list[tuple[str, str, str]]:
     """(``which``, what to call it, its subject when known) for every email of the course."""
     days = [(str(n), f"Day {n}", day.subject) for n, day in enumerate(course.days, start=1)]
-    return days + [(kind, kind.replace("_", " "), "") for kind in LIFECYCLE]
+    others = emails_of(course)[len(course.days) :]
+    return days + [(kind, kind.replace("_", " "), "") for kind in others]
 
 
 def _test_address(course: Course) -> str:
