@@ -99,14 +99,16 @@ def claim(
     now: datetime,
     limit: int,
     lease: timedelta,
+    lease_from: datetime | None = None,
     transactional_only: bool = False,
 ) -> list[Claimed]:
-    """Take up to ``limit`` due emails, oldest first, leased until ``now + lease``.
+    """Take up to ``limit`` emails due at ``now``, oldest first, leased until
+    ``lease_from`` (by default ``now``) + ``lease``.
 
     ``transactional_only`` leaves lessons alone (the web process's prompt sender).
     Runs in its own transaction on ``connection``.
     """
-    lease_until = now + lease
+    lease_until = (lease_from or now) + lease
     with connection.begin():
         query = select(col(Delivery.id)).where(_due(now))
         if transactional_only:
@@ -572,8 +574,10 @@ def cancel_pending(
     now: datetime,
     keep: Collection[EmailKind] = (),
 ) -> int:
-    """Cancel every email not yet sent to a subscriber (but those of the ``keep`` kinds),
-    claimed ones included (the engine re-checks right before SMTP); how many."""
+    """Cancel every email waiting to be sent to a subscriber (but those of the ``keep``
+    kinds); how many. A claimed one is its worker's: the worker re-checks right before
+    SMTP and cancels it then, or, if it already went out, records it as sent (cancelling
+    it here could have it revived and sent again when the subscriber comes back)."""
     enrollment_ids = select(col(Enrollment.id)).where(
         col(Enrollment.subscriber_id) == subscriber_id
     )
@@ -581,10 +585,10 @@ def cancel_pending(
         update(Delivery)
         .where(
             col(Delivery.enrollment_id).in_(enrollment_ids),
-            col(Delivery.status).in_(PENDING_DELIVERY),
+            col(Delivery.status) == DeliveryStatus.SCHEDULED,
             col(Delivery.kind).not_in([kind.value for kind in keep]),
         )
-        .values(status=DeliveryStatus.CANCELLED, cancelled_at=now, claimed_until=None)
+        .values(status=DeliveryStatus.CANCELLED, cancelled_at=now)
     )
     return int(result.rowcount)
 

@@ -33,12 +33,13 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from drip import bounces, deliveries, schedule
 from drip.config import Settings
 from drip.courses import Catalog, Course
 from drip.deliveries import Claimed
-from drip.enrollment import extend_evergreen, zone_for
+from drip.enrollment import EVERGREEN_CHUNK, extend_evergreen, zone_for
 from drip.exceptions import ConfigError, DripError, PermanentFailure, TemporaryFailure
 from drip.logs import log_event
 from drip.mailer import Mailer, mailer_from_url
@@ -71,6 +72,8 @@ class RunReport:
     course_problems: list[str] = field(default_factory=list)
     #: the run stopped on a configuration error (fix it; nothing was used up)
     config_error: str | None = None
+    #: when the run began (``Sender.clock``): leases count from the time of each claim
+    started: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, outcome: Outcome) -> None:
@@ -142,8 +145,11 @@ class Sender:
         mailer_factory: Callable[[], Mailer] | None = None,
         throttle: Throttle | None = None,
         transactional_only: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
+        #: seconds, monotonic: how long a run has lasted (leases count from each claim)
+        self.clock = clock
         self.settings = settings
         self.catalog = catalog
         self._composer = composer
@@ -167,13 +173,12 @@ class Sender:
         """File the signups the web process recorded, then send everything due at ``now``
         (at most ``limit``) and return the tally. Course files changed since the last
         run are read again first; a broken one is reported and its emails wait."""
-        report = RunReport(course_problems=self.refresh_courses())
+        report = RunReport(course_problems=self.refresh_courses(), started=self.clock())
         self.file_signups(now=now)
         if not self.transactional_only:
-            self.extend_evergreen(now=now)
+            self.resume_evergreen(now=now)
         budget = _Budget(limit)
         workers = self.settings.smtp_connections
-        started = time.monotonic()
         if workers == 1:
             self._work(now, report, budget, progress)
         else:
@@ -189,7 +194,7 @@ class Sender:
                 logging.INFO,
                 "send-due",
                 now=now.isoformat(),
-                seconds=round(time.monotonic() - started, 3),
+                seconds=round(self.clock() - report.started, 3),
                 **report.as_dict(),
             )
         return report
@@ -227,16 +232,24 @@ class Sender:
             if batch < FILE_BATCH:
                 break
 
-    def extend_evergreen(self, *, now: datetime) -> None:
-        """Days added to an evergreen course reach those who had completed it."""
+    def resume_evergreen(self, *, now: datetime) -> None:
+        """Days added to an evergreen course reach those who had completed it, a chunk
+        per transaction. A database error is logged and the run goes on sending."""
         for course in self.catalog:
-            if course.evergreen:
-                with self.engine.begin() as connection:
-                    restarted = extend_evergreen(connection, course=course, now=now)
-                if restarted:
-                    log_event(
-                        logger, logging.INFO, "evergreen", course=course.slug, restarted=restarted
-                    )
+            restarted, chunk = 0, EVERGREEN_CHUNK
+            try:
+                while chunk == EVERGREEN_CHUNK and not self.stopping.is_set():
+                    with self.engine.begin() as connection:
+                        chunk = extend_evergreen(connection, course=course, now=now)
+                    restarted += chunk
+            except (SQLAlchemyError, DripError) as error:
+                log_event(
+                    logger, logging.ERROR, "evergreen-failed", course=course.slug, error=str(error)
+                )
+            if restarted:
+                log_event(
+                    logger, logging.INFO, "evergreen", course=course.slug, restarted=restarted
+                )
 
     def _work(
         self,
@@ -252,7 +265,16 @@ class Sender:
             batch = self._claim(connection, now, report, budget)
             if not batch:
                 return
-            with self.mailer_factory() as mailer:
+            try:
+                mailer = self.mailer_factory()
+            except ConfigError as error:  # DRIP_SMTP_URL itself is wrong: give the batch back
+                report.stopped = report.config_error = str(error)
+                with connection.begin():
+                    for item in batch:
+                        deliveries.release(connection, item)
+                log_event(logger, logging.ERROR, "smtp-config", error=str(error))
+                return
+            with mailer:
                 worker = _Worker(self, mailer, connection, now, report)
                 while batch:
                     worker.run(batch, progress)
@@ -272,6 +294,8 @@ class Sender:
             now=now,
             limit=size,
             lease=self.lease,
+            # a run may last longer than a lease: each lease counts from its own claim
+            lease_from=now + timedelta(seconds=self.clock() - report.started),
             transactional_only=self.transactional_only,
         )
         budget.give_back(size - len(batch))
@@ -333,12 +357,10 @@ class _Worker:
         course = self.sender.catalog.find(item.course_slug)
         if course is None:
             return self._defer(item, f"unknown course {item.course_slug!r}")
-        if item.kind == EmailKind.LESSON and course.day(item.day_id) is None:
-            # removed from the YAML: skip it, move on to the next day
+        removed = _removed(item, course)
+        if removed:  # removed from the YAML: skip it (a lesson: move on to the next day)
             with self._transaction() as connection:
-                return self._close(
-                    connection, item, course, DeliveryStatus.SKIPPED, error="day removed"
-                )
+                return self._close(connection, item, course, DeliveryStatus.SKIPPED, error=removed)
         try:
             message = self._compose(item, course)
         except DripError as error:  # a template error: nobody gets a broken email
@@ -553,6 +575,15 @@ class _Worker:
         with self._transaction() as connection:
             for item in items:
                 deliveries.release(connection, item)
+
+
+def _removed(item: Claimed, course: Course) -> str | None:
+    """Why this email no longer exists in its course, if it does not."""
+    if item.kind == EmailKind.LESSON and course.day(item.day_id) is None:
+        return "day removed"
+    if item.kind == EmailKind.AFTER_COURSE and course.after_course is None:
+        return "after_course removed"
+    return None
 
 
 class _Budget:

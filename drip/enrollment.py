@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, exists, func, or_, select, update
 from sqlmodel import col
 
 from drip import deliveries, schedule
@@ -299,60 +299,66 @@ def activate_many(
     ]
 
 
-# -- confirmation emails --------------------------------------------------------------------
+# -- evergreen courses ----------------------------------------------------------------------
+
+#: enrollments restarted per transaction (short write locks however many completed)
+EVERGREEN_CHUNK = 500
 
 
-def extend_evergreen(connection: Connection, *, course: Course, now: datetime) -> int:
-    """Restart the completed enrollments of an ``evergreen`` course that has gained days
-    since they completed: each active subscriber's next new day is queued for the next
-    ``send_at`` in their zone, one a day as before. Returns how many restarted."""
+def extend_evergreen(
+    connection: Connection, *, course: Course, now: datetime, limit: int = EVERGREEN_CHUNK
+) -> int:
+    """Restart up to ``limit`` completed enrollments of an ``evergreen`` course that has
+    gained days at its end since they completed; how many (call again while it returns
+    ``limit``). Each one's first new day is queued for the next ``send_at`` in the
+    subscriber's zone, one a day as before. Someone who unsubscribed after completing
+    is not restarted, even if another course made them active again.
+
+    An enrollment is behind when it has no row for the course's last day: completing
+    takes a row for every day, so in the steady state each probe of the unique
+    (enrollment, day) index finds one.
+    """
     if not course.evergreen:
         return 0
-    day_ids = [day.id for day in course.days]
-    lessons_had = (
-        select(func.count())
-        .select_from(Delivery)
-        .where(
-            col(Delivery.enrollment_id) == col(Enrollment.id),
-            col(Delivery.kind) == EmailKind.LESSON,
-            col(Delivery.day_id).in_(day_ids),
+    behind = list(
+        connection.execute(
+            select(col(Enrollment.id), col(Subscriber.timezone))
+            .join(Subscriber, col(Subscriber.id) == col(Enrollment.subscriber_id))
+            .where(
+                col(Enrollment.course_slug) == course.slug,
+                col(Enrollment.status) == EnrollmentStatus.COMPLETED,
+                col(Subscriber.status) == SubscriberStatus.ACTIVE,
+                or_(
+                    col(Subscriber.unsubscribed_at).is_(None),
+                    col(Subscriber.unsubscribed_at) < col(Enrollment.completed_at),
+                ),
+                ~exists().where(
+                    col(Delivery.enrollment_id) == col(Enrollment.id),
+                    col(Delivery.day_id) == course.days[-1].id,
+                ),
+            )
+            .order_by(col(Enrollment.id))
+            .limit(limit)
         )
-        .scalar_subquery()
     )
-    behind = (
-        select(col(Enrollment.id))
-        .join(Subscriber, col(Subscriber.id) == col(Enrollment.subscriber_id))
-        .where(
-            col(Enrollment.course_slug) == course.slug,
-            col(Enrollment.status) == EnrollmentStatus.COMPLETED,
-            col(Subscriber.status) == SubscriberStatus.ACTIVE,
-            lessons_had < len(day_ids),
-        )
-    )
-    restarted: list[tuple[int, int]] = list(
+    if not behind:
+        return 0
+    zones: dict[int, str | None] = dict(behind)  # type: ignore[arg-type]
+    restarted: list[int] = list(
         connection.execute(  # type: ignore[arg-type]
             update(Enrollment)
             .where(
-                col(Enrollment.id).in_(list(connection.execute(behind).scalars())),
+                col(Enrollment.id).in_(zones),
                 col(Enrollment.status) == EnrollmentStatus.COMPLETED,  # not if restarted meanwhile
             )
             .values(status=EnrollmentStatus.ACTIVE, completed_at=None)
-            .returning(col(Enrollment.id), col(Enrollment.subscriber_id))
-        )
+            .returning(col(Enrollment.id))
+        ).scalars()
     )
-    if not restarted:
-        return 0
-    zones = dict(
-        connection.execute(
-            select(col(Subscriber.id), col(Subscriber.timezone)).where(
-                col(Subscriber.id).in_({subscriber for _, subscriber in restarted})
-            )
-        ).all()
-    )
-    histories = deliveries.lesson_histories(connection, [id_ for id_, _ in restarted])
-    for enrollment_id, subscriber_id in restarted:
+    histories = deliveries.lesson_histories(connection, restarted)
+    for enrollment_id in restarted:
         history, last_sent = histories.get(enrollment_id, ({}, None))
-        zone = zone_for(zones[subscriber_id], course)
+        zone = zone_for(zones[enrollment_id], course)
         deliveries.queue_next_lesson(
             connection,
             enrollment_id=enrollment_id,
@@ -365,7 +371,10 @@ def extend_evergreen(connection: Connection, *, course: Course, now: datetime) -
                 now=now, zone=zone, send_at=course.send_at, weekdays=course.weekdays
             ),
         )
-    return len(restarted)
+    return len(behind)
+
+
+# -- confirmation emails --------------------------------------------------------------------
 
 
 def queue_confirmations(

@@ -71,7 +71,7 @@ def resume_due(
 
 def retry_at(*, now: datetime, attempts: int) -> datetime:
     """When to try again after ``attempts`` failed attempts (exponential, capped)."""
-    delay = RETRY_BASE * (2 ** max(attempts - 1, 0))
+    delay = RETRY_BASE * (2 ** min(max(attempts - 1, 0), 20))  # 2**20 × 5 min ≫ the cap
     return now + min(delay, RETRY_CAP)
 
 

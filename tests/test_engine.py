@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 from sqlmodel import Session, select
 
 from drip.compose import Composer, Recipient
@@ -163,33 +164,39 @@ def test_unsubscribe_after_claim_is_not_sent(
     assert memory.outbox == []
 
 
-def test_an_unsubscribe_during_the_smtp_handover_is_honoured_and_logged(
-    engine: Engine, settings: Settings, course: Course, caplog: Any
+def test_an_unsubscribe_during_the_smtp_handover_is_honoured_and_never_resent(
+    engine: Engine, settings: Settings, course: Course
 ) -> None:
-    """Leaving while the server is accepting the lesson: it went out, but nothing records
-    it as sent, no next day is queued, and the log names the message that got through."""
-    caplog.set_level("WARNING", logger="drip")
+    """Leaving while the server is accepting the lesson: it went out, so its row records it
+    as sent (with the server's reply); nothing more goes out (the next day, queued with the
+    receipt, is cancelled when due); coming back resumes with day 2, never day 1 again."""
     now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
     uid = enrol(engine, course, "racer@example.org", now=now)
+    catalog = Catalog({course.slug: course})
 
     class UnsubscribedMidSend(MemoryMailer):
         def send(self, message: Outgoing) -> str:
             with engine.begin() as connection:
-                catalog = Catalog({course.slug: course})
                 unsubscribe(connection, enrollment_uid=uid, catalog=catalog, now=now)
             return super().send(message)
 
-    report = sender_for(engine, settings, course, mailer_factory=UnsubscribedMidSend).send_due(
-        now=now
-    )
-    assert report.sent == 1 and len(memory.outbox) == 1
-    [row] = deliveries(engine)
-    assert (row.status, row.sent_at, row.smtp_response) == (DeliveryStatus.CANCELLED, None, None)
-    [line] = [r.getMessage() for r in caplog.records]
-    assert line == (
-        "event=receipt-lost email=racer@example.org course=yin-immersion "
-        f"day=upper-back-shoulders message_id={memory.outbox[0].message_id}"
-    )
+    sender = sender_for(engine, settings, course, mailer_factory=UnsubscribedMidSend)
+    assert sender.send_due(now=now).sent == 1
+    day_one = deliveries(engine)[0]
+    assert (day_one.status, day_one.smtp_response) == (DeliveryStatus.SENT, "250 kept in memory")
+    walk(sender_for(engine, settings, course), now, days=3)
+    assert len(memory.outbox) == 1
+    later = now + timedelta(days=5)
+    with engine.begin() as connection:  # they sign up again and press the new link
+        entry = Entry.clean(email="racer@example.org", name="", timezone=None)
+        sign_up(connection, course=course, entries=[entry], consent=Consent(source="t"), now=later)
+        signup_uid = connection.execute(select(Signup.uid).order_by(Signup.id.desc())).scalar()
+        confirm(connection, signup_uid=signup_uid, issued_at=later, catalog=catalog, now=later)
+    sender_for(engine, settings, course).send_due(now=later)
+    assert [m.message_id.split(".")[1].split("@")[0] for m in memory.outbox[1:]] == [
+        course.days[1].id
+    ]
+    assert len({m.message_id for m in memory.outbox}) == len(memory.outbox)
 
 
 def test_a_receipt_keeps_the_server_reply_and_message_id(
@@ -897,14 +904,19 @@ def test_days_appended_later_reach_those_who_completed_only_when_evergreen(
     active again and gets them at 07:00 her time, one a day, from the next morning (not
     at once, not both on one day); the after-course email is not sent twice. Without it
     she stays completed and gets nothing more. Ben, who unsubscribed after completing,
-    gets nothing either way."""
+    gets nothing either way, though confirming another course made him active again."""
     settings = make_settings(tmp_path)
     start = datetime(2026, 11, 2, 7, 0, tzinfo=UTC)
     enrol(any_engine, course, "ana@example.org", now=start, timezone="America/New_York")
     ben = enrol(any_engine, course, "ben@example.org", now=start)
     walk(sender_for(any_engine, settings, course), start, days=9)
     with any_engine.begin() as connection:
-        unsubscribe(connection, enrollment_uid=ben, catalog=Catalog({}), now=start)
+        unsubscribe(
+            connection, enrollment_uid=ben, catalog=Catalog({}), now=start + timedelta(days=10)
+        )
+        connection.execute(  # what confirming another course does
+            update(Subscriber).where(Subscriber.email == "ben@example.org").values(status="active")
+        )
     assert len(memory.outbox) == 16  # 7 lessons and the after-course email each
     memory.outbox.clear()
 
@@ -967,3 +979,58 @@ def test_receipts_are_written_a_window_at_a_time(
     )
     assert max(unrecorded) == window - 1
     assert [d.status for d in deliveries(engine) if d.day_id == course.days[0].id] == ["sent"] * 10
+
+
+@pytest.mark.parametrize("window", [1, 5])
+def test_a_run_longer_than_a_lease_keeps_its_claims(
+    engine: Engine, tmp_path: Path, course: Course, window: int
+) -> None:
+    """A run that lasts longer than the lease (a big morning at a low DRIP_SEND_RATE):
+    each batch's lease counts from its own claim, so a run started 7 minutes later
+    (cron) takes none of the long run's claims and nothing is sent twice."""
+    settings = make_settings(
+        tmp_path, smtp_window=window, smtp_connections=1, batch_size=5, lease_seconds=300
+    )
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    for n in range(30):
+        enrol(engine, course, f"s{n:02}@example.org", now=now)
+    clock = [0.0]
+    later: list[int] = []
+
+    class ThirtySecondsEach(MemoryMailer):
+        def send(self, message: Outgoing) -> str:
+            clock[0] += 30
+            if clock[0] >= 420 and not later:  # 7 minutes in, cron starts another run
+                later.append(
+                    sender_for(engine, settings, course)
+                    .send_due(now=now + timedelta(minutes=7))
+                    .sent
+                )
+            return super().send(message)
+
+    long_run = sender_for(
+        engine, settings, course, mailer_factory=ThirtySecondsEach, clock=lambda: clock[0]
+    )
+    sent = long_run.send_due(now=now).sent
+    counts = Counter(m.message_id for m in memory.outbox)
+    assert len(counts) == 30 and max(counts.values()) == 1, "a lesson was sent twice"
+    assert sent + later[0] == 30
+
+
+def test_an_after_course_email_removed_from_the_course_is_skipped(
+    engine: Engine, settings: Settings, course: Course
+) -> None:
+    """The teacher deletes ``after_course`` while some are queued: each is closed as
+    skipped when due (not deferred for ever), and the run is clean."""
+    start = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    enrol(engine, course, "ana@example.org", now=start)
+    walk(sender_for(engine, settings, course), start, days=6)
+    [queued] = [d for d in deliveries(engine) if d.kind == EmailKind.AFTER_COURSE]
+    assert queued.status == DeliveryStatus.SCHEDULED
+    memory.outbox.clear()
+    report = sender_for(engine, settings, variant(course, after_course=None)).send_due(
+        now=start + timedelta(days=8)
+    )
+    assert (report[Outcome.SKIPPED], report.ok, memory.outbox) == (1, True, [])
+    [skipped] = [d for d in deliveries(engine) if d.kind == EmailKind.AFTER_COURSE]
+    assert (skipped.status, skipped.last_error) == (DeliveryStatus.SKIPPED, "after_course removed")

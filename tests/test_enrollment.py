@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
+from drip import deliveries
 from drip.config import Settings
 from drip.courses import Catalog, Course
 from drip.engine import Sender
@@ -166,21 +167,35 @@ def test_a_double_submit_is_filed_as_two_signups_and_one_confirmation(
     assert names == {"d@example.org": "Dee", "e@example.org": ""}
 
 
-def test_leaving_cancels_every_pending_email_and_its_claim_at_that_moment(
+def test_leaving_cancels_every_waiting_email_and_leaves_a_claimed_one_to_its_worker(
     engine: Engine, course: Course
 ) -> None:
-    """Scheduled and claimed emails alike become cancelled, stamped with the moment, and
-    the claim is dropped (the worker's pre-send check then finds nothing of its own)."""
+    """A scheduled email becomes cancelled, stamped with the moment; one a worker has
+    claimed stays the worker's (its pre-send check cancels it, or its receipt records it
+    sent if it already went out: cancelling it here could resend it on a comeback)."""
     uid = enrol(engine, course, "bye@example.org", now=NOW)
+    lease = NOW + timedelta(minutes=5)
     with engine.begin() as connection:
-        connection.execute(
-            update(Delivery).values(status="sending", claimed_until=NOW + timedelta(minutes=5))
+        connection.execute(update(Delivery).values(status="sending", claimed_until=lease))
+        [enrollment_id] = connection.execute(select(Delivery.enrollment_id)).scalars()
+        deliveries.queue(
+            connection,
+            enrollment_id=enrollment_id,
+            kind=EmailKind.WELCOME,
+            key=deliveries.email_key(EmailKind.WELCOME),
+            due_at=NOW,
+            now=NOW,
         )
         later = NOW + timedelta(minutes=1)
         unsubscribe(connection, enrollment_uid=uid, catalog=Catalog({}), now=later)
     with Session(engine) as session:
-        rows = session.exec(select(Delivery.status, Delivery.cancelled_at, Delivery.claimed_until))
-        assert rows.all() == [("cancelled", later, None)]
+        rows = session.exec(
+            select(Delivery.kind, Delivery.status, Delivery.cancelled_at, Delivery.claimed_until)
+        )
+        assert sorted(rows.all()) == [
+            ("lesson", "sending", None, lease),
+            ("welcome", "cancelled", later, None),
+        ]
 
 
 def test_a_signup_is_kept_as_posted_and_filed_later(any_engine: Engine, course: Course) -> None:

@@ -80,13 +80,16 @@ def test_resume_never_doubles_a_day() -> None:
 
 
 def test_retry_backoff_doubles_and_is_capped() -> None:
-    """Retries wait 5, 10, 20 … minutes, never more than 6 hours."""
+    """Retries wait 5, 10, 20 … minutes, never more than 6 hours, however many attempts
+    (an email that never gives up, such as one with a broken template, reaches many)."""
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    waits = [retry_at(now=now, attempts=n) - now for n in (1, 2, 3, 10)]
+    waits = [retry_at(now=now, attempts=n) - now for n in (1, 2, 3, 10, 40, 10_000)]
     assert waits == [
         timedelta(minutes=5),
         timedelta(minutes=10),
         timedelta(minutes=20),
+        timedelta(hours=6),
+        timedelta(hours=6),
         timedelta(hours=6),
     ]
 
