@@ -34,7 +34,8 @@ def record_click(
             col(Enrollment.uid) == enrollment_uid,
             col(Delivery.day_id) == day_id,
             col(Delivery.kind) == EmailKind.LESSON,
-            col(Delivery.status) == DeliveryStatus.SENT,  # a click counts a lesson received
+            # a lesson received: sent, or being sent (its receipt waits for its window)
+            col(Delivery.status).in_([DeliveryStatus.SENT, DeliveryStatus.SENDING]),
         )
     ).scalar()
     if delivery_id is None:

@@ -29,13 +29,16 @@ from pydantic import (
 )
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from drip.exceptions import InvalidCourse, UnknownCourse
+from drip.states import EmailKind
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,99}$"
+#: names of the emails that are not lessons: no day may take one as its id
+OTHER_EMAILS = frozenset(kind.value for kind in EmailKind if kind != EmailKind.LESSON)
 
 
 def _nonblank(value: str) -> str:
@@ -93,6 +96,16 @@ class Day(_Strict):
     class_: ClassLink = Field(alias="class")
     body: str = Field(min_length=1)
     template: str = Field(default="lesson", pattern=r"^[a-z0-9_-]+$")
+
+    @field_validator("id")
+    @classmethod
+    def _not_another_email(cls, value: str) -> str:
+        if value in OTHER_EMAILS:
+            raise ValueError(
+                f"{value!r} is the name of another email ({', '.join(sorted(OTHER_EMAILS))}): "
+                "choose another id"
+            )
+        return value
 
 
 class AfterCourse(_Strict):
@@ -217,6 +230,11 @@ def load_course(path: Path) -> Course:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark else 1
         raise InvalidCourse(f"{label}:{line}: invalid YAML: {error.problem}") from None
+    except YAMLError as error:  # e.g. a control character, which YAML does not allow
+        position = getattr(error, "position", None)
+        line = text.count("\n", 0, position) + 1 if isinstance(position, int) else 1
+        reason = str(error).strip().splitlines()[0]
+        raise InvalidCourse(f"{label}:{line}: invalid YAML: {reason}") from None
     if not isinstance(data, CommentedMap):
         raise InvalidCourse(f"{label}:1: a course file must be a mapping of keys")
     try:

@@ -290,10 +290,11 @@ WANTED: dict[EmailKind, tuple[frozenset[str], frozenset[str]]] = {
         frozenset({SubscriberStatus.PENDING, SubscriberStatus.ACTIVE}),
         frozenset(EnrollmentStatus),
     ),
-    # active: an evergreen course that gained days since
+    # completed: not while an evergreen course's new days are still going out (it is
+    # cancelled then, and queued again when they are done)
     EmailKind.AFTER_COURSE: (
         frozenset({SubscriberStatus.ACTIVE}),
-        frozenset({EnrollmentStatus.COMPLETED, EnrollmentStatus.ACTIVE}),
+        frozenset({EnrollmentStatus.COMPLETED}),
     ),
 }
 #: the one key of a course's after-course email: at most one per enrollment, ever
@@ -337,8 +338,8 @@ def mark_sent(
 def mark_sent_many(
     connection: Connection, accepted: Sequence[tuple[Claimed, str, str]], *, now: datetime
 ) -> set[int]:
-    """``mark_sent`` for (claim, reply, Message-ID) of one batch in one statement; the
-    delivery ids recorded (a claim no longer ours is not)."""
+    """``mark_sent`` for (claim, reply, Message-ID) of one batch (they share its lease) in
+    one statement; the delivery ids recorded (a claim no longer ours is not)."""
     if len(accepted) == 1:
         item, reply, message_id = accepted[0]
         recorded = mark_sent(connection, item, reply=reply, message_id=message_id, now=now)
@@ -349,7 +350,7 @@ def mark_sent_many(
         .where(
             col(Delivery.id).in_(ids),
             col(Delivery.status) == DeliveryStatus.SENDING,
-            col(Delivery.claimed_until) == _one_lease([item for item, _, _ in accepted]),
+            col(Delivery.claimed_until) == accepted[0][0].lease,  # one batch: one lease
         )
         .values(
             status=DeliveryStatus.SENT,
@@ -365,14 +366,6 @@ def mark_sent_many(
         .returning(col(Delivery.id))
     )
     return {int(delivery_id) for delivery_id in result.scalars() if delivery_id is not None}
-
-
-def _one_lease(items: Sequence[Claimed]) -> datetime:
-    """The lease the claims share (one batch is claimed with one lease)."""
-    leases = {item.lease for item in items}
-    if len(leases) != 1:
-        raise ValueError("claims of different batches given together")
-    return leases.pop()
 
 
 def update_claimed(connection: Connection, item: Claimed, values: Mapping[str, object]) -> bool:
@@ -524,37 +517,25 @@ def queue_next_lesson(
             .values(status=EnrollmentStatus.COMPLETED, completed_at=now)
         ).rowcount
         if completed and course.after_course is not None:
-            queue(
+            # the allowed day after the last lesson, at the course's hour
+            due = schedule.next_due(
+                last_sent_at=last_sent_at or now,
+                zone=zone,
+                send_at=course.send_at,
+                weekdays=course.weekdays,
+            )
+            queued = queue(
                 connection,
                 enrollment_id=enrollment_id,
                 kind=EmailKind.AFTER_COURSE,
                 key=AFTER_COURSE_KEY,
-                # the allowed day after the last lesson, at the course's hour
-                due_at=schedule.next_due(
-                    last_sent_at=last_sent_at or now,
-                    zone=zone,
-                    send_at=course.send_at,
-                    weekdays=course.weekdays,
-                ),
+                due_at=due,
                 now=now,
             )
+            if not queued:  # cancelled while an evergreen course's new days went out
+                _revive(connection, enrollment_id, AFTER_COURSE_KEY, due)
     elif plan.day_id in statuses:  # cancelled by an earlier unsubscribe: revive it
-        connection.execute(
-            update(Delivery)
-            .where(
-                col(Delivery.enrollment_id) == enrollment_id,
-                col(Delivery.day_id) == plan.day_id,
-                col(Delivery.status) == DeliveryStatus.CANCELLED,
-            )
-            .values(
-                status=DeliveryStatus.SCHEDULED,
-                due_at=plan.due_at,
-                attempts=0,
-                cancelled_at=None,
-                claimed_until=None,
-                last_error=None,
-            )
-        )
+        _revive(connection, enrollment_id, plan.day_id, plan.due_at)
     else:
         queue(
             connection,
@@ -565,6 +546,27 @@ def queue_next_lesson(
             now=now,
         )
     return plan
+
+
+def _revive(connection: Connection, enrollment_id: int, key: str, due_at: datetime) -> None:
+    """Queue a cancelled email of the enrollment again, due at ``due_at``, with a clean
+    slate (an email sent, skipped or failed stays as it is)."""
+    connection.execute(
+        update(Delivery)
+        .where(
+            col(Delivery.enrollment_id) == enrollment_id,
+            col(Delivery.day_id) == key,
+            col(Delivery.status) == DeliveryStatus.CANCELLED,
+        )
+        .values(
+            status=DeliveryStatus.SCHEDULED,
+            due_at=due_at,
+            attempts=0,
+            cancelled_at=None,
+            claimed_until=None,
+            last_error=None,
+        )
+    )
 
 
 def cancel_pending(
@@ -593,21 +595,25 @@ def cancel_pending(
     return int(result.rowcount)
 
 
-def sent_lessons(connection: Connection, *, enrollment_uid: str) -> tuple[str, set[str]] | None:
-    """(course slug, day ids of the lessons sent) of an enrollment; None when unknown."""
+def sent_lessons(
+    connection: Connection, *, enrollment_uid: str
+) -> tuple[str, dict[str, str]] | None:
+    """(course slug, day id → status of each lesson sent or being sent) of an enrollment;
+    None when unknown. ``sending`` may already be in the inbox (its receipt waits for
+    its window)."""
     rows = connection.execute(
-        select(col(Enrollment.course_slug), col(Delivery.day_id))
+        select(col(Enrollment.course_slug), col(Delivery.day_id), col(Delivery.status))
         .select_from(Enrollment)
         .outerjoin(
             Delivery,
             and_(
                 col(Delivery.enrollment_id) == col(Enrollment.id),
                 col(Delivery.kind) == EmailKind.LESSON,
-                col(Delivery.status) == DeliveryStatus.SENT,
+                col(Delivery.status).in_([DeliveryStatus.SENT, DeliveryStatus.SENDING]),
             ),
         )
         .where(col(Enrollment.uid) == enrollment_uid)
     ).all()
     if not rows:
         return None
-    return rows[0][0], {day_id for _, day_id in rows if day_id is not None}
+    return rows[0][0], {day_id: status for _, day_id, status in rows if day_id is not None}

@@ -68,6 +68,14 @@ def test_course_new_writes_a_commented_seven_day_course_that_validates(
     assert elsewhere.exit_code == 0  # another folder: its own catalog
     taken = runner.invoke(app, ["course", "new", "yin-immersion"])
     assert taken.exit_code == 1 and "already" in taken.output
+    taken_elsewhere = runner.invoke(
+        app, ["course", "new", "yin-immersion", "-o", str(courses / "another-name.yaml")]
+    )
+    assert taken_elsewhere.exit_code == 1 and "already the slug" in taken_elsewhere.output
+    for title in ("   ", "a\x7fb"):  # nothing written for a title that cannot be a course's
+        refused = runner.invoke(app, ["course", "new", "other-course", "--title", title])
+        assert refused.exit_code == 1 and "--title" in refused.output, refused.output
+        assert "Traceback" not in refused.output
     bad = runner.invoke(app, ["course", "new", "Bad Slug"])
     assert bad.exit_code == 1 and "a slug is lowercase" in bad.output
     assert "Traceback" not in bad.output
@@ -138,7 +146,8 @@ def previews(courses: Path, tmp_path: Path) -> tuple[TestClient, Path, Path]:
     templates = tmp_path / "emails"
     shutil.copytree(default_templates_dir(), templates)
     settings = make_settings(tmp_path, courses_dir=courses, templates_dir=templates)
-    return TestClient(create_preview_app(settings)), courses / "yin-immersion.yaml", templates
+    client = TestClient(create_preview_app(settings), base_url="http://127.0.0.1:8025")
+    return client, courses / "yin-immersion.yaml", templates
 
 
 def test_the_preview_server_shows_what_is_on_disk_now(
@@ -149,6 +158,9 @@ def test_the_preview_server_shows_what_is_on_disk_now(
     client, course_file, templates = previews
     index = client.get("/")
     assert index.status_code == 200
+    # a page on another site that rebinds its name to 127.0.0.1 reads nothing
+    rebound = client.get("/", headers={"Host": "attacker.example:8025"})
+    assert rebound.status_code == 400 and "yin" not in rebound.text
     course = load_course(course_file)
     for which in [d.id for d in course.days] + ["confirm", "after_course"]:
         assert f'href="/yin-immersion/{which}"' in index.text
@@ -195,6 +207,7 @@ def test_the_preview_pages_hear_of_every_change(tmp_path: Path) -> None:
 
 
 def test_previews_are_served_on_loopback_only(courses: Path) -> None:
+    """They show drafts and local paths: never on an address another machine can reach."""
     result = runner.invoke(app, ["course", "preview", "--serve", "--host", "0.0.0.0"])
     assert result.exit_code == 2
     assert "previews are served on loopback only" in result.output

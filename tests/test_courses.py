@@ -120,6 +120,25 @@ def test_yaml_syntax_error_has_a_line(tmp_path: Path) -> None:
         load_course(path)
 
 
+def test_a_control_character_is_an_error_with_its_line(tmp_path: Path) -> None:
+    """A character YAML does not allow (DEL, say) is one problem with its line, not a
+    traceback."""
+    path, text = _broken(tmp_path, 'title: "7-Day', 'title: "7-\x7fDay')
+    with pytest.raises(InvalidCourse, match=rf"^broken.yaml:{_line_of(text, 'title:')}: invalid"):
+        load_course(path)
+
+
+def test_a_day_id_may_not_name_another_email(tmp_path: Path) -> None:
+    """``confirm`` as a day id would make "preview confirm" ambiguous: refused."""
+    path, text = _broken(tmp_path, "  - id: hips\n", "  - id: confirm\n")
+    with pytest.raises(InvalidCourse) as caught:
+        load_course(path)
+    assert (
+        f"broken.yaml:{_line_of(text, '- id: confirm')}: days[1].id: 'confirm' is the name"
+        in str(caught.value)
+    )
+
+
 def test_duplicate_yaml_key_is_an_error(tmp_path: Path) -> None:
     """A key given twice is refused rather than silently overwritten."""
     path, _ = _broken(tmp_path, 'send_at: "07:00"', 'send_at: "07:00"\nsend_at: "08:00"')

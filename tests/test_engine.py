@@ -1034,3 +1034,72 @@ def test_an_after_course_email_removed_from_the_course_is_skipped(
     assert (report[Outcome.SKIPPED], report.ok, memory.outbox) == (1, True, [])
     [skipped] = [d for d in deliveries(engine) if d.kind == EmailKind.AFTER_COURSE]
     assert (skipped.status, skipped.last_error) == (DeliveryStatus.SKIPPED, "after_course removed")
+
+
+def test_a_window_of_receipts_keeps_each_rows_own_reply_and_skips_a_claim_taken_over(
+    engine: Engine, tmp_path: Path, course: Course
+) -> None:
+    """Receipts written together (one window) each keep their own server reply and
+    Message-ID; a claim another worker took over meanwhile records nothing."""
+    settings = make_settings(tmp_path, smtp_window=4, smtp_connections=1)
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    for name in ("ana", "ben", "cy", "di"):
+        enrol(engine, course, f"{name}@example.org", now=now)
+    taken_over = now + timedelta(hours=1)
+
+    class Replies(MemoryMailer):
+        def send(self, message: Outgoing) -> str:
+            super().send(message)
+            if message.recipient == "cy@example.org":  # a worker took cy's claim over
+                with engine.begin() as connection:
+                    connection.execute(
+                        update(Delivery)
+                        .where(
+                            Delivery.status == "sending", Delivery.day_id.in_([course.days[0].id])
+                        )  # type: ignore[attr-defined]
+                        .where(Delivery.enrollment_id == 3)
+                        .values(claimed_until=taken_over)
+                    )
+            return f"250 queued for {message.recipient}"
+
+    sender_for(engine, settings, course, mailer_factory=Replies).send_due(now=now)
+    by_email = {m.recipient: m.message_id for m in memory.outbox}
+    with Session(engine) as session:
+        rows = session.exec(
+            select(Subscriber.email, Delivery)
+            .join(Enrollment, Enrollment.id == Delivery.enrollment_id)  # type: ignore[arg-type]
+            .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)  # type: ignore[arg-type]
+            .where(Delivery.day_id == course.days[0].id)
+        ).all()
+    for email, row in rows:
+        if email == "cy@example.org":
+            assert (row.status, row.claimed_until, row.smtp_response) == (
+                "sending",
+                taken_over,
+                None,
+            )
+        else:
+            assert (row.status, row.smtp_response, row.message_id) == (
+                "sent",
+                f"250 queued for {email}",
+                by_email[email],
+            )
+
+
+def test_days_appended_before_the_after_course_email_go_first(
+    engine: Engine, settings: Settings, course: Course
+) -> None:
+    """Days appended to an evergreen course after Ana's last lesson but before her
+    after-course email: the new days go out, one a morning, and the after-course email
+    the morning after the last of them, once; never two emails on one morning."""
+    start = datetime(2026, 11, 2, 7, 0, tzinfo=UTC)
+    evergreen = variant(course, evergreen=True)
+    enrol(engine, evergreen, "ana@example.org", now=start)
+    walk(sender_for(engine, settings, evergreen), start, days=6, step=timedelta(hours=2))
+    assert len(memory.outbox) == 7  # the after-course email waits for tomorrow
+    edited = appended(evergreen, "bonus-one", "bonus-two")
+    walk(sender_for(engine, settings, edited), start + timedelta(days=6, hours=6), days=6)
+    sent = sorted((d for d in deliveries(engine) if d.sent_at), key=lambda d: d.sent_at)
+    assert [d.day_id for d in sent[7:]] == ["bonus-one", "bonus-two", "after_course:once"]
+    days = [d.sent_at.date() for d in sent]
+    assert len(days) == len(set(days)) == 10, "one email a morning"

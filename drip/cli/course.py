@@ -40,7 +40,9 @@ def new(
     Example: drip course new pilates-basics --title "Pilates Basics"
     """
     import json
+    import os
     import re
+    import tempfile
     from string import Template
 
     from drip.courses import SLUG, Catalog, load_course
@@ -50,23 +52,36 @@ def new(
             f"{slug!r}: a slug is lowercase letters, digits, '-' and '_', starting with a "
             "letter or digit (e.g. pilates-basics)"
         )
-    courses_dir = settings().courses_dir
-    path = output or courses_dir / f"{slug}.yaml"
+    path = output or settings().courses_dir / f"{slug}.yaml"
     if path.exists():
         raise InvalidCourse(f"{path}: already exists; choose another slug or --output")
-    if output is None and courses_dir.is_dir():
-        taken = Catalog.from_dir(courses_dir, strict=False).find(slug)
-        if taken is not None:
-            raise InvalidCourse(f"{slug!r} is already the slug of a course in {courses_dir}")
+    if path.parent.is_dir() and Catalog.from_dir(path.parent, strict=False).find(slug):
+        raise InvalidCourse(f"{slug!r} is already the slug of a course in {path.parent}")
     name = " ".join((title or slug.replace("-", " ").replace("_", " ").title()).split())
     skeleton = Template((Path(__file__).parent.parent / "course_skeleton.yaml").read_text())
     text = skeleton.substitute(
         slug=slug, title=name, file=path, title_yaml=json.dumps(name, ensure_ascii=False)
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("x", encoding="utf-8") as target:  # never over a file made meanwhile
-        target.write(text)
-    course = load_course(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Checked in a hidden file beside the target, then linked into place (never over
+        # a file made meanwhile): a course directory never holds a course that fails.
+        handle, draft = tempfile.mkstemp(prefix=f".{slug}.", suffix=".draft", dir=path.parent)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as target:
+                target.write(text)
+            os.chmod(draft, 0o644)  # a course file, as readable as the others
+            course = load_course(Path(draft))
+            os.link(draft, path)
+        finally:
+            os.unlink(draft)
+    except InvalidCourse as error:
+        problem = error.problems[0].split(": ", 1)[-1]
+        raise InvalidCourse(f"--title {title!r}: {problem}") from None
+    except FileExistsError:
+        raise InvalidCourse(f"{path}: already exists; choose another slug or --output") from None
+    except OSError as error:
+        raise InvalidCourse(f"{path}: cannot write: {error.strerror}") from None
     typer.echo(f"wrote {path} ({course.slug}, {len(course.days)} days)")
     typer.echo(f"next: fill in the example.com lines, then: drip course validate {path}")
 
@@ -163,7 +178,7 @@ def _serve_previews(host: str, port: int) -> None:
         raise ConfigError(f"--host {host}: previews are served on loopback only")
     typer.echo(f"previews on http://{host}:{port}/ (Ctrl-C stops)")
     uvicorn.run(
-        create_preview_app(settings()),
+        create_preview_app(settings(), host=host),
         host=host,
         port=port,
         log_level="warning",

@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from fastapi.templating import Jinja2Templates
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from drip.compose import Composer, emails_of, preview
 from drip.config import Settings
@@ -31,11 +32,14 @@ from drip.tokens import Tokens
 WIDTHS = (375, 600, 1200)
 
 
-def create_preview_app(settings: Settings) -> FastAPI:
+def create_preview_app(settings: Settings, *, host: str = "127.0.0.1") -> FastAPI:
+    """The preview app; only requests naming ``host`` (or 127.0.0.1, localhost) are served."""
     courses_dir = settings.courses_dir
     templates_dir = settings.templates_dir or default_templates_dir()
     pages = Jinja2Templates(directory=Path(__file__).parent / "templates")
     app = FastAPI(title="drip preview", docs_url=None, redoc_url=None, openapi_url=None)
+    # Loopback is not enough: a page elsewhere could rebind its own name to 127.0.0.1.
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", host])
 
     def current() -> tuple[Catalog, Composer]:
         catalog = Catalog.from_dir(courses_dir, strict=False)

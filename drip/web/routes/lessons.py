@@ -1,8 +1,9 @@
 """``GET /lessons/{token}``: a lesson's "view in browser" page.
 
 It shows that lesson and links to the other lessons already sent to the same person,
-and to no others: a token names one (enrollment, day), and a day not yet sent to that
-enrollment is not found, whatever the token says.
+and to no others: a token names one (enrollment, day), and a day not handed to the mail
+server for that enrollment is not found, whatever the token says (one being sent is
+shown: the token is only in the email, so whoever has it has the email).
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
+from drip.db import READ_ONLY
 from drip.deliveries import sent_lessons
 from drip.exceptions import InvalidToken
 from drip.render import markdown_html
+from drip.states import DeliveryStatus
 from drip.web.deps import State, page
 
 router = APIRouter()
@@ -25,7 +28,8 @@ def lesson_page(token: str, request: Request, st: State) -> Response:
     except InvalidToken as error:
         return page(st, request, "error.html", 404, message=str(error))
     with st.engine.connect() as connection:
-        found = sent_lessons(connection, enrollment_uid=uid)
+        read = connection.execution_options(**{READ_ONLY: True})
+        found = sent_lessons(read, enrollment_uid=uid)
     course = st.catalog.find(found[0]) if found is not None else None
     day = course.day(day_id) if course is not None else None
     if found is None or course is None or day is None or day_id not in found[1]:
@@ -48,7 +52,7 @@ def lesson_page(token: str, request: Request, st: State) -> Response:
         lessons=[
             (n, other, f"{base}/lessons/{st.tokens.lesson_token(uid, other.id)}")
             for n, other in enumerate(course.days, start=1)
-            if other.id in found[1]
+            if found[1].get(other.id) == DeliveryStatus.SENT or other.id == day.id
         ],
     )
     response.headers["Cache-Control"] = "private, no-store"
