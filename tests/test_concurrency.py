@@ -179,7 +179,9 @@ def test_kill_9_mid_run_then_rerun_delivers_everything(
     assert stranded > 0, "the killed run's claims waited for their lease"
     assert _sent(out) + killed_at <= COUNT + bound
     # ... and after it they are sent again.
-    final = send_due(env, NOW + timedelta(seconds=31))
+    # a lease counts from its claim: the victim's last one ends at most 30 s after the
+    # time it had run for (under the 120 s deadline above) past NOW
+    final = send_due(env, NOW + timedelta(seconds=30 + 120 + 1))
     out, stderr = final.communicate(timeout=300)
     assert final.returncode == 0, stderr.decode()
     assert _sent(out) >= stranded
