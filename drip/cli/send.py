@@ -44,8 +44,6 @@ def send_due(
 
     Example: drip send-due --now 2026-11-25T07:00:00Z --limit 500
     """
-    from rich.table import Table
-
     from drip.db import READ_ONLY
     from drip.deliveries import due
     from drip.engine import Sender
@@ -59,6 +57,8 @@ def send_due(
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
             return
+        from rich.table import Table  # only here: cron's run never pays for it
+
         table = Table("email", "course", "email kind or day", "due (UTC)", "attempts")
         for row in rows:
             table.add_row(
