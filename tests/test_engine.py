@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,7 +21,7 @@ from drip.config import Settings
 from drip.courses import Catalog, Course
 from drip.db import engine_for
 from drip.deliveries import claim
-from drip.engine import Outcome, Sender, Throttle
+from drip.engine import FILE_BATCH, Outcome, Sender, Throttle
 from drip.enrollment import confirm, unsubscribe
 from drip.exceptions import InvalidCourse
 from drip.mailer import memory
@@ -27,10 +29,10 @@ from drip.mailer.memory import MemoryMailer
 from drip.message import Outgoing
 from drip.models import Delivery, Enrollment, MailEvent, Signup, Subscriber
 from drip.schedule import retry_at
-from drip.signup import Consent, Entry, sign_up
+from drip.signup import Consent, Entry, record, sign_up
 from drip.states import DeliveryStatus, EmailKind, SubscriberStatus
 from drip.testing import SmtpSink, free_port
-from tests.conftest import enrol, make_settings
+from tests.conftest import SHIPPED_COURSE, enrol, make_settings
 
 
 @pytest.fixture(autouse=True)
@@ -1103,3 +1105,84 @@ def test_days_appended_before_the_after_course_email_go_first(
     assert [d.day_id for d in sent[7:]] == ["bonus-one", "bonus-two", "after_course:once"]
     days = [d.sent_at.date() for d in sent]
     assert len(days) == len(set(days)) == 10, "one email a morning"
+
+
+def test_one_run_files_every_recorded_signup_however_many_batches(
+    engine: Engine, settings: Settings, course: Course
+) -> None:
+    """Signups are filed a batch at a time until none is left (exactly one batch's worth,
+    then one more, included): all confirmations go out in the same run."""
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    with engine.begin() as connection:
+        for n in range(FILE_BATCH + 1):
+            entry = Entry.clean(email=f"s{n}@example.org", name="", timezone=None)
+            record(connection, course=course, entry=entry, consent=Consent(source="t"), now=now)
+    assert sender_for(engine, settings, course).send_due(now=now).sent == FILE_BATCH + 1
+
+
+def test_a_running_sender_follows_an_edited_course_file(
+    engine: Engine, tmp_path: Path, course: Course
+) -> None:
+    """A long-lived sender (``drip run``) notices the course file changed and builds the
+    next emails from the new text, not from what it prepared before."""
+    folder = tmp_path / "courses"
+    folder.mkdir()
+    path = folder / "course.yaml"
+    path.write_text(SHIPPED_COURSE.read_text())
+    settings = make_settings(tmp_path, courses_dir=folder)
+    sender = Sender(engine=engine, settings=settings, catalog=Catalog.from_dir(folder))
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    enrol(engine, course, "ana@example.org", now=now)
+    sender.send_due(now=now)
+    path.write_text(path.read_text().replace(course.days[0].subject, "Day 1: Edited"))
+    os.utime(path, (time.time() + 10, time.time() + 10))
+    enrol(engine, course, "ben@example.org", now=now)
+    sender.send_due(now=now)
+    assert b"Subject: Day 1: Edited" in memory.outbox[-1].data
+
+
+def test_each_send_due_run_logs_its_summary_and_an_idle_web_sender_stays_quiet(
+    engine: Engine, settings: Settings, course: Course, caplog: Any
+) -> None:
+    """``send-due`` logs one summary line per run, even with nothing to do; the web
+    process's prompt sender only when it sent something."""
+    caplog.set_level("INFO", logger="drip.engine")
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+
+    def summaries() -> int:
+        found = [r for r in caplog.records if r.getMessage().startswith("event=send-due")]
+        caplog.clear()
+        return len(found)
+
+    sender_for(engine, settings, course).send_due(now=now)
+    assert summaries() == 1
+    prompt = sender_for(engine, settings, course, transactional_only=True)
+    prompt.send_due(now=now)
+    assert summaries() == 0
+    with engine.begin() as connection:  # a signup waiting for its confirmation email
+        entry = Entry.clean(email="ana@example.org", name="", timezone=None)
+        sign_up(connection, course=course, entries=[entry], consent=Consent(source="t"), now=now)
+    assert prompt.send_due(now=now).sent == 1
+    assert summaries() == 1
+
+
+def test_a_claim_taken_over_before_its_send_is_not_sent(
+    engine: Engine, settings: Settings, course: Course
+) -> None:
+    """The lease of Ana's lesson passes to another worker while this one builds it: the
+    check right before SMTP finds the claim is not its own any more, and sends nothing."""
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    enrol(engine, course, "ana@example.org", now=now)
+    other = now + timedelta(hours=1)
+
+    class TakenOverWhileBuilding(Composer):
+        def lesson(self, **kwargs: Any) -> Any:
+            with engine.begin() as connection:
+                connection.execute(update(Delivery).values(claimed_until=other))
+            return super().lesson(**kwargs)
+
+    composer = TakenOverWhileBuilding(settings=settings)
+    report = sender_for(engine, settings, course, composer=composer).send_due(now=now)
+    assert (report.sent, memory.outbox) == (0, [])
+    [row] = deliveries(engine)
+    assert (row.status, row.claimed_until) == (DeliveryStatus.SENDING, other)

@@ -659,3 +659,30 @@ def test_coming_back_keeps_the_first_start_and_clears_the_leaving(
         NOW,
         None,
     )
+
+
+def test_a_single_opt_in_signup_applies_its_details_to_someone_already_here(
+    engine: Engine, course: Course
+) -> None:
+    """Ana, active on one course, joins a single opt-in course with a new name and time
+    zone: filing the signup is her confirmation, so both apply, and its proof of consent
+    (no source given: stored empty) replaces the operator's."""
+    enrol(engine, course, "ana@example.org", now=NOW, name="Ana", timezone="Europe/Lisbon")
+    single = Course.model_validate(
+        {**_other(course).model_dump(by_alias=True, mode="json"), "double_opt_in": False}
+    )
+    later = NOW + timedelta(days=1)
+    with engine.begin() as connection:
+        entry = Entry.clean(email="ana@example.org", name="Ana B", timezone="Asia/Tokyo")
+        consent = Consent(source=None, ip="198.51.100.7", user_agent="Agent/2")  # type: ignore[arg-type]
+        record(connection, course=single, entry=entry, consent=consent, now=later)
+        catalog = Catalog({course.slug: course, single.slug: single})
+        file_pending(connection, catalog=catalog, now=later, resend_gap_seconds=600)
+    with Session(engine) as session:
+        ana = session.exec(select(Subscriber)).one()
+    assert (ana.name, ana.timezone, ana.consent_at) == ("Ana B", "Asia/Tokyo", later)
+    assert (ana.consent_ip, ana.consent_user_agent, ana.consent_source) == (
+        "198.51.100.7",
+        "Agent/2",
+        "",
+    )

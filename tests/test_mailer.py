@@ -103,6 +103,7 @@ def test_dropped_connection_is_temporary_and_reconnects(smtp_sink: SmtpSink) -> 
         with pytest.raises(TemporaryFailure) as caught:
             mailer.send(_message(1))
         assert caught.value.connection is True
+        assert str(caught.value) == "connection failed: connection unexpectedly closed"
         mailer.send(_message(2))
         assert mailer.connections_opened == 2
     assert smtp_sink.message_ids() == ["<m2@example.com>"]

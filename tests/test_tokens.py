@@ -159,3 +159,15 @@ def test_a_return_address_tag_binds_its_uid_and_purpose() -> None:
     other_purpose = f"bounces+u-abc123-{tag}@mail.example.com"
     assert signed.read_return_address(other_uid, bounces) is None
     assert signed.read_return_address(other_purpose, bounces) is None
+
+
+def test_a_token_made_with_itsdangerous_defaults_is_nobodys() -> None:
+    """Another program sharing the key and signing with itsdangerous' default salt mints
+    no unsubscribe or class link: each purpose has its own salt."""
+    key = "shared-secret-key-0123456789"
+    tokens = Tokens([key], confirm_max_age_seconds=60)
+    foreign = URLSafeSerializer(key)
+    with pytest.raises(InvalidToken):
+        tokens.read_unsubscribe(foreign.dumps("a1b2c3"))
+    with pytest.raises(InvalidToken):
+        tokens.read_click(foreign.dumps(["a1b2c3", "yin-immersion", "hips"]))
