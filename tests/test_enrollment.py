@@ -686,3 +686,20 @@ def test_a_single_opt_in_signup_applies_its_details_to_someone_already_here(
         "Agent/2",
         "",
     )
+
+
+def test_a_signup_filed_at_once_keeps_where_it_came_from(engine: Engine, course: Course) -> None:
+    """A signup stored and filed in one step (the CLI's add and import) keeps its own
+    record of the consent, as one posted through the web does."""
+    consent = Consent(source="import: list.csv", ip="192.0.2.4", user_agent="Importer/1")
+    with engine.begin() as connection:
+        entry = Entry.clean(email="ana@example.org", name="Ana", timezone="Europe/Lisbon")
+        sign_up(connection, course=course, entries=[entry], consent=consent, now=NOW)
+    with Session(engine) as session:
+        signup = session.exec(select(Signup)).one()
+    assert (signup.ip, signup.user_agent, signup.source) == (
+        "192.0.2.4",
+        "Importer/1",
+        "import: list.csv",
+    )
+    assert (signup.name, signup.timezone, signup.created_at) == ("Ana", "Europe/Lisbon", NOW)
