@@ -61,6 +61,7 @@ def main() -> None:
         greeting_name="Person",
         unsubscribe_url="https://x/u/t",
         class_url="https://x/c/t",  # per recipient when the course tracks clicks
+        view_url="https://x/lessons/t",  # per recipient: the lesson's "view in browser" page
     )
     started = time.perf_counter()
     for _ in range(n):
