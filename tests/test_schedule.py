@@ -7,7 +7,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from drip.schedule import local_send_time, next_allowed_day, next_due, resume_due, retry_at
+from drip.schedule import (
+    local_send_time,
+    next_allowed_day,
+    next_due,
+    next_slot,
+    resume_due,
+    retry_at,
+)
 
 SEVEN = time(7, 0)
 ALL_DAYS = frozenset(range(7))
@@ -101,3 +108,22 @@ def test_the_next_allowed_day_is_the_first_one_after() -> None:
     assert next_allowed_day(monday, frozenset({0})) == date(2026, 11, 30)
     with pytest.raises(ValueError, match="^at least one weekday must be allowed$"):
         next_allowed_day(monday, frozenset())
+
+
+def test_next_slot_is_the_first_send_time_not_before_now_on_an_allowed_day() -> None:
+    """Before today's send time on an allowed day: today; after it, or on a day not
+    allowed: the next allowed day, at the send time in the zone (DST included)."""
+    zone = ZoneInfo("America/New_York")
+    weekdays = frozenset({0, 2, 4})  # Monday, Wednesday, Friday
+    seven = time(7, 0)
+
+    def slot(local: datetime) -> datetime:
+        now = local.replace(tzinfo=zone).astimezone(UTC)
+        return next_slot(now=now, zone=zone, send_at=seven, weekdays=weekdays).astimezone(zone)
+
+    monday = datetime(2026, 11, 2)  # the day after DST ends
+    assert slot(monday.replace(hour=6)) == datetime(2026, 11, 2, 7, tzinfo=zone)
+    assert slot(monday.replace(hour=7)) == datetime(2026, 11, 2, 7, tzinfo=zone)
+    assert slot(monday.replace(hour=7, minute=1)) == datetime(2026, 11, 4, 7, tzinfo=zone)
+    assert slot(datetime(2026, 11, 3, 5)) == datetime(2026, 11, 4, 7, tzinfo=zone)
+    assert slot(datetime(2026, 11, 6, 8)) == datetime(2026, 11, 9, 7, tzinfo=zone)
