@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -207,7 +208,15 @@ def test_the_preview_pages_hear_of_every_change(tmp_path: Path) -> None:
 
 
 def test_previews_are_served_on_loopback_only(courses: Path) -> None:
-    """They show drafts and local paths: never on an address another machine can reach."""
+    """They show drafts and local paths: never on an address another machine can reach.
+    A busy port is one line too, before anything else is printed."""
     result = runner.invoke(app, ["course", "preview", "--serve", "--host", "0.0.0.0"])
     assert result.exit_code == 2
     assert "previews are served on loopback only" in result.output
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        busy = runner.invoke(app, ["course", "preview", "--serve", "--port", port])
+    assert busy.exit_code == 2
+    assert busy.output == f"error: cannot listen on 127.0.0.1:{port}: Address already in use\n"

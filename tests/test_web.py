@@ -7,9 +7,11 @@ import hashlib
 import hmac
 import json
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from email import message_from_bytes, policy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +26,7 @@ from drip.message import Outgoing
 from drip.models import Delivery, Enrollment, Signup, Subscriber
 from drip.tokens import Purpose
 from drip.web import create_app
-from tests.conftest import TEST_SECRET, make_settings
+from tests.conftest import SHIPPED_COURSE, TEST_SECRET, make_settings
 
 WEBHOOK_SECRET = "webhook-secret-for-tests"
 
@@ -643,3 +645,29 @@ def test_metrics_are_off_unless_enabled_and_count_from_the_database(tmp_path: An
     assert 'drip_emails_sent_total{kind="confirm"} 1.0' in text
     assert 'drip_queue_depth{kind="lesson"} 1.0' in text  # day 1, due, not yet sent
     assert 'drip_subscribers{status="active"} 1.0' in text
+
+
+def test_with_several_courses_the_signup_page_offers_them(tmp_path: Any) -> None:
+    """A second course (``drip course new``) and no DRIP_DEFAULT_COURSE: the page at ``/``
+    lets the visitor choose, and the choice is the course they join."""
+
+    folder = Path(tmp_path) / "courses"
+    folder.mkdir()
+    shutil.copy(SHIPPED_COURSE, folder)
+    other = SHIPPED_COURSE.read_text().replace("slug: yin-immersion", "slug: yin-two")
+    (folder / "two.yaml").write_text(other.replace('title: "7-Day', 'title: "Another 7-Day'))
+    with TestClient(create_app(make_settings(tmp_path, courses_dir=folder))) as client:
+        page = client.get("/").text
+        assert '<select id="course" name="course" required' in page
+        assert '<option value="yin-immersion">7-Day Yin Yoga Immersion</option>' in page
+        assert '<option value="yin-two">Another 7-Day Yin Yoga Immersion</option>' in page
+        response = client.post(
+            "/subscribe",
+            data={"email": "ana@example.org", "course": "yin-two"},
+            follow_redirects=False,
+        )
+        assert (response.status_code, response.headers["location"]) == (303, "/thanks/yin-two")
+        missing = client.post("/subscribe", data={"email": "ben@example.org"})
+        assert missing.status_code == 422 and '<option value="yin-two">' in missing.text
+        with Session(client.app.state.drip.engine) as session:  # type: ignore[attr-defined]
+            assert [s.course_slug for s in session.exec(select(Signup))] == ["yin-two"]

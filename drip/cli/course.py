@@ -173,17 +173,20 @@ def _serve_previews(host: str, port: int) -> None:
     from drip.config import is_loopback_host
     from drip.exceptions import ConfigError
     from drip.web.preview import create_preview_app
+    from drip.web.server import listen
 
     if not is_loopback_host(host):
         raise ConfigError(f"--host {host}: previews are served on loopback only")
+    listener = listen(host, port)  # a busy port: one line, before anything is printed
     typer.echo(f"previews on http://{host}:{port}/ (Ctrl-C stops)")
-    uvicorn.run(
-        create_preview_app(settings(), host=host),
-        host=host,
-        port=port,
-        log_level="warning",
-        timeout_graceful_shutdown=1,  # open pages hold an event stream: do not wait for them
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_preview_app(settings(), host=host),
+            log_level="warning",
+            timeout_graceful_shutdown=1,  # open pages hold an event stream: do not wait for them
+        )
     )
+    server.run(sockets=[listener])
 
 
 @app.command("send-test")

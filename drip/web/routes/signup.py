@@ -108,6 +108,7 @@ def _error(
         field=field,
         form=form,
         course=st.course_or_none(form.course if form else None),
+        courses=list(st.catalog),
     )
 
 
@@ -118,6 +119,7 @@ def signup_page(request: Request, st: State) -> Response:
         request,
         "signup.html",
         course=st.course_or_none(None),
+        courses=list(st.catalog),  # to choose from when no course is the default
         form=None,
         message=None,
         field=None,
