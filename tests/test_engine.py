@@ -20,7 +20,7 @@ from drip.compose import Composer, Recipient
 from drip.config import Settings
 from drip.courses import Catalog, Course
 from drip.db import engine_for
-from drip.deliveries import claim
+from drip.deliveries import claim, email_key, queue
 from drip.engine import FILE_BATCH, Outcome, Sender, Throttle
 from drip.enrollment import confirm, unsubscribe
 from drip.exceptions import InvalidCourse
@@ -1089,14 +1089,31 @@ def test_a_window_of_receipts_keeps_each_rows_own_reply_and_skips_a_claim_taken_
 
 
 def test_days_appended_before_the_after_course_email_go_first(
-    engine: Engine, settings: Settings, course: Course
+    engine: Engine, settings: Settings, course: Course, caplog: Any
 ) -> None:
     """Days appended to an evergreen course after Ana's last lesson but before her
     after-course email: the new days go out, one a morning, and the after-course email
-    the morning after the last of them, once; never two emails on one morning."""
+    the morning after the last of them, once; never two emails on one morning. An email
+    of hers cancelled long ago (a link she asked for, then left) stays cancelled; the
+    run logs how many it restarted."""
+    caplog.set_level("INFO", logger="drip.engine")
     start = datetime(2026, 11, 2, 7, 0, tzinfo=UTC)
     evergreen = variant(course, evergreen=True)
     enrol(engine, evergreen, "ana@example.org", now=start)
+    with engine.begin() as connection:
+        [enrollment_id] = connection.execute(select(Enrollment.id)).scalars()
+        key = email_key(EmailKind.LINK)
+        queue(
+            connection,
+            enrollment_id=enrollment_id,
+            kind=EmailKind.LINK,
+            key=key,
+            due_at=start,
+            now=start,
+        )
+        connection.execute(
+            update(Delivery).where(Delivery.day_id == key).values(status="cancelled")
+        )
     walk(sender_for(engine, settings, evergreen), start, days=6, step=timedelta(hours=2))
     assert len(memory.outbox) == 7  # the after-course email waits for tomorrow
     edited = appended(evergreen, "bonus-one", "bonus-two")
@@ -1105,6 +1122,10 @@ def test_days_appended_before_the_after_course_email_go_first(
     assert [d.day_id for d in sent[7:]] == ["bonus-one", "bonus-two", "after_course:once"]
     days = [d.sent_at.date() for d in sent]
     assert len(days) == len(set(days)) == 10, "one email a morning"
+    [link] = [d for d in deliveries(engine) if d.kind == EmailKind.LINK]
+    assert link.status == DeliveryStatus.CANCELLED
+    restarts = [r.getMessage() for r in caplog.records if "event=evergreen " in r.getMessage()]
+    assert restarts == [f"event=evergreen course={course.slug} restarted=1"]
 
 
 def test_one_run_files_every_recorded_signup_however_many_batches(

@@ -127,3 +127,9 @@ def test_next_slot_is_the_first_send_time_not_before_now_on_an_allowed_day() -> 
     assert slot(monday.replace(hour=7, minute=1)) == datetime(2026, 11, 4, 7, tzinfo=zone)
     assert slot(datetime(2026, 11, 3, 5)) == datetime(2026, 11, 4, 7, tzinfo=zone)
     assert slot(datetime(2026, 11, 6, 8)) == datetime(2026, 11, 9, 7, tzinfo=zone)
+    # east of UTC, where the UTC date is still yesterday: the local date decides
+    auckland = ZoneInfo("Pacific/Auckland")
+    now = datetime(2026, 11, 3, 8, tzinfo=auckland)  # Tuesday 08:00 local, Monday in UTC
+    every_day = frozenset(range(7))
+    expected = datetime(2026, 11, 4, 7, tzinfo=auckland)
+    assert next_slot(now=now, zone=auckland, send_at=seven, weekdays=every_day) == expected
