@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.engine import make_url
 
@@ -16,9 +18,11 @@ from drip.compose import Composer
 from drip.config import Settings
 from drip.courses import Catalog, Course, load_course
 from drip.db import engine_for, make_engine, upgrade
+from drip.mailer import memory
 from drip.models import Enrollment, Subscriber
 from drip.signup import Consent, Entry, sign_up
 from drip.testing import SmtpSink
+from drip.web import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 COURSES_DIR = ROOT / "courses"
@@ -168,3 +172,13 @@ def enrol(
                 .where(Subscriber.email == email.lower(), Enrollment.course_slug == course.slug)
             ).scalar_one()
         )
+
+
+@contextmanager
+def app_client(settings: Settings) -> Iterator[TestClient]:
+    """The web app through TestClient (its start-up and shutdown run), redirects not
+    followed, with the in-memory outbox empty before and after."""
+    memory.outbox.clear()
+    with TestClient(create_app(settings), follow_redirects=False) as client:
+        yield client
+    memory.outbox.clear()

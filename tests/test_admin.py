@@ -32,7 +32,14 @@ from drip.testing import SmtpSink
 from drip.web import create_app
 from drip.web.admin import charts
 from drip.web.admin.charts import FUNNEL, Group, bar_chart, funnel_chart
-from tests.conftest import COURSES_DIR, SHIPPED_COURSE, TEST_SECRET, enrol, make_settings
+from tests.conftest import (
+    COURSES_DIR,
+    SHIPPED_COURSE,
+    TEST_SECRET,
+    app_client,
+    enrol,
+    make_settings,
+)
 
 PASSWORD = "correct horse battery staple"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -56,10 +63,8 @@ def app_settings(tmp_path: Path) -> Settings:
 def client(app_settings: Settings) -> Iterator[TestClient]:
     """The app, with the dashboard's password set."""
     _store_password(app_settings, PASSWORD)
-    memory.outbox.clear()
-    with TestClient(create_app(app_settings), follow_redirects=False) as test_client:
+    with app_client(app_settings) as test_client:
         yield test_client
-    memory.outbox.clear()
 
 
 @pytest.fixture

@@ -22,8 +22,7 @@ from drip.mailer import memory
 from drip.models import Click, Delivery, Subscriber
 from drip.subscribers import delete_subscriber
 from drip.tokens import Tokens
-from drip.web import create_app
-from tests.conftest import TEST_SECRET, enrol, make_settings
+from tests.conftest import TEST_SECRET, app_client, enrol, make_settings
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
 BASE = "http://127.0.0.1:8000"
@@ -36,10 +35,8 @@ def app_settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def client(app_settings: Settings) -> Iterator[TestClient]:
-    memory.outbox.clear()
-    with TestClient(create_app(app_settings), follow_redirects=False) as test_client:
+    with app_client(app_settings) as test_client:
         yield test_client
-    memory.outbox.clear()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from drip.mailer import memory
 from drip.models import Delivery
 from drip.tokens import Tokens
 from drip.web import create_app
-from tests.conftest import TEST_SECRET, enrol, make_settings
+from tests.conftest import TEST_SECRET, app_client, enrol, make_settings
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
 BASE = "http://127.0.0.1:8000"
@@ -28,10 +28,8 @@ BASE = "http://127.0.0.1:8000"
 
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
-    memory.outbox.clear()
-    with TestClient(create_app(make_settings(tmp_path)), follow_redirects=False) as test_client:
+    with app_client(make_settings(tmp_path)) as test_client:
         yield test_client
-    memory.outbox.clear()
 
 
 def _send_days(client: TestClient, course: Course, email: str, days: int) -> list[str]:

@@ -26,7 +26,7 @@ from drip.message import Outgoing
 from drip.models import Delivery, Enrollment, Signup, Subscriber
 from drip.tokens import Purpose
 from drip.web import create_app
-from tests.conftest import SHIPPED_COURSE, TEST_SECRET, make_settings
+from tests.conftest import SHIPPED_COURSE, TEST_SECRET, app_client, make_settings
 
 WEBHOOK_SECRET = "webhook-secret-for-tests"
 
@@ -40,10 +40,8 @@ def app_settings(tmp_path: Any) -> Settings:
 
 @pytest.fixture
 def client(app_settings: Settings) -> Iterator[TestClient]:
-    memory.outbox.clear()
-    with TestClient(create_app(app_settings), follow_redirects=False) as test_client:
+    with app_client(app_settings) as test_client:
         yield test_client
-    memory.outbox.clear()
 
 
 @pytest.fixture
