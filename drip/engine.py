@@ -236,6 +236,8 @@ class Sender:
         """Days added to an evergreen course reach those who had completed it, a chunk
         per transaction. A database error is logged and the run goes on sending."""
         for course in self.catalog:
+            if not course.evergreen:  # no transaction (SQLite: no write lock) for the others
+                continue
             restarted, chunk = 0, EVERGREEN_CHUNK
             try:
                 while chunk == EVERGREEN_CHUNK and not self.stopping.is_set():
