@@ -243,6 +243,30 @@ class Prepared:
             for process, value in zip(self._results, row, strict=True)
         )
 
+    def read_alone(self, connection: Connection, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The first row of this read, run as a statement of its own, outside any
+        transaction: one round trip, no BEGIN or COMMIT (nor SQLite's write lock) for a
+        single read. ``connection`` must not be in a transaction. Values as the driver
+        returns them."""
+        if connection.in_transaction():
+            raise RuntimeError("read_alone runs outside a transaction")
+        driver = connection.connection.driver_connection
+        # SQLite's driver is in autocommit mode already (see make_engine); psycopg's is
+        # switched for this one statement (a client-side setting: no round trip)
+        switch = connection.dialect.name == "postgresql"
+        if switch:
+            driver.autocommit = True  # type: ignore[union-attr]
+        try:
+            cursor = driver.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.execute(self.sql, self._bound(params, {}))
+                return cursor.fetchone()  # type: ignore[no-any-return]
+            finally:
+                cursor.close()
+        finally:
+            if switch:
+                driver.autocommit = False  # type: ignore[union-attr]
+
     def executemany(self, connection: Connection, rows: Iterable[dict[str, Any]]) -> None:
         """Run once per parameter set, in one driver call."""
         converted: dict[tuple[int, Any], Any] = {}

@@ -24,6 +24,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    literal_column,
     or_,
     select,
     update,
@@ -86,11 +87,22 @@ def joined(query: _Query) -> _Query:
     )
 
 
+def _in(status: DeliveryStatus) -> ColumnElement[bool]:
+    # a literal, not a parameter, so the planner can match it to the partial index
+    return col(Delivery.status) == literal_column(f"'{status.value}'")
+
+
+def _scheduled(now: datetime) -> ColumnElement[bool]:
+    return and_(_in(DeliveryStatus.SCHEDULED), col(Delivery.due_at) <= now)
+
+
+def _stranded(now: datetime) -> ColumnElement[bool]:
+    """Claims whose lease ran out (their worker died or stalled)."""
+    return and_(_in(DeliveryStatus.SENDING), col(Delivery.claimed_until) <= now)
+
+
 def _due(now: datetime) -> ColumnElement[bool]:
-    return or_(
-        and_(col(Delivery.status) == DeliveryStatus.SCHEDULED, col(Delivery.due_at) <= now),
-        and_(col(Delivery.status) == DeliveryStatus.SENDING, col(Delivery.claimed_until) <= now),
-    )
+    return or_(_scheduled(now), _stranded(now))
 
 
 def claim(
@@ -102,21 +114,26 @@ def claim(
     lease_from: datetime | None = None,
     transactional_only: bool = False,
 ) -> list[Claimed]:
-    """Take up to ``limit`` emails due at ``now``, oldest first, leased until
-    ``lease_from`` (by default ``now``) + ``lease``.
+    """Take up to ``limit`` emails due at ``now``, leased until ``lease_from`` (by
+    default ``now``) + ``lease``: stranded claims first, then scheduled emails, each
+    oldest first, each read along its partial index (only the rows taken are read).
 
     ``transactional_only`` leaves lessons alone (the web process's prompt sender).
     Runs in its own transaction on ``connection``.
     """
     lease_until = (lease_from or now) + lease
     with connection.begin():
-        query = select(col(Delivery.id)).where(_due(now))
-        if transactional_only:
-            query = query.where(TRANSACTIONAL_PENDING)
-        query = query.order_by(col(Delivery.due_at), col(Delivery.id)).limit(limit)
-        if connection.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        ids = list(connection.execute(query).scalars())
+        ids: list[int | None] = []
+        for waiting in (_stranded(now), _scheduled(now)):
+            query = select(col(Delivery.id)).where(waiting)
+            if transactional_only:
+                query = query.where(TRANSACTIONAL_PENDING)
+            query = query.order_by(col(Delivery.due_at), col(Delivery.id)).limit(limit - len(ids))
+            if connection.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            ids += connection.execute(query).scalars()
+            if len(ids) == limit:
+                break
         if not ids:
             return []
         connection.execute(
@@ -238,7 +255,7 @@ class _Statements:
             ),
             dialect,
         )
-        self.insert = Prepared(
+        one = (
             insert(Delivery)
             .values(
                 enrollment_id=bindparam("enrollment"),
@@ -250,9 +267,13 @@ class _Statements:
                 attempts=0,
                 created_at=bindparam("now"),
             )
-            .on_conflict_do_nothing(index_elements=["enrollment_id", "day_id"]),
-            dialect,
+            .on_conflict_do_nothing(index_elements=["enrollment_id", "day_id"])
         )
+        #: one email into the outbox
+        self.insert = Prepared(one, dialect)
+        #: many, run with a list of parameter sets: RETURNING makes SQLAlchemy send them as
+        #: multi-row statements ("insert many values"), not one statement per row
+        self.insert_many = one.returning(col(Delivery.id))
 
 
 _compiled: dict[tuple[str, str], _Statements] = {}
@@ -303,11 +324,11 @@ AFTER_COURSE_KEY = f"{EmailKind.AFTER_COURSE}:once"
 
 def check(connection: Connection, item: Claimed) -> bool | None:
     """Right before SMTP: None when the claim is no longer ours, else whether the email is
-    still wanted (its subscriber and enrollment are in a state that receives it)."""
-    row = (
-        _statements(connection.dialect)
-        .check.execute(connection, {"id": item.delivery_id, "lease": item.lease})
-        .fetchone()
+    still wanted (its subscriber and enrollment are in a state that receives it).
+
+    A read of its own, outside any transaction (``connection`` must not be in one)."""
+    row = _statements(connection.dialect).check.read_alone(
+        connection, {"id": item.delivery_id, "lease": item.lease}
     )
     if row is None:
         return None
@@ -427,10 +448,12 @@ def queue(
 
 
 def queue_many(connection: Connection, emails: Sequence[Mapping[str, Any]]) -> None:
-    """``queue`` for many emails in one driver call: each mapping has ``queue``'s
-    keyword arguments (``signup_id`` optional)."""
-    _statements(connection.dialect).insert.executemany(
-        connection,
+    """``queue`` for many emails in one statement: each mapping has ``queue``'s keyword
+    arguments (``signup_id`` optional)."""
+    if not emails:
+        return
+    connection.execute(
+        _statements(connection.dialect).insert_many,
         [
             {
                 "enrollment": email["enrollment_id"],
@@ -482,6 +505,7 @@ def queue_next_lesson(
     last_sent_at: datetime | None = None,
     resuming: bool = False,
     not_before: datetime | None = None,
+    batch: list[dict[str, Any]] | None = None,
 ) -> schedule.NextLesson | None:
     """Queue an enrollment's next lesson (``schedule.plan_next``), or complete it.
 
@@ -490,6 +514,8 @@ def queue_next_lesson(
     (re)starts (``resuming``). ``history``: day id → status (``lesson_histories``).
     At most one lesson per enrollment is ever queued: None when one already is.
     Completing queues the course's ``after_course`` email, once per enrollment ever.
+    With ``batch``, a new lesson is added there (``queue``'s keyword arguments) for the
+    caller's ``queue_many``, instead of queued at once.
     """
     statuses = dict(history)
     if closed is not None:
@@ -537,14 +563,17 @@ def queue_next_lesson(
     elif plan.day_id in statuses:  # cancelled by an earlier unsubscribe: revive it
         _revive(connection, enrollment_id, plan.day_id, plan.due_at)
     else:
-        queue(
-            connection,
-            enrollment_id=enrollment_id,
-            kind=EmailKind.LESSON,
-            key=plan.day_id,
-            due_at=plan.due_at,
-            now=now,
-        )
+        email: dict[str, Any] = {
+            "enrollment_id": enrollment_id,
+            "kind": EmailKind.LESSON,
+            "key": plan.day_id,
+            "due_at": plan.due_at,
+            "now": now,
+        }
+        if batch is None:
+            queue(connection, **email)
+        else:
+            batch.append(email)
     return plan
 
 

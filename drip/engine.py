@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -317,10 +317,10 @@ class _Accepted:
 class _Worker:
     """Sends claimed emails one after another over one SMTP and one database connection.
 
-    Each claim is re-checked in a transaction of its own right before SMTP (a read: no
-    write to flush); once a window of accepted messages is full, their receipts are
-    written in that transaction too. So one writing transaction per window, and never
-    more than one window per connection sent but not recorded.
+    Each claim is re-checked right before SMTP, a read on its own outside a transaction;
+    once a window of accepted messages is full, their receipts are written first, in one
+    transaction. So one writing transaction per window, and never more than one window
+    per connection sent but not recorded.
     """
 
     def __init__(
@@ -411,13 +411,10 @@ class _Worker:
         )
 
     @contextmanager
-    def _transaction(self, *, flush: bool = True) -> Iterator[Connection]:
-        """A transaction that first writes the receipts of the messages accepted since
-        (``flush``: always; else only once a window of them is waiting)."""
+    def _transaction(self) -> Iterator[Connection]:
+        """A transaction that first writes the receipts of the messages accepted since."""
         with self.connection.begin():
-            written = bool(self.unrecorded) and (
-                flush or len(self.unrecorded) >= self.settings.smtp_window
-            )
+            written = bool(self.unrecorded)
             if written:
                 self._write_receipts(self.unrecorded)
             yield self.connection
@@ -430,9 +427,12 @@ class _Worker:
         A claim that is ours but no longer wanted (the subscriber left) is cancelled
         here, so it is not claimed again after its lease.
         """
-        with self._transaction(flush=False) as connection:
-            wanted = deliveries.check(connection, item)
-            if wanted is False:
+        if len(self.unrecorded) >= self.settings.smtp_window:
+            with self._transaction():  # a full window: its receipts first
+                pass
+        wanted = deliveries.check(self.connection, item)
+        if wanted is False:
+            with self._transaction() as connection:
                 deliveries.update_claimed(
                     connection,
                     item,
@@ -452,10 +452,11 @@ class _Worker:
             [(each.item, each.reply, each.message_id) for each in accepted],
             now=self.now,
         )
+        next_lessons: list[dict[str, Any]] = []
         for each in accepted:
             item = each.item
             if item.delivery_id in recorded:
-                self._queue_next(self.connection, item, each.course)
+                self._queue_next(self.connection, item, each.course, batch=next_lessons)
                 continue
             # Unsubscribed between the check and the send, or the lease was taken over.
             log_event(
@@ -467,9 +468,16 @@ class _Worker:
                 day=item.day_id,
                 message_id=each.message_id,
             )
+        deliveries.queue_many(self.connection, next_lessons)
 
     def _queue_next(
-        self, connection: Connection, item: Claimed, course: Course, *, skipped: bool = False
+        self,
+        connection: Connection,
+        item: Claimed,
+        course: Course,
+        *,
+        skipped: bool = False,
+        batch: list[dict[str, Any]] | None = None,
     ) -> None:
         """After a lesson is closed, its enrollment's next one (other kinds end here): due
         the next allowed local day after now, or, in place of a day removed from the
@@ -486,6 +494,7 @@ class _Worker:
             history=item.history,
             closed=item.day_id,
             resuming=skipped,
+            batch=batch,
         )
 
     def _close(

@@ -81,6 +81,12 @@ def _ts(*, index: bool = False) -> Column:  # type: ignore[type-arg]
 
 #: the partial index's condition, spelled once: pending emails that are not lessons
 TRANSACTIONAL_PENDING = text("kind != 'lesson' AND status IN ('scheduled', 'sending')")
+#: the two sets of rows a claim reads: emails waiting for their time, and claims in flight
+#: (taken over once their lease runs out)
+SCHEDULED = text("status = 'scheduled'")
+SENDING = text("status = 'sending'")
+#: deliveries that belong to a signup (confirmation, welcome): lessons have none
+HAS_SIGNUP = text("signup_id IS NOT NULL")
 #: signups the web process stored and nobody has filed yet
 UNFILED = text("filed_at IS NULL")
 
@@ -172,9 +178,25 @@ class Enrollment(SQLModel, table=True):
 class Delivery(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("enrollment_id", "day_id", name="uq_delivery_enrollment_day"),
-        # The claim query: scheduled rows by due time, stranded claims by lease expiry.
-        Index("ix_delivery_status_due_at", "status", "due_at"),
-        Index("ix_delivery_status_claimed_until", "status", "claimed_until"),
+        # The claim reads scheduled rows, then claims in flight, oldest first. Partial
+        # indexes: a claim walks only the rows it takes, and a sent row (nearly all of them,
+        # in time) is in neither, so recording a send updates two indexes, not five.
+        Index(
+            "ix_delivery_scheduled",
+            "due_at",
+            "id",
+            sqlite_where=SCHEDULED,
+            postgresql_where=SCHEDULED,
+        ),
+        Index(
+            "ix_delivery_sending", "due_at", "id", sqlite_where=SENDING, postgresql_where=SENDING
+        ),
+        Index(
+            "ix_delivery_signup_id",
+            "signup_id",
+            sqlite_where=HAS_SIGNUP,
+            postgresql_where=HAS_SIGNUP,
+        ),
         # The web process's prompt sender looks only for pending non-lessons: a small index
         # however many lessons are queued.
         Index(
@@ -198,7 +220,7 @@ class Delivery(SQLModel, table=True):
     #: the signup a confirmation or welcome email belongs to
     signup_id: int | None = Field(
         default=None,
-        sa_column=Column(Integer, ForeignKey("signup.id", ondelete="CASCADE"), index=True),
+        sa_column=Column(Integer, ForeignKey("signup.id", ondelete="CASCADE")),
     )
     status: str = Field(
         default=DeliveryStatus.SCHEDULED, sa_column=Column(String(16), nullable=False)

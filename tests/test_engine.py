@@ -13,7 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, event, update
 from sqlmodel import Session, select
 
 from drip.compose import Composer, Recipient
@@ -1207,3 +1207,28 @@ def test_a_claim_taken_over_before_its_send_is_not_sent(
     assert (report.sent, memory.outbox) == (0, [])
     [row] = deliveries(engine)
     assert (row.status, row.claimed_until) == (DeliveryStatus.SENDING, other)
+
+
+def test_the_check_before_each_message_is_a_read_outside_any_transaction(
+    engine: Engine, tmp_path: Path, course: Course
+) -> None:
+    """Checking each claim right before SMTP opens no transaction (no BEGIN and COMMIT,
+    no SQLite write lock, per message): a run of 20 lessons with a window of 5 begins a
+    transaction for each claim and each window of receipts, not for each message."""
+    settings = make_settings(tmp_path, smtp_window=5, smtp_connections=1, batch_size=20)
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    for n in range(20):
+        enrol(engine, course, f"s{n:02}@example.org", now=now)
+    begins: list[str] = []
+
+    def count(connection: object) -> None:
+        begins.append("begin")
+
+    sender = sender_for(engine, settings, course)
+    event.listen(engine, "begin", count)
+    try:
+        assert sender.send_due(now=now).sent == 20
+    finally:
+        event.remove(engine, "begin", count)
+    # two claims (the second finds nothing), four windows, the signups and evergreen passes
+    assert len(begins) <= 8, len(begins)
