@@ -1232,3 +1232,63 @@ def test_the_check_before_each_message_is_a_read_outside_any_transaction(
         event.remove(engine, "begin", count)
     # two claims (the second finds nothing), four windows, the signups and evergreen passes
     assert len(begins) <= 8, len(begins)
+
+
+def test_evergreen_restarts_each_behind_enrollment_of_the_course_once_chunk_by_chunk(
+    any_engine: Engine, tmp_path: Path, course: Course
+) -> None:
+    """``extend_evergreen`` with a chunk of one: each call restarts the next enrollment
+    behind (one whose first new day is already queued does not hide the others), then 0.
+    Restarted: Ana, Ben, and Cleo, who left once before completing and came back. Not
+    restarted: Dan, whose address bounced since, and Eve, who completed another course.
+    A restarted enrollment is active with no completion time, and its first new day is
+    due at today's ``send_at`` when the restart comes before it."""
+    from drip.enrollment import extend_evergreen
+
+    settings = make_settings(tmp_path)
+    start = datetime(2026, 11, 2, 7, 0, tzinfo=UTC)
+    for name in ("ana", "ben", "cleo", "dan", "eve"):
+        enrol(any_engine, course, f"{name}@example.org", now=start)
+    walk(sender_for(any_engine, settings, course), start, days=9)
+    with any_engine.begin() as connection:
+        for email, values in (
+            ("cleo@example.org", {"unsubscribed_at": start + timedelta(days=1)}),
+            ("dan@example.org", {"status": SubscriberStatus.SUPPRESSED}),
+        ):
+            connection.execute(update(Subscriber).where(Subscriber.email == email).values(values))
+        eve = select(Subscriber.id).where(Subscriber.email == "eve@example.org")
+        connection.execute(
+            update(Enrollment)
+            .where(Enrollment.subscriber_id == eve.scalar_subquery())
+            .values(course_slug="another-course")
+        )
+    edited = appended(course, "bonus-one", evergreen=True)
+    local = ZoneInfo(course.default_timezone)
+    early = datetime.combine(start.date() + timedelta(days=14), course.send_at, local) - timedelta(
+        hours=1
+    )
+    with any_engine.begin() as connection:  # not evergreen: nobody is behind
+        assert extend_evergreen(connection, course=appended(course, "bonus-one"), now=early) == 0
+    chunks = []
+    for _ in range(4):
+        with any_engine.begin() as connection:
+            chunks.append(extend_evergreen(connection, course=edited, now=early, limit=1))
+    assert chunks == [1, 1, 1, 0]
+    with Session(any_engine) as session:
+        rows = session.exec(
+            select(
+                Subscriber.email, Enrollment.status, Enrollment.completed_at, Enrollment.course_slug
+            )
+            .join(Enrollment)
+            .order_by(Subscriber.email)
+        ).all()
+    assert [(email, status, when is None) for email, status, when, _ in rows] == [
+        ("ana@example.org", "active", True),
+        ("ben@example.org", "active", True),
+        ("cleo@example.org", "active", True),
+        ("dan@example.org", "completed", False),
+        ("eve@example.org", "completed", False),
+    ]
+    bonus = [d for d in deliveries(any_engine) if d.day_id == "bonus-one"]
+    assert len(bonus) == 3
+    assert {(d.due_at, d.created_at) for d in bonus} == {(early + timedelta(hours=1), early)}
