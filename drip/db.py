@@ -195,6 +195,28 @@ def _sqlite_engine(database_url: str, pool_size: int) -> Engine:
     return engine
 
 
+@contextmanager
+def generic_plans(connection: Connection) -> Iterator[None]:
+    """On PostgreSQL, plan each prepared statement once for this block, not on every
+    execution (``plan_cache_mode``): for a sender's statements, which find their rows by
+    key, so their best plan does not depend on the values. A plan made for the values
+    would cost a planning per message, and, on a table of a few batches, can prefer
+    reading every row in flight to probing the ten it names."""
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    with connection.begin():
+        connection.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+    try:
+        yield
+    finally:
+        try:
+            with connection.begin():
+                connection.exec_driver_sql("RESET plan_cache_mode")
+        except Exception:  # a broken connection: never back to the pool with the setting
+            connection.invalidate()
+
+
 class Prepared:
     """A Core statement compiled once for a dialect, run straight on the DBAPI cursor.
 

@@ -136,9 +136,12 @@ def claim(
                 break
         if not ids:
             return []
+        # By id alone (the primary key): the rows just read are this transaction's, locked
+        # on PostgreSQL, under SQLite's write lock. Repeating the due condition here would
+        # let the planner scan the partial indexes, every row due, for every claim.
         connection.execute(
             update(Delivery)
-            .where(col(Delivery.id).in_(ids), _due(now))
+            .where(col(Delivery.id).in_(ids))
             .values(
                 status=DeliveryStatus.SENDING,
                 claimed_until=lease_until,

@@ -38,6 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from drip import bounces, deliveries, schedule
 from drip.config import Settings
 from drip.courses import Catalog, Course
+from drip.db import generic_plans
 from drip.deliveries import Claimed
 from drip.enrollment import EVERGREEN_CHUNK, extend_evergreen, zone_for
 from drip.exceptions import ConfigError, DripError, PermanentFailure, TemporaryFailure
@@ -263,7 +264,7 @@ class Sender:
         """One worker thread: its own SMTP and database connections, batch after batch.
         The mailer is made once there is something to send (a run with nothing due
         never loads it)."""
-        with self.engine.connect() as connection:
+        with self.engine.connect() as connection, generic_plans(connection):
             batch = self._claim(connection, now, report, budget)
             if not batch:
                 return

@@ -178,9 +178,11 @@ class Enrollment(SQLModel, table=True):
 class Delivery(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("enrollment_id", "day_id", name="uq_delivery_enrollment_day"),
-        # The claim reads scheduled rows, then claims in flight, oldest first. Partial
-        # indexes: a claim walks only the rows it takes, and a sent row (nearly all of them,
-        # in time) is in neither, so recording a send updates two indexes, not five.
+        # The claim reads scheduled rows, then claims in flight. Partial indexes: a claim
+        # walks only the scheduled rows it takes, and a sent row (nearly all of them, in
+        # time) is in neither, so recording a send updates two indexes, not five. Claims in
+        # flight are few (batches × connections): they are keyed by id, so a statement that
+        # names its rows (a receipt, a check) probes them, never walks them.
         Index(
             "ix_delivery_scheduled",
             "due_at",
@@ -188,9 +190,7 @@ class Delivery(SQLModel, table=True):
             sqlite_where=SCHEDULED,
             postgresql_where=SCHEDULED,
         ),
-        Index(
-            "ix_delivery_sending", "due_at", "id", sqlite_where=SENDING, postgresql_where=SENDING
-        ),
+        Index("ix_delivery_sending", "id", sqlite_where=SENDING, postgresql_where=SENDING),
         Index(
             "ix_delivery_signup_id",
             "signup_id",

@@ -186,8 +186,9 @@ def test_signup_statements_store_times_as_every_other_write_does(tmp_path: Path)
 
 
 def test_a_claim_reads_only_the_rows_it_takes(any_engine: Engine) -> None:
-    """The claim's reads walk a partial index in (due_at, id) order: no scan and sort of
-    the whole backlog (every claim of a 100,000-lesson morning would read all of it)."""
+    """The claim's reads go through the partial indexes: scheduled rows in (due_at, id)
+    order, with no scan and sort of the whole backlog (every claim of a 100,000-lesson
+    morning would read all of it); claims in flight (a few batches) by their own."""
     from sqlalchemy import event
 
     from drip import deliveries
@@ -222,7 +223,8 @@ def test_a_claim_reads_only_the_rows_it_takes(any_engine: Engine) -> None:
             plan = "\n".join(str(row[-1]) for row in cursor.fetchall())
             connection.rollback()
         assert index in plan, plan
-        assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan
+        if index == "ix_delivery_scheduled":
+            assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan
 
 
 def _explain_generic(statement: str, parameters: Any, *, name: str) -> tuple[Any, Any]:

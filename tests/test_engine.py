@@ -1292,3 +1292,45 @@ def test_evergreen_restarts_each_behind_enrollment_of_the_course_once_chunk_by_c
     bonus = [d for d in deliveries(any_engine) if d.day_id == "bonus-one"]
     assert len(bonus) == 3
     assert {(d.due_at, d.created_at) for d in bonus} == {(early + timedelta(hours=1), early)}
+
+
+def test_a_senders_postgresql_connections_plan_once_and_go_back_to_the_pool_as_they_came(
+    any_engine: Engine, tmp_path: Path, course: Course
+) -> None:
+    """While sending, each worker's PostgreSQL session plans its statements once
+    (``plan_cache_mode = force_generic_plan``); after the run, the pooled connections
+    that the web process shares are back at the server's default."""
+    if any_engine.dialect.name != "postgresql":
+        pytest.skip("a PostgreSQL setting")
+    settings = make_settings(tmp_path, smtp_connections=2)
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    for n in range(4):
+        enrol(any_engine, course, f"s{n}@example.org", now=now)
+    seen: list[str] = []
+
+    class Watching(MemoryMailer):
+        def send(self, message: Outgoing) -> str:
+            with any_engine.connect() as other:  # not the worker's: a separate session
+                seen.append(other.exec_driver_sql("SHOW plan_cache_mode").scalar_one())
+            return super().send(message)
+
+    sender = sender_for(any_engine, settings, course, mailer_factory=Watching)
+    plans: list[str] = []
+
+    def note(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        if statement.startswith("SELECT delivery.id"):
+            plans.append(cursor.connection.execute("SHOW plan_cache_mode").fetchone()[0])
+
+    event.listen(any_engine, "after_cursor_execute", note)
+    try:
+        assert sender.send_due(now=now).sent == 4
+    finally:
+        event.remove(any_engine, "after_cursor_execute", note)
+    assert plans and set(plans) == {"force_generic_plan"}
+    assert set(seen) == {"auto"}
+    pooled = [any_engine.connect() for _ in range(3)]
+    try:
+        assert {c.exec_driver_sql("SHOW plan_cache_mode").scalar_one() for c in pooled} == {"auto"}
+    finally:
+        for connection in pooled:
+            connection.close()

@@ -1,10 +1,10 @@
-"""Partial indexes for the claim: scheduled rows and claims in flight, each by
-(due_at, id), in place of (status, due_at) and (status, claimed_until); and the signup
-index only for the deliveries that have a signup.
+"""Partial indexes for the claim: scheduled rows by (due_at, id) and claims in flight
+by id, in place of (status, due_at) and (status, claimed_until); and the signup index
+only for the deliveries that have a signup.
 
-A claim then walks only the rows it takes (an ordered index range, no sort of the whole
-backlog), and a sent row leaves these indexes: recording a send updates two indexes
-(the primary key and the (enrollment, day) unique one), not five.
+A claim then walks only the scheduled rows it takes (an ordered index range, no sort of
+the whole backlog), and a sent row leaves these indexes: recording a send updates two
+indexes (the primary key and the (enrollment, day) unique one), not five.
 
 Revision ID: 0004
 Revises: 0003
@@ -29,7 +29,7 @@ def upgrade() -> None:
     op.drop_index("ix_delivery_signup_id", table_name="delivery")
     for name, columns, where in (
         ("ix_delivery_scheduled", ["due_at", "id"], SCHEDULED),
-        ("ix_delivery_sending", ["due_at", "id"], SENDING),
+        ("ix_delivery_sending", ["id"], SENDING),
         ("ix_delivery_signup_id", ["signup_id"], HAS_SIGNUP),
     ):
         op.create_index(name, "delivery", columns, sqlite_where=where, postgresql_where=where)
