@@ -67,6 +67,26 @@ def test_a_class_link_token_names_its_lesson() -> None:
     )
 
 
+def test_a_lesson_page_token_names_its_lesson_and_nothing_else() -> None:
+    """``UID.DAY.TAG``: any uid shape the other tokens take (letters of either case,
+    digits), read back as it was; another day, uid, key or shape is not valid."""
+    signed = tokens()
+    token = signed.lesson_token("AbC123", "day-2")
+    assert signed.read_lesson(token) == ("AbC123", "day-2")
+    uid, day, tag = token.split(".")
+    for forged in (
+        f"{uid}.day-3.{tag}",
+        f"abc123.{day}.{tag}",
+        tokens("another-key-of-enough-length-0123456789").lesson_token("AbC123", "day-2"),
+        f"{uid}.{day}.{tag.upper()}",
+        f"{uid}.{day}",
+        f"{token}.x",
+        f"../{token}",
+    ):
+        with pytest.raises(InvalidToken, match="^this link is not valid$"):
+            signed.read_lesson(forged)
+
+
 @pytest.mark.parametrize(
     "payload",
     [
