@@ -1334,3 +1334,23 @@ def test_a_senders_postgresql_connections_plan_once_and_go_back_to_the_pool_as_t
     finally:
         for connection in pooled:
             connection.close()
+
+
+def test_a_dry_run_lists_a_claim_whose_lease_ran_out_and_not_one_still_held(
+    engine: Engine, course: Course
+) -> None:
+    """A worker died holding a claim: once its lease has run out the email is due again
+    (the next run takes it), and ``--dry-run`` lists it; while the lease holds, it is not."""
+    from drip.deliveries import due
+
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    enrol(engine, course, "held@example.org", now=now)
+    with engine.connect() as connection:
+        [held] = claim(connection, now=now, limit=1, lease=timedelta(minutes=5))
+    enrol(engine, course, "waiting@example.org", now=now)
+    with engine.connect() as connection:
+        during = due(connection, now=now + timedelta(minutes=4), limit=None)
+        after = due(connection, now=now + timedelta(minutes=6), limit=None)
+    assert [row["email"] for row in during] == ["waiting@example.org"]
+    assert sorted(row["email"] for row in after) == [held.email, "waiting@example.org"]
+    assert {row["attempts"] for row in after if row["email"] == held.email} == {1}

@@ -349,6 +349,27 @@ def test_an_endless_reply_is_cut_off() -> None:
     assert len(sent) > MAX_REPLY_LINES
 
 
+def test_a_line_that_never_ends_is_cut_off_at_its_size_not_at_the_timeout() -> None:
+    """A greeting line that never reaches its newline is dropped once it passes
+    MAX_REPLY_BYTES, long before DRIP_SMTP_TIMEOUT (60 s here): neither a worker nor its
+    memory is held."""
+
+    def no_newline(connection: socket.socket) -> None:
+        connection.sendall(b"220-")
+        while True:
+            connection.sendall(b"x" * 4096)
+
+    started = time.monotonic()
+    with _scripted_server(no_newline) as port:
+        mailer = mailer_from_url(f"smtp://127.0.0.1:{port}?starttls=off", timeout=60)
+        with mailer, pytest.raises(TemporaryFailure) as cut:
+            mailer.send(_message())
+    assert str(cut.value) == (
+        f"cannot connect to 127.0.0.1:{port}: the server's reply took too long"
+    )
+    assert time.monotonic() - started < 10
+
+
 def test_a_server_dribbling_its_greeting_hits_the_timeout() -> None:
     """DRIP_SMTP_TIMEOUT bounds a whole reply, not each read: a greeting sent a byte at a
     time gives up after the timeout, not after as many timeouts as there are bytes."""
