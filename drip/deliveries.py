@@ -1,6 +1,7 @@
 """Named operations on the outbox (the ``delivery`` table), so the send loop reads as a loop.
 
-Each function runs in the caller's transaction on a Core ``Connection``. An update of a
+Each function runs in the caller's transaction on a Core ``Connection`` (``check``, a
+single read, outside any). An update of a
 claimed row is guarded by its lease (``status = 'sending' AND claimed_until = lease``):
 the lease value is the claim token, so a worker whose lease was taken over changes
 nothing. Statements run once per message are compiled once per database kind

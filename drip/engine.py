@@ -3,13 +3,15 @@
 1. **Claim** a batch in one short transaction (``FOR UPDATE SKIP LOCKED`` on PostgreSQL,
    ``BEGIN IMMEDIATE`` on SQLite): due rows become ``sending`` with a lease
    (``claimed_until``), so concurrent runs share the work and never take the same row.
-2. **Send** each: build the message, re-check right before SMTP that the claim is still
-   ours and its subscriber still wants this kind of email, hand it over.
+2. **Send** each: build the message, re-check right before SMTP (one read, outside any
+   transaction) that the claim is still ours and its subscriber still wants this kind of
+   email, hand it over.
 3. **Record** ``sent`` with the server's reply and Message-ID (and, for a lesson, queue
    the next day) a window at a time: the receipts of ``DRIP_SMTP_WINDOW`` accepted
-   messages are written together, in the transaction that re-checks the next claim, so
-   before anything more goes out on that connection. The lease value is the claim token:
-   a worker whose lease expired and was taken over can no longer record anything.
+   messages are written together, in one transaction, before the next claim is
+   re-checked, so before anything more goes out on that connection. The lease value is
+   the claim token: a worker whose lease expired and was taken over can no longer record
+   anything.
 
 A crash between 2 and 3 leaves rows ``sending`` (at most one window per SMTP
 connection); after the lease they are claimed again and resent with the same Message-ID. Temporary
