@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -1354,3 +1355,32 @@ def test_a_dry_run_lists_a_claim_whose_lease_ran_out_and_not_one_still_held(
     assert [row["email"] for row in during] == ["waiting@example.org"]
     assert sorted(row["email"] for row in after) == [held.email, "waiting@example.org"]
     assert {row["attempts"] for row in after if row["email"] == held.email} == {1}
+
+
+def test_a_database_error_while_restarting_evergreen_enrollments_is_logged_and_sending_goes_on(
+    engine: Engine, settings: Settings, course: Course, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database refuses the evergreen restart (here a trigger on SQLite): one ERROR
+    line names the course and the error, and the run still sends what is due."""
+    start = datetime(2026, 11, 2, 7, 0, tzinfo=UTC)
+    evergreen = variant(course, evergreen=True)
+    enrol(engine, evergreen, "ana@example.org", now=start)
+    walk(sender_for(engine, settings, evergreen), start, days=8)
+    later = start + timedelta(days=10)
+    enrol(engine, evergreen, "ben@example.org", now=later)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "CREATE TRIGGER no_restart BEFORE UPDATE OF status ON enrollment"
+            " WHEN OLD.status = 'completed' BEGIN SELECT RAISE(ABORT, 'restart refused'); END"
+        )
+    memory.outbox.clear()
+    caplog.set_level(logging.INFO, logger="drip")
+    report = sender_for(engine, settings, appended(evergreen, "bonus-one")).send_due(now=later)
+    assert [m.recipient for m in memory.outbox] == ["ben@example.org"] and report.sent == 1
+    failures = [r for r in caplog.records if "event=evergreen-failed" in r.getMessage()]
+    [(level, line)] = [(r.levelno, r.getMessage()) for r in failures]
+    assert level == logging.ERROR and "\n" not in line, "one line"
+    assert line.startswith(
+        f'event=evergreen-failed course={course.slug} error="(sqlite3.IntegrityError) '
+        "restart refused\\n[SQL: UPDATE enrollment"
+    )
