@@ -275,7 +275,7 @@ class Prepared:
         driver = connection.connection.driver_connection
         # SQLite's driver is in autocommit mode already (see make_engine); psycopg's is
         # switched for this one statement (a client-side setting: no round trip)
-        switch = connection.dialect.name == "postgresql"
+        switch = connection.dialect.name == "postgresql" and not driver.autocommit  # type: ignore[union-attr]
         if switch:
             driver.autocommit = True  # type: ignore[union-attr]
         try:
@@ -286,7 +286,7 @@ class Prepared:
             finally:
                 cursor.close()
         finally:
-            if switch:
+            if switch and not driver.closed:  # type: ignore[union-attr]
                 driver.autocommit = False  # type: ignore[union-attr]
 
     def executemany(self, connection: Connection, rows: Iterable[dict[str, Any]]) -> None:

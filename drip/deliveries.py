@@ -241,12 +241,13 @@ class _Statements:
             col(Delivery.status) == DeliveryStatus.SENDING,
             col(Delivery.claimed_until) == bindparam("lease"),
         )
-        self.check = Prepared(
-            joined(select(col(Subscriber.status), col(Enrollment.status))).where(
-                col(Delivery.id) == bindparam("id"), *held
-            ),
-            dialect,
+        checking = joined(select(col(Subscriber.status), col(Enrollment.status))).where(
+            col(Delivery.id) == bindparam("id"), *held
         )
+        self.check = Prepared(checking, dialect)
+        #: the same, holding the enrollment's row to the end of the transaction
+        #: (PostgreSQL; under SQLite's write lock nothing else writes meanwhile)
+        self.check_holding = Prepared(checking.with_for_update(of=[Enrollment]), dialect)
         self.mark_sent = Prepared(
             update(Delivery)
             .where(col(Delivery.id) == bindparam("id"), *held)
@@ -326,14 +327,20 @@ WANTED: dict[EmailKind, tuple[frozenset[str], frozenset[str]]] = {
 AFTER_COURSE_KEY = f"{EmailKind.AFTER_COURSE}:once"
 
 
-def check(connection: Connection, item: Claimed) -> bool | None:
+def check(connection: Connection, item: Claimed, *, holding: bool = False) -> bool | None:
     """Right before SMTP: None when the claim is no longer ours, else whether the email is
     still wanted (its subscriber and enrollment are in a state that receives it).
 
-    A read of its own, outside any transaction (``connection`` must not be in one)."""
-    row = _statements(connection.dialect).check.read_alone(
-        connection, {"id": item.delivery_id, "lease": item.lease}
-    )
+    A read of its own, outside any transaction (``connection`` must not be in one); with
+    ``holding``, in the caller's transaction, holding the enrollment until it ends, so
+    that someone coming back (which updates the enrollment, then reads its lessons)
+    waits for what this transaction does with the email."""
+    statements = _statements(connection.dialect)
+    params = {"id": item.delivery_id, "lease": item.lease}
+    if holding:
+        row = statements.check_holding.execute(connection, params).fetchone()
+    else:
+        row = statements.check.read_alone(connection, params)
     if row is None:
         return None
     subscribers, enrollments = WANTED[item.kind]
@@ -452,8 +459,8 @@ def queue(
 
 
 def queue_many(connection: Connection, emails: Sequence[Mapping[str, Any]]) -> None:
-    """``queue`` for many emails in one statement: each mapping has ``queue``'s keyword
-    arguments (``signup_id`` optional)."""
+    """``queue`` for many emails in multi-row statements (up to 1,000 rows each): each
+    mapping has ``queue``'s keyword arguments (``signup_id`` optional)."""
     if not emails:
         return
     connection.execute(

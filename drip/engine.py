@@ -436,6 +436,12 @@ class _Worker:
         wanted = deliveries.check(self.connection, item)
         if wanted is False:
             with self._transaction() as connection:
+                # again, holding the enrollment: a subscriber who came back in between
+                # (their lessons read while this row was still ours) is sent it now, and
+                # one coming back later finds it cancelled, to be queued again
+                wanted = deliveries.check(connection, item, holding=True)
+                if wanted is not False:
+                    return bool(wanted)
                 deliveries.update_claimed(
                     connection,
                     item,

@@ -18,13 +18,14 @@ LOGGERS = ("drip", "uvicorn", "uvicorn.error", "uvicorn.access")
 
 def log_event(logger: logging.Logger, level: int, event: str, **fields: object) -> None:
     """Log ``event key=value ...`` on one line: a value with a space, quote, ``=`` or a
-    control character (a database error's newlines) is quoted and escaped as in JSON."""
+    character that is not printable (a database error's newlines) is quoted and escaped
+    as in JSON."""
     fields = {key: value for key, value in fields.items() if value is not None}
     parts = [f"event={event}"]
     for key, value in fields.items():
         text = str(value)
         if not text or any(ch in text for ch in ' "=') or not text.isprintable():
-            text = json.dumps(text, ensure_ascii=False)
+            text = json.dumps(text)  # \u-escapes all but ASCII: no line or paragraph separator
         parts.append(f"{key}={text}")
     logger.log(level, " ".join(parts), extra={"drip_event": event, "drip_fields": fields})
 

@@ -181,8 +181,8 @@ class Delivery(SQLModel, table=True):
         # The claim reads scheduled rows, then claims in flight. Partial indexes: a claim
         # walks only the scheduled rows it takes, and a sent row (nearly all of them, in
         # time) is in neither, so recording a send updates two indexes, not five. Claims in
-        # flight are few (batches × connections): they are keyed by id, so a statement that
-        # names its rows (a receipt, a check) probes them, never walks them.
+        # flight (batches × connections) are keyed by id: a plan that reaches for this index
+        # for a statement naming its rows probes them instead of walking all of them.
         Index(
             "ix_delivery_scheduled",
             "due_at",

@@ -1384,3 +1384,54 @@ def test_a_database_error_while_restarting_evergreen_enrollments_is_logged_and_s
         f'event=evergreen-failed course={course.slug} error="(sqlite3.IntegrityError) '
         "restart refused\\n[SQL: UPDATE enrollment"
     )
+
+
+def test_leaving_and_coming_back_between_the_check_and_the_cancel_keeps_the_course_going(
+    any_engine: Engine, settings: Settings, course: Course
+) -> None:
+    """Ana leaves after her lesson is claimed, so the check right before SMTP says no;
+    before the worker cancels the row she signs up again and confirms (her lessons read
+    while the row was still the worker's). The worker checks again, holding her
+    enrollment, finds her wanted, and sends it: she is never left active with nothing
+    queued. (PostgreSQL: on SQLite a transaction takes the file's write lock as it
+    begins, so nothing can be slipped in at that moment from inside the process.)"""
+    if any_engine.dialect.name == "sqlite":
+        pytest.skip("the moment before the cancel can only be reached on PostgreSQL")
+    engine = any_engine
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    uid = enrol(engine, course, "ana@example.org", now=now)
+    catalog = Catalog({course.slug: course})
+
+    left: list[bool] = []
+    came_back: list[bool] = []
+
+    class LeavesOnceClaimed(Throttle):
+        def wait(self) -> None:  # after the claim and the composing, before the check
+            if left:
+                return
+            with engine.begin() as connection:
+                unsubscribe(connection, enrollment_uid=uid, catalog=catalog, now=now)
+            left.append(True)
+
+    def comes_back_before_the_cancel(connection: object) -> None:
+        if not left or came_back:
+            return
+        came_back.append(True)
+        with engine.connect() as other, other.begin():
+            entry = Entry.clean(email="ana@example.org", name="", timezone=None)
+            sign_up(other, course=course, entries=[entry], consent=Consent(source="t"), now=now)
+            signup = other.execute(select(Signup.uid).order_by(Signup.id.desc())).scalar()
+            confirm(other, signup_uid=signup, issued_at=now, catalog=catalog, now=now)
+
+    sender = sender_for(engine, settings, course, throttle=LeavesOnceClaimed(0))
+    # the next transaction after she left is the cancel's: she comes back just before it
+    event.listen(engine, "begin", comes_back_before_the_cancel)
+    try:
+        sender.send_due(now=now)
+    finally:
+        event.remove(engine, "begin", comes_back_before_the_cancel)
+    assert came_back
+    lessons = [m for m in memory.outbox if f".{course.days[0].id}@" in m.message_id]
+    assert [m.recipient for m in lessons] == ["ana@example.org"]
+    rows = {d.day_id: d.status for d in deliveries(engine) if d.kind == EmailKind.LESSON}
+    assert rows == {course.days[0].id: DeliveryStatus.SENT, course.days[1].id: "scheduled"}

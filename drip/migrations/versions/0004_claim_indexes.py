@@ -6,6 +6,10 @@ A claim then walks only the scheduled rows it takes (an ordered index range, no 
 the whole backlog), and a sent row leaves these indexes: recording a send updates two
 indexes (the primary key and the (enrollment, day) unique one), not five.
 
+On PostgreSQL the upgrade holds the delivery table for the time it takes to build the
+three indexes (seconds for a few hundred thousand rows): stop the senders and the web
+process for it, as for any ``drip db upgrade``.
+
 Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-26
