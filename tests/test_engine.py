@@ -1039,12 +1039,15 @@ def test_an_after_course_email_removed_from_the_course_is_skipped(
     assert (skipped.status, skipped.last_error) == (DeliveryStatus.SKIPPED, "after_course removed")
 
 
+@pytest.mark.parametrize("window", [1, 4])
 def test_a_window_of_receipts_keeps_each_rows_own_reply_and_skips_a_claim_taken_over(
-    engine: Engine, tmp_path: Path, course: Course
+    engine: Engine, tmp_path: Path, course: Course, window: int, caplog: Any
 ) -> None:
-    """Receipts written together (one window) each keep their own server reply and
-    Message-ID; a claim another worker took over meanwhile records nothing."""
-    settings = make_settings(tmp_path, smtp_window=4, smtp_connections=1)
+    """Receipts written together (one window, or one at a time) each keep their own
+    server reply and Message-ID and release the lease; a claim another worker took over
+    meanwhile records nothing, and one WARNING line says which message lost its receipt."""
+    caplog.set_level(logging.INFO, logger="drip")
+    settings = make_settings(tmp_path, smtp_window=window, smtp_connections=1)
     now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
     for name in ("ana", "ben", "cy", "di"):
         enrol(engine, course, f"{name}@example.org", now=now)
@@ -1082,11 +1085,20 @@ def test_a_window_of_receipts_keeps_each_rows_own_reply_and_skips_a_claim_taken_
                 None,
             )
         else:
-            assert (row.status, row.smtp_response, row.message_id) == (
+            assert (row.status, row.smtp_response, row.message_id, row.claimed_until) == (
                 "sent",
                 f"250 queued for {email}",
                 by_email[email],
+                None,
             )
+    lost = [r for r in caplog.records if "event=receipt-lost" in r.getMessage()]
+    assert [(r.levelno, r.getMessage()) for r in lost] == [
+        (
+            logging.WARNING,
+            f"event=receipt-lost email=cy@example.org course={course.slug} "
+            f"day={course.days[0].id} message_id={by_email['cy@example.org']}",
+        )
+    ]
 
 
 def test_days_appended_before_the_after_course_email_go_first(
@@ -1435,3 +1447,62 @@ def test_leaving_and_coming_back_between_the_check_and_the_cancel_keeps_the_cour
     assert [m.recipient for m in lessons] == ["ana@example.org"]
     rows = {d.day_id: d.status for d in deliveries(engine) if d.kind == EmailKind.LESSON}
     assert rows == {course.days[0].id: DeliveryStatus.SENT, course.days[1].id: "scheduled"}
+
+
+def test_a_lesson_history_holds_the_last_send_whatever_order_its_rows_come_in(
+    any_engine: Engine, course: Course
+) -> None:
+    """An unsent lesson read after a sent one (day ids in send order, as the unique index
+    returns them) leaves the time of the last send as it was."""
+    from drip.deliveries import lesson_histories
+
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    enrol(any_engine, course, "ana@example.org", now=now)
+    with any_engine.begin() as connection:
+        [enrollment_id] = connection.execute(select(Enrollment.id)).scalars()
+        connection.execute(Delivery.__table__.delete())  # type: ignore[attr-defined]
+        for day_id, status, sent_at in (
+            ("a-first", "sent", now),
+            ("b-second", "sent", now + timedelta(days=1)),
+            ("c-third", "scheduled", None),
+        ):
+            connection.execute(
+                Delivery.__table__.insert().values(  # type: ignore[attr-defined]
+                    enrollment_id=enrollment_id,
+                    day_id=day_id,
+                    kind="lesson",
+                    status=status,
+                    due_at=now,
+                    attempts=0,
+                    sent_at=sent_at,
+                )
+            )
+        found = lesson_histories(connection, [enrollment_id])
+    assert found == {
+        enrollment_id: (
+            {"a-first": "sent", "b-second": "sent", "c-third": "scheduled"},
+            now + timedelta(days=1),
+        )
+    }
+
+
+def test_an_evergreen_course_listed_after_a_plain_one_still_restarts(
+    engine: Engine, settings: Settings, course: Course
+) -> None:
+    """The restart pass skips courses that are not evergreen and goes on to the next."""
+    start = datetime(2026, 11, 2, 7, 0, tzinfo=UTC)
+    evergreen = variant(course, evergreen=True)
+    enrol(engine, evergreen, "ana@example.org", now=start)
+    walk(sender_for(engine, settings, evergreen), start, days=8)
+    plain = variant(course, slug="aaa-plain-course")
+    edited = appended(evergreen, "bonus-one")
+    sender = Sender(
+        engine=engine,
+        settings=settings,
+        catalog=Catalog({plain.slug: plain, edited.slug: edited}),
+    )
+    assert [c.slug for c in sender.catalog][0] == plain.slug
+    sender.send_due(now=start + timedelta(days=10, hours=-1))  # before send_at: queued
+    assert [(d.day_id, d.status) for d in deliveries(engine) if d.day_id == "bonus-one"] == [
+        ("bonus-one", "scheduled")
+    ]
