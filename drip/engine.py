@@ -355,8 +355,7 @@ class _Worker:
                     progress(outcome)
         finally:
             if self.unrecorded:
-                with self._transaction():
-                    pass
+                self._write_waiting()
 
     def _deliver(self, item: Claimed) -> Outcome:
         course = self.sender.catalog.find(item.course_slug)
@@ -424,6 +423,11 @@ class _Worker:
         if written:
             self.unrecorded = []
 
+    def _write_waiting(self) -> None:
+        """Write the receipts waiting, in a transaction of their own."""
+        with self._transaction():
+            pass
+
     def _still_wanted(self, item: Claimed) -> bool:
         """Right before SMTP: is the claim still ours and the email still wanted?
 
@@ -431,8 +435,7 @@ class _Worker:
         here, so it is not claimed again after its lease.
         """
         if len(self.unrecorded) >= self.settings.smtp_window:
-            with self._transaction():  # a full window: its receipts first
-                pass
+            self._write_waiting()  # a full window: its receipts first
         wanted = deliveries.check(self.connection, item)
         if wanted is False:
             with self._transaction() as connection:
