@@ -423,33 +423,43 @@ def test_the_command_reads_a_file_or_stdin_and_says_what_it_did(
 # -- a mailbox read over IMAP: pymap, a real IMAP server, on loopback ----------------------
 @pytest.fixture
 def imap_port(tmp_path: Path) -> Iterator[int]:
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "pymap"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-tls",
-            "dict",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "pymap did not start"
-                time.sleep(0.1)
-        yield port
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    """pymap cannot bind port 0 and report it: a free port is picked, and picked again
+    if something else took it before pymap bound it (pymap then exits)."""
+    for _ in range(5):
+        port = free_port()
+        server = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "pymap"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-tls",
+                "dict",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            if _imap_greets(server, port):
+                yield port
+                return
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    pytest.fail("pymap did not start")
+
+
+def _imap_greets(server: subprocess.Popen[bytes], port: int) -> bool:
+    """Whether this pymap process is up and greeting on ``port`` (False once it exited)."""
+    deadline = time.monotonic() + 30
+    while server.poll() is None and time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as probe:
+                return probe.recv(64).startswith(b"* OK") and server.poll() is None
+        except OSError:
+            time.sleep(0.1)
+    return False
 
 
 def _mailbox(port: int) -> Any:
