@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import sqlmodel
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, literal_column, select
 from sqlmodel import Session, col
 
 from drip import enrollment
@@ -116,7 +116,8 @@ def recent_failures(connection: Connection, *, limit: int = RECENT_LIMIT) -> lis
         )
         .join(Enrollment, col(Enrollment.id) == col(Delivery.enrollment_id))
         .join(Subscriber, col(Subscriber.id) == col(Enrollment.subscriber_id))
-        .where(col(Delivery.status) == DeliveryStatus.FAILED)
+        # a literal, not a parameter, so the planner can match it to the partial index
+        .where(col(Delivery.status) == literal_column(f"'{DeliveryStatus.FAILED.value}'"))
         .order_by(col(Delivery.failed_at).desc(), col(Delivery.id).desc())
         .limit(limit)
     )

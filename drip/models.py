@@ -85,6 +85,8 @@ TRANSACTIONAL_PENDING = text("kind != 'lesson' AND status IN ('scheduled', 'send
 #: (taken over once their lease runs out)
 SCHEDULED = text("status = 'scheduled'")
 SENDING = text("status = 'sending'")
+#: emails given up on: few, listed newest first on the dashboard
+FAILED = text("status = 'failed'")
 #: deliveries that belong to a signup (confirmation, welcome): lessons have none
 HAS_SIGNUP = text("signup_id IS NOT NULL")
 #: signups the web process stored and nobody has filed yet
@@ -191,6 +193,14 @@ class Delivery(SQLModel, table=True):
             postgresql_where=SCHEDULED,
         ),
         Index("ix_delivery_sending", "id", sqlite_where=SENDING, postgresql_where=SENDING),
+        # the dashboard's latest failures: read from a small index, not the whole outbox
+        Index(
+            "ix_delivery_failed",
+            "failed_at",
+            "id",
+            sqlite_where=FAILED,
+            postgresql_where=FAILED,
+        ),
         Index(
             "ix_delivery_signup_id",
             "signup_id",

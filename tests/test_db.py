@@ -32,7 +32,12 @@ def test_migrations_build_the_schema_from_empty(any_engine: Engine) -> None:
     tables = set(inspect(any_engine).get_table_names())
     assert {"subscriber", "enrollment", "delivery", "alembic_version"} <= tables
     indexes = {ix["name"] for ix in inspect(any_engine).get_indexes("delivery")}
-    assert {"ix_delivery_scheduled", "ix_delivery_sending", "ix_delivery_signup_id"} <= indexes
+    assert {
+        "ix_delivery_scheduled",
+        "ix_delivery_sending",
+        "ix_delivery_signup_id",
+        "ix_delivery_failed",
+    } <= indexes
 
 
 def test_head_revision_read_from_the_files_is_alembics() -> None:
@@ -204,27 +209,55 @@ def test_a_claim_reads_only_the_rows_it_takes(any_engine: Engine) -> None:
         deliveries.claim(connection, now=NOW, limit=5, lease=timedelta(minutes=5))
     event.remove(any_engine, "before_cursor_execute", capture)
     assert len(reads) == 2  # stranded claims, then scheduled emails
-    postgres = any_engine.dialect.name == "postgresql"
     for (statement, parameters), index in zip(
         reads, ("ix_delivery_sending", "ix_delivery_scheduled"), strict=True
     ):
-        with any_engine.connect() as connection:
-            raw = connection.connection.driver_connection
-            cursor = raw.cursor()  # type: ignore[union-attr]
-            if postgres:
-                # On an empty table any plan is cheap: ask for the index's. And the plan
-                # the driver's prepared statement settles on is a generic one.
-                cursor.execute("SET enable_seqscan = off")
-                cursor.execute("SET plan_cache_mode = force_generic_plan")
-                for command in _explain_generic(statement, parameters, name=index):
-                    cursor.execute(command)
-            else:
-                cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters)
-            plan = "\n".join(str(row[-1]) for row in cursor.fetchall())
-            connection.rollback()
+        plan = _plan(any_engine, statement, parameters, name=index)
         assert index in plan, plan
         if index == "ix_delivery_scheduled":
             assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan
+
+
+def test_the_dashboard_reads_the_latest_failures_from_their_own_index(
+    any_engine: Engine,
+) -> None:
+    """The dashboard's latest failures come from the small partial index of failed
+    emails, newest first, with no scan and sort of the whole outbox."""
+    from sqlalchemy import event
+
+    from drip import dashboard
+
+    reads: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        reads.append((statement, parameters))
+
+    event.listen(any_engine, "before_cursor_execute", capture)
+    with any_engine.connect() as connection:
+        dashboard.recent_failures(connection)
+    event.remove(any_engine, "before_cursor_execute", capture)
+    [(statement, parameters)] = reads
+    plan = _plan(any_engine, statement, parameters, name="failures")
+    assert "ix_delivery_failed" in plan, plan
+    assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan
+
+
+def _plan(engine: Engine, statement: str, parameters: Any, *, name: str) -> str:
+    """The plan of ``statement`` as the application runs it: on PostgreSQL the generic
+    plan a prepared statement settles on, with sequential scans off (on an empty table
+    any plan is cheap: this asks for the one an index would give)."""
+    with engine.connect() as connection:
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        if engine.dialect.name == "postgresql":
+            cursor.execute("SET enable_seqscan = off")
+            cursor.execute("SET plan_cache_mode = force_generic_plan")
+            for command in _explain_generic(statement, parameters, name=name):
+                cursor.execute(command)
+        else:
+            cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters)
+        plan = "\n".join(str(row[-1]) for row in cursor.fetchall())
+        connection.rollback()
+    return plan
 
 
 def _explain_generic(statement: str, parameters: Any, *, name: str) -> tuple[Any, Any]:
