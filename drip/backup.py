@@ -24,6 +24,7 @@ from drip.exceptions import ConfigError
 #: every table, parents before children (foreign keys point backwards in this list)
 TABLES = (
     "setting",
+    "erasedcount",
     "subscriber",
     "signup",
     "enrollment",

@@ -1,6 +1,7 @@
 """Tables: Subscriber, Signup (one form post: details and proof of consent), Enrollment
 (a subscriber on a course), Delivery (one email), Click (a lesson's class link followed),
-MailEvent (a bounce or complaint) and WebhookEvent (a provider's event already handled).
+MailEvent (a bounce or complaint), WebhookEvent (a provider's event already handled) and
+ErasedCount (what erased subscribers had added to the metrics' counters).
 
 The Delivery row is the outbox: every email drip sends (lesson, confirmation, welcome,
 goodbye) is one row, unique per (enrollment, key), carrying one status, one timestamp
@@ -284,6 +285,18 @@ class MailEvent(SQLModel, table=True):
     source: str = Field(sa_column=Column(String(32), nullable=False))
     diagnostic: str = Field(default="", sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class ErasedCount(SQLModel, table=True):
+    """What erased subscribers had added to one of ``/metrics``' counters (``drip.metrics``):
+    the counters are read from the rows, and a counter must never go down, so an erasure
+    adds its rows' share here first. Holds no personal data."""
+
+    #: the counter's name, e.g. ``drip_emails_sent``
+    counter: str = Field(sa_column=Column(String(64), primary_key=True))
+    #: its label values, comma-separated (``lesson``; ``lesson,refused``), or ``""``
+    labels: str = Field(sa_column=Column(String(128), primary_key=True))
+    count: int = Field(sa_column=Column(Integer, nullable=False))
 
 
 class WebhookEvent(SQLModel, table=True):

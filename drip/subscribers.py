@@ -142,6 +142,10 @@ def enrollments_of(*, session: Session, subscriber: Subscriber) -> list[Enrollme
 def delete_subscriber(*, session: Session, subscriber: Subscriber) -> None:
     """Erase a subscriber with their enrollments, delivery receipts and (by the foreign
     keys' cascade) clicks: the right to erasure."""
+    from drip.metrics import record_erasure
+
+    assert subscriber.id is not None
+    record_erasure(session.connection(), subscriber_id=subscriber.id)  # counters never go down
     enrollment_ids = [e.id for e in enrollments_of(session=session, subscriber=subscriber)]
     if enrollment_ids:
         for delivery in session.exec(

@@ -23,8 +23,9 @@ from drip.engine import Sender
 from drip.enrollment import unsubscribe
 from drip.exceptions import ConfigError
 from drip.mailer import memory
-from drip.models import Click, Delivery, Enrollment, Signup, Subscriber
+from drip.models import Click, Delivery, Enrollment, ErasedCount, Signup, Subscriber
 from drip.signup import Consent, Entry, sign_up
+from drip.subscribers import delete_subscriber, get_by_email
 from tests.conftest import enrol, make_settings
 
 START = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
@@ -32,8 +33,14 @@ START = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
 
 def _history(engine: Engine, course: Course, settings: object) -> None:
     """Subscribers in every state, lessons sent over two days, a confirmation queued, two
-    class clicks."""
+    class clicks, an erased subscriber's share of the metrics."""
     catalog = Catalog({course.slug: course})
+    enrol(engine, course, "gone@example.org", now=START)
+    with Session(engine) as session:
+        delete_subscriber(
+            session=session, subscriber=get_by_email(session=session, email="gone@example.org")
+        )
+        session.commit()
     uids = [enrol(engine, course, f"a{n}@example.org", now=START) for n in range(6)]
     with engine.begin() as connection:
         sign_up(
@@ -66,7 +73,7 @@ def _counts(engine: Engine) -> dict[str, int]:
             model.__tablename__: session.execute(
                 select(func.count()).select_from(model)
             ).scalar_one()
-            for model in (Subscriber, Signup, Enrollment, Delivery, Click)
+            for model in (Subscriber, Signup, Enrollment, Delivery, Click, ErasedCount)
         }
 
 
@@ -119,6 +126,19 @@ def test_a_backup_made_while_writing_is_whole_and_restores(tmp_path: Path, cours
         now=START + timedelta(days=2, hours=1)
     )
     assert memory.outbox and {m.message_id for m in memory.outbox}.isdisjoint(before)
+
+
+def test_the_copy_knows_every_table_parents_first() -> None:
+    """A table added to the schema is copied too, after the tables its foreign keys name."""
+    from sqlmodel import SQLModel
+
+    from drip.backup import TABLES
+
+    tables = SQLModel.metadata.tables
+    assert sorted(TABLES) == sorted(tables)
+    for position, name in enumerate(TABLES):
+        parents = {key.column.table.name for key in tables[name].foreign_keys}
+        assert parents <= set(TABLES[:position]), name
 
 
 def test_copy_to_postgresql_and_back_loses_nothing_and_resends_nothing(

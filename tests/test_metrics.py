@@ -1,0 +1,88 @@
+"""/metrics' figures on each database: counters as the rows count them, which erasing a
+subscriber never lowers (Prometheus would read a lower counter as a reset)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from drip import bounces
+from drip.courses import Catalog, Course
+from drip.engine import Sender
+from drip.metrics import exposition
+from drip.subscribers import delete_subscriber, get_by_email
+from drip.testing import SmtpSink
+from tests.conftest import enrol, make_settings
+
+NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+
+
+def _samples(engine: Engine) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = exposition(engine).decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if not sample.name.endswith("_created")
+    }
+
+
+def _counters(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict:  # type: ignore[type-arg]
+    return {key: value for key, value in samples.items() if key[0].endswith("_total")}
+
+
+def test_counters_count_sends_failures_by_reason_and_bounces_and_survive_erasure(
+    any_engine: Engine, course: Course, tmp_path: Path
+) -> None:
+    """A lesson sent to two, refused for one (a hard bounce), given up for another after
+    its attempts ran out; a complaint. Then three of them are erased: every counter stays
+    where it was, the subscriber gauge drops."""
+    for name in ("ana", "ben", "cat", "dan"):
+        enrol(any_engine, course, f"{name}@example.org", now=NOW)
+    with SmtpSink() as sink:
+        sink.rcpt_replies["ben@example.org"] = "550 5.1.1 no such user"
+        sink.rcpt_replies["cat@example.org"] = "451 4.3.0 try again later"
+        settings = make_settings(tmp_path, smtp_url=sink.url, max_attempts=1)
+        Sender(
+            engine=any_engine, settings=settings, catalog=Catalog({course.slug: course})
+        ).send_due(now=NOW)
+    with any_engine.begin() as connection, Session(bind=connection) as session:
+        dan = get_by_email(session=session, email="dan@example.org")
+        assert dan.id is not None
+        bounces.record(
+            connection,
+            subscriber_id=dan.id,
+            kind=bounces.EventKind.COMPLAINT,
+            source="postmark",
+            diagnostic="",
+            now=NOW,
+            soft_limit=3,
+            soft_days=30,
+        )
+    before = _samples(any_engine)
+    assert {key: value for key, value in _counters(before).items() if value} == {
+        ("drip_signups_total", ()): 4,
+        ("drip_confirmations_total", ()): 4,
+        ("drip_emails_sent_total", (("kind", "lesson"),)): 2,
+        ("drip_emails_failed_total", (("kind", "lesson"), ("reason", "refused"))): 1,
+        ("drip_emails_failed_total", (("kind", "lesson"), ("reason", "gave_up"))): 1,
+        ("drip_bounces_total", (("kind", "hard"),)): 1,
+        ("drip_bounces_total", (("kind", "complaint"),)): 1,
+    }
+
+    for name in ("ana", "ben", "dan"):  # ana and dan: the same counter, added to twice
+        with Session(any_engine) as session:
+            delete_subscriber(
+                session=session,
+                subscriber=get_by_email(session=session, email=f"{name}@example.org"),
+            )
+            session.commit()
+    after = _samples(any_engine)
+    assert _counters(after) == _counters(before)
+    statuses = ("active", "suppressed")  # a hard bounce or a complaint suppresses
+    assert [before.get(("drip_subscribers", (("status", s),)), 0) for s in statuses] == [2, 2]
+    assert [after.get(("drip_subscribers", (("status", s),)), 0) for s in statuses] == [1, 0]
