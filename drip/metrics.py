@@ -31,8 +31,8 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "drip_confirmations": ("Signups confirmed by their owner.", ()),
     "drip_emails_sent": ("Emails accepted by the mail server.", ("kind",)),
     "drip_emails_failed": (
-        "Emails given up: refused by the mail server (reason refused), or after too many "
-        "temporary failures (reason gave_up).",
+        "Emails given up: refused by the mail server or not sendable (reason refused), "
+        "or after too many temporary failures (reason gave_up).",
         ("kind", "reason"),
     ),
     "drip_bounces": (
@@ -120,7 +120,9 @@ class _FromDatabase:
         now = datetime.now(UTC)
         with self.engine.connect() as connection:
             connection = connection.execution_options(**{READ_ONLY: True})
-            with connection.begin():  # one snapshot for every figure
+            if connection.dialect.name == "postgresql":  # one snapshot, not one per statement
+                connection = connection.execution_options(isolation_level="REPEATABLE READ")
+            with connection.begin():  # one snapshot for every figure (SQLite: a read in WAL)
                 totals = _counter_totals(connection)
                 by_status = connection.execute(
                     select(col(Subscriber.status), func.count()).group_by(col(Subscriber.status))

@@ -144,8 +144,23 @@ def delete_subscriber(*, session: Session, subscriber: Subscriber) -> None:
     keys' cascade) clicks: the right to erasure."""
     from drip.metrics import record_erasure
 
-    assert subscriber.id is not None
-    record_erasure(session.connection(), subscriber_id=subscriber.id)  # counters never go down
+    connection = session.connection()
+    # Hold the subscriber and their emails (PostgreSQL; SQLite has one writer at a time):
+    # an erasure of the same subscriber at the same moment waits and then finds nobody,
+    # and no bounce, signup or receipt of theirs lands between the count and the delete.
+    held = connection.execute(
+        select(Subscriber.id).where(Subscriber.id == subscriber.id).with_for_update()
+    ).first()
+    if held is None:
+        return  # erased meanwhile
+    connection.execute(
+        select(Delivery.id)
+        .join(Enrollment, col(Enrollment.id) == col(Delivery.enrollment_id))
+        .where(Enrollment.subscriber_id == held.id)
+        .order_by(col(Delivery.id))
+        .with_for_update(of=Delivery)
+    ).all()
+    record_erasure(connection, subscriber_id=held.id)  # the counters never go down
     enrollment_ids = [e.id for e in enrollments_of(session=session, subscriber=subscriber)]
     if enrollment_ids:
         for delivery in session.exec(

@@ -3,6 +3,7 @@ unsubscribes, handled by ``drip inbound``; return addresses (VERP) and the bounc
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -451,15 +452,31 @@ def imap_port(tmp_path: Path) -> Iterator[int]:
 
 
 def _imap_greets(server: subprocess.Popen[bytes], port: int) -> bool:
-    """Whether this pymap process is up and greeting on ``port`` (False once it exited)."""
+    """Whether this pymap process listens on ``port`` and greets there (False once it
+    exited: another process, perhaps another test's pymap, had the port)."""
     deadline = time.monotonic() + 30
     while server.poll() is None and time.monotonic() < deadline:
-        try:
+        if _listens(server.pid, port):
             with socket.create_connection(("127.0.0.1", port), timeout=5) as probe:
-                return probe.recv(64).startswith(b"* OK") and server.poll() is None
-        except OSError:
-            time.sleep(0.1)
+                return probe.recv(64).startswith(b"* OK")
+        time.sleep(0.1)
     return False
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds the socket listening on 127.0.0.1:``port`` (Linux's
+    /proc: the listening socket's inode among the process's open files)."""
+    wanted = f"0100007F:{port:04X}"
+    inodes = {
+        fields[9]
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+        if (fields := line.split())[1] == wanted and fields[3] == "0A"  # 0A: LISTEN
+    }
+    try:
+        held = {os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+    except OSError:  # exited meanwhile
+        return False
+    return any(f"socket:[{inode}]" in held for inode in inodes)
 
 
 def _mailbox(port: int) -> Any:

@@ -3,15 +3,18 @@ subscriber never lowers (Prometheus would read a lower counter as a reset)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event, text
 from sqlmodel import Session
 
 from drip import bounces
 from drip.courses import Catalog, Course
+from drip.db import make_engine, upgrade
 from drip.engine import Sender
 from drip.metrics import exposition
 from drip.subscribers import delete_subscriber, get_by_email
@@ -86,3 +89,92 @@ def test_counters_count_sends_failures_by_reason_and_bounces_and_survive_erasure
     statuses = ("active", "suppressed")  # a hard bounce or a complaint suppresses
     assert [before.get(("drip_subscribers", (("status", s),)), 0) for s in statuses] == [2, 2]
     assert [after.get(("drip_subscribers", (("status", s),)), 0) for s in statuses] == [1, 0]
+
+
+def test_an_erasure_racing_another_of_the_same_subscriber_counts_them_once(
+    pg_url: str, course: Course
+) -> None:
+    """PostgreSQL, two erasures of one subscriber at once (a double click, or the CLI and
+    the dashboard): the second waits for the first, then finds nobody to erase, so their
+    share of the counters is added once."""
+    engine, other = make_engine(pg_url), make_engine(pg_url)
+    upgrade(engine)
+    for name in ("ana", "ben"):
+        enrol(engine, course, f"{name}@example.org", now=NOW)
+    before = _counters(_samples(engine))
+    errors: list[BaseException] = []
+
+    def erase(using: Engine) -> None:
+        try:
+            with Session(using) as session:
+                ana = get_by_email(session=session, email="ana@example.org")
+                delete_subscriber(session=session, subscriber=ana)
+                session.commit()
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    second = threading.Thread(target=erase, args=(other,))
+
+    def start_second_once_counted(conn, cursor, statement, *_: object) -> None:  # noqa: ANN001
+        if statement.startswith("INSERT INTO erasedcount") and not second.is_alive():
+            second.start()
+            _wait_for_a_lock_wait(engine)
+
+    event.listen(engine, "after_cursor_execute", start_second_once_counted)
+    erase(engine)
+    event.remove(engine, "after_cursor_execute", start_second_once_counted)
+    second.join(timeout=30)
+    assert not errors and not second.is_alive()
+    assert _counters(_samples(engine)) == before
+    with engine.connect() as connection:
+        signups = connection.execute(
+            text("SELECT count FROM erasedcount WHERE counter = 'drip_signups'")
+        ).scalar_one()
+    assert signups == 1
+    engine.dispose()
+    other.dispose()
+
+
+def test_a_scrape_during_an_erasure_reads_one_snapshot(pg_url: str, course: Course) -> None:
+    """PostgreSQL: an erasure committed while a scrape is between its statements is not
+    counted twice (its rows, then its share in ErasedCount): the scrape reads one
+    snapshot, so the counter neither jumps now nor drops at the next scrape."""
+    engine, other = make_engine(pg_url), make_engine(pg_url)
+    upgrade(engine)
+    for name in ("ana", "ben"):
+        enrol(engine, course, f"{name}@example.org", now=NOW)
+    before = _counters(_samples(engine))
+
+    def erase_once_rows_are_counted(conn, cursor, statement, *_: object) -> None:  # noqa: ANN001
+        if statement.startswith("SELECT mailevent.kind") and not erased:
+            erased.append(True)
+            with Session(other) as session:
+                ana = get_by_email(session=session, email="ana@example.org")
+                delete_subscriber(session=session, subscriber=ana)
+                session.commit()
+
+    erased: list[bool] = []
+    event.listen(engine, "after_cursor_execute", erase_once_rows_are_counted)
+    during = _counters(_samples(engine))
+    event.remove(engine, "after_cursor_execute", erase_once_rows_are_counted)
+    assert erased and during == before == _counters(_samples(engine))
+    engine.dispose()
+    other.dispose()
+
+
+def _wait_for_a_lock_wait(engine: Engine) -> None:
+    """Until another session of this database waits for a lock (the second erasure)."""
+    deadline = time.monotonic() + 30
+    with engine.connect() as watcher:
+        while time.monotonic() < deadline:
+            waiting = watcher.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+            watcher.rollback()
+            if waiting:
+                return
+            time.sleep(0.05)
+    raise AssertionError("the second erasure never waited for the first")
