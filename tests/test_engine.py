@@ -406,15 +406,18 @@ def test_the_oldest_due_goes_first(engine: Engine, tmp_path: Path, course: Cours
     ]
 
 
-def test_many_connections_each_hold_a_database_connection(tmp_path: Path, course: Course) -> None:
-    """With the maximum of 32 SMTP connections all sending at once, every worker gets its
-    database connection (the pool is sized from DRIP_SMTP_CONNECTIONS)."""
-    settings = make_settings(tmp_path, smtp_connections=32, batch_size=2)
+@pytest.mark.parametrize("connections", [2, 32])
+def test_many_connections_each_hold_a_database_connection(
+    tmp_path: Path, course: Course, connections: int
+) -> None:
+    """With two SMTP connections, or the maximum of 32, all sending at once, every worker
+    gets its database connection (the pool is sized from DRIP_SMTP_CONNECTIONS)."""
+    settings = make_settings(tmp_path, smtp_connections=connections, batch_size=2)
     engine = engine_for(settings)
     now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
     for n in range(100):
         enrol(engine, course, f"p{n}@example.org", now=now)
-    everyone = threading.Barrier(32, timeout=10)
+    everyone = threading.Barrier(connections, timeout=10)
 
     class Together(MemoryMailer):
         """Waits before its first message until all 32 workers are sending."""
