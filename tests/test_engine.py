@@ -24,7 +24,7 @@ from drip.db import engine_for
 from drip.deliveries import claim, email_key, queue
 from drip.engine import FILE_BATCH, Outcome, Sender, Throttle
 from drip.enrollment import confirm, unsubscribe
-from drip.exceptions import InvalidCourse
+from drip.exceptions import ConfigError, InvalidCourse
 from drip.mailer import memory
 from drip.mailer.memory import MemoryMailer
 from drip.message import Outgoing
@@ -549,6 +549,30 @@ def test_a_refused_smtp_login_releases_the_claims_and_says_so(
     assert report.config_error and "login refused" in report.config_error
     [line] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert line == f'event=smtp-config error="{report.config_error}"'
+    assert {(d.status, d.attempts, d.claimed_until) for d in deliveries(engine)} == {
+        (DeliveryStatus.SCHEDULED, 0, None)
+    }
+
+
+def test_a_mailer_that_cannot_be_made_stops_the_run_with_its_error(
+    engine: Engine, settings: Settings, course: Course
+) -> None:
+    """DRIP_SMTP_URL itself is wrong (the mailer cannot be made): the run stops with that
+    error as its reason, and the batch it claimed is given back unused."""
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    for n in range(3):
+        enrol(engine, course, f"p{n}@example.org", now=now)
+
+    def broken() -> MemoryMailer:
+        raise ConfigError("DRIP_SMTP_URL: starttls must be auto, require or off")
+
+    report = sender_for(engine, settings, course, mailer_factory=broken).send_due(now=now)
+    assert (
+        report.stopped
+        == report.config_error
+        == ("DRIP_SMTP_URL: starttls must be auto, require or off")
+    )
+    assert not report.ok and report.sent == 0
     assert {(d.status, d.attempts, d.claimed_until) for d in deliveries(engine)} == {
         (DeliveryStatus.SCHEDULED, 0, None)
     }
