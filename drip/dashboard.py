@@ -13,11 +13,12 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import sqlmodel
-from sqlalchemy import Connection, func, literal_column, select
+from sqlalchemy import Connection, func, select
 from sqlmodel import Session, col
 
 from drip import enrollment
 from drip.courses import Catalog
+from drip.deliveries import status_is
 from drip.exceptions import SubscriberNotFound
 from drip.models import Delivery, Enrollment, MailEvent, Subscriber
 from drip.states import DeliveryStatus, SubscriberStatus
@@ -116,8 +117,7 @@ def recent_failures(connection: Connection, *, limit: int = RECENT_LIMIT) -> lis
         )
         .join(Enrollment, col(Enrollment.id) == col(Delivery.enrollment_id))
         .join(Subscriber, col(Subscriber.id) == col(Enrollment.subscriber_id))
-        # a literal, not a parameter, so the planner can match it to the partial index
-        .where(col(Delivery.status) == literal_column(f"'{DeliveryStatus.FAILED.value}'"))
+        .where(status_is(DeliveryStatus.FAILED))  # matches the partial index of failures
         .order_by(col(Delivery.failed_at).desc(), col(Delivery.id).desc())
         .limit(limit)
     )

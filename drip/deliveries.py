@@ -88,18 +88,19 @@ def joined(query: _Query) -> _Query:
     )
 
 
-def _in(status: DeliveryStatus) -> ColumnElement[bool]:
+def status_is(status: DeliveryStatus) -> ColumnElement[bool]:
+    """``delivery.status`` is ``status``, written as a literal."""
     # a literal, not a parameter, so the planner can match it to the partial index
     return col(Delivery.status) == literal_column(f"'{status.value}'")
 
 
 def _scheduled(now: datetime) -> ColumnElement[bool]:
-    return and_(_in(DeliveryStatus.SCHEDULED), col(Delivery.due_at) <= now)
+    return and_(status_is(DeliveryStatus.SCHEDULED), col(Delivery.due_at) <= now)
 
 
 def _stranded(now: datetime) -> ColumnElement[bool]:
     """Claims whose lease ran out (their worker died or stalled)."""
-    return and_(_in(DeliveryStatus.SENDING), col(Delivery.claimed_until) <= now)
+    return and_(status_is(DeliveryStatus.SENDING), col(Delivery.claimed_until) <= now)
 
 
 def _due(now: datetime) -> ColumnElement[bool]:

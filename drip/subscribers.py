@@ -153,23 +153,16 @@ def delete_subscriber(*, session: Session, subscriber: Subscriber) -> None:
     ).first()
     if held is None:
         return  # erased meanwhile
-    connection.execute(
-        select(Delivery.id)
-        .join(Enrollment, col(Enrollment.id) == col(Delivery.enrollment_id))
-        .where(Enrollment.subscriber_id == held.id)
+    enrollments = enrollments_of(session=session, subscriber=subscriber)
+    deliveries = session.exec(
+        select(Delivery)
+        .where(col(Delivery.enrollment_id).in_([e.id for e in enrollments]))
         .order_by(col(Delivery.id))
-        .with_for_update(of=Delivery)
+        .with_for_update()
     ).all()
     record_erasure(connection, subscriber_id=held.id)  # the counters never go down
-    enrollment_ids = [e.id for e in enrollments_of(session=session, subscriber=subscriber)]
-    if enrollment_ids:
-        for delivery in session.exec(
-            select(Delivery).where(col(Delivery.enrollment_id).in_(enrollment_ids))
-        ):
-            session.delete(delivery)
-        for enrollment in enrollments_of(session=session, subscriber=subscriber):
-            session.delete(enrollment)
-    session.delete(subscriber)
+    for row in (*deliveries, *enrollments, subscriber):
+        session.delete(row)
 
 
 def mail_events(*, session: Session, subscriber: Subscriber) -> list[MailEvent]:
