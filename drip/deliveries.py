@@ -237,7 +237,6 @@ class _Statements:
     """The statements run for every message, compiled once for one kind of database."""
 
     def __init__(self, dialect: Dialect) -> None:
-        insert = insert_for(dialect)
         held = (
             col(Delivery.status) == DeliveryStatus.SENDING,
             col(Delivery.claimed_until) == bindparam("lease"),
@@ -249,6 +248,7 @@ class _Statements:
         #: the same, holding the enrollment's row to the end of the transaction
         #: (PostgreSQL; under SQLite's write lock nothing else writes meanwhile)
         self.check_holding = Prepared(checking.with_for_update(of=[Enrollment]), dialect)
+        self.dialect = dialect
         self.mark_sent = Prepared(
             update(Delivery)
             .where(col(Delivery.id) == bindparam("id"), *held)
@@ -261,27 +261,74 @@ class _Statements:
             ),
             dialect,
         )
-        one = (
-            insert(Delivery)
-            .values(
-                enrollment_id=bindparam("enrollment"),
-                day_id=bindparam("key"),
-                kind=bindparam("kind"),
-                signup_id=bindparam("signup"),
-                status=DeliveryStatus.SCHEDULED,
-                due_at=bindparam("due"),
-                attempts=0,
-                created_at=bindparam("now"),
-            )
-            .on_conflict_do_nothing(index_elements=["enrollment_id", "day_id"])
-        )
+        #: ``mark_sent`` for n rows at once, by n (the window size, and the last window's)
+        self._mark_sent_many: dict[int, Prepared] = {}
+        self._insert_rows: dict[int, Prepared] = {}
         #: one email into the outbox
-        self.insert = Prepared(one, dialect)
-        #: many, run with a list of parameter sets: RETURNING makes SQLAlchemy send them as
-        #: multi-row statements ("insert many values"), not one statement per row
-        self.insert_many = one.returning(col(Delivery.id))
+        self.insert = self.insert_rows(1)
+
+    def insert_rows(self, n: int) -> Prepared:
+        """One INSERT of n emails into the outbox, skipping any (enrollment, key) already
+        there: ``enrollment``, ``key``, ``kind``, ``signup``, ``due``, ``now``, each with
+        the row's number after it (none for a single row)."""
+        found = self._insert_rows.get(n)
+        if found is None:
+            names = ("enrollment", "key", "kind", "signup", "due", "now")
+            rows = []
+            for i in range(n):
+                p = {name: bindparam(f"{name}{i}" if n > 1 else name) for name in names}
+                rows.append(
+                    {
+                        "enrollment_id": p["enrollment"],
+                        "day_id": p["key"],
+                        "kind": p["kind"],
+                        "signup_id": p["signup"],
+                        "status": DeliveryStatus.SCHEDULED,
+                        "due_at": p["due"],
+                        "attempts": 0,
+                        "created_at": p["now"],
+                    }
+                )
+            statement = insert_for(self.dialect)(Delivery).values(rows)
+            found = Prepared(
+                statement.on_conflict_do_nothing(index_elements=["enrollment_id", "day_id"]),
+                self.dialect,
+            )
+            found = self._insert_rows.setdefault(n, found)  # a race compiles it twice: harmless
+        return found
+
+    def mark_sent_many(self, n: int) -> Prepared:
+        """One UPDATE of n claimed rows of one lease (``id0``…, ``reply0``…, ``msgid0``…,
+        ``lease``, ``now``), returning the ids it changed."""
+        found = self._mark_sent_many.get(n)
+        if found is None:
+            ids = [bindparam(f"id{i}") for i in range(n)]
+            by_id = col(Delivery.id)
+            found = Prepared(
+                update(Delivery)
+                .where(
+                    by_id.in_(ids),
+                    col(Delivery.status) == DeliveryStatus.SENDING,
+                    col(Delivery.claimed_until) == bindparam("lease"),
+                )
+                .values(
+                    status=DeliveryStatus.SENT,
+                    claimed_until=None,
+                    sent_at=bindparam("now"),
+                    smtp_response=case(
+                        *((by_id == ids[i], bindparam(f"reply{i}")) for i in range(n))
+                    ),
+                    message_id=case(*((by_id == ids[i], bindparam(f"msgid{i}")) for i in range(n))),
+                )
+                .returning(by_id),
+                self.dialect,
+            )
+            found = self._mark_sent_many.setdefault(n, found)
+        return found
 
 
+#: the most emails ``queue_many`` puts in one statement
+QUEUE_ROWS = 100
 _compiled: dict[tuple[str, str], _Statements] = {}
 _compiled_lock = threading.Lock()
 
@@ -377,28 +424,14 @@ def mark_sent_many(
         item, reply, message_id = accepted[0]
         recorded = mark_sent(connection, item, reply=reply, message_id=message_id, now=now)
         return {item.delivery_id} if recorded else set()
-    ids = [item.delivery_id for item, _, _ in accepted]
-    result = connection.execute(
-        update(Delivery)
-        .where(
-            col(Delivery.id).in_(ids),
-            col(Delivery.status) == DeliveryStatus.SENDING,
-            col(Delivery.claimed_until) == accepted[0][0].lease,  # one batch: one lease
-        )
-        .values(
-            status=DeliveryStatus.SENT,
-            claimed_until=None,
-            sent_at=now,
-            smtp_response=case(
-                {item.delivery_id: reply for item, reply, _ in accepted}, value=col(Delivery.id)
-            ),
-            message_id=case(
-                {item.delivery_id: msgid for item, _, msgid in accepted}, value=col(Delivery.id)
-            ),
-        )
-        .returning(col(Delivery.id))
-    )
-    return {int(delivery_id) for delivery_id in result.scalars() if delivery_id is not None}
+    params: dict[str, Any] = {"lease": accepted[0][0].lease, "now": now}  # one batch: one lease
+    for i, (item, reply, message_id) in enumerate(accepted):
+        params[f"id{i}"] = item.delivery_id
+        params[f"reply{i}"] = reply
+        params[f"msgid{i}"] = message_id
+    statement = _statements(connection.dialect).mark_sent_many(len(accepted))
+    cursor = statement.execute(connection, params)
+    return {int(row[0]) for row in cursor.fetchall()}
 
 
 def update_claimed(connection: Connection, item: Claimed, values: Mapping[str, object]) -> bool:
@@ -460,24 +493,21 @@ def queue(
 
 
 def queue_many(connection: Connection, emails: Sequence[Mapping[str, Any]]) -> None:
-    """``queue`` for many emails in multi-row statements (up to 1,000 rows each): each
-    mapping has ``queue``'s keyword arguments (``signup_id`` optional)."""
-    if not emails:
-        return
-    connection.execute(
-        _statements(connection.dialect).insert_many,
-        [
-            {
-                "enrollment": email["enrollment_id"],
-                "key": email["key"],
-                "kind": EmailKind(email["kind"]).value,
-                "signup": email.get("signup_id"),
-                "due": email["due_at"],
-                "now": email["now"],
-            }
-            for email in emails
-        ],
-    )
+    """``queue`` for many emails in multi-row statements (up to ``QUEUE_ROWS`` rows
+    each): each mapping has ``queue``'s keyword arguments (``signup_id`` optional)."""
+    statements = _statements(connection.dialect)
+    for start in range(0, len(emails), QUEUE_ROWS):
+        chunk = emails[start : start + QUEUE_ROWS]
+        params: dict[str, Any] = {}
+        for i, email in enumerate(chunk):
+            suffix = str(i) if len(chunk) > 1 else ""
+            params[f"enrollment{suffix}"] = email["enrollment_id"]
+            params[f"key{suffix}"] = email["key"]
+            params[f"kind{suffix}"] = EmailKind(email["kind"]).value
+            params[f"signup{suffix}"] = email.get("signup_id")
+            params[f"due{suffix}"] = email["due_at"]
+            params[f"now{suffix}"] = email["now"]
+        statements.insert_rows(len(chunk)).execute(connection, params)
 
 
 def lesson_histories(
