@@ -11,6 +11,7 @@ expire; the others do not, because links in old mail must keep working.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -18,7 +19,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
+from itsdangerous import (
+    BadSignature,
+    SignatureExpired,
+    Signer,
+    URLSafeSerializer,
+    URLSafeTimedSerializer,
+)
 
 from drip.exceptions import ExpiredToken, InvalidToken
 
@@ -44,8 +51,8 @@ class Tokens:
             raise ValueError("at least one secret key is needed")
         keys = list(reversed(secret_keys))  # itsdangerous signs with the *last* key
         self._confirm = URLSafeTimedSerializer(keys, salt=Purpose.CONFIRM)
-        self._unsubscribe = URLSafeSerializer(keys, salt=Purpose.UNSUBSCRIBE)
-        self._click = URLSafeSerializer(keys, salt=Purpose.CLICK)
+        self._unsubscribe = _SigningSerializer(keys, salt=Purpose.UNSUBSCRIBE)
+        self._click = _SigningSerializer(keys, salt=Purpose.CLICK)
         self._keys = [key.encode() for key in secret_keys]
         self._max_age = confirm_max_age_seconds
 
@@ -145,6 +152,31 @@ class Tokens:
             return _uid(self._unsubscribe.loads(token))
         except BadSignature:
             raise InvalidToken("this link is not valid") from None
+
+
+class _KeyedSigner(Signer):
+    """itsdangerous' ``Signer``, deriving its signing key once rather than per signature."""
+
+    @functools.cached_property
+    def _signing_key(self) -> bytes:
+        return super().derive_key()
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        return self._signing_key if secret_key is None else super().derive_key(secret_key)
+
+
+class _SigningSerializer(URLSafeSerializer):
+    """``URLSafeSerializer`` that signs with one ``_KeyedSigner`` made once: the same
+    tokens, made for every lesson without a new signer and key derivation each."""
+
+    default_signer = _KeyedSigner
+
+    @functools.cached_property
+    def _signer(self) -> Signer:
+        return super().make_signer()
+
+    def make_signer(self, salt: str | bytes | None = None) -> Signer:
+        return self._signer if salt is None else super().make_signer(salt)
 
 
 _ADDRESS_PREFIX = {Purpose.BOUNCE: "b", Purpose.MAILTO_UNSUBSCRIBE: "u"}

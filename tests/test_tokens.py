@@ -191,3 +191,18 @@ def test_a_token_made_with_itsdangerous_defaults_is_nobodys() -> None:
         tokens.read_unsubscribe(foreign.dumps("a1b2c3"))
     with pytest.raises(InvalidToken):
         tokens.read_click(foreign.dumps(["a1b2c3", "yin-immersion", "hips"]))
+
+
+def test_unsubscribe_and_class_tokens_are_itsdangerous_own() -> None:
+    """Made faster, still byte for byte what itsdangerous makes: links in mail already
+    sent keep working, and one signed by itsdangerous itself is read."""
+    keys = [KEY, OLD_KEY]
+    made = tokens(*keys)
+    for _ in range(2):  # the second time through, with the signer made the first time
+        unsubscribe = URLSafeSerializer(list(reversed(keys)), salt=Purpose.UNSUBSCRIBE)
+        assert made.unsubscribe_token("u1") == unsubscribe.dumps("u1")
+        click = URLSafeSerializer(list(reversed(keys)), salt=Purpose.CLICK)
+        assert made.click_token("u1", "yin", "day-1") == click.dumps(["u1", "yin", "day-1"])
+    assert made.read_unsubscribe(URLSafeSerializer([KEY], salt=Purpose.UNSUBSCRIBE).dumps("u2"))
+    old = URLSafeSerializer([OLD_KEY], salt=Purpose.CLICK).dumps(["u3", "yin", "day-2"])
+    assert made.read_click(old) == ("u3", "yin", "day-2")
