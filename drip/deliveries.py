@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Connection,
     Dialect,
@@ -276,7 +277,9 @@ class _Statements:
             names = ("enrollment", "key", "kind", "signup", "due", "now")
             rows = []
             for i in range(n):
-                p = {name: bindparam(f"{name}{i}" if n > 1 else name) for name in names}
+                p: dict[str, BindParameter[Any]] = {
+                    name: bindparam(f"{name}{i}" if n > 1 else name) for name in names
+                }
                 rows.append(
                     {
                         "enrollment_id": p["enrollment"],
@@ -302,7 +305,7 @@ class _Statements:
         ``lease``, ``now``), returning the ids it changed."""
         found = self._mark_sent_many.get(n)
         if found is None:
-            ids = [bindparam(f"id{i}") for i in range(n)]
+            ids: list[BindParameter[Any]] = [bindparam(f"id{i}") for i in range(n)]
             by_id = col(Delivery.id)
             found = Prepared(
                 update(Delivery)
