@@ -4,7 +4,9 @@ Prints messages/second of the real CLI process (claim, render, send, record each
 and its ratio, in the same run and into the same sink, to two baselines: a raw smtplib
 loop sending prebuilt messages over one connection, and postfix's C client `smtp-source
 -d` (reused connections, not pipelined) with as many connections and messages of the same
-size; plus the CLI's own peak RSS.
+size; plus the CLI's own peak RSS. drip's own SMTP client, sending prebuilt lessons over
+the same connections, is measured too: the wire's share of the work, apart from render,
+check and receipt.
 
 Run: make bench (or .venv/bin/python benchmarks/send_due.py [--subscribers 100000])
 PostgreSQL, several processes at once (see benchmarks/scale_out.py):
@@ -21,13 +23,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._sink import sink  # noqa: E402
+
+if TYPE_CHECKING:
+    from drip.message import Outgoing
 
 DRIP = Path(sys.executable).with_name("drip")
 BASELINE_MAX = 20_000  #: prebuilt messages held in memory for the raw loop (a rate is a rate)
@@ -70,7 +77,10 @@ def main() -> None:
         # drip runs first, while this process is small: Linux counts the parent's memory
         # at fork into the child's peak RSS.
         elapsed, summary, rss_mib = _run_measured([str(DRIP), "send-due", "--now", due_at], env)
-        baseline, size = _raw_smtplib(url, min(n, BASELINE_MAX))
+        messages = _lessons(min(n, BASELINE_MAX))
+        baseline = _raw_smtplib(url, messages)
+        client = _drip_client(url, messages, args.connections)
+        size = len(messages[0].data)
         source = _smtp_source(url, n, size, args.connections)
 
     ours = n / elapsed
@@ -81,6 +91,7 @@ def main() -> None:
     print(f"  raw smtplib, prebuilt, 1 conn. : {baseline:8.0f} msgs/s")
     print(f"  drip send-due (whole process)  : {ours:8.0f} msgs/s   ({elapsed:.1f} s, {summary})")
     print(f"  ratio drip / raw smtplib       : {ours / baseline:8.2f}x")
+    print(f"  drip's SMTP client, prebuilt   : {client:8.0f} msgs/s   ({args.connections} conn.)")
     if source is None:
         print("  smtp-source                    : not installed (apt-get install postfix)")
     else:
@@ -89,6 +100,7 @@ def main() -> None:
             f"   ({size / 1024:.0f} KB messages)"
         )
         print(f"  ratio drip / smtp-source       : {ours / source:8.2f}x   (target >= 0.8x)")
+        print(f"  ratio SMTP client / smtp-source: {client / source:8.2f}x")
     print(f"  peak RSS of drip send-due      : {rss_mib:8.0f} MiB")
 
 
@@ -123,16 +135,15 @@ def _smtp_source(url: str, n: int, size: int, connections: int) -> float | None:
     return n / (time.perf_counter() - started)
 
 
-def _raw_smtplib(url: str, n: int) -> tuple[float, int]:
-    """Messages/second of plain smtplib sending n prebuilt lessons over one connection,
-    and the size of one."""
+def _lessons(n: int) -> list[Outgoing]:
+    """n lessons of day 1, built as send-due builds them, each to its own recipient."""
     from drip.compose import Composer, Recipient
     from drip.config import Settings
     from drip.courses import load_course
 
     course = load_course(ROOT / "courses" / "yin-immersion.yaml")
     composer = Composer(settings=Settings(secret_key=SECRET, _env_file=None))
-    messages = [
+    return [
         composer.lesson(
             course=course,
             day=course.days[0],
@@ -141,12 +152,33 @@ def _raw_smtplib(url: str, n: int) -> tuple[float, int]:
         )
         for i in range(n)
     ]
+
+
+def _raw_smtplib(url: str, messages: list[Outgoing]) -> float:
+    """Messages/second of plain smtplib sending prebuilt messages over one connection."""
     port = int(url.split(":")[2].split("?")[0])
     started = time.perf_counter()
     with smtplib.SMTP("127.0.0.1", port) as raw:
         for message in messages:
             raw.sendmail(message.envelope_from, [message.recipient], message.data)
-    return n / (time.perf_counter() - started), len(messages[0].data)
+    return len(messages) / (time.perf_counter() - started)
+
+
+def _drip_client(url: str, messages: list[Outgoing], connections: int) -> float:
+    """Messages/second of drip's SMTP mailer sending prebuilt messages, one thread per
+    connection as send-due runs it, the messages shared out between them."""
+    from drip.mailer import mailer_from_url
+
+    def send(share: list[Outgoing]) -> None:
+        with mailer_from_url(url, timeout=30) as mailer:
+            for message in share:
+                mailer.send(message)
+
+    shares = [messages[i::connections] for i in range(connections)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=connections) as pool:
+        list(pool.map(send, shares))
+    return len(messages) / (time.perf_counter() - started)
 
 
 if __name__ == "__main__":

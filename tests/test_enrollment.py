@@ -703,3 +703,33 @@ def test_a_signup_filed_at_once_keeps_where_it_came_from(engine: Engine, course:
         "import: list.csv",
     )
     assert (signup.name, signup.timezone, signup.created_at) == ("Ana", "Europe/Lisbon", NOW)
+
+
+def test_queueing_many_emails_puts_each_in_once(any_engine: Engine, course: Course) -> None:
+    """More emails than one statement holds: every one is queued with its own values, and
+    one already in the outbox (same enrollment and key) is left as it was."""
+    enrol(any_engine, course, "many@example.org", now=NOW)
+    later = NOW + timedelta(days=1)
+    count = 2 * deliveries.QUEUE_ROWS  # and one more below: the last statement has one row
+    with any_engine.begin() as connection:
+        [(enrollment_id, first_key)] = connection.execute(
+            select(Delivery.enrollment_id, Delivery.day_id)
+        ).all()
+        emails = [
+            {
+                "enrollment_id": enrollment_id,
+                "kind": EmailKind.LESSON,
+                "key": f"extra-{i}",
+                "due_at": later + timedelta(minutes=i),
+                "now": later,
+            }
+            for i in range(count)
+        ]
+        emails.insert(count // 2, {**emails[0], "key": first_key})  # already there
+        deliveries.queue_many(connection, emails)
+    with Session(any_engine) as session:
+        rows = session.exec(select(Delivery.day_id, Delivery.due_at, Delivery.created_at)).all()
+    assert len(rows) == count + 1
+    queued = {key: (due, created) for key, due, created in rows}
+    assert queued[first_key] == (NOW, NOW)
+    assert all(queued[f"extra-{i}"] == (later + timedelta(minutes=i), later) for i in range(count))
