@@ -5,13 +5,14 @@
    (``claimed_until``), so concurrent runs share the work and never take the same row.
 2. **Send** each: build the message, re-check right before SMTP (one read, outside any
    transaction) that the claim is still ours and its subscriber still wants this kind of
-   email, hand it over.
+   email, hand it over. With SMTP PIPELINING a message's outcome is read with the next
+   message's envelope replies (``Mailer.submit``), so it is settled one message later.
 3. **Record** ``sent`` with the server's reply and Message-ID (and, for a lesson, queue
-   the next day) a window at a time: the receipts of ``DRIP_SMTP_WINDOW`` accepted
-   messages are written together, in one transaction, before the next claim is
-   re-checked, so before anything more goes out on that connection. The lease value is
-   the claim token: a worker whose lease expired and was taken over can no longer record
-   anything.
+   the next day) a window at a time: once ``DRIP_SMTP_WINDOW`` messages are sent and
+   not recorded (the one in flight settled first), their receipts are written together,
+   in one transaction, before the next claim is re-checked, so before anything more goes
+   out on that connection. The lease value is the claim token: a worker whose lease
+   expired and was taken over can no longer record anything.
 
 A crash between 2 and 3 leaves rows ``sending`` (at most one window per SMTP
 connection); after the lease they are claimed again and resent with the same Message-ID. Temporary
@@ -46,6 +47,7 @@ from drip.enrollment import EVERGREEN_CHUNK, extend_evergreen, zone_for
 from drip.exceptions import ConfigError, DripError, PermanentFailure, TemporaryFailure
 from drip.logs import log_event
 from drip.mailer import Mailer, mailer_from_url
+from drip.mailer.base import Settled
 from drip.signup import file_pending
 from drip.states import DeliveryStatus, EmailKind
 
@@ -321,9 +323,10 @@ class _Worker:
     """Sends claimed emails one after another over one SMTP and one database connection.
 
     Each claim is re-checked right before SMTP, a read on its own outside a transaction;
-    once a window of accepted messages is full, their receipts are written first, in one
-    transaction. So one writing transaction per window, and never more than one window
-    per connection sent but not recorded.
+    once a window of sent messages is full (accepted, or in flight), the one in flight is
+    settled and their receipts are written first, in one transaction. So one writing
+    transaction per window, and never more than one window per connection sent but not
+    recorded.
     """
 
     def __init__(
@@ -340,56 +343,90 @@ class _Worker:
         self.connection = connection
         self.now = now
         self.report = report
+        self.progress: Callable[[Outcome], None] | None = None
         #: accepted messages of this batch whose receipts are not written yet
         self.unrecorded: list[_Accepted] = []
+        #: handed to the mailer, outcome not known yet (in flight), by Message-ID
+        self.pending: dict[str, tuple[Claimed, Course]] = {}
+        #: the last connection failure (two messages in flight may share one)
+        self.lost: TemporaryFailure | None = None
 
     def run(self, batch: list[Claimed], progress: Callable[[Outcome], None] | None) -> None:
+        self.progress = progress
         try:
             for index, item in enumerate(batch):
                 if self.sender.stopping.is_set() or self.report.stopped:
+                    self._settle()
                     self._release(batch[index:])
                     return
-                outcome = self._deliver(item)
-                self.report.add(outcome)
-                if progress:
-                    progress(outcome)
+                self._deliver(item)
         finally:
+            self._settle()
             if self.unrecorded:
                 self._write_waiting()
 
-    def _deliver(self, item: Claimed) -> Outcome:
+    def _count(self, outcome: Outcome) -> None:
+        self.report.add(outcome)
+        if self.progress:
+            self.progress(outcome)
+
+    def _deliver(self, item: Claimed) -> None:
         course = self.sender.catalog.find(item.course_slug)
         if course is None:
-            return self._defer(item, f"unknown course {item.course_slug!r}")
+            self._count(self._defer(item, f"unknown course {item.course_slug!r}"))
+            return
         removed = _removed(item, course)
         if removed:  # removed from the YAML: skip it (a lesson: move on to the next day)
             with self._transaction() as connection:
-                return self._close(connection, item, course, DeliveryStatus.SKIPPED, error=removed)
+                skipped = DeliveryStatus.SKIPPED
+                self._count(self._close(connection, item, course, skipped, error=removed))
+            return
         try:
             message = self._compose(item, course)
         except DripError as error:  # a template error: nobody gets a broken email
-            return self._defer(item, str(error))
+            self._count(self._defer(item, str(error)))
+            return
         self.sender.throttle.wait()
         if not self._still_wanted(item):
-            return Outcome.CANCELLED
-        try:
-            reply = self.mailer.send(message)
-        except ConfigError as error:  # refused login, TLS required but not offered …
+            self._count(Outcome.CANCELLED)
+            return
+        if self.report.stopped:  # the message in flight, settled for the check, found SMTP gone
+            self._release([item])
+            return
+        self.pending[message.message_id] = (item, course)
+        for settled in self.mailer.submit(message):
+            self._count(self._settled(settled))
+
+    def _settle(self) -> None:
+        """Wait for the outcome of the message in flight, if any, and act on it."""
+        for settled in self.mailer.settle():
+            self._count(self._settled(settled))
+
+    def _settled(self, settled: Settled) -> Outcome:
+        """Act on what became of a message handed to the mailer."""
+        item, course = self.pending.pop(settled.message.message_id)
+        error = settled.error
+        if error is None:
+            message_id = settled.message.message_id
+            self.unrecorded.append(_Accepted(item, course, settled.reply, message_id))
+            return Outcome.SENT
+        if isinstance(error, ConfigError):  # refused login, TLS required but not offered …
             self.report.stopped = self.report.config_error = str(error)
             self._release([item])
             log_event(logger, logging.ERROR, "smtp-config", error=str(error))
             return Outcome.DEFERRED
-        except TemporaryFailure as error:
+        if isinstance(error, TemporaryFailure):
             if error.connection:
                 self.report.stopped = f"SMTP unavailable: {error}"
                 self._release([item])
-                log_event(logger, logging.ERROR, "smtp-unavailable", error=str(error))
+                if error is not self.lost:  # one line for two messages lost together
+                    log_event(logger, logging.ERROR, "smtp-unavailable", error=str(error))
+                self.lost = error
                 return Outcome.DEFERRED
             return self._defer(item, str(error), course=course)
-        except PermanentFailure as error:
+        if isinstance(error, PermanentFailure):
             return self._reject(item, course, error)
-        self.unrecorded.append(_Accepted(item, course, reply, message.message_id))
-        return Outcome.SENT
+        raise error
 
     def _compose(self, item: Claimed, course: Course) -> Outgoing:
         from drip.compose import Recipient
@@ -434,8 +471,10 @@ class _Worker:
         A claim that is ours but no longer wanted (the subscriber left) is cancelled
         here, so it is not claimed again after its lease.
         """
-        if len(self.unrecorded) >= self.settings.smtp_window:
-            self._write_waiting()  # a full window: its receipts first
+        if len(self.unrecorded) + len(self.pending) >= self.settings.smtp_window:
+            self._settle()  # a full window: the message in flight settled, receipts first
+            if self.unrecorded:
+                self._write_waiting()
         wanted = deliveries.check(self.connection, item)
         if wanted is False:
             with self._transaction() as connection:

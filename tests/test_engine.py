@@ -32,7 +32,7 @@ from drip.models import Delivery, Enrollment, MailEvent, Signup, Subscriber
 from drip.schedule import retry_at
 from drip.signup import Consent, Entry, record, sign_up
 from drip.states import DeliveryStatus, EmailKind, SubscriberStatus
-from drip.testing import SmtpSink, free_port
+from drip.testing import Received, SmtpSink, free_port
 from tests.conftest import SHIPPED_COURSE, enrol, make_settings
 
 
@@ -332,18 +332,27 @@ def test_permanent_rejection_suppresses_the_address(
     assert "user unknown" in (gone.suppressed_reason or "")
 
 
+@pytest.mark.parametrize("window", [1, 10])
 def test_dropped_connection_stops_the_run_and_loses_nothing(
-    engine: Engine, tmp_path: Path, course: Course, smtp_sink: SmtpSink
+    engine: Engine, tmp_path: Path, course: Course, smtp_sink: SmtpSink, window: int, caplog: Any
 ) -> None:
-    """A connection dropped mid-batch ends the run early; the next run delivers everything."""
+    """A connection dropped mid-batch ends the run early, said once in the log, whether
+    the lost message is found out with the next one's envelope or at the next one's
+    pre-send check (a window of 1): nothing more goes out. The next run delivers
+    everything."""
+    caplog.set_level("ERROR", logger="drip")
     now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
     for n in range(10):
         enrol(engine, course, f"p{n}@example.org", now=now)
     smtp_sink.drop_next = 1
-    sender = sender_for(engine, _smtp_settings(tmp_path, smtp_sink), course)
+    sender = sender_for(engine, _smtp_settings(tmp_path, smtp_sink, smtp_window=window), course)
     report = sender.send_due(now=now)
     assert report.stopped and not report.ok
     assert report.sent == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        'event=smtp-unavailable error="connection failed: connection unexpectedly closed"'
+    ]
+    assert smtp_sink.received == []
     assert {d.status for d in deliveries(engine)} == {DeliveryStatus.SCHEDULED}
     assert sender.send_due(now=now + timedelta(minutes=1)).sent == 10
     assert len(set(smtp_sink.message_ids())) == 10
@@ -1009,6 +1018,38 @@ def test_receipts_are_written_a_window_at_a_time(
     )
     assert max(unrecorded) == window - 1
     assert [d.status for d in deliveries(engine) if d.day_id == course.days[0].id] == ["sent"] * 10
+
+
+@pytest.mark.parametrize("window", [1, 3])
+def test_over_smtp_a_window_bounds_what_is_sent_and_not_recorded(
+    engine: Engine, tmp_path: Path, course: Course, smtp_sink: SmtpSink, window: int
+) -> None:
+    """Over SMTP, with or without PIPELINING (where a message's outcome is read with the
+    next message's envelope): when a message arrives at the server, at most
+    ``DRIP_SMTP_WINDOW`` messages of the connection, that one included, are not recorded
+    sent; with a window of 1, every receipt is written before the next message goes out.
+    Every reply is kept with its own message."""
+    settings = _smtp_settings(tmp_path, smtp_sink, smtp_window=window)
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    for n in range(10):
+        enrol(engine, course, f"s{n}@example.org", now=now)
+    unrecorded: list[int] = []
+
+    class Counting(list[Received]):
+        def append(self, received: Received) -> None:
+            super().append(received)
+            with Session(engine) as session:
+                recorded = session.exec(select(Delivery).where(Delivery.status == "sent")).all()
+            unrecorded.append(len(self) - len(recorded))
+
+    smtp_sink.received = Counting()
+    assert sender_for(engine, settings, course).send_due(now=now).sent == 10
+    assert max(unrecorded) == window
+    arrived = {r.message_id: n for n, r in enumerate(smtp_sink.received, start=1)}
+    sent = [d for d in deliveries(engine) if d.day_id == course.days[0].id]
+    assert [d.smtp_response for d in sent] == [
+        f"250 2.0.0 Ok: queued as drip-sink-{arrived[d.message_id]}" for d in sent
+    ]
 
 
 @pytest.mark.parametrize("window", [1, 5])

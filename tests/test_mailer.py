@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 import threading
@@ -16,6 +17,7 @@ import trustme
 
 from drip.exceptions import ConfigError, PermanentFailure, TemporaryFailure
 from drip.mailer import mailer_from_url, memory
+from drip.mailer.base import Settled
 from drip.mailer.file import FileMailer
 from drip.mailer.smtp import IDLE_CHECK_SECONDS, MAX_REPLY_LINES, SmtpConfig, SmtpMailer
 from drip.message import Outgoing, Prototype, quoted_printable
@@ -794,3 +796,185 @@ def test_a_local_relay_may_take_a_login_without_tls(userinfo: str, password: str
             assert mailer.check() == "connected (no TLS), logged in as maya"
             mailer.send(_message())
     assert sink.logins == ["maya"] and len(sink.received) == 1  # one connection for both
+
+
+# -- pipelining across messages (RFC 2920) ----------------------------------------------
+
+
+class _Withholding:
+    """A PIPELINING server that answers in command order but sends nothing until a
+    message's DATA (or QUIT) arrives, or the client has been silent for a second: a
+    message's end of data is answered only once the next message's MAIL, RCPT and DATA
+    are in, if they come at once. ``finals``: each message's reply to its end of data in
+    turn (None: hang up instead). One connection."""
+
+    def __init__(self, finals: list[bytes | None]) -> None:
+        self.finals = finals
+        self.seen: list[bytes] = []
+        #: replies sent because the client went quiet, not because a command asked
+        self.waited = 0
+        self._buffer = b""
+
+    def _line(self, connection: socket.socket) -> bytes:
+        while b"\n" not in self._buffer:
+            chunk = connection.recv(65536)
+            if not chunk:
+                return b""
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line + b"\n"
+
+    def talk(self, connection: socket.socket) -> None:
+        connection.sendall(b"220 withholding.test ESMTP\r\n")
+        self._line(connection)  # EHLO
+        connection.sendall(b"250-withholding.test\r\n250 PIPELINING\r\n")
+        queued: list[bytes] = []
+        while line := self._line(connection):
+            verb = line.split(b" ")[0].split(b":")[0].strip().upper()
+            self.seen.append(verb)
+            if verb == b"DATA":
+                connection.sendall(b"".join([*queued, b"354 go on\r\n"]))
+                queued = []
+                while self._line(connection) not in (b".\r\n", b""):
+                    pass
+                self.seen.append(b".")
+                final = self.finals.pop(0)
+                if final is None:
+                    return  # hang up without a word
+                queued.append(final)
+                quiet = not self._buffer and not select.select([connection], [], [], 1.0)[0]
+                if quiet:  # a client waiting for the reply gets it, a second late
+                    self.waited += 1
+                    connection.sendall(b"".join(queued))
+                    queued = []
+            elif verb == b"QUIT":
+                connection.sendall(b"".join([*queued, b"221 bye\r\n"]))
+                return
+            else:
+                queued.append(b"250 ok\r\n")
+
+
+def _outcomes(settled: list[Settled]) -> list[tuple[str, str]]:
+    return [(each.message.message_id, each.reply or repr(each.error)) for each in settled]
+
+
+def test_the_next_message_follows_the_end_of_data_at_once() -> None:
+    """With PIPELINING a message's MAIL, RCPT and DATA leave right after the previous
+    message's end of data, without waiting for its reply: one round trip per message.
+    Each message's outcome comes back with the next ``submit`` (the last's with
+    ``settle``), and is its own; ``send`` works again once nothing is in flight."""
+    finals: list[bytes | None] = [b"250 queued %d\r\n" % n for n in range(4)]
+    server = _Withholding(finals)
+    with _scripted_server(server.talk) as port:
+        with _smtp(f"smtp://127.0.0.1:{port}?starttls=off") as mailer:
+            first = mailer.submit(_message(0))
+            second = mailer.submit(_message(1))
+            third = mailer.submit(_message(2))
+            last = mailer.settle()
+            assert mailer.send(_message(3)) == "250 queued 3"
+            assert mailer.connections_opened == 1
+    assert first == []
+    assert _outcomes(second) == [("<m0@example.com>", "250 queued 0")]
+    assert _outcomes(third) == [("<m1@example.com>", "250 queued 1")]
+    assert _outcomes(last) == [("<m2@example.com>", "250 queued 2")]
+    assert server.waited == 2, "only the replies nothing followed were waited for"
+
+
+def test_send_refuses_while_a_message_is_in_flight(smtp_sink: SmtpSink) -> None:
+    """``send`` waits for its own reply; with a submitted message's reply still to come it
+    would read that one as its own, so it refuses."""
+    with _smtp(smtp_sink.url) as mailer:
+        if mailer.submit(_message(0)):  # settled at once: a server without PIPELINING
+            return
+        with pytest.raises(RuntimeError, match="settle"):
+            mailer.send(_message(1))
+        assert _outcomes(mailer.settle())[0][0] == "<m0@example.com>"
+    assert smtp_sink.message_ids() == ["<m0@example.com>"]
+
+
+@pytest.mark.parametrize(
+    ("final", "raised", "code"),
+    [
+        (b"554 5.7.1 no thanks\r\n", PermanentFailure, 554),
+        (b"451 4.3.0 later\r\n", TemporaryFailure, 451),
+    ],
+)
+def test_a_refusal_read_with_the_next_envelope_is_that_messages_own(
+    final: bytes, raised: type[Exception], code: int
+) -> None:
+    """A message refused at its end of data, its reply read after the next message's
+    envelope went out: the refusal is the refused message's (never suppressing its
+    address), the next message goes on, and no RSET is sent (it would land in the next
+    message's content)."""
+    server = _Withholding([b"250 queued 0\r\n", final, b"250 queued 2\r\n"])
+    with _scripted_server(server.talk) as port:
+        with _smtp(f"smtp://127.0.0.1:{port}?starttls=off") as mailer:
+            settled = [*mailer.submit(_message(0)), *mailer.submit(_message(1))]
+            settled += [*mailer.submit(_message(2)), *mailer.settle()]
+    assert [each.message.message_id for each in settled] == [
+        f"<m{n}@example.com>" for n in range(3)
+    ]
+    refused = settled[1].error
+    assert isinstance(refused, raised) and refused.code == code
+    assert not getattr(refused, "suppress", False) and not getattr(refused, "connection", False)
+    assert (settled[0].reply, settled[2].reply) == ("250 queued 0", "250 queued 2")
+    assert b"RSET" not in server.seen
+
+
+def test_a_hang_up_before_the_reply_loses_both_messages_in_flight() -> None:
+    """The server hangs up after a message's end of data, the next message's envelope
+    already sent: both failed together, as one connection failure (one error, logged
+    once), neither accepted."""
+    server = _Withholding([None])
+    with _scripted_server(server.talk) as port:
+        with _smtp(f"smtp://127.0.0.1:{port}?starttls=off") as mailer:
+            assert mailer.submit(_message(0)) == []
+            lost, next_one = mailer.submit(_message(1))
+    assert [lost.message.message_id, next_one.message.message_id] == [
+        "<m0@example.com>",
+        "<m1@example.com>",
+    ]
+    assert isinstance(lost.error, TemporaryFailure) and lost.error.connection
+    assert next_one.error is lost.error
+
+
+def test_a_421_at_the_end_of_data_sends_the_next_message_on_a_new_connection(
+    smtp_sink: SmtpSink,
+) -> None:
+    """A 421 (closing) in reply to a message's end of data: that message is deferred, the
+    connection is dropped without a word more, and the next message, whose envelope
+    followed on the closing connection, goes out on a new one, once."""
+    smtp_sink.data_replies.append("421 4.3.2 closing")
+    with _smtp(smtp_sink.url) as mailer:
+        settled = [*mailer.submit(_message(0)), *mailer.submit(_message(1)), *mailer.settle()]
+        opened = mailer.connections_opened
+    deferred, sent = settled
+    assert isinstance(deferred.error, TemporaryFailure) and deferred.error.code == 421
+    assert not deferred.error.connection
+    assert sent.message.message_id == "<m1@example.com>" and sent.error is None
+    assert opened == 2
+    assert smtp_sink.message_ids() == ["<m1@example.com>"]
+
+
+def test_a_connection_due_for_recycling_or_a_check_settles_its_message_first(
+    smtp_sink: SmtpSink,
+) -> None:
+    """Submitted messages with a connection recycled every two messages, and one left
+    idle past IDLE_CHECK_SECONDS: the message in flight is settled on its own connection
+    before the next is recycled or checked with NOOP, so each outcome is its own."""
+    settled: list[Settled] = []
+    with _smtp(smtp_sink.url + "&max_per_connection=2") as mailer:
+        for n in range(5):
+            if n == 3:
+                mailer._last_used -= IDLE_CHECK_SECONDS + 1
+            settled += mailer.submit(_message(n))
+        settled += mailer.settle()
+        opened = mailer.connections_opened
+    assert [(each.message.message_id, each.error) for each in settled] == [
+        (f"<m{n}@example.com>", None) for n in range(5)
+    ]
+    assert [each.reply for each in settled] == [
+        f"250 2.0.0 Ok: queued as drip-sink-{n + 1}" for n in range(5)
+    ]
+    assert (opened, smtp_sink.noops) == (3, 1)
+    assert smtp_sink.message_ids() == [f"<m{n}@example.com>" for n in range(5)]

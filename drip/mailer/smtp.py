@@ -11,7 +11,10 @@ URL forms::
 
 The connection is opened on first use and kept across messages; it is checked with
 NOOP after being idle, re-opened after any error, and recycled after
-``max_per_connection`` messages.
+``max_per_connection`` messages. With PIPELINING (RFC 2920) a message's MAIL, RCPT and
+DATA go in one write, and, through ``submit``, right after the previous message's end of
+data: one round trip per message, the previous message's outcome read with the next
+one's envelope replies.
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from drip.config import is_loopback_host
-from drip.exceptions import ConfigError, PermanentFailure, TemporaryFailure
-from drip.mailer.base import Mailer
+from drip.exceptions import ConfigError, DripError, MailError, PermanentFailure, TemporaryFailure
+from drip.mailer.base import Mailer, Settled
 from drip.message import Outgoing
 
 IDLE_CHECK_SECONDS = 10.0
@@ -92,21 +95,44 @@ class SmtpMailer(Mailer):
         self._last_used: float
         #: connections opened so far (tests check that batches reuse one)
         self.connections_opened = 0
+        #: the message whose end of data is sent and whose final reply is not read yet
+        self._in_flight: Outgoing | None = None
 
     def send(self, message: Outgoing) -> str:
-        """Send one message; returns the server's acceptance line (the receipt).
+        """Send one message; returns the server's acceptance line (the receipt)."""
+        if self._in_flight is not None:
+            raise RuntimeError("settle() the message in flight before send()")
+        return [*self.submit(message), *self.settle()][-1].result()
 
-        With PIPELINING (RFC 2920) MAIL, RCPT and DATA go out in one write and their
-        replies are read together: one round trip instead of three.
-        """
-        sender = _wire_address(message.envelope_from)
-        recipient = _wire_address(message.recipient)
+    def submit(self, message: Outgoing) -> list[Settled]:
+        """Send ``message`` up to its end of data. With PIPELINING its final reply is
+        left to be read with the next message's envelope replies, and the outcome comes
+        with that ``submit`` or with ``settle``; without, at once."""
+        try:
+            sender = _wire_address(message.envelope_from)
+            recipient = _wire_address(message.recipient)
+        except PermanentFailure as error:
+            return [Settled(message, error=error)]
         body = _dot_stuffed(message.data)
-        connection = self._ready_connection()
+        settled = [] if self._can_follow() else self.settle()
+        previous, self._in_flight = self._in_flight, None
+        try:
+            connection = self._ready_connection()
+        except DripError as error:
+            return [*settled, Settled(message, error=error)]
+        pipelining = connection.has_extn("pipelining")
         commands = (f"MAIL FROM:<{sender}>", f"RCPT TO:<{recipient}>", "DATA")
         try:
-            if connection.has_extn("pipelining"):
+            if pipelining:
                 connection.send("".join(f"{command}\r\n" for command in commands))
+                if previous is not None:
+                    outcome = self._final(previous, reset=False)
+                    settled.append(outcome)
+                    previous = None
+                    if isinstance(outcome.error, TemporaryFailure) and outcome.error.connection:
+                        return [*settled, Settled(message, error=outcome.error)]  # lost both
+                    if self._connection is None:  # closing (421): this one starts afresh
+                        return [*settled, *self.submit(message)]
                 replies = []
                 for _ in commands:
                     replies.append(connection.getreply())
@@ -121,16 +147,57 @@ class SmtpMailer(Mailer):
                         break
             self._check_envelope(connection, replies)
             connection.send(body + b".\r\n")
-            code, reply = connection.getreply()
         except (smtplib.SMTPException, OSError) as error:
             self.close()
-            raise TemporaryFailure(f"connection failed: {error}", connection=True) from None
-        if code != 250:
-            self._reset(code)
-            raise _failure(code, reply, recipient=False)
+            lost = TemporaryFailure(f"connection failed: {error}", connection=True)
+            unsettled = [previous, message] if previous is not None else [message]
+            return [*settled, *(Settled(each, error=lost) for each in unsettled)]
+        except MailError as error:
+            return [*settled, Settled(message, error=error)]
         self._sent_on_connection += 1
         self._last_used = time.monotonic()
-        return f"{code} {_text(reply)}"
+        if pipelining:
+            self._in_flight = message
+            return settled
+        return [*settled, self._final(message, reset=True)]
+
+    def settle(self) -> list[Settled]:
+        """The outcome of the message in flight, if there is one."""
+        if self._in_flight is None:
+            return []
+        message, self._in_flight = self._in_flight, None
+        return [self._final(message, reset=True)]
+
+    def _final(self, message: Outgoing, *, reset: bool) -> Settled:
+        """Read the reply to ``message``'s end of data. ``reset``: RSET after a refusal
+        (not when the next message's commands already follow it)."""
+        assert self._connection is not None
+        try:
+            code, reply = self._connection.getreply()
+        except (smtplib.SMTPException, OSError) as error:
+            self.close()
+            lost = TemporaryFailure(f"connection failed: {error}", connection=True)
+            return Settled(message, error=lost)
+        if code != 250:
+            if reset or code == 421:
+                self._reset(code)
+            return Settled(message, error=_failure(code, reply, recipient=False))
+        return Settled(message, reply=f"{code} {_text(reply)}")
+
+    def _can_follow(self) -> bool:
+        """Whether the next message can follow the one in flight on its connection at
+        once (no recycling or idle check due first)."""
+        return (
+            self._in_flight is not None
+            and self._connection is not None
+            and self._connection.has_extn("pipelining")
+            and not self._recycle_due()
+            and time.monotonic() - self._last_used < IDLE_CHECK_SECONDS
+        )
+
+    def _recycle_due(self) -> bool:
+        limit = self.config.max_per_connection
+        return bool(limit) and self._sent_on_connection >= limit
 
     def check(self) -> str:
         """Connect, secure and log in as for sending, send nothing; what was done."""
@@ -168,6 +235,9 @@ class SmtpMailer(Mailer):
         raise _failure(data_code, data_reply, recipient=False)
 
     def close(self) -> None:
+        """Close the connection; a message still in flight is left unsettled (``settle``
+        it first)."""
+        self._in_flight = None
         connection, self._connection = self._connection, None
         if connection is not None:
             try:
@@ -176,9 +246,13 @@ class SmtpMailer(Mailer):
                 connection.close()
 
     def _reset(self, code: int) -> None:
-        """After a refusal: drop the connection on 421, else RSET so it can be reused."""
+        """After a refusal: drop the connection on 421 (no QUIT: the server is closing it,
+        and may already be reading what was pipelined as a message), else RSET so it can
+        be reused."""
         if code == 421 or self._connection is None:
-            self.close()
+            connection, self._connection = self._connection, None
+            if connection is not None:
+                connection.close()
             return
         try:
             self._connection.rset()
@@ -187,12 +261,8 @@ class SmtpMailer(Mailer):
 
     def _ready_connection(self) -> smtplib.SMTP:
         config = self.config
-        if self._connection is not None:
-            recycle = config.max_per_connection and (
-                self._sent_on_connection >= config.max_per_connection
-            )
-            if recycle or not self._alive():
-                self.close()
+        if self._connection is not None and (self._recycle_due() or not self._alive()):
+            self.close()
         if self._connection is None:
             try:
                 self._connection = self._connect()
@@ -362,7 +432,7 @@ def _local_hostname() -> str:
     return socket.getfqdn()
 
 
-def _failure(code: int, text: bytes | str, *, recipient: bool) -> Exception:
+def _failure(code: int, text: bytes | str, *, recipient: bool) -> MailError:
     response = f"{code} {_text(text)}"
     if 500 <= code < 600:
         return PermanentFailure(
