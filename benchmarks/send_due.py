@@ -9,6 +9,8 @@ the same connections, is measured too: the wire's share of the work, apart from 
 check and receipt.
 
 Run: make bench (or .venv/bin/python benchmarks/send_due.py [--subscribers 100000])
+Over a network's round trip (a proxy on loopback delaying each byte; all figures through it):
+     .venv/bin/python benchmarks/send_due.py --rtt-ms 10 --subscribers 1000
 PostgreSQL, several processes at once (see benchmarks/scale_out.py):
      .venv/bin/python benchmarks/send_due.py --database postgresql --processes 1,2
 """
@@ -23,7 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +35,7 @@ from typing import TYPE_CHECKING
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._latency import delayed  # noqa: E402
 from benchmarks._sink import sink  # noqa: E402
 
 if TYPE_CHECKING:
@@ -47,6 +52,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=2)
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument(
+        "--rtt-ms", type=float, default=0, help="add this round trip to the SMTP connections"
+    )
+    parser.add_argument(
         "--processes", default="1", help="comma-separated: send-due processes at once, e.g. 1,2"
     )
     args = parser.parse_args()
@@ -56,7 +64,7 @@ def main() -> None:
         scale_out(args.subscribers, [int(p) for p in args.processes.split(",")], args.connections)
         return
     n = args.subscribers
-    with tempfile.TemporaryDirectory() as workdir, sink() as (url, description):
+    with tempfile.TemporaryDirectory() as workdir, _sink(args.rtt_ms) as (url, description):
         database_url = f"sqlite:///{workdir}/bench.db"
         seed = (
             "from tests.test_concurrency import NOW, seed; "
@@ -102,6 +110,18 @@ def main() -> None:
         print(f"  ratio drip / smtp-source       : {ours / source:8.2f}x   (target >= 0.8x)")
         print(f"  ratio SMTP client / smtp-source: {client / source:8.2f}x")
     print(f"  peak RSS of drip send-due      : {rss_mib:8.0f} MiB")
+
+
+@contextmanager
+def _sink(rtt_ms: float) -> Iterator[tuple[str, str]]:
+    """The sink's URL and description, through a delaying proxy when ``rtt_ms``."""
+    with sink() as (url, description):
+        if not rtt_ms:
+            yield url, description
+            return
+        port = int(url.split(":")[2].split("?")[0])
+        with delayed(port, rtt_ms) as proxy:
+            yield url.replace(f":{port}?", f":{proxy}?"), f"{description}, {rtt_ms:g} ms away"
 
 
 def _run_measured(command: list[str], env: dict[str, str]) -> tuple[float, str, float]:
@@ -166,13 +186,15 @@ def _raw_smtplib(url: str, messages: list[Outgoing]) -> float:
 
 def _drip_client(url: str, messages: list[Outgoing], connections: int) -> float:
     """Messages/second of drip's SMTP mailer sending prebuilt messages, one thread per
-    connection as send-due runs it, the messages shared out between them."""
+    connection as send-due runs it, the messages shared out between them, each message's
+    outcome read with the next one's envelope (as send-due does)."""
     from drip.mailer import mailer_from_url
 
     def send(share: list[Outgoing]) -> None:
         with mailer_from_url(url, timeout=30) as mailer:
             for message in share:
-                mailer.send(message)
+                mailer.submit(message)
+            mailer.settle()
 
     shares = [messages[i::connections] for i in range(connections)]
     started = time.perf_counter()

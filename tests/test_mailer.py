@@ -978,3 +978,12 @@ def test_a_connection_due_for_recycling_or_a_check_settles_its_message_first(
     ]
     assert (opened, smtp_sink.noops) == (3, 1)
     assert smtp_sink.message_ids() == [f"<m{n}@example.com>" for n in range(5)]
+
+
+def test_commands_leave_without_waiting_for_acknowledgements(smtp_sink: SmtpSink) -> None:
+    """TCP_NODELAY: a pipelined envelope is a small write right behind a message not yet
+    acknowledged, which Nagle's algorithm would hold back for a round trip."""
+    with _smtp(smtp_sink.url) as mailer:
+        mailer.send(_message())
+        assert mailer._connection is not None and mailer._connection.sock is not None
+        assert mailer._connection.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)

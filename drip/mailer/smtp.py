@@ -369,6 +369,13 @@ class _BoundedSMTP(smtplib.SMTP):
 
     _pending = b""
 
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock: socket.socket = super()._get_socket(host, port, timeout)  # type: ignore[misc]
+        # a pipelined envelope leaves at once, not once the message before it is
+        # acknowledged (Nagle's algorithm holds back a small write behind unacked data)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
     def getreply(self) -> tuple[int, bytes]:
         if self.sock is None:
             raise smtplib.SMTPServerDisconnected("not connected")
