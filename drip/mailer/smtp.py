@@ -12,8 +12,8 @@ URL forms::
 The connection is opened on first use and kept across messages; it is checked with
 NOOP after being idle, re-opened after any error, and recycled after
 ``max_per_connection`` messages. With PIPELINING (RFC 2920) a message's MAIL, RCPT and
-DATA go in one write, and, through ``submit``, right after the previous message's end of
-data: one round trip per message, the previous message's outcome read with the next
+DATA go in one write and, through ``submit``, in the same write as the previous message's
+content: one round trip per message, the previous message's outcome read with the next
 one's envelope replies.
 """
 
@@ -96,7 +96,7 @@ class SmtpMailer(Mailer):
         #: connections opened so far (tests check that batches reuse one)
         self.connections_opened = 0
         #: the message whose end of data is sent and whose final reply is not read yet
-        self._in_flight: Outgoing | None = None
+        self._in_flight: tuple[Outgoing, bytes] | None = None
 
     def send(self, message: Outgoing) -> str:
         """Send one message; returns the server's acceptance line (the receipt)."""
@@ -105,17 +105,19 @@ class SmtpMailer(Mailer):
         return [*self.submit(message), *self.settle()][-1].result()
 
     def submit(self, message: Outgoing) -> list[Settled]:
-        """Send ``message`` up to its end of data. With PIPELINING its final reply is
-        left to be read with the next message's envelope replies, and the outcome comes
-        with that ``submit`` or with ``settle``; without, at once."""
+        """Send ``message``. With PIPELINING, once its envelope is accepted its content
+        waits to go out in one write with the next message's envelope (a server answers
+        both at once), and its outcome comes with that ``submit`` or with ``settle``;
+        without, at once."""
         try:
             sender = _wire_address(message.envelope_from)
             recipient = _wire_address(message.recipient)
         except PermanentFailure as error:
-            return [Settled(message, error=error)]
-        body = _dot_stuffed(message.data)
+            return [Settled(message, error=error)]  # one in flight stays so
+        content = _dot_stuffed(message.data) + b".\r\n"
         settled = [] if self._can_follow() else self.settle()
-        previous, self._in_flight = self._in_flight, None
+        held, self._in_flight = self._in_flight, None
+        previous = held[0] if held else None
         try:
             connection = self._ready_connection()
         except DripError as error:
@@ -124,7 +126,8 @@ class SmtpMailer(Mailer):
         commands = (f"MAIL FROM:<{sender}>", f"RCPT TO:<{recipient}>", "DATA")
         try:
             if pipelining:
-                connection.send("".join(f"{command}\r\n" for command in commands))
+                envelope = "".join(f"{command}\r\n" for command in commands).encode("ascii")
+                connection.send(held[1] + envelope if held else envelope)
                 if previous is not None:
                     outcome = self._final(previous, reset=False)
                     settled.append(outcome)
@@ -146,7 +149,8 @@ class SmtpMailer(Mailer):
                     if replies[-1][0] not in (wanted, 251):
                         break
             self._check_envelope(connection, replies)
-            connection.send(body + b".\r\n")
+            if not pipelining:
+                connection.send(content)
         except (smtplib.SMTPException, OSError) as error:
             self.close()
             lost = TemporaryFailure(f"connection failed: {error}", connection=True)
@@ -157,15 +161,23 @@ class SmtpMailer(Mailer):
         self._sent_on_connection += 1
         self._last_used = time.monotonic()
         if pipelining:
-            self._in_flight = message
+            self._in_flight = (message, content)
             return settled
         return [*settled, self._final(message, reset=True)]
 
     def settle(self) -> list[Settled]:
-        """The outcome of the message in flight, if there is one."""
+        """Send the content of the message in flight, if there is one, and read its
+        outcome."""
         if self._in_flight is None:
             return []
-        message, self._in_flight = self._in_flight, None
+        (message, content), self._in_flight = self._in_flight, None
+        assert self._connection is not None
+        try:
+            self._connection.send(content)
+        except (smtplib.SMTPException, OSError) as error:
+            self.close()
+            lost = TemporaryFailure(f"connection failed: {error}", connection=True)
+            return [Settled(message, error=lost)]
         return [self._final(message, reset=True)]
 
     def _final(self, message: Outgoing, *, reset: bool) -> Settled:
