@@ -361,9 +361,11 @@ class _Worker:
                     return
                 self._deliver(item)
         finally:
-            self._settle()
-            if self.unrecorded:
-                self._write_waiting()
+            try:
+                self._settle()
+            finally:
+                if self.unrecorded:
+                    self._write_waiting()
 
     def _count(self, outcome: Outcome) -> None:
         self.report.add(outcome)

@@ -34,6 +34,7 @@ from drip.signup import Consent, Entry, record, sign_up
 from drip.states import DeliveryStatus, EmailKind, SubscriberStatus
 from drip.testing import Received, SmtpSink, free_port
 from tests.conftest import SHIPPED_COURSE, enrol, make_settings
+from tests.test_mailer import WithholdingServer, scripted_server
 
 
 @pytest.fixture(autouse=True)
@@ -1050,6 +1051,26 @@ def test_over_smtp_a_window_bounds_what_is_sent_and_not_recorded(
     assert [d.smtp_response for d in sent] == [
         f"250 2.0.0 Ok: queued as drip-sink-{arrived[d.message_id]}" for d in sent
     ]
+
+
+def test_each_lesson_follows_the_one_before_without_waiting_for_its_reply(
+    engine: Engine, tmp_path: Path, course: Course
+) -> None:
+    """Over SMTP with PIPELINING the engine hands each lesson over at once, its outcome
+    read with the next lesson's envelope: of a run's replies only the last is waited for,
+    and each is recorded with its own lesson."""
+    now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+    for n in range(5):
+        enrol(engine, course, f"s{n}@example.org", now=now)
+    server = WithholdingServer([b"250 queued %d\r\n" % n for n in range(5)])
+    with scripted_server(server.talk) as port:
+        url = f"smtp://127.0.0.1:{port}?starttls=off"
+        settings = make_settings(tmp_path, smtp_url=url, smtp_connections=1)
+        assert sender_for(engine, settings, course).send_due(now=now).sent == 5
+    assert server.waited == 1
+    sent = sorted((d.smtp_response or "", d.id) for d in deliveries(engine) if d.sent_at)
+    assert [reply for reply, _ in sent] == [f"250 queued {n}" for n in range(5)]
+    assert [delivery_id for _, delivery_id in sent] == sorted(id for _, id in sent)
 
 
 @pytest.mark.parametrize("window", [1, 5])

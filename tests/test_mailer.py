@@ -306,7 +306,7 @@ def test_memory_mailer_keeps_messages() -> None:
 
 
 @contextmanager
-def _scripted_server(
+def scripted_server(
     talk: Callable[[socket.socket], None], host: str = "127.0.0.1"
 ) -> Iterator[int]:
     """A one-connection server on ``host`` that runs ``talk(connection)``; yields its port."""
@@ -342,7 +342,7 @@ def test_an_endless_reply_is_cut_off() -> None:
             sent.append(1)
 
     started = time.monotonic()
-    with _scripted_server(endless) as port:
+    with scripted_server(endless) as port:
         with _smtp(f"smtp://127.0.0.1:{port}?starttls=off") as mailer:
             with pytest.raises(TemporaryFailure) as cut:
                 mailer.send(_message())
@@ -362,7 +362,7 @@ def test_a_line_that_never_ends_is_cut_off_at_its_size_not_at_the_timeout() -> N
             connection.sendall(b"x" * 4096)
 
     started = time.monotonic()
-    with _scripted_server(no_newline) as port:
+    with scripted_server(no_newline) as port:
         mailer = mailer_from_url(f"smtp://127.0.0.1:{port}?starttls=off", timeout=60)
         with mailer, pytest.raises(TemporaryFailure) as cut:
             mailer.send(_message())
@@ -382,7 +382,7 @@ def test_a_server_dribbling_its_greeting_hits_the_timeout() -> None:
             time.sleep(0.2)
 
     started = time.monotonic()
-    with _scripted_server(dribble) as port:
+    with scripted_server(dribble) as port:
         mailer = SmtpMailer(SmtpConfig.from_url(f"smtp://127.0.0.1:{port}?starttls=off", timeout=1))
         with mailer, pytest.raises(TemporaryFailure) as slow:
             mailer.send(_message())
@@ -399,7 +399,7 @@ def test_a_silent_server_hits_the_timeout() -> None:
         connection.recv(1)  # until the client gives up
 
     started = time.monotonic()
-    with _scripted_server(silent) as port:
+    with scripted_server(silent) as port:
         mailer = SmtpMailer(
             SmtpConfig.from_url(f"smtp://127.0.0.1:{port}?starttls=off", timeout=0.5)
         )
@@ -437,7 +437,7 @@ def test_control_bytes_in_a_reply_never_reach_the_receipt() -> None:
                 if verb == b"QUIT":
                     return
 
-    with _scripted_server(odd) as port:
+    with scripted_server(odd) as port:
         with _smtp(f"smtp://127.0.0.1:{port}?starttls=off") as mailer:
             receipt = mailer.send(_message())
     assert receipt.startswith("250 queued ")
@@ -452,7 +452,7 @@ def test_a_reply_without_a_code_is_a_temporary_failure_quoting_it() -> None:
         connection.sendall(b"220-welcome X \r\nhello there\r\n")
         connection.recv(1024)
 
-    with _scripted_server(chatty) as port:
+    with scripted_server(chatty) as port:
         with _smtp(f"smtp://127.0.0.1:{port}?starttls=off") as mailer:
             with pytest.raises(TemporaryFailure) as odd:
                 mailer.send(_message())
@@ -491,7 +491,7 @@ def test_no_password_in_clear_to_a_server_off_loopback() -> None:
                 else:
                     connection.sendall(b"500 no\r\n")
 
-    with _scripted_server(plain, host=address) as port:
+    with scripted_server(plain, host=address) as port:
         with _smtp(f"smtp://maya:s3cret@{address}:{port}") as mailer:
             with pytest.raises(ConfigError) as refused:
                 mailer.send(_message())
@@ -633,7 +633,7 @@ def test_each_refusal_is_classified_and_the_connection_reset(
     a 421 (the server closes): the right failure with the server's code and words, then
     RSET to reuse the connection (or nothing more after a 421)."""
     server = _Scripted(replies, pipelining=pipelining)
-    with _scripted_server(server.talk) as port:
+    with scripted_server(server.talk) as port:
         with _smtp(f"smtp://127.0.0.1:{port}?starttls=off") as mailer:
             with pytest.raises(raised) as caught:
                 mailer.send(_message())
@@ -650,7 +650,7 @@ def test_each_refusal_is_classified_and_the_connection_reset(
 def test_a_forwarding_251_is_accepted(pipelining: bool) -> None:
     """251 (user not local; will forward) accepts the recipient: the message goes."""
     server = _Scripted({b"RCPT": b"251 2.1.5 will forward\r\n"}, pipelining=pipelining)
-    with _scripted_server(server.talk) as port:
+    with scripted_server(server.talk) as port:
         with _smtp(f"smtp://127.0.0.1:{port}?starttls=off") as mailer:
             assert mailer.send(_message()) == "250 2.0.0 queued as scripted-1"
     assert server.seen[:5] == [b"EHLO", b"MAIL", b"RCPT", b"DATA", b"."]
@@ -704,7 +704,7 @@ def test_reply_limits_are_exact(greeting: bytes, accepted: bool) -> None:
     refused."""
 
     server = _Scripted({b"DATA": b"554 no\r\n"}, pipelining=True, greeting=greeting)
-    with _scripted_server(server.talk) as port:
+    with scripted_server(server.talk) as port:
         with _smtp(f"smtp://127.0.0.1:{port}?starttls=off") as mailer:
             if accepted:
                 with pytest.raises(PermanentFailure, match="554"):  # got as far as DATA
@@ -717,7 +717,7 @@ def test_reply_limits_are_exact(greeting: bytes, accepted: bool) -> None:
 def test_reply_text_is_kept_without_its_padding() -> None:
     """The receipt keeps the server's words, without the spaces and tabs around them."""
     server = _Scripted({b".": b"250 \t 2.0.0 Ok: queued as ABC \t \r\n"}, pipelining=True)
-    with _scripted_server(server.talk) as port:
+    with scripted_server(server.talk) as port:
         with _smtp(f"smtp://127.0.0.1:{port}?starttls=off") as mailer:
             assert mailer.send(_message()) == "250 2.0.0 Ok: queued as ABC"
 
@@ -801,7 +801,7 @@ def test_a_local_relay_may_take_a_login_without_tls(userinfo: str, password: str
 # -- pipelining across messages (RFC 2920) ----------------------------------------------
 
 
-class _Withholding:
+class WithholdingServer:
     """A PIPELINING server that answers in command order but sends nothing until a
     message's DATA (or QUIT) arrives, or the client has been silent for a second: a
     message's end of data is answered only once the next message's MAIL, RCPT and DATA
@@ -813,6 +813,8 @@ class _Withholding:
         self.seen: list[bytes] = []
         #: replies sent because the client went quiet, not because a command asked
         self.waited = 0
+        #: every line of message content received
+        self.content: list[bytes] = []
         self._buffer = b""
 
     def _line(self, connection: socket.socket) -> bytes:
@@ -835,8 +837,8 @@ class _Withholding:
             if verb == b"DATA":
                 connection.sendall(b"".join([*queued, b"354 go on\r\n"]))
                 queued = []
-                while self._line(connection) not in (b".\r\n", b""):
-                    pass
+                while (content := self._line(connection)) not in (b".\r\n", b""):
+                    self.content.append(content)
                 self.seen.append(b".")
                 final = self.finals.pop(0)
                 if final is None:
@@ -864,8 +866,8 @@ def test_the_next_message_follows_the_end_of_data_at_once() -> None:
     Each message's outcome comes back with the next ``submit`` (the last's with
     ``settle``), and is its own; ``send`` works again once nothing is in flight."""
     finals: list[bytes | None] = [b"250 queued %d\r\n" % n for n in range(4)]
-    server = _Withholding(finals)
-    with _scripted_server(server.talk) as port:
+    server = WithholdingServer(finals)
+    with scripted_server(server.talk) as port:
         with _smtp(f"smtp://127.0.0.1:{port}?starttls=off") as mailer:
             first = mailer.submit(_message(0))
             second = mailer.submit(_message(1))
@@ -906,8 +908,8 @@ def test_a_refusal_read_with_the_next_envelope_is_that_messages_own(
     envelope went out: the refusal is the refused message's (never suppressing its
     address), the next message goes on, and no RSET is sent (it would land in the next
     message's content)."""
-    server = _Withholding([b"250 queued 0\r\n", final, b"250 queued 2\r\n"])
-    with _scripted_server(server.talk) as port:
+    server = WithholdingServer([b"250 queued 0\r\n", final, b"250 queued 2\r\n"])
+    with scripted_server(server.talk) as port:
         with _smtp(f"smtp://127.0.0.1:{port}?starttls=off") as mailer:
             settled = [*mailer.submit(_message(0)), *mailer.submit(_message(1))]
             settled += [*mailer.submit(_message(2)), *mailer.settle()]
@@ -918,15 +920,15 @@ def test_a_refusal_read_with_the_next_envelope_is_that_messages_own(
     assert isinstance(refused, raised) and refused.code == code
     assert not getattr(refused, "suppress", False) and not getattr(refused, "connection", False)
     assert (settled[0].reply, settled[2].reply) == ("250 queued 0", "250 queued 2")
-    assert b"RSET" not in server.seen
+    assert b"RSET" not in server.seen and b"RSET\r\n" not in server.content
 
 
 def test_a_hang_up_before_the_reply_loses_both_messages_in_flight() -> None:
     """The server hangs up after a message's end of data, the next message's envelope
     already sent: both failed together, as one connection failure (one error, logged
     once), neither accepted."""
-    server = _Withholding([None])
-    with _scripted_server(server.talk) as port:
+    server = WithholdingServer([None])
+    with scripted_server(server.talk) as port:
         with _smtp(f"smtp://127.0.0.1:{port}?starttls=off") as mailer:
             assert mailer.submit(_message(0)) == []
             lost, next_one = mailer.submit(_message(1))

@@ -115,13 +115,21 @@ class SmtpMailer(Mailer):
         except PermanentFailure as error:
             return [Settled(message, error=error)]  # one in flight stays so
         content = _dot_stuffed(message.data) + b".\r\n"
-        settled = [] if self._can_follow() else self.settle()
-        held, self._in_flight = self._in_flight, None
+        held, settled = None, []
+        if self._can_follow():  # decided once: no recycling or idle check comes between
+            held, self._in_flight = self._in_flight, None
+            assert self._connection is not None
+            connection = self._connection
+        else:
+            settled = self.settle()
+            for each in settled:
+                if isinstance(each.error, TemporaryFailure) and each.error.connection:
+                    return [*settled, Settled(message, error=each.error)]  # gone: not this one
+            try:
+                connection = self._ready_connection()
+            except DripError as error:
+                return [*settled, Settled(message, error=error)]
         previous = held[0] if held else None
-        try:
-            connection = self._ready_connection()
-        except DripError as error:
-            return [*settled, Settled(message, error=error)]
         pipelining = connection.has_extn("pipelining")
         commands = (f"MAIL FROM:<{sender}>", f"RCPT TO:<{recipient}>", "DATA")
         try:
