@@ -95,7 +95,8 @@ class SmtpMailer(Mailer):
         self._last_used: float
         #: connections opened so far (tests check that batches reuse one)
         self.connections_opened = 0
-        #: the message whose end of data is sent and whose final reply is not read yet
+        #: the message whose envelope is accepted and whose content (with its end of
+        #: data) waits to go out with the next message's envelope, or with ``settle``
         self._in_flight: tuple[Outgoing, bytes] | None = None
 
     def send(self, message: Outgoing) -> str:
@@ -123,7 +124,7 @@ class SmtpMailer(Mailer):
         else:
             settled = self.settle()
             for each in settled:
-                if isinstance(each.error, TemporaryFailure) and each.error.connection:
+                if _lost(each):
                     return [*settled, Settled(message, error=each.error)]  # gone: not this one
             try:
                 connection = self._ready_connection()
@@ -140,7 +141,7 @@ class SmtpMailer(Mailer):
                     outcome = self._final(previous, reset=False)
                     settled.append(outcome)
                     previous = None
-                    if isinstance(outcome.error, TemporaryFailure) and outcome.error.connection:
+                    if _lost(outcome):
                         return [*settled, Settled(message, error=outcome.error)]  # lost both
                     if self._connection is None:  # closing (421): this one starts afresh
                         return [*settled, *self.submit(message)]
@@ -160,8 +161,7 @@ class SmtpMailer(Mailer):
             if not pipelining:
                 connection.send(content)
         except (smtplib.SMTPException, OSError) as error:
-            self.close()
-            lost = TemporaryFailure(f"connection failed: {error}", connection=True)
+            lost = self._connection_lost(error)
             unsettled = [previous, message] if previous is not None else [message]
             return [*settled, *(Settled(each, error=lost) for each in unsettled)]
         except MailError as error:
@@ -183,9 +183,7 @@ class SmtpMailer(Mailer):
         try:
             self._connection.send(content)
         except (smtplib.SMTPException, OSError) as error:
-            self.close()
-            lost = TemporaryFailure(f"connection failed: {error}", connection=True)
-            return [Settled(message, error=lost)]
+            return [Settled(message, error=self._connection_lost(error))]
         return [self._final(message, reset=True)]
 
     def _final(self, message: Outgoing, *, reset: bool) -> Settled:
@@ -195,14 +193,17 @@ class SmtpMailer(Mailer):
         try:
             code, reply = self._connection.getreply()
         except (smtplib.SMTPException, OSError) as error:
-            self.close()
-            lost = TemporaryFailure(f"connection failed: {error}", connection=True)
-            return Settled(message, error=lost)
+            return Settled(message, error=self._connection_lost(error))
         if code != 250:
             if reset or code == 421:
                 self._reset(code)
             return Settled(message, error=_failure(code, reply, recipient=False))
         return Settled(message, reply=f"{code} {_text(reply)}")
+
+    def _connection_lost(self, error: Exception) -> TemporaryFailure:
+        """Close the connection that failed with ``error``; the failure to report."""
+        self.close()
+        return TemporaryFailure(f"connection failed: {error}", connection=True)
 
     def _can_follow(self) -> bool:
         """Whether the next message can follow the one in flight on its connection at
@@ -457,6 +458,11 @@ class _BoundedSMTP_SSL(_BoundedSMTP, smtplib.SMTP_SSL):  # noqa: N801 (mirrors s
 def _local_hostname() -> str:
     """The name we greet with (EHLO): looked up once, not per connection."""
     return socket.getfqdn()
+
+
+def _lost(settled: Settled) -> bool:
+    """Whether the message was lost with its connection."""
+    return isinstance(settled.error, TemporaryFailure) and settled.error.connection
 
 
 def _failure(code: int, text: bytes | str, *, recipient: bool) -> MailError:
