@@ -20,10 +20,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._sink import sink  # noqa: E402
-from drip.compose import Composer, Recipient  # noqa: E402
-from drip.config import Settings  # noqa: E402
-from drip.courses import load_course  # noqa: E402
-from drip.mailer import mailer_from_url  # noqa: E402
+from drip.core.config import Settings  # noqa: E402
+from drip.core.courses import load_course  # noqa: E402
+from drip.sending.compose import Composer, Recipient  # noqa: E402
+from drip.sending.mailer import mailer_from_url  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)

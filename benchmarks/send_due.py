@@ -39,7 +39,7 @@ from benchmarks._latency import delayed  # noqa: E402
 from benchmarks._sink import sink  # noqa: E402
 
 if TYPE_CHECKING:
-    from drip.message import Outgoing
+    from drip.sending.message import Outgoing
 
 DRIP = Path(sys.executable).with_name("drip")
 BASELINE_MAX = 20_000  #: prebuilt messages held in memory for the raw loop (a rate is a rate)
@@ -157,9 +157,9 @@ def _smtp_source(url: str, n: int, size: int, connections: int) -> float | None:
 
 def _lessons(n: int) -> list[Outgoing]:
     """n lessons of day 1, built as send-due builds them, each to its own recipient."""
-    from drip.compose import Composer, Recipient
-    from drip.config import Settings
-    from drip.courses import load_course
+    from drip.core.config import Settings
+    from drip.core.courses import load_course
+    from drip.sending.compose import Composer, Recipient
 
     course = load_course(ROOT / "courses" / "yin-immersion.yaml")
     composer = Composer(settings=Settings(secret_key=SECRET, _env_file=None))
@@ -188,7 +188,7 @@ def _drip_client(url: str, messages: list[Outgoing], connections: int) -> float:
     """Messages/second of drip's SMTP mailer sending prebuilt messages, one thread per
     connection as send-due runs it, the messages shared out between them, each message's
     outcome read with the next one's envelope (as send-due does)."""
-    from drip.mailer import mailer_from_url
+    from drip.sending.mailer import mailer_from_url
 
     def send(share: list[Outgoing]) -> None:
         with mailer_from_url(url, timeout=30) as mailer:

@@ -10,20 +10,20 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from drip.config import Settings, get_settings
-    from drip.courses import Catalog, Course, load_course
-    from drip.exceptions import DripError
+    from drip.core.config import Settings, get_settings
+    from drip.core.courses import Catalog, Course, load_course
+    from drip.core.exceptions import DripError
 
 __all__ = ["Catalog", "Course", "DripError", "Settings", "get_settings", "load_course"]
 __version__ = "0.1.0"
 
 _WHERE = {
-    "Catalog": "drip.courses",
-    "Course": "drip.courses",
-    "DripError": "drip.exceptions",
-    "Settings": "drip.config",
-    "get_settings": "drip.config",
-    "load_course": "drip.courses",
+    "Catalog": "drip.core.courses",
+    "Course": "drip.core.courses",
+    "DripError": "drip.core.exceptions",
+    "Settings": "drip.core.config",
+    "get_settings": "drip.core.config",
+    "load_course": "drip.core.courses",
 }
 
 

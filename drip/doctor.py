@@ -14,11 +14,11 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from drip.config import is_loopback_host
-from drip.exceptions import DripError
+from drip.core.config import is_loopback_host
+from drip.core.exceptions import DripError
 
 if TYPE_CHECKING:
-    from drip.config import Settings
+    from drip.core.config import Settings
 
 
 class Level(StrEnum):
@@ -51,8 +51,8 @@ def examine(
 
 
 def _database(settings: Settings) -> Iterator[Finding]:
-    from drip.db import current_revision, engine_for, head_revision
-    from drip.keys import check_key
+    from drip.store.engine import current_revision, engine_for, head_revision
+    from drip.store.keys import check_key
 
     engine = engine_for(settings, migrate=False, create=False)
     current, head = current_revision(engine), head_revision()
@@ -69,7 +69,7 @@ def _database(settings: Settings) -> Iterator[Finding]:
 
 
 def _courses(settings: Settings) -> Iterator[Finding]:
-    from drip.courses import Catalog, course_warnings
+    from drip.core.courses import Catalog, course_warnings
 
     catalog = Catalog.from_dir(settings.courses_dir, strict=False)
     for problem in catalog.problems:
@@ -109,7 +109,7 @@ def _smtp(settings: Settings) -> Iterator[Finding]:
     if scheme in ("console", "memory"):
         yield Finding(Level.WARNING, f"emails go to {scheme}://, not to anyone's inbox")
         return
-    from drip.mailer.smtp import SmtpConfig, SmtpMailer
+    from drip.sending.mailer.smtp import SmtpConfig, SmtpMailer
 
     config = SmtpConfig.from_url(url, timeout=settings.smtp_timeout)
     mailer = SmtpMailer(config)
@@ -135,7 +135,7 @@ def _dkim(settings: Settings, dns: Callable[[str], bytes | None]) -> Iterator[Fi
     except (OSError, dkim.crypto.UnparsableKeyError) as error:
         yield Finding(Level.PROBLEM, f"DKIM key {settings.dkim_private_key_file}: {error}")
         return
-    from drip.courses import Catalog
+    from drip.core.courses import Catalog
 
     domains = {
         course.sender.address.rpartition("@")[2].lower()

@@ -14,13 +14,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.engine import make_url
 
-from drip.compose import Composer
-from drip.config import Settings
-from drip.courses import Catalog, Course, load_course
-from drip.db import engine_for, make_engine, upgrade
-from drip.mailer import memory
-from drip.models import Enrollment, Subscriber
-from drip.signup import Consent, Entry, sign_up
+from drip.core.config import Settings
+from drip.core.courses import Catalog, Course, load_course
+from drip.core.models import Enrollment, Subscriber
+from drip.lifecycle.signup import Consent, Entry, sign_up
+from drip.sending.compose import Composer
+from drip.sending.mailer import memory
+from drip.store.engine import engine_for, make_engine, upgrade
 from drip.testing import SmtpSink
 from drip.web import create_app
 
@@ -38,7 +38,7 @@ def _no_drip_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
         if name.startswith("DRIP_") and name != "DRIP_TEST_POSTGRES_URL":
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
-    from drip.config import get_settings
+    from drip.core.config import get_settings
 
     get_settings.cache_clear()
 
@@ -47,7 +47,8 @@ def _no_drip_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
 def _fresh_statement_caches() -> None:
     """Each test compiles the statements it uses, as a new process would: a test never
     depends on which test ran first (and mutation testing sees every test that uses them)."""
-    from drip import deliveries, signup
+    from drip.lifecycle import signup
+    from drip.outbox import deliveries
 
     deliveries._compiled.clear()
     signup._compiled.clear()

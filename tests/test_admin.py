@@ -18,16 +18,16 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
-from drip import installation, passwords
 from drip.cli import app as cli_app
-from drip.config import Settings, get_settings
-from drip.courses import Catalog
-from drip.db import engine_for
-from drip.engine import Sender
-from drip.mailer import memory
-from drip.models import Delivery, Enrollment, Subscriber
-from drip.signup import Consent, Entry, sign_up
-from drip.states import DeliveryStatus, EmailKind, SubscriberStatus
+from drip.core.config import Settings, get_settings
+from drip.core.courses import Catalog
+from drip.core.models import Delivery, Enrollment, Subscriber
+from drip.core.states import DeliveryStatus, EmailKind, SubscriberStatus
+from drip.lifecycle.signup import Consent, Entry, sign_up
+from drip.sending.engine import Sender
+from drip.sending.mailer import memory
+from drip.store import installation, passwords
+from drip.store.engine import engine_for
 from drip.testing import SmtpSink
 from drip.web import create_app
 from drip.web.admin import charts

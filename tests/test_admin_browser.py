@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from drip.clicks import CLASS, record_click
-from drip.courses import Catalog
-from drip.db import engine_for
-from drip.engine import Sender
+from drip.core.courses import Catalog
+from drip.feedback.clicks import CLASS, record_click
+from drip.sending.engine import Sender
+from drip.store.engine import engine_for
 from drip.testing import SmtpSink
 from tests.conftest import COURSES_DIR, ROOT, enrol, make_settings
 from tests.processes import DRIP, Serve, drip_env

@@ -13,19 +13,19 @@ from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 from typer.testing import CliRunner
 
-from drip.backup import backup_sqlite, copy_database, pg_dump_command
 from drip.cli import app
-from drip.clicks import CLASS, record_click
-from drip.config import get_settings
-from drip.courses import Catalog, Course
-from drip.db import engine_for, make_engine, upgrade
-from drip.engine import Sender
-from drip.enrollment import unsubscribe
-from drip.exceptions import ConfigError
-from drip.mailer import memory
-from drip.models import Click, Delivery, Enrollment, ErasedCount, Signup, Subscriber
-from drip.signup import Consent, Entry, sign_up
-from drip.subscribers import delete_subscriber, get_by_email
+from drip.core.config import get_settings
+from drip.core.courses import Catalog, Course
+from drip.core.exceptions import ConfigError
+from drip.core.models import Click, Delivery, Enrollment, ErasedCount, Signup, Subscriber
+from drip.feedback.clicks import CLASS, record_click
+from drip.lifecycle.enrollment import unsubscribe
+from drip.lifecycle.signup import Consent, Entry, sign_up
+from drip.lifecycle.subscribers import delete_subscriber, get_by_email
+from drip.sending.engine import Sender
+from drip.sending.mailer import memory
+from drip.store.backup import backup_sqlite, copy_database, pg_dump_command
+from drip.store.engine import engine_for, make_engine, upgrade
 from tests.conftest import enrol, make_settings
 
 START = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
@@ -132,7 +132,7 @@ def test_the_copy_knows_every_table_parents_first() -> None:
     """A table added to the schema is copied too, after the tables its foreign keys name."""
     from sqlmodel import SQLModel
 
-    from drip.backup import TABLES
+    from drip.store.backup import TABLES
 
     tables = SQLModel.metadata.tables
     assert sorted(TABLES) == sorted(tables)

@@ -22,12 +22,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from drip.courses import Catalog, Course
-from drip.engine import Sender
-from drip.mailer import memory
-from drip.models import Delivery, MailEvent, Subscriber
+from drip.core.courses import Catalog, Course
+from drip.core.models import Delivery, MailEvent, Subscriber
+from drip.lifecycle.forms import drip_signature
+from drip.sending.engine import Sender
+from drip.sending.mailer import memory
 from drip.web import create_app
-from drip.web.forms import drip_signature
 from tests.conftest import enrol, make_settings
 
 NOW = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)  # days before any run of these tests
@@ -323,7 +323,7 @@ def _certificate(key: rsa.RSAPrivateKey) -> bytes:
 @pytest.fixture
 def sns_fetches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[str]]:
     """SNS's side: serves the signing certificate, records the URLs drip fetched."""
-    from drip.web import webhooks
+    from drip.feedback import webhooks
 
     fetched: list[str] = []
 
@@ -520,7 +520,7 @@ def test_malformed_or_hostile_requests_are_refused_without_a_500(
 
 def test_sns_certificates_must_name_sns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A certificate served from an SNS address but issued to anyone else is refused."""
-    from drip.web import webhooks
+    from drip.feedback import webhooks
 
     impostor = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "evil.example")])

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from drip.cli import app
-from drip.config import get_settings
+from drip.core.config import get_settings
 from tests.conftest import COURSES_DIR, SHIPPED_COURSE, TEST_SECRET
 
 runner = CliRunner()
@@ -217,8 +217,8 @@ def _stored(email: str, **values: object) -> None:
     from sqlalchemy import update
     from sqlmodel import Session
 
-    from drip.db import make_engine
-    from drip.models import Delivery, Subscriber
+    from drip.core.models import Delivery, Subscriber
+    from drip.store.engine import make_engine
 
     engine = make_engine(os.environ["DRIP_DATABASE_URL"])
     with Session(engine) as session, session.begin():

@@ -14,14 +14,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from drip.compose import Composer
-from drip.config import Settings
-from drip.courses import Catalog, Course
-from drip.engine import Sender
-from drip.mailer import memory
-from drip.models import Click, Delivery, Subscriber
-from drip.subscribers import delete_subscriber
-from drip.tokens import Tokens
+from drip.core.config import Settings
+from drip.core.courses import Catalog, Course
+from drip.core.models import Click, Delivery, Subscriber
+from drip.core.tokens import Tokens
+from drip.lifecycle.subscribers import delete_subscriber
+from drip.sending.compose import Composer
+from drip.sending.engine import Sender
+from drip.sending.mailer import memory
 from tests.conftest import TEST_SECRET, app_client, enrol, make_settings
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
@@ -148,7 +148,7 @@ def test_without_tracking_lessons_link_the_class_directly(
     """``track_clicks: false``: the class URL itself, in both parts, and no ``/c/`` link."""
     data = course.model_dump(by_alias=True, mode="json")
     untracked = Course.model_validate({**data, "track_clicks": False})
-    from drip.compose import Recipient
+    from drip.sending.compose import Recipient
 
     recipient = Recipient("ana@example.org", "Ana", "a1b2c3", "Europe/Lisbon")
     for which, expected in ((untracked, True), (course, False)):

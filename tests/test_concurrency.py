@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import func, insert, select
 from sqlmodel import Session
 
-from drip.db import make_engine, upgrade
-from drip.models import Delivery, Enrollment, Subscriber
-from drip.states import DeliveryStatus
+from drip.core.models import Delivery, Enrollment, Subscriber
+from drip.core.states import DeliveryStatus
+from drip.store.engine import make_engine, upgrade
 from drip.testing import SmtpSink
 from tests.conftest import COURSES_DIR, TEST_SECRET
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from drip.config import SECRET_FILE_NAME, Settings, get_settings
-from drip.exceptions import ConfigError
+from drip.core.config import SECRET_FILE_NAME, Settings, get_settings
+from drip.core.exceptions import ConfigError
 
 
 def test_defaults_match_the_contract() -> None:

@@ -15,10 +15,10 @@ from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
 from drip.cli import app
-from drip.compose import Composer, render_problems
-from drip.config import get_settings
-from drip.courses import load_course
-from drip.render import default_templates_dir
+from drip.core.config import get_settings
+from drip.core.courses import load_course
+from drip.sending.compose import Composer, render_problems
+from drip.sending.render import default_templates_dir
 from drip.testing import SmtpSink
 from drip.web.preview import _changes, create_preview_app
 from tests.conftest import SHIPPED_COURSE, TEST_SECRET, make_settings

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from drip.courses import Catalog, load_course
-from drip.exceptions import InvalidCourse, UnknownCourse
+from drip.core.courses import Catalog, load_course
+from drip.core.exceptions import InvalidCourse, UnknownCourse
 from tests.conftest import SHIPPED_COURSE
 
 SHIPPED = SHIPPED_COURSE.read_text()

@@ -1,4 +1,4 @@
-"""drip.dashboard on each database: search, signups per day, recent failures, and which
+"""drip.reporting.dashboard on each database: search, signups per day, recent failures, and which
 course's goodbye an unsubscribe queues."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import Engine, text, update
 from sqlmodel import Session, col, select
 
-from drip import dashboard
-from drip.courses import Catalog, Course
-from drip.models import Delivery, Enrollment, Subscriber
-from drip.signup import Consent, Entry, sign_up
-from drip.states import DeliveryStatus, EmailKind, SubscriberStatus
+from drip.core.courses import Catalog, Course
+from drip.core.models import Delivery, Enrollment, Subscriber
+from drip.core.states import DeliveryStatus, EmailKind, SubscriberStatus
+from drip.lifecycle.signup import Consent, Entry, sign_up
+from drip.reporting import dashboard
 from tests.conftest import enrol
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

@@ -12,7 +12,9 @@ from sqlalchemy import Engine, bindparam, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from drip.db import (
+from drip.core.exceptions import SchemaOutOfDate
+from drip.core.models import Delivery, Enrollment, Subscriber
+from drip.store.engine import (
     Prepared,
     current_revision,
     ensure_schema,
@@ -20,8 +22,6 @@ from drip.db import (
     make_engine,
     upgrade,
 )
-from drip.exceptions import SchemaOutOfDate
-from drip.models import Delivery, Enrollment, Subscriber
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
 
@@ -44,7 +44,7 @@ def test_head_revision_read_from_the_files_is_alembics() -> None:
     """The head drip reads from the migration files (without Alembic) is Alembic's own."""
     from alembic.script import ScriptDirectory
 
-    from drip.db import MIGRATIONS_DIR
+    from drip.store.engine import MIGRATIONS_DIR
 
     assert head_revision() == ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
 
@@ -163,8 +163,8 @@ def test_signup_statements_store_times_as_every_other_write_does(tmp_path: Path)
     text, which SQLite does, stays right."""
     import sqlite3
 
-    from drip.courses import Catalog, load_course
-    from drip.signup import Consent, Entry, file_pending, record
+    from drip.core.courses import Catalog, load_course
+    from drip.lifecycle.signup import Consent, Entry, file_pending, record
     from tests.conftest import SHIPPED_COURSE
 
     course = load_course(SHIPPED_COURSE)
@@ -196,7 +196,7 @@ def test_a_claim_reads_only_the_rows_it_takes(any_engine: Engine) -> None:
     morning would read all of it); claims in flight (a few batches) by their own."""
     from sqlalchemy import event
 
-    from drip import deliveries
+    from drip.outbox import deliveries
 
     reads: list[tuple[str, object]] = []
 
@@ -225,7 +225,7 @@ def test_the_dashboard_reads_the_latest_failures_from_their_own_index(
     emails, newest first, with no scan and sort of the whole outbox."""
     from sqlalchemy import event
 
-    from drip import dashboard
+    from drip.reporting import dashboard
 
     reads: list[tuple[str, object]] = []
 

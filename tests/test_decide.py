@@ -1,4 +1,4 @@
-"""``signup.decide``: the table in ``drip.signup``'s docstring, row by row, with the
+"""``signup.decide``: the table in ``drip.lifecycle.signup``'s docstring, row by row, with the
 boundaries that separate its rows."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from drip.signup import Action, decide
-from drip.states import EnrollmentStatus as E
-from drip.states import SubscriberStatus as S
+from drip.core.states import EnrollmentStatus as E
+from drip.core.states import SubscriberStatus as S
+from drip.lifecycle.signup import Action, decide
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 GAP = 600

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import drip
 from drip.cli import app
-from drip.config import Settings
+from drip.core.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

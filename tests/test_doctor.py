@@ -13,9 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from typer.testing import CliRunner
 
 from drip.cli import app
-from drip.config import get_settings
-from drip.db import engine_for
+from drip.core.config import get_settings
 from drip.doctor import Level, examine
+from drip.store.engine import engine_for
 from drip.testing import SmtpSink
 from tests.conftest import SHIPPED_COURSE, make_settings
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from drip.courses import Course
+from drip.core.courses import Course
 from drip.testing import SmtpSink
 from tests.processes import Serve, drip_env
 from tests.processes import cli as run_cli
@@ -170,7 +170,7 @@ def test_serve_on_a_busy_port_fails_before_sending_anything(
     first running a send (a lesson is due, and nothing reaches the mail server)."""
     import socket
 
-    from drip.db import make_engine, upgrade
+    from drip.store.engine import make_engine, upgrade
     from tests.conftest import enrol
 
     database_url = f"sqlite:///{tmp_path / 'drip.db'}"

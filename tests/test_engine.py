@@ -17,21 +17,21 @@ import pytest
 from sqlalchemy import Engine, event, update
 from sqlmodel import Session, select
 
-from drip.compose import Composer, Recipient
-from drip.config import Settings
-from drip.courses import Catalog, Course
-from drip.db import engine_for
-from drip.deliveries import claim, email_key, queue
-from drip.engine import FILE_BATCH, Outcome, Sender, Throttle
-from drip.enrollment import confirm, unsubscribe
-from drip.exceptions import ConfigError, InvalidCourse
-from drip.mailer import memory
-from drip.mailer.memory import MemoryMailer
-from drip.message import Outgoing
-from drip.models import Delivery, Enrollment, MailEvent, Signup, Subscriber
-from drip.schedule import retry_at
-from drip.signup import Consent, Entry, record, sign_up
-from drip.states import DeliveryStatus, EmailKind, SubscriberStatus
+from drip.core.config import Settings
+from drip.core.courses import Catalog, Course
+from drip.core.exceptions import ConfigError, InvalidCourse
+from drip.core.models import Delivery, Enrollment, MailEvent, Signup, Subscriber
+from drip.core.schedule import retry_at
+from drip.core.states import DeliveryStatus, EmailKind, SubscriberStatus
+from drip.lifecycle.enrollment import confirm, unsubscribe
+from drip.lifecycle.signup import Consent, Entry, record, sign_up
+from drip.outbox.deliveries import claim, email_key, queue
+from drip.sending.compose import Composer, Recipient
+from drip.sending.engine import FILE_BATCH, Outcome, Sender, Throttle
+from drip.sending.mailer import memory
+from drip.sending.mailer.memory import MemoryMailer
+from drip.sending.message import Outgoing
+from drip.store.engine import engine_for
 from drip.testing import Received, SmtpSink, free_port
 from tests.conftest import SHIPPED_COURSE, enrol, make_settings
 from tests.test_mailer import WithholdingServer, scripted_server
@@ -747,7 +747,7 @@ def test_a_claim_taken_over_after_its_lease_cannot_change_the_row(
 ) -> None:
     """A worker whose lease expired and was claimed again by another can neither defer,
     fail nor release the row: only the lease's holder can."""
-    from drip.deliveries import release, update_claimed
+    from drip.outbox.deliveries import release, update_claimed
 
     start = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
     enrol(engine, course, "slow@example.org", now=start)
@@ -815,7 +815,7 @@ def test_each_confirmation_names_its_own_signup_and_goes_once(
     own signup (a subscriber's other signups never multiply or swap the links)."""
     import re
 
-    from drip.tokens import Tokens
+    from drip.core.tokens import Tokens
 
     now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
     for minutes in (0, 20):
@@ -1345,7 +1345,7 @@ def test_evergreen_restarts_each_behind_enrollment_of_the_course_once_chunk_by_c
     restarted: Dan, whose address bounced since, and Eve, who completed another course.
     A restarted enrollment is active with no completion time, and its first new day is
     due at today's ``send_at`` when the restart comes before it."""
-    from drip.enrollment import extend_evergreen
+    from drip.lifecycle.enrollment import extend_evergreen
 
     settings = make_settings(tmp_path)
     start = datetime(2026, 11, 2, 7, 0, tzinfo=UTC)
@@ -1443,7 +1443,7 @@ def test_a_dry_run_lists_a_claim_whose_lease_ran_out_and_not_one_still_held(
 ) -> None:
     """A worker died holding a claim: once its lease has run out the email is due again
     (the next run takes it), and ``--dry-run`` lists it; while the lease holds, it is not."""
-    from drip.deliveries import due
+    from drip.outbox.deliveries import due
 
     now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
     enrol(engine, course, "held@example.org", now=now)
@@ -1543,7 +1543,7 @@ def test_a_lesson_history_holds_the_last_send_whatever_order_its_rows_come_in(
 ) -> None:
     """An unsent lesson read after a sent one (day ids in send order, as the unique index
     returns them) leaves the time of the last send as it was."""
-    from drip.deliveries import lesson_histories
+    from drip.outbox.deliveries import lesson_histories
 
     now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
     enrol(any_engine, course, "ana@example.org", now=now)

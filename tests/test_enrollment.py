@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
-from drip import deliveries
-from drip.config import Settings
-from drip.courses import Catalog, Course
-from drip.engine import Sender
-from drip.enrollment import (
+from drip.core.config import Settings
+from drip.core.courses import Catalog, Course
+from drip.core.models import Delivery, Enrollment, Signup, Subscriber
+from drip.core.states import EmailKind, SubscriberStatus
+from drip.lifecycle.enrollment import (
     confirm,
     find_member,
     may_resend,
@@ -24,9 +24,9 @@ from drip.enrollment import (
     stop_subscriber,
     unsubscribe,
 )
-from drip.models import Delivery, Enrollment, Signup, Subscriber
-from drip.signup import Action, Consent, Entry, Outcome, file_pending, record, sign_up
-from drip.states import EmailKind, SubscriberStatus
+from drip.lifecycle.signup import Action, Consent, Entry, Outcome, file_pending, record, sign_up
+from drip.outbox import deliveries
+from drip.sending.engine import Sender
 from tests.conftest import enrol
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)

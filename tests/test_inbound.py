@@ -19,18 +19,18 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
-from drip.bounces import EventKind, record
 from drip.cli import app
-from drip.config import Settings, get_settings
-from drip.courses import Catalog, Course
-from drip.db import engine_for
-from drip.engine import Sender
-from drip.inbound import Handled, handle_inbound
-from drip.mailer import memory
-from drip.message import Outgoing
-from drip.models import Delivery, MailEvent, Subscriber
+from drip.core.config import Settings, get_settings
+from drip.core.courses import Catalog, Course
+from drip.core.models import Delivery, MailEvent, Subscriber
+from drip.core.tokens import Purpose, Tokens
+from drip.feedback.bounces import EventKind, record
+from drip.feedback.inbound import Handled, handle_inbound
+from drip.sending.engine import Sender
+from drip.sending.mailer import memory
+from drip.sending.message import Outgoing
+from drip.store.engine import engine_for
 from drip.testing import free_port
-from drip.tokens import Purpose, Tokens
 from tests.conftest import COURSES_DIR, TEST_SECRET, enrol, make_settings
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
@@ -528,7 +528,7 @@ def test_a_mailbox_is_read_and_what_was_handled_deleted(
 def test_a_failure_midway_leaves_the_rest_unread_for_the_next_run(imap_port: int) -> None:
     """The database busy on the second email: the first (handled) is deleted, the others
     are unread again."""
-    from drip.imap import ImapConfig, poll
+    from drip.feedback.imap import ImapConfig, poll
 
     with _mailbox(imap_port) as mailbox:
         for n in range(3):

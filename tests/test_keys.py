@@ -9,8 +9,8 @@ from sqlalchemy import Engine
 from typer.testing import CliRunner
 
 from drip.cli import app
-from drip.exceptions import ConfigError
-from drip.keys import check_key, fingerprint
+from drip.core.exceptions import ConfigError
+from drip.store.keys import check_key, fingerprint
 from tests.conftest import COURSES_DIR
 
 A, B, C = ("a" * 32, "b" * 32, "c" * 32)

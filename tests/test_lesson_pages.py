@@ -13,12 +13,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, update
 
-from drip.config import Settings
-from drip.courses import Catalog, Course
-from drip.engine import Sender
-from drip.mailer import memory
-from drip.models import Delivery
-from drip.tokens import Tokens
+from drip.core.config import Settings
+from drip.core.courses import Catalog, Course
+from drip.core.models import Delivery
+from drip.core.tokens import Tokens
+from drip.sending.engine import Sender
+from drip.sending.mailer import memory
 from drip.web import create_app
 from tests.conftest import TEST_SECRET, app_client, enrol, make_settings
 

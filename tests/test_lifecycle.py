@@ -14,10 +14,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 from sqlmodel import Session, select
 
-from drip.mailer import memory
-from drip.message import Outgoing
-from drip.models import Delivery, Subscriber
-from drip.states import SubscriberStatus
+from drip.core.models import Delivery, Subscriber
+from drip.core.states import SubscriberStatus
+from drip.sending.mailer import memory
+from drip.sending.message import Outgoing
 from drip.web import create_app
 from tests.conftest import SHIPPED_COURSE, make_settings
 

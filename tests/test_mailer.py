@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import trustme
 
-from drip.exceptions import ConfigError, PermanentFailure, TemporaryFailure
-from drip.mailer import mailer_from_url, memory
-from drip.mailer.base import Settled
-from drip.mailer.file import FileMailer
-from drip.mailer.smtp import IDLE_CHECK_SECONDS, MAX_REPLY_LINES, SmtpConfig, SmtpMailer
-from drip.message import Outgoing, Prototype, quoted_printable
+from drip.core.exceptions import ConfigError, PermanentFailure, TemporaryFailure
+from drip.sending.mailer import mailer_from_url, memory
+from drip.sending.mailer.base import Settled
+from drip.sending.mailer.file import FileMailer
+from drip.sending.mailer.smtp import IDLE_CHECK_SECONDS, MAX_REPLY_LINES, SmtpConfig, SmtpMailer
+from drip.sending.message import Outgoing, Prototype, quoted_printable
 from drip.testing import SmtpSink, free_port
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
@@ -296,7 +296,7 @@ def test_file_mailer_writes_one_eml_per_message(tmp_path: Path) -> None:
 
 
 def test_memory_mailer_keeps_messages() -> None:
-    """memory:// appends to drip.mailer.memory.outbox for tests to inspect."""
+    """memory:// appends to drip.sending.mailer.memory.outbox for tests to inspect."""
     memory.outbox.clear()
     mailer_from_url("memory://").send(_message(5))
     assert [m.message_id for m in memory.outbox] == ["<m5@example.com>"]

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from drip.compose import Composer, Recipient, message_id
-from drip.courses import Course
-from drip.message import Prototype, SplicedBody, quoted_printable
-from drip.states import EmailKind
+from drip.core.courses import Course
+from drip.core.states import EmailKind
+from drip.sending.compose import Composer, Recipient, message_id
+from drip.sending.message import Prototype, SplicedBody, quoted_printable
 from tests.conftest import make_settings
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)

@@ -12,12 +12,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, event, text
 from sqlmodel import Session
 
-from drip import bounces
-from drip.courses import Catalog, Course
-from drip.db import make_engine, upgrade
-from drip.engine import Sender
-from drip.metrics import exposition
-from drip.subscribers import delete_subscriber, get_by_email
+from drip.core.courses import Catalog, Course
+from drip.feedback import bounces
+from drip.lifecycle.subscribers import delete_subscriber, get_by_email
+from drip.reporting.metrics import exposition
+from drip.sending.engine import Sender
+from drip.store.engine import make_engine, upgrade
 from drip.testing import SmtpSink
 from tests.conftest import enrol, make_settings
 

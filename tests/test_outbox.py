@@ -19,12 +19,12 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
-from drip.courses import Catalog, Course
-from drip.db import make_engine, upgrade
-from drip.enrollment import unsubscribe
-from drip.models import Delivery, Signup
-from drip.signup import Consent, Entry, record, sign_up
-from drip.states import EmailKind
+from drip.core.courses import Catalog, Course
+from drip.core.models import Delivery, Signup
+from drip.core.states import EmailKind
+from drip.lifecycle.enrollment import unsubscribe
+from drip.lifecycle.signup import Consent, Entry, record, sign_up
+from drip.store.engine import make_engine, upgrade
 from drip.testing import SmtpSink, free_port
 from tests.conftest import enrol
 from tests.processes import Serve, cli, drip_env

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo, available_timezones
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drip.message import Prototype, quoted_printable
-from drip.schedule import plan_next
+from drip.core.schedule import plan_next
+from drip.sending.message import Prototype, quoted_printable
 
 ZONES = sorted(z for z in available_timezones() if "/" in z and not z.startswith("Etc/"))
 DAYS = [f"day-{n}" for n in range(1, 8)]

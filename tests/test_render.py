@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from drip.compose import Composer, Recipient, resume_note
-from drip.courses import Course
-from drip.exceptions import TemplateError
-from drip.render import Renderer, default_templates_dir, markdown_html, markdown_text
-from drip.states import EmailKind
+from drip.core.courses import Course
+from drip.core.exceptions import TemplateError
+from drip.core.states import EmailKind
+from drip.sending.compose import Composer, Recipient, resume_note
+from drip.sending.render import Renderer, default_templates_dir, markdown_html, markdown_text
 from tests.conftest import make_settings
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)

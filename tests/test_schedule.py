@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from drip.schedule import (
+from drip.core.schedule import (
     local_send_time,
     next_allowed_day,
     next_due,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from drip.compose import Composer, emails_of, preview
-from drip.courses import Course
+from drip.core.courses import Course
+from drip.sending.compose import Composer, emails_of, preview
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.skipif(

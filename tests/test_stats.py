@@ -10,16 +10,16 @@ import pytest
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
-from drip.bounces import EventKind, record
 from drip.cli import app
-from drip.clicks import CLASS, record_click
-from drip.config import get_settings
-from drip.courses import Catalog, Course
-from drip.db import engine_for
-from drip.engine import Sender
-from drip.enrollment import find_member, unsubscribe
-from drip.signup import Consent, Entry, sign_up
-from drip.stats import funnel
+from drip.core.config import get_settings
+from drip.core.courses import Catalog, Course
+from drip.feedback.bounces import EventKind, record
+from drip.feedback.clicks import CLASS, record_click
+from drip.lifecycle.enrollment import find_member, unsubscribe
+from drip.lifecycle.signup import Consent, Entry, sign_up
+from drip.reporting.stats import funnel
+from drip.sending.engine import Sender
+from drip.store.engine import engine_for
 from drip.testing import SmtpSink
 from tests.conftest import COURSES_DIR, TEST_SECRET, enrol, make_settings
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from itsdangerous import URLSafeSerializer, URLSafeTimedSerializer
 
-from drip.exceptions import ExpiredToken, InvalidToken
-from drip.tokens import Purpose, Tokens
+from drip.core.exceptions import ExpiredToken, InvalidToken
+from drip.core.tokens import Purpose, Tokens
 
 KEY = "a-test-key-of-enough-length-0123456789"
 OLD_KEY = "an-older-key-still-verifying-0123456789"

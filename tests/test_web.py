@@ -20,11 +20,11 @@ from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from drip.config import Settings
-from drip.mailer import memory
-from drip.message import Outgoing
-from drip.models import Delivery, Enrollment, Signup, Subscriber
-from drip.tokens import Purpose
+from drip.core.config import Settings
+from drip.core.models import Delivery, Enrollment, Signup, Subscriber
+from drip.core.tokens import Purpose
+from drip.sending.mailer import memory
+from drip.sending.message import Outgoing
 from drip.web import create_app
 from tests.conftest import SHIPPED_COURSE, TEST_SECRET, app_client, make_settings
 
@@ -405,7 +405,7 @@ def _unsubscribe_path(db: Engine, email: str) -> str:
         uid = session.exec(
             select(Enrollment.uid).join(Subscriber).where(Subscriber.email == email)
         ).one()
-    from drip.tokens import Tokens
+    from drip.core.tokens import Tokens
 
     return "/unsubscribe/" + Tokens([TEST_SECRET], confirm_max_age_seconds=60).unsubscribe_token(
         uid
@@ -566,7 +566,7 @@ def test_pages_carry_protective_headers_and_no_api_docs(client: TestClient) -> N
 def test_a_valid_drip_signature_is_accepted_and_a_replay_later_refused(tmp_path: Any) -> None:
     """X-Drip-Signature signs a timestamp with the body: accepted now, refused 10 minutes
     later (a captured request cannot be replayed), and refused for another body."""
-    from drip.web.forms import drip_signature
+    from drip.lifecycle.forms import drip_signature
 
     body = json.dumps({"email": "signed@example.org"}).encode()
     headers = {"Content-Type": "application/json"}

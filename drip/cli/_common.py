@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from drip.exceptions import DripError, InvalidCourse
+from drip.core.exceptions import DripError, InvalidCourse
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
     from sqlalchemy import Engine
 
-    from drip.config import Settings
-    from drip.courses import Catalog
+    from drip.core.config import Settings
+    from drip.core.courses import Catalog
 
 
 @cache
@@ -52,7 +52,7 @@ class DripGroup(TyperGroup):
 
 
 def settings() -> Settings:
-    from drip.config import get_settings
+    from drip.core.config import get_settings
 
     return get_settings()
 
@@ -60,7 +60,7 @@ def settings() -> Settings:
 def engine(*, migrate: bool = True, create: bool = False) -> Engine:
     """The configured database. Only ``db upgrade``, ``serve`` and ``run`` create one
     (``create``): any other command run from the wrong directory says where it looked."""
-    from drip.db import engine_for
+    from drip.store.engine import engine_for
 
     return engine_for(settings(), migrate=migrate, create=create)
 
@@ -76,7 +76,7 @@ NewKeyOption = Annotated[
 
 def signing_engine(*, new_key: bool, create: bool = False) -> Engine:
     """``engine()`` for a command that signs links: the key must still verify old ones."""
-    from drip.keys import check_key
+    from drip.store.keys import check_key
 
     db = engine(create=create)
     check_key(db, settings().secret_keys(), accept_new=new_key)
@@ -86,7 +86,7 @@ def signing_engine(*, new_key: bool, create: bool = False) -> Engine:
 def catalog(*, strict: bool = True) -> Catalog:
     """The courses; ``strict``: any broken course file is an error (the commands that send
     pass False: the good courses carry on, the broken ones are reported)."""
-    from drip.courses import Catalog
+    from drip.core.courses import Catalog
 
     return Catalog.from_dir(settings().courses_dir, strict=strict)
 

@@ -37,7 +37,7 @@ def set_password(
 
     Example: drip admin set-password < password.txt
     """
-    from drip import passwords
+    from drip.store import passwords
 
     password_hash = passwords.hash_password(_read_password())
     if print_only:
@@ -57,7 +57,7 @@ def remove_password() -> None:
 
     Example: drip admin remove-password
     """
-    from drip import passwords
+    from drip.store import passwords
 
     with engine().begin() as connection:
         removed = passwords.forget(connection)

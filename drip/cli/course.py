@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from drip.cli._common import DripGroup, catalog, console, say, settings
-from drip.exceptions import InvalidCourse
+from drip.core.exceptions import InvalidCourse
 
 if TYPE_CHECKING:
-    from drip.compose import Composer
-    from drip.courses import Course
+    from drip.core.courses import Course
+    from drip.sending.compose import Composer
 
 app = typer.Typer(
     cls=DripGroup, no_args_is_help=True, help="Write, check, preview and test-send courses."
@@ -45,7 +45,7 @@ def new(
     import tempfile
     from string import Template
 
-    from drip.courses import SLUG, Catalog, load_course
+    from drip.core.courses import SLUG, Catalog, load_course
 
     if not re.fullmatch(SLUG, slug):
         raise InvalidCourse(
@@ -121,7 +121,7 @@ def validate(
 
     Example: drip course validate courses/yin-immersion.yaml
     """
-    from drip.courses import Catalog, course_warnings, load_course
+    from drip.core.courses import Catalog, course_warnings, load_course
 
     if paths:
         courses, problems = [], []
@@ -151,7 +151,7 @@ def validate(
 
 def _render_problems(path: Path, course: Course) -> list[str]:
     """Every email of the course rendered once, so template errors show before sending."""
-    from drip.compose import render_problems
+    from drip.sending.compose import render_problems
 
     return render_problems(
         composer=_preview_composer(), course=course, label=str(path), now=datetime.now(UTC)
@@ -160,8 +160,8 @@ def _render_problems(path: Path, course: Course) -> list[str]:
 
 def _preview_composer() -> Composer:
     # A throwaway key: previews never need links that work, nor the real key file.
-    from drip.compose import Composer
-    from drip.tokens import Tokens
+    from drip.core.tokens import Tokens
+    from drip.sending.compose import Composer
 
     tokens = Tokens([secrets.token_urlsafe(32)], confirm_max_age_seconds=3600)
     return Composer(settings=settings(), tokens=tokens)
@@ -170,8 +170,8 @@ def _preview_composer() -> Composer:
 def _serve_previews(host: str, port: int) -> None:
     import uvicorn
 
-    from drip.config import is_loopback_host
-    from drip.exceptions import ConfigError
+    from drip.core.config import is_loopback_host
+    from drip.core.exceptions import ConfigError
     from drip.web.preview import create_preview_app
     from drip.web.server import listen
 
@@ -203,7 +203,7 @@ def send_test(
 
     Example: drip course send-test yin-immersion 3 --to me@example.org
     """
-    from drip.testsend import send_test as send
+    from drip.sending.testsend import send_test as send
 
     reply = send(settings(), catalog().get(course), which, to, now=datetime.now(UTC))
     say(f"sent {which} of {course} to {to}: {reply}")
@@ -250,7 +250,7 @@ def preview(
     from email import policy
     from email.parser import BytesParser
 
-    from drip.compose import preview as preview_message
+    from drip.sending.compose import preview as preview_message
 
     if serve:
         _serve_previews(host, port)

@@ -18,7 +18,7 @@ def upgrade() -> None:
 
     Example: drip db upgrade
     """
-    from drip import db
+    from drip.store import engine as db
 
     engine = db.engine_for(settings(), migrate=False, create=True)
     before, after = db.upgrade(engine)
@@ -38,7 +38,7 @@ def backup(
 
     Example: drip db backup /backups/drip-2026-11-25.db
     """
-    from drip.backup import backup_sqlite, pg_dump_command
+    from drip.store.backup import backup_sqlite, pg_dump_command
 
     config = settings()
     database = config.sqlite_path()
@@ -60,8 +60,8 @@ def copy(
 
     Example: drip db copy --to postgresql+psycopg://drip:secret@db.example/drip
     """
-    from drip import db
-    from drip.backup import copy_database
+    from drip.store import engine as db
+    from drip.store.backup import copy_database
 
     config = settings()
     source = db.engine_for(config, create=False)

@@ -14,9 +14,9 @@ def doctor() -> None:
 
     Example: drip doctor
     """
-    from drip.config import get_settings
+    from drip.core.config import get_settings
+    from drip.core.exceptions import ConfigError
     from drip.doctor import Level, examine
-    from drip.exceptions import ConfigError
 
     try:
         findings = examine(get_settings())

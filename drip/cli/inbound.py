@@ -15,7 +15,7 @@ import typer
 from drip.cli._common import catalog, engine, say, settings
 
 if TYPE_CHECKING:
-    from drip.inbound import Handled
+    from drip.feedback.inbound import Handled
 
 #: the exit code that makes an MTA keep the email and try again later (sysexits EX_TEMPFAIL)
 TEMPFAIL = 75
@@ -68,8 +68,8 @@ def inbound(
 
 def _handler(recipients: Sequence[str]) -> Callable[[bytes], Handled]:
     """Handles one raw email in a transaction of its own."""
-    from drip.inbound import handle_inbound
-    from drip.tokens import Tokens
+    from drip.core.tokens import Tokens
+    from drip.feedback.inbound import handle_inbound
 
     config = settings()
     tokens = Tokens.from_settings(config)
@@ -96,7 +96,7 @@ def _poll(url: str) -> None:
 
     from imap_tools.errors import ImapToolsError
 
-    from drip.imap import ImapConfig, poll
+    from drip.feedback.imap import ImapConfig, poll
 
     config = ImapConfig.from_url(url)
     handle = _handler(())
@@ -111,7 +111,7 @@ def _poll(url: str) -> None:
 
 
 def _sized(raw: bytes, handle: Callable[[bytes], Handled]) -> Handled:
-    from drip.inbound import Handled
+    from drip.feedback.inbound import Handled
 
     return handle(raw) if len(raw) <= MAX_BYTES else Handled("ignored", "larger than 10 MiB")
 

@@ -20,10 +20,10 @@ from drip.cli._common import (
     settings,
     signing_engine,
 )
-from drip.exceptions import ConfigError
+from drip.core.exceptions import ConfigError
 
 if TYPE_CHECKING:
-    from drip.engine import RunReport, Sender
+    from drip.sending.engine import RunReport, Sender
 
 
 def send_due(
@@ -44,10 +44,10 @@ def send_due(
 
     Example: drip send-due --now 2026-11-25T07:00:00Z --limit 500
     """
-    from drip.db import READ_ONLY
-    from drip.deliveries import due
-    from drip.engine import Sender
-    from drip.logs import configure as configure_logging
+    from drip.core.logs import configure as configure_logging
+    from drip.outbox.deliveries import due
+    from drip.sending.engine import Sender
+    from drip.store.engine import READ_ONLY
 
     when = parse_now(now)
     configure_logging("WARNING")  # cron: failures are logged, the summary is the one line
@@ -126,9 +126,9 @@ def run(
 
     Example: drip run --interval 60
     """
-    from drip.engine import Sender
-    from drip.logs import configure as configure_logging
-    from drip.loop import make_scheduler, run_now, stop
+    from drip.core.logs import configure as configure_logging
+    from drip.sending.engine import Sender
+    from drip.sending.loop import make_scheduler, run_now, stop
 
     configure_logging("INFO")
     config = settings()

@@ -31,8 +31,8 @@ def serve(
 
     Example: drip serve --host 0.0.0.0 --port 8000 --scheduler
     """
-    from drip.logs import configure as configure_logging
-    from drip.logs import log_event
+    from drip.core.logs import configure as configure_logging
+    from drip.core.logs import log_event
     from drip.web import create_app
     from drip.web.server import listen, run
 
@@ -66,7 +66,7 @@ def form_snippet(course: Annotated[str, typer.Argument(help="Course slug.")]) ->
 
     Example: drip form-snippet yin-immersion > signup-form.html
     """
-    from drip.web.forms import form_snippet as build_snippet
+    from drip.lifecycle.forms import form_snippet as build_snippet
 
     chosen = catalog().get(course)
     typer.echo(

@@ -38,8 +38,8 @@ def stats(
     """
     start = _since(since)
     course = catalog().default(course_slug or settings().default_course)
-    from drip.db import READ_ONLY
-    from drip.stats import funnel
+    from drip.reporting.stats import funnel
+    from drip.store.engine import READ_ONLY
 
     with engine().connect() as connection:
         result = funnel(connection.execution_options(**{READ_ONLY: True}), course, since=start)

@@ -24,11 +24,11 @@ from drip.cli._common import (
     say,
     settings,
 )
-from drip.exceptions import InvalidSubscriber, SubscriberNotFound
-from drip.states import SubscriberStatus
+from drip.core.exceptions import InvalidSubscriber, SubscriberNotFound
+from drip.core.states import SubscriberStatus
 
 if TYPE_CHECKING:
-    from drip.signup import Outcome
+    from drip.lifecycle.signup import Outcome
 
 app = typer.Typer(cls=DripGroup, no_args_is_help=True, help="Manage subscribers.")
 
@@ -71,7 +71,7 @@ def add(
 
     Example: drip subscribers add ana@example.org --name Ana --timezone Europe/Lisbon --confirmed
     """
-    from drip.signup import Consent, Entry, sign_up
+    from drip.lifecycle.signup import Consent, Entry, sign_up
 
     when = parse_now(now)
     entry = Entry.clean(email=email, name=name, timezone=_zone_or_error(timezone, "--timezone"))
@@ -91,7 +91,7 @@ def add(
 
 
 def _describe(outcome: Outcome, slug: str) -> str:
-    from drip.signup import Action
+    from drip.lifecycle.signup import Action
 
     if outcome.action == Action.CONFIRM:
         return (
@@ -108,7 +108,7 @@ def _describe(outcome: Outcome, slug: str) -> str:
 
 
 def _zone_or_error(timezone: str | None, where: str) -> str | None:
-    from drip.subscribers import clean_timezone
+    from drip.lifecycle.subscribers import clean_timezone
 
     if timezone and clean_timezone(timezone) is None:
         raise InvalidSubscriber(f"{where}: unknown IANA time zone {timezone!r}", field="timezone")
@@ -127,8 +127,8 @@ def list_subscribers(
     """
     from rich.table import Table
 
-    from drip.db import session_scope
-    from drip.subscribers import iter_subscribers, public_dict
+    from drip.lifecycle.subscribers import iter_subscribers, public_dict
+    from drip.store.engine import session_scope
 
     if course:
         catalog(strict=False).get(course)  # an unknown course is an error, not an empty list
@@ -158,14 +158,14 @@ def show(email: Annotated[str, typer.Argument()]) -> None:
     """
     from rich.table import Table
 
-    from drip.db import session_scope
-    from drip.subscribers import (
+    from drip.lifecycle.subscribers import (
         enrollments_of,
         get_by_email,
         history,
         mail_events,
         public_dict,
     )
+    from drip.store.engine import session_scope
 
     with session_scope(engine()) as session:
         subscriber = get_by_email(session=session, email=email)
@@ -210,9 +210,9 @@ def export(
 
     Example: drip subscribers export -o subscribers.csv
     """
-    from drip.db import session_scope
-    from drip.imports import spreadsheet_safe
-    from drip.subscribers import iter_subscribers, public_dict
+    from drip.lifecycle.imports import spreadsheet_safe
+    from drip.lifecycle.subscribers import iter_subscribers, public_dict
+    from drip.store.engine import session_scope
 
     if fmt not in ("csv", "json"):
         raise typer.BadParameter("must be csv or json", param_hint="--format")
@@ -254,8 +254,8 @@ def import_(
 
     Example: drip subscribers import people.csv --confirmed
     """
-    from drip.imports import chunks, read_import
-    from drip.signup import Consent, sign_up
+    from drip.lifecycle.imports import chunks, read_import
+    from drip.lifecycle.signup import Consent, sign_up
 
     when = parse_now(now)
     chosen = catalog().default(course or settings().default_course)
@@ -291,7 +291,7 @@ IMPORT_CHUNK = 1000
 
 
 def _tally_key(outcome: Outcome) -> str:
-    from drip.signup import Action
+    from drip.lifecycle.signup import Action
 
     if outcome.action == Action.CONFIRM:
         return "sent a confirmation"
@@ -322,8 +322,8 @@ def resend_confirmation(
     """
     from sqlmodel import Session
 
-    from drip.enrollment import pending_members, resend_for_operator
-    from drip.subscribers import get_by_email, normalize_email
+    from drip.lifecycle.enrollment import pending_members, resend_for_operator
+    from drip.lifecycle.subscribers import get_by_email, normalize_email
 
     when = parse_now(now)
     if (email is None) == (not all_pending):
@@ -354,8 +354,8 @@ def unsubscribe(email: Annotated[str, typer.Argument()], now: NowOption = None) 
     """
     from sqlmodel import Session
 
-    from drip.enrollment import stop_subscriber
-    from drip.subscribers import get_by_email
+    from drip.lifecycle.enrollment import stop_subscriber
+    from drip.lifecycle.subscribers import get_by_email
 
     with engine().begin() as connection:
         subscriber = get_by_email(session=Session(bind=connection), email=email)
@@ -380,8 +380,8 @@ def delete(
 
     Example: drip subscribers delete ana@example.org --yes
     """
-    from drip.db import session_scope
-    from drip.subscribers import delete_subscriber, get_by_email
+    from drip.lifecycle.subscribers import delete_subscriber, get_by_email
+    from drip.store.engine import session_scope
 
     if not yes and not typer.confirm(f"Erase {email} and all their history?"):
         say(f"{email}: not deleted")

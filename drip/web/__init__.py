@@ -1,6 +1,6 @@
 """The web side: signup webhook, confirmation and unsubscribe pages.
 
-``create_app`` is imported on first use, so importing ``drip.web.forms`` (the CLI's
+``create_app`` is imported on first use, so importing ``drip.lifecycle.forms`` (the CLI's
 ``form-snippet``) does not load FastAPI.
 """
 

@@ -12,17 +12,17 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from drip.compose import Composer
-from drip.config import Settings
-from drip.courses import Catalog
-from drip.db import engine_for
-from drip.engine import Sender, Throttle
-from drip.exceptions import DatabaseBusy
-from drip.keys import check_key
-from drip.loop import PromptSender, make_scheduler, stop
-from drip.ratelimit import RateLimiter
+from drip.core.config import Settings
+from drip.core.courses import Catalog
+from drip.core.exceptions import DatabaseBusy
+from drip.sending.compose import Composer
+from drip.sending.engine import Sender, Throttle
+from drip.sending.loop import PromptSender, make_scheduler, stop
+from drip.store.engine import engine_for
+from drip.store.keys import check_key
 from drip.web import admin
 from drip.web.deps import WebState, page
+from drip.web.ratelimit import RateLimiter
 from drip.web.routes import router
 from drip.web.writes import WriteGate
 

@@ -12,12 +12,12 @@ from fastapi.responses import Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
 
-from drip.config import Settings
-from drip.courses import Catalog, Course
-from drip.exceptions import DripError
-from drip.loop import PromptSender
-from drip.ratelimit import RateLimiter
-from drip.tokens import Tokens
+from drip.core.config import Settings
+from drip.core.courses import Catalog, Course
+from drip.core.exceptions import DripError
+from drip.core.tokens import Tokens
+from drip.sending.loop import PromptSender
+from drip.web.ratelimit import RateLimiter
 from drip.web.writes import WriteGate
 
 if TYPE_CHECKING:

@@ -21,12 +21,12 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from fastapi.templating import Jinja2Templates
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from drip.compose import Composer, emails_of, preview
-from drip.config import Settings
-from drip.courses import Catalog
-from drip.exceptions import DripError
-from drip.render import default_templates_dir
-from drip.tokens import Tokens
+from drip.core.config import Settings
+from drip.core.courses import Catalog
+from drip.core.exceptions import DripError
+from drip.core.tokens import Tokens
+from drip.sending.compose import Composer, emails_of, preview
+from drip.sending.render import default_templates_dir
 
 #: the widths a preview offers: a phone, the email's own, a desktop window
 WIDTHS = (375, 600, 1200)

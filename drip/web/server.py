@@ -69,7 +69,7 @@ def raise_file_limit() -> None:
 
 def listen(host: str, port: int) -> socket.socket:
     """A listening socket, bound before anything else starts (a busy port fails first)."""
-    from drip.exceptions import ConfigError
+    from drip.core.exceptions import ConfigError
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
@@ -86,7 +86,7 @@ def listen(host: str, port: int) -> socket.socket:
 def run(app: Any, listener: socket.socket, *, access_log: bool, json_logs: bool) -> None:
     import uvicorn
 
-    from drip.logs import configure
+    from drip.core.logs import configure
 
     raise_file_limit()
     server = uvicorn.Server(

@@ -27,8 +27,8 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from drip.db import BUSY_MS, URGENT
-from drip.exceptions import DatabaseBusy
+from drip.core.exceptions import DatabaseBusy
+from drip.store.engine import BUSY_MS, URGENT
 
 T = TypeVar("T")
 #: most requests committed together

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from fastapi.responses import Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from drip.ratelimit import RateLimiter
+from drip.web.ratelimit import RateLimiter
 
 #: the session cookie
 SESSION_COOKIE = "drip_admin"

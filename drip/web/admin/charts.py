@@ -117,7 +117,7 @@ def bar_chart(
 
 
 def funnel_chart(funnel: dict[str, Any]) -> Chart:
-    """A course's funnel (``drip.stats.funnel``): per day sent, clicked, left, bounced."""
+    """A course's funnel (``drip.reporting.stats.funnel``): per day sent, clicked, left, bounced."""
     return bar_chart(
         css_class="funnel-chart",
         title=f"{funnel['course']}: per day sent, clicked, unsubscribed and bounced",

@@ -25,13 +25,14 @@ from sqlalchemy import Connection
 from sqlmodel import Session
 from starlette.requests import ClientDisconnect
 
-from drip import dashboard, passwords
-from drip.compose import Composer, emails_of, preview
-from drip.courses import Course
-from drip.db import READ_ONLY
-from drip.exceptions import DripError, SubscriberNotFound
-from drip.testsend import send_test
-from drip.tokens import Tokens
+from drip.core.courses import Course
+from drip.core.exceptions import DripError, SubscriberNotFound
+from drip.core.tokens import Tokens
+from drip.reporting import dashboard
+from drip.sending.compose import Composer, emails_of, preview
+from drip.sending.testsend import send_test
+from drip.store import passwords
+from drip.store.engine import READ_ONLY
 from drip.web.admin.auth import LOGIN_COOKIE, SESSION_COOKIE, Admin, new_nonce
 from drip.web.admin.charts import funnel_chart, signups_chart
 from drip.web.deps import State, WebState, client_ip, page, read_body

@@ -1,5 +1,5 @@
 """``POST /webhooks/bounces/{provider}``: bounces and complaints reported by an email
-provider (``drip.web.webhooks``), applied by the bounce policy. A provider whose key is
+provider (``drip.feedback.webhooks``), applied by the bounce policy. A provider whose key is
 not configured does not exist here (404); a request that does not prove it is the
 provider's gets 401 and changes nothing."""
 
@@ -14,10 +14,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Connection
 
-from drip.bounces import first_time, record_for_address
-from drip.config import Settings
-from drip.web.deps import State, read_body
-from drip.web.webhooks import (
+from drip.core.config import Settings
+from drip.feedback.bounces import first_time, record_for_address
+from drip.feedback.webhooks import (
     READERS,
     Forged,
     Malformed,
@@ -30,6 +29,7 @@ from drip.web.webhooks import (
     confirm_subscription,
     parse_json,
 )
+from drip.web.deps import State, read_body
 
 router = APIRouter()
 #: a provider's batch of events may be larger than a signup

@@ -11,8 +11,8 @@ from functools import partial
 from fastapi import APIRouter
 from fastapi.responses import RedirectResponse
 
-from drip.clicks import CLASS, record_click
-from drip.exceptions import DatabaseBusy, InvalidToken
+from drip.core.exceptions import DatabaseBusy, InvalidToken
+from drip.feedback.clicks import CLASS, record_click
 from drip.web.deps import State
 
 logger = logging.getLogger("drip.web")

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
-from drip.db import READ_ONLY
+from drip.store.engine import READ_ONLY
 from drip.web.deps import State
 
 logger = logging.getLogger("drip.web")
@@ -20,7 +20,7 @@ def metrics(st: State) -> Response:
     """Prometheus metrics, read from the database (off unless DRIP_METRICS=true)."""
     if not st.settings.metrics:
         return Response(status_code=404)
-    from drip.metrics import CONTENT_TYPE, exposition
+    from drip.reporting.metrics import CONTENT_TYPE, exposition
 
     return Response(exposition(st.engine), media_type=CONTENT_TYPE)
 

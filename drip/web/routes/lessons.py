@@ -11,11 +11,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from drip.db import READ_ONLY
-from drip.deliveries import sent_lessons
-from drip.exceptions import InvalidToken
-from drip.render import markdown_html
-from drip.states import DeliveryStatus
+from drip.core.exceptions import InvalidToken
+from drip.core.states import DeliveryStatus
+from drip.outbox.deliveries import sent_lessons
+from drip.sending.render import markdown_html
+from drip.store.engine import READ_ONLY
 from drip.web.deps import State, page
 
 router = APIRouter()

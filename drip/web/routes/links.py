@@ -14,11 +14,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.requests import ClientDisconnect
 
-from drip import enrollment
-from drip.exceptions import ExpiredToken, InvalidSubscriber, InvalidToken, StaleToken
-from drip.subscribers import normalize_email
+from drip.core.exceptions import ExpiredToken, InvalidSubscriber, InvalidToken, StaleToken
+from drip.lifecycle import enrollment
+from drip.lifecycle.forms import parse
+from drip.lifecycle.subscribers import normalize_email
 from drip.web.deps import State, WebState, client_ip, page, read_body
-from drip.web.forms import parse
 
 router = APIRouter()
 
@@ -96,7 +96,7 @@ async def resend_confirmation(token: str, request: Request, st: State) -> Respon
 
 def _expired(st: WebState, request: Request, token: str, error: ExpiredToken) -> Response:
     # A link older than an unsubscribe gets no fresh one: only a new signup brings back
-    # someone who left (drip.enrollment.resend_for_link).
+    # someone who left (drip.lifecycle.enrollment.resend_for_link).
     resend = not isinstance(error, StaleToken)
     return page(st, request, "expired.html", 410, token=token, reason=str(error), resend=resend)
 

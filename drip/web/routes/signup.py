@@ -2,7 +2,7 @@
 
 Every valid signup gets the same answer, whatever the address's state, and the request
 does the same work for each: it records the signup and wakes the prompt sender, which
-files it (``drip.signup``). Nothing tells a known address from a new one.
+files it (``drip.lifecycle.signup``). Nothing tells a known address from a new one.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.requests import ClientDisconnect
 
-from drip.exceptions import InvalidSubscriber, UnknownCourse
-from drip.signup import Consent, Entry, record
+from drip.core.exceptions import InvalidSubscriber, UnknownCourse
+from drip.lifecycle.forms import SignupRequest, parse, verify_signature
+from drip.lifecycle.signup import Consent, Entry, record
 from drip.web.deps import State, WebState, client_ip, page, read_body
-from drip.web.forms import SignupRequest, parse, verify_signature
 
 logger = logging.getLogger("drip.web")
 router = APIRouter()

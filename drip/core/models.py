@@ -1,0 +1,314 @@
+"""Tables: Subscriber, Signup (one form post: details and proof of consent), Enrollment
+(a subscriber on a course), Delivery (one email), Click (a lesson's class link followed),
+MailEvent (a bounce or complaint), WebhookEvent (a provider's event already handled) and
+ErasedCount (what erased subscribers had added to the metrics' counters).
+
+The Delivery row is the outbox: every email drip sends (lesson, confirmation, welcome,
+goodbye) is one row, unique per (enrollment, key), carrying one status, one timestamp
+per event, the attempts, the SMTP response and the Message-ID: queue and receipt at once.
+All datetimes are aware UTC.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+from drip.core.states import (
+    DeliveryStatus,
+    EmailKind,
+    EnrollmentStatus,
+    SubscriberStatus,
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores aware datetimes as UTC and always reads them back aware (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use aware UTC")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_uid() -> str:
+    """A random public identifier, used in tokens and Message-IDs instead of row ids."""
+    return secrets.token_hex(UID_BYTES)
+
+
+def new_uids(count: int) -> list[str]:
+    """``count`` uids from one read of the system's random source (bulk imports)."""
+    text = secrets.token_hex(UID_BYTES * count)
+    width = 2 * UID_BYTES
+    return [text[i : i + width] for i in range(0, len(text), width)]
+
+
+UID_BYTES = 12
+
+
+def _ts(*, index: bool = False) -> Column:  # type: ignore[type-arg]
+    return Column(UTCDateTime(), nullable=True, index=index)
+
+
+#: the partial index's condition, spelled once: pending emails that are not lessons
+TRANSACTIONAL_PENDING = text("kind != 'lesson' AND status IN ('scheduled', 'sending')")
+#: the two sets of rows a claim reads: emails waiting for their time, and claims in flight
+#: (taken over once their lease runs out)
+SCHEDULED = text("status = 'scheduled'")
+SENDING = text("status = 'sending'")
+#: emails given up on: few, listed newest first on the dashboard
+FAILED = text("status = 'failed'")
+#: deliveries that belong to a signup (confirmation, welcome): lessons have none
+HAS_SIGNUP = text("signup_id IS NOT NULL")
+#: signups the web process stored and nobody has filed yet
+UNFILED = text("filed_at IS NULL")
+
+
+class Subscriber(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    uid: str = Field(default_factory=new_uid, sa_column=Column(String(32), unique=True))
+    email: str = Field(sa_column=Column(String(320), unique=True, nullable=False))
+    name: str = Field(default="", sa_column=Column(String(200), nullable=False))
+    timezone: str | None = Field(default=None, sa_column=Column(String(64)))
+    status: str = Field(
+        default=SubscriberStatus.PENDING, sa_column=Column(String(16), nullable=False)
+    )
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+    confirmed_at: datetime | None = Field(default=None, sa_column=_ts())
+    unsubscribed_at: datetime | None = Field(default=None, sa_column=_ts())
+    suppressed_at: datetime | None = Field(default=None, sa_column=_ts())
+    suppressed_reason: str | None = Field(default=None, sa_column=Column(Text))
+    #: when the last confirmation email was queued (resends are spaced out from it)
+    confirmation_sent_at: datetime | None = Field(default=None, sa_column=_ts())
+    # Proof of the consent in force: the confirmed signup's (or the operator's import).
+    # A later unconfirmed signup never overwrites it; it waits in its own Signup row.
+    consent_at: datetime | None = Field(default=None, sa_column=_ts())
+    consent_ip: str | None = Field(default=None, sa_column=Column(String(64)))
+    consent_user_agent: str | None = Field(default=None, sa_column=Column(String(512)))
+    consent_source: str | None = Field(default=None, sa_column=Column(String(512)))
+
+
+class Setting(SQLModel, table=True):
+    """A value the installation keeps about itself (the signing key's fingerprint)."""
+
+    name: str = Field(sa_column=Column(String(64), primary_key=True))
+    value: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class Signup(SQLModel, table=True):
+    """One signup as it was posted: the details given and where they came from.
+
+    The web process only stores this row (the same small insert whatever the address's
+    state) and answers; filing it (``drip.lifecycle.signup.file_pending``) creates or finds the
+    subscriber and queues the confirmation. A confirmation link names its signup, and
+    confirming applies that signup's name and time zone and makes it the subscriber's
+    proof of consent, so a stranger posting the form again changes nothing its owner
+    has not confirmed.
+    """
+
+    __table_args__ = (
+        Index("ix_signup_unfiled", "id", sqlite_where=UNFILED, postgresql_where=UNFILED),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    uid: str = Field(default_factory=new_uid, sa_column=Column(String(32), unique=True))
+    #: the normalised address as posted
+    email: str = Field(sa_column=Column(String(320), nullable=False))
+    course_slug: str = Field(sa_column=Column(String(100), nullable=False))
+    name: str = Field(default="", sa_column=Column(String(200), nullable=False))
+    timezone: str | None = Field(default=None, sa_column=Column(String(64)))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+    ip: str | None = Field(default=None, sa_column=Column(String(64)))
+    user_agent: str | None = Field(default=None, sa_column=Column(String(512)))
+    source: str | None = Field(default=None, sa_column=Column(String(512)))
+    #: set when filed; None while it waits in the web process's inbox
+    subscriber_id: int | None = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("subscriber.id", ondelete="CASCADE"), index=True),
+    )
+    filed_at: datetime | None = Field(default=None, sa_column=_ts())
+    confirmed_at: datetime | None = Field(default=None, sa_column=_ts())
+
+
+class Enrollment(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("subscriber_id", "course_slug"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    uid: str = Field(default_factory=new_uid, sa_column=Column(String(32), unique=True))
+    subscriber_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False)
+    )  # looked up through the unique (subscriber_id, course_slug) index
+    course_slug: str = Field(sa_column=Column(String(100), nullable=False, index=True))
+    status: str = Field(
+        default=EnrollmentStatus.PENDING, sa_column=Column(String(16), nullable=False)
+    )
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+    started_at: datetime | None = Field(default=None, sa_column=_ts())
+    completed_at: datetime | None = Field(default=None, sa_column=_ts())
+    cancelled_at: datetime | None = Field(default=None, sa_column=_ts())
+
+
+class Delivery(SQLModel, table=True):
+    __table_args__ = (
+        UniqueConstraint("enrollment_id", "day_id", name="uq_delivery_enrollment_day"),
+        # The claim reads scheduled rows, then claims in flight. Partial indexes: a claim
+        # walks only the scheduled rows it takes, and a sent row (nearly all of them, in
+        # time) is in neither, so recording a send updates two indexes, not five. Claims in
+        # flight (batches × connections) are keyed by id: a plan that reaches for this index
+        # for a statement naming its rows probes them instead of walking all of them.
+        Index(
+            "ix_delivery_scheduled",
+            "due_at",
+            "id",
+            sqlite_where=SCHEDULED,
+            postgresql_where=SCHEDULED,
+        ),
+        Index("ix_delivery_sending", "id", sqlite_where=SENDING, postgresql_where=SENDING),
+        # the dashboard's latest failures: read from a small index, not the whole outbox
+        Index(
+            "ix_delivery_failed",
+            "failed_at",
+            "id",
+            sqlite_where=FAILED,
+            postgresql_where=FAILED,
+        ),
+        Index(
+            "ix_delivery_signup_id",
+            "signup_id",
+            sqlite_where=HAS_SIGNUP,
+            postgresql_where=HAS_SIGNUP,
+        ),
+        # The web process's prompt sender looks only for pending non-lessons: a small index
+        # however many lessons are queued.
+        Index(
+            "ix_delivery_transactional",
+            "due_at",
+            sqlite_where=TRANSACTIONAL_PENDING,
+            postgresql_where=TRANSACTIONAL_PENDING,
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    enrollment_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("enrollment.id", ondelete="CASCADE"), nullable=False)
+    )  # looked up through the unique (enrollment_id, day_id) index
+    #: a lesson's day id; for other kinds ``kind:uid`` (day ids never contain a colon)
+    day_id: str = Field(sa_column=Column(String(100), nullable=False))
+    kind: str = Field(
+        default=EmailKind.LESSON,
+        sa_column=Column(String(16), nullable=False, server_default=EmailKind.LESSON.value),
+    )
+    #: the signup a confirmation or welcome email belongs to
+    signup_id: int | None = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("signup.id", ondelete="CASCADE")),
+    )
+    status: str = Field(
+        default=DeliveryStatus.SCHEDULED, sa_column=Column(String(16), nullable=False)
+    )
+    due_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime()))
+    claimed_until: datetime | None = Field(default=None, sa_column=_ts())
+    sent_at: datetime | None = Field(default=None, sa_column=_ts())
+    failed_at: datetime | None = Field(default=None, sa_column=_ts())
+    cancelled_at: datetime | None = Field(default=None, sa_column=_ts())
+    message_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    smtp_response: str | None = Field(default=None, sa_column=Column(Text))
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class Click(SQLModel, table=True):
+    """The first time a lesson's link was followed: which delivery, which link, when.
+    Nothing about the person's device or network (no IP, no user agent)."""
+
+    __table_args__ = (UniqueConstraint("delivery_id", "link", name="uq_click_delivery_link"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("delivery.id", ondelete="CASCADE"), nullable=False)
+    )
+    #: which link of the lesson: ``class`` (the day's class)
+    link: str = Field(sa_column=Column(String(32), nullable=False))
+    clicked_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class MailEvent(SQLModel, table=True):
+    """What came back after a send: a bounce (hard or soft) or a complaint, from the SMTP
+    conversation, an inbound email or a provider's webhook; kept for the record and
+    counted by the bounce policy (``drip.feedback.bounces``)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    subscriber_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    #: the email it is about, when known
+    delivery_id: int | None = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("delivery.id", ondelete="SET NULL")),
+    )
+    #: ``hard``, ``soft`` or ``complaint``
+    kind: str = Field(sa_column=Column(String(16), nullable=False))
+    #: where it came from: ``smtp``, ``inbound``, or the provider's name
+    source: str = Field(sa_column=Column(String(32), nullable=False))
+    diagnostic: str = Field(default="", sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class ErasedCount(SQLModel, table=True):
+    """What erased subscribers had added to one of ``/metrics``' counters
+    (``drip.reporting.metrics``):
+    the counters are read from the rows, and a counter must never go down, so an erasure
+    adds its rows' share here first. Holds no personal data."""
+
+    #: the counter's name, e.g. ``drip_emails_sent``
+    counter: str = Field(sa_column=Column(String(64), primary_key=True))
+    #: its label values, comma-separated (``lesson``; ``lesson,refused``), or ``""``
+    labels: str = Field(sa_column=Column(String(128), primary_key=True))
+    count: int = Field(sa_column=Column(Integer, nullable=False))
+
+
+class WebhookEvent(SQLModel, table=True):
+    """A provider's event already handled (its own id): a retry or replay of it changes
+    nothing. Holds no personal data."""
+
+    __table_args__ = (
+        UniqueConstraint("provider", "event_id", name="uq_webhookevent_provider_event"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(sa_column=Column(String(32), nullable=False))
+    event_id: str = Field(sa_column=Column(String(255), nullable=False))
+    received_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

@@ -1,0 +1,45 @@
+"""The states a subscriber, an enrollment and an email go through, and the kinds of email.
+
+Kept apart from the tables (``drip.core.models``) so code that only names a state, such as
+the CLI's options, does not load the database layer.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class SubscriberStatus(StrEnum):
+    PENDING = "pending"  #: signed up, confirmation link not yet followed
+    ACTIVE = "active"  #: confirmed; receives lessons
+    UNSUBSCRIBED = "unsubscribed"  #: left; never mailed again unless they sign up anew
+    SUPPRESSED = "suppressed"  #: the mail server rejected the address permanently
+
+
+class EnrollmentStatus(StrEnum):
+    PENDING = "pending"  #: waiting for the subscriber's confirmation
+    ACTIVE = "active"  #: lessons are being delivered
+    COMPLETED = "completed"  #: every day of the course was sent
+    CANCELLED = "cancelled"  #: stopped by unsubscribe, suppression or deletion
+
+
+class DeliveryStatus(StrEnum):
+    SCHEDULED = "scheduled"  #: waiting for due_at (also after a temporary failure)
+    SENDING = "sending"  #: claimed by a worker until claimed_until
+    SENT = "sent"  #: accepted by the mail server
+    FAILED = "failed"  #: given up: permanent rejection or too many attempts
+    CANCELLED = "cancelled"  #: the subscriber left before it went out
+    SKIPPED = "skipped"  #: its day was removed from the course
+
+
+#: statuses from which a delivery may still go out
+PENDING_DELIVERY = (DeliveryStatus.SCHEDULED, DeliveryStatus.SENDING)
+
+
+class EmailKind(StrEnum):
+    LESSON = "lesson"  #: one day of a course; its key is the day id
+    CONFIRM = "confirm"  #: the double opt-in link for one signup
+    WELCOME = "welcome"  #: on confirmation, when the course has ``welcome_email``
+    GOODBYE = "goodbye"  #: after an unsubscribe, when the course has ``goodbye_email``
+    LINK = "link"  #: a fresh unsubscribe link, asked for on the page of a broken one
+    AFTER_COURSE = "after_course"  #: the day after the last lesson, when the course has one

@@ -1,0 +1,48 @@
+"""Class clicks: a lesson's class link goes through ``GET /c/{token}``, which notes the
+first time each lesson's link was followed and redirects to the class.
+
+Only the delivery, the link and the time are stored: no IP address, no user agent, no
+open pixel. A mail-security scanner that follows every link counts as a click too; no
+server can tell it from a person without tracking the person.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Connection, select
+from sqlmodel import col
+
+from drip.core.models import Click, Delivery, Enrollment
+from drip.core.states import DeliveryStatus, EmailKind
+from drip.store.engine import insert_new
+
+#: the one link of a lesson counted so far: the day's class
+CLASS = "class"
+
+
+def record_click(
+    connection: Connection, *, enrollment_uid: str, day_id: str, link: str, now: datetime
+) -> bool:
+    """Note that ``link`` of the lesson ``day_id`` sent to ``enrollment_uid`` was followed,
+    unless it already was; True when this was the first time. A lesson not sent (or no
+    longer there: the subscriber was erased) records nothing."""
+    delivery_id = connection.execute(
+        select(col(Delivery.id))
+        .join(Enrollment, col(Enrollment.id) == col(Delivery.enrollment_id))
+        .where(
+            col(Enrollment.uid) == enrollment_uid,
+            col(Delivery.day_id) == day_id,
+            col(Delivery.kind) == EmailKind.LESSON,
+            # a lesson received: sent, or being sent (its receipt waits for its window)
+            col(Delivery.status).in_([DeliveryStatus.SENT, DeliveryStatus.SENDING]),
+        )
+    ).scalar()
+    if delivery_id is None:
+        return False
+    return insert_new(
+        connection,
+        Click,
+        {"delivery_id": delivery_id, "link": link, "clicked_at": now},
+        unique=["delivery_id", "link"],
+    )

@@ -1,0 +1,436 @@
+"""Signing up: the rules every door shares (the form and webhooks, ``subscribers add`` and
+``import``).
+
+Every signup is stored as it was posted (a ``Signup`` row: details and where they came
+from). The web process does only that (``record``: one small insert, whatever the
+address's state, so neither the work nor its time tells a known address from a new
+one) and answers; ``file_pending``, run by the web process's prompt sender and by every
+``send-due``, then files what was recorded. The CLI records and files at once
+(``sign_up``). Filing makes a new address a pending subscriber with those details; a
+known address keeps its own until its owner confirms a signup, so a stranger re-posting
+the form rewrites nothing. What happens next is ``decide``'s table:
+
+============================================  =========================================
+the address                                   outcome
+============================================  =========================================
+suppressed (the mail server refused it)       nothing
+already receiving (or finished) this course   nothing
+left (unsubscribed), added by the operator    nothing: only they can come back
+added with ``--confirmed`` by the operator    enrolled at once
+course without double opt-in (never left)     enrolled at once
+a confirmation queued within the resend gap   nothing more (the queued one will do)
+anyone else                                   a confirmation email is queued
+============================================  =========================================
+
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Dialect,
+    String,
+    bindparam,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlmodel import col
+
+from drip.core.courses import Catalog, Course
+from drip.core.models import UNFILED, Enrollment, Signup, Subscriber, UTCDateTime, new_uids
+from drip.core.states import EnrollmentStatus, SubscriberStatus
+from drip.lifecycle.enrollment import Member, SignupDetails, activate_many, queue_confirmations
+from drip.lifecycle.subscribers import clean_name, clean_timezone, normalize_email
+from drip.store.engine import Prepared, insert_for
+
+
+class Action(StrEnum):
+    CONFIRM = "confirm"  #: a confirmation email was queued
+    WAIT = "wait"  #: one was queued within the resend gap: no second one yet
+    ACTIVATE = "activate"  #: enrolled at once
+    NOTHING = "nothing"  #: already receiving the course, or barred from it
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One person's signup details, checked and cleaned."""
+
+    email: str
+    name: str = ""
+    timezone: str | None = None
+
+    @classmethod
+    def clean(cls, *, email: str, name: str | None = None, timezone: str | None = None) -> Entry:
+        """Normalise the address (``InvalidSubscriber`` names what is wrong), clean the
+        name; an unknown time zone becomes None (the course default)."""
+        return cls(normalize_email(email), clean_name(name), clean_timezone(timezone))
+
+
+@dataclass(frozen=True)
+class Consent:
+    """Where a signup came from: kept as the proof of consent."""
+
+    source: str
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    email: str
+    action: Action
+    #: the subscriber's status before this signup (None: a new address)
+    was: str | None
+
+
+def decide(
+    *,
+    status: str | None,
+    enrollment_status: str,
+    last_confirmation: datetime | None,
+    by_operator: bool,
+    confirmed: bool,
+    double_opt_in: bool,
+    resend_gap_seconds: float,
+    now: datetime,
+) -> Action:
+    """What a signup leads to (the module docstring's table). ``status`` None: new."""
+    if status == SubscriberStatus.SUPPRESSED:
+        return Action.NOTHING
+    if status == SubscriberStatus.ACTIVE and enrollment_status in (
+        EnrollmentStatus.ACTIVE,
+        EnrollmentStatus.COMPLETED,
+    ):
+        return Action.NOTHING
+    if by_operator and status == SubscriberStatus.UNSUBSCRIBED:
+        return Action.NOTHING
+    if confirmed or (not double_opt_in and status != SubscriberStatus.UNSUBSCRIBED):
+        return Action.ACTIVATE
+    if last_confirmation is not None and (now - last_confirmation).total_seconds() < (
+        resend_gap_seconds
+    ):
+        return Action.WAIT
+    return Action.CONFIRM
+
+
+def record(
+    connection: Connection, *, course: Course, entry: Entry, consent: Consent, now: datetime
+) -> str:
+    """Store one signup for filing later (the web process's whole share); its uid."""
+    row = _row(course.slug, entry, consent, now)
+    _statements(connection.dialect).record.execute(connection, row)
+    return str(row["signup_uid"])
+
+
+def sign_up(
+    connection: Connection,
+    *,
+    course: Course,
+    entries: Sequence[Entry],
+    consent: Consent,
+    now: datetime,
+    by_operator: bool = False,
+    confirmed: bool = False,
+    resend_gap_seconds: float = 600,
+) -> list[Outcome]:
+    """Record and file ``entries`` (distinct addresses) for ``course`` at once.
+
+    ``by_operator``: added from the CLI, never bringing back anyone who left;
+    ``confirmed`` (operator only): the operator holds their consent, enrol at once.
+    """
+    if confirmed and not by_operator:
+        raise ValueError("only the operator can sign people up as confirmed")
+    uids = iter(new_uids(3 * len(entries)))
+    return _file(
+        connection,
+        course,
+        [_row(course.slug, entry, consent, now, uids=uids) for entry in entries],
+        recorded=False,
+        now=now,
+        by_operator=by_operator,
+        confirmed=confirmed,
+        resend_gap_seconds=resend_gap_seconds,
+    )
+
+
+def file_pending(
+    connection: Connection,
+    *,
+    catalog: Catalog,
+    now: datetime,
+    resend_gap_seconds: float,
+    limit: int = 1000,
+) -> int:
+    """File up to ``limit`` recorded signups, oldest first, in the caller's transaction;
+    returns how many. Several processes may file at once (PostgreSQL skips rows another
+    transaction holds; SQLite has one writer)."""
+    query = (
+        select(
+            col(Signup.uid),
+            col(Signup.email),
+            col(Signup.course_slug),
+            col(Signup.name),
+            col(Signup.timezone),
+            col(Signup.created_at),
+            col(Signup.ip),
+            col(Signup.user_agent),
+            col(Signup.source),
+        )
+        .where(UNFILED)
+        .order_by(col(Signup.id))
+        .limit(limit)
+    )
+    if connection.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    pending = connection.execute(query).all()
+    by_course: dict[str, list[dict[str, Any]]] = {}
+    for uid, email, slug, name, zone, created, ip, agent, source in pending:
+        entry = Entry(email, name, zone)
+        row = _row(slug, entry, Consent(source or "", ip, agent), created, signup_uid=uid)
+        by_course.setdefault(slug, []).append(row)
+    for slug, rows in by_course.items():
+        course = catalog.find(slug)
+        if course is None:  # removed from the YAML since: nothing to sign up for
+            _statements(connection.dialect).drop.executemany(
+                connection, [{**row, "now": now} for row in rows]
+            )
+            continue
+        for run in _distinct_runs(rows):
+            _file(
+                connection,
+                course,
+                run,
+                recorded=True,
+                now=now,
+                resend_gap_seconds=resend_gap_seconds,
+            )
+    return len(pending)
+
+
+def _distinct_runs(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Consecutive runs with each address at most once (a double submit is filed after
+    the first, so the resend gap applies to it)."""
+    runs: list[list[dict[str, Any]]] = [[]]
+    seen: set[str] = set()
+    for row in rows:
+        if row["email"] in seen:
+            runs.append([])
+            seen = set()
+        runs[-1].append(row)
+        seen.add(row["email"])
+    return runs
+
+
+def _row(
+    slug: str,
+    entry: Entry,
+    consent: Consent,
+    at: datetime,
+    *,
+    signup_uid: str | None = None,
+    uids: Iterator[str] | None = None,
+) -> dict[str, Any]:
+    fresh = uids or iter(new_uids(3))
+    return {
+        "email": entry.email,
+        "name": entry.name,
+        "timezone": entry.timezone,
+        "course": slug,
+        "at": at,
+        "ip": consent.ip,
+        "agent": consent.user_agent,
+        "source": consent.source,
+        "signup_uid": signup_uid or next(fresh),
+        "subscriber_uid": next(fresh),
+        "enrollment_uid": next(fresh),
+    }
+
+
+def _file(
+    connection: Connection,
+    course: Course,
+    rows: list[dict[str, Any]],
+    *,
+    recorded: bool,
+    now: datetime,
+    resend_gap_seconds: float,
+    by_operator: bool = False,
+    confirmed: bool = False,
+) -> list[Outcome]:
+    """Apply the rules to signups of one course (distinct addresses): ``recorded`` ones
+    are in the signup table already, the others are stored here, filed."""
+    emails = [row["email"] for row in rows]
+    if len(set(emails)) != len(emails):
+        raise ValueError("each address may appear once per call")
+    statements = _statements(connection.dialect)
+    rows = [{**row, "now": now} for row in rows]
+    for statement in (
+        statements.subscriber,
+        statements.enrollment,
+        statements.link if recorded else statements.filed,
+    ):
+        statement.executemany(connection, rows)
+
+    members = {
+        found[1]: (Member(*found[: len(Member.columns())]), found[-1])
+        for found in connection.execute(
+            Member.select()
+            .add_columns(col(Subscriber.uid))
+            .where(col(Subscriber.email).in_(emails), col(Enrollment.course_slug) == course.slug)
+        )
+    }
+    signup_ids: dict[str, int] = dict(
+        connection.execute(  # type: ignore[arg-type]
+            select(col(Signup.uid), col(Signup.id)).where(
+                col(Signup.uid).in_([row["signup_uid"] for row in rows])
+            )
+        ).all()
+    )
+    outcomes, activating, confirming = [], [], []
+    for row in rows:
+        member, subscriber_uid = members[row["email"]]
+        signup_id = signup_ids[row["signup_uid"]]
+        was = None if subscriber_uid == row["subscriber_uid"] else member.status
+        action = decide(
+            status=was,
+            enrollment_status=member.enrollment_status,
+            last_confirmation=member.confirmation_sent_at,
+            by_operator=by_operator,
+            confirmed=confirmed,
+            double_opt_in=course.double_opt_in,
+            resend_gap_seconds=resend_gap_seconds,
+            now=now,
+        )
+        signup = SignupDetails(
+            signup_id,
+            row["name"],
+            row["timezone"],
+            row["at"],
+            row["ip"],
+            row["agent"],
+            row["source"],
+        )
+        if action == Action.ACTIVATE:
+            activating.append((member, signup))
+        elif action == Action.CONFIRM:
+            confirming.append((member, signup_id))
+        outcomes.append(Outcome(row["email"], action, was))
+    queue_confirmations(connection, confirming, now=now)
+    activate_many(connection, activating, course=course, now=now)
+    return outcomes
+
+
+class _Statements:
+    """Signup's statements, compiled once per kind of database and run on the cursor."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        upsert = insert_for(dialect)
+        now = bindparam("now", type_=UTCDateTime())
+        at = bindparam("at", type_=UTCDateTime())
+        email = bindparam("email", type_=String())
+        signup_uid = bindparam("signup_uid", type_=String())
+        subscriber = select(col(Subscriber.id)).where(col(Subscriber.email) == email)
+        self.record = Prepared(
+            insert(Signup).values(
+                uid=signup_uid,
+                email=email,
+                course_slug=bindparam("course"),
+                name=bindparam("name"),
+                timezone=bindparam("timezone"),
+                created_at=at,
+                ip=bindparam("ip"),
+                user_agent=bindparam("agent"),
+                source=bindparam("source"),
+            ),
+            dialect,
+        )
+        self.subscriber = Prepared(
+            upsert(Subscriber)
+            .values(
+                uid=bindparam("subscriber_uid"),
+                email=email,
+                name=bindparam("name"),
+                timezone=bindparam("timezone"),
+                status=SubscriberStatus.PENDING,
+                created_at=now,
+                consent_at=at,
+                consent_ip=bindparam("ip"),
+                consent_user_agent=bindparam("agent"),
+                consent_source=bindparam("source"),
+            )
+            .on_conflict_do_nothing(index_elements=["email"]),
+            dialect,
+        )
+        self.enrollment = Prepared(
+            upsert(Enrollment)
+            .from_select(
+                ["uid", "subscriber_id", "course_slug", "status", "created_at"],
+                subscriber.with_only_columns(
+                    bindparam("enrollment_uid", type_=String()),
+                    col(Subscriber.id),
+                    bindparam("course", type_=String()),
+                    literal(EnrollmentStatus.PENDING.value),
+                    now,
+                ),
+            )
+            .on_conflict_do_nothing(index_elements=["subscriber_id", "course_slug"]),
+            dialect,
+        )
+        self.filed = Prepared(
+            insert(Signup).from_select(
+                [
+                    "uid",
+                    "email",
+                    "course_slug",
+                    "name",
+                    "timezone",
+                    "created_at",
+                    "ip",
+                    "user_agent",
+                    "source",
+                    "subscriber_id",
+                    "filed_at",
+                ],
+                subscriber.with_only_columns(
+                    signup_uid,
+                    email,
+                    bindparam("course", type_=String()),
+                    bindparam("name", type_=String()),
+                    bindparam("timezone", type_=String()),
+                    at,
+                    bindparam("ip", type_=String()),
+                    bindparam("agent", type_=String()),
+                    bindparam("source", type_=String()),
+                    col(Subscriber.id),
+                    now,
+                ),
+            ),
+            dialect,
+        )
+        self.link = Prepared(
+            update(Signup)
+            .where(col(Signup.uid) == signup_uid)
+            .values(subscriber_id=subscriber.scalar_subquery(), filed_at=now),
+            dialect,
+        )
+        self.drop = Prepared(
+            update(Signup).where(col(Signup.uid) == signup_uid).values(filed_at=now), dialect
+        )
+
+
+_compiled: dict[tuple[str, str], _Statements] = {}
+
+
+def _statements(dialect: Dialect) -> _Statements:
+    key = (dialect.name, dialect.driver)
+    if key not in _compiled:
+        _compiled[key] = _Statements(dialect)
+    return _compiled[key]

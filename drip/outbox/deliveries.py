@@ -1,0 +1,700 @@
+"""Named operations on the outbox (the ``delivery`` table), so the send loop reads as a loop.
+
+Each function runs in the caller's transaction on a Core ``Connection`` (``check``, a
+single read, outside any). An update of a
+claimed row is guarded by its lease (``status = 'sending' AND claimed_until = lease``):
+the lease value is the claim token, so a worker whose lease was taken over changes
+nothing. Statements run once per message are compiled once per database kind
+(``db.Prepared``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Connection,
+    Dialect,
+    Select,
+    and_,
+    bindparam,
+    case,
+    literal_column,
+    or_,
+    select,
+    update,
+)
+from sqlmodel import col
+
+from drip.core import schedule
+from drip.core.courses import Course
+from drip.core.models import (
+    TRANSACTIONAL_PENDING,
+    Delivery,
+    Enrollment,
+    Signup,
+    Subscriber,
+    new_uid,
+)
+from drip.core.states import (
+    PENDING_DELIVERY,
+    DeliveryStatus,
+    EmailKind,
+    EnrollmentStatus,
+    SubscriberStatus,
+)
+from drip.store.engine import Prepared, insert_for
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery this worker holds the lease on, with what sending it needs."""
+
+    delivery_id: int
+    enrollment_id: int
+    subscriber_id: int
+    #: the lesson's day id, or ``kind:uid`` for other emails
+    day_id: str
+    kind: EmailKind
+    attempts: int
+    lease: datetime
+    #: the enrollment's public uid (links, Message-IDs)
+    uid: str
+    course_slug: str
+    email: str
+    name: str
+    timezone: str | None
+    #: the signup a confirmation belongs to (its link names it)
+    signup_uid: str | None = None
+    #: lesson day id → status of every lesson row of this enrollment, at claim time
+    history: dict[str, str] = field(default_factory=dict)
+
+
+def email_key(kind: EmailKind, uid: str | None = None) -> str:
+    """The row key of a non-lesson email: ``kind:uid`` (a new random uid by default)."""
+    return f"{kind}:{uid or new_uid()}"
+
+
+# -- claiming -------------------------------------------------------------------------------
+
+_Query = TypeVar("_Query", bound=Select)  # type: ignore[type-arg]
+
+
+def joined(query: _Query) -> _Query:
+    """``query`` joined from each delivery to its enrollment and subscriber."""
+    return (
+        query.select_from(Delivery)
+        .join(Enrollment, col(Enrollment.id) == Delivery.enrollment_id)
+        .join(Subscriber, col(Subscriber.id) == Enrollment.subscriber_id)
+    )
+
+
+def status_is(status: DeliveryStatus) -> ColumnElement[bool]:
+    """``delivery.status`` is ``status``, written as a literal."""
+    # a literal, not a parameter, so the planner can match it to the partial index
+    return col(Delivery.status) == literal_column(f"'{status.value}'")
+
+
+def _scheduled(now: datetime) -> ColumnElement[bool]:
+    return and_(status_is(DeliveryStatus.SCHEDULED), col(Delivery.due_at) <= now)
+
+
+def _stranded(now: datetime) -> ColumnElement[bool]:
+    """Claims whose lease ran out (their worker died or stalled)."""
+    return and_(status_is(DeliveryStatus.SENDING), col(Delivery.claimed_until) <= now)
+
+
+def _due(now: datetime) -> ColumnElement[bool]:
+    return or_(_scheduled(now), _stranded(now))
+
+
+def claim(
+    connection: Connection,
+    *,
+    now: datetime,
+    limit: int,
+    lease: timedelta,
+    lease_from: datetime | None = None,
+    transactional_only: bool = False,
+) -> list[Claimed]:
+    """Take up to ``limit`` emails due at ``now``, leased until ``lease_from`` (by
+    default ``now``) + ``lease``: stranded claims first, then scheduled emails, each
+    oldest first, each read along its partial index (only the rows taken are read).
+
+    ``transactional_only`` leaves lessons alone (the web process's prompt sender).
+    Runs in its own transaction on ``connection``.
+    """
+    lease_until = (lease_from or now) + lease
+    with connection.begin():
+        ids: list[int | None] = []
+        for waiting in (_stranded(now), _scheduled(now)):
+            query = select(col(Delivery.id)).where(waiting)
+            if transactional_only:
+                query = query.where(TRANSACTIONAL_PENDING)
+            query = query.order_by(col(Delivery.due_at), col(Delivery.id)).limit(limit - len(ids))
+            if connection.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            ids += connection.execute(query).scalars()
+            if len(ids) == limit:
+                break
+        if not ids:
+            return []
+        # By id alone (the primary key): the rows just read are this transaction's, locked
+        # on PostgreSQL, under SQLite's write lock. Repeating the due condition here would
+        # let the planner scan the partial indexes, every row due, for every claim.
+        connection.execute(
+            update(Delivery)
+            .where(col(Delivery.id).in_(ids))
+            .values(
+                status=DeliveryStatus.SENDING,
+                claimed_until=lease_until,
+                attempts=col(Delivery.attempts) + 1,
+            )
+        )
+        rows: Sequence[Any] = connection.execute(
+            joined(
+                select(
+                    col(Delivery.id),
+                    col(Delivery.enrollment_id),
+                    col(Delivery.day_id),
+                    col(Delivery.kind),
+                    col(Delivery.attempts),
+                    col(Enrollment.uid),
+                    col(Enrollment.course_slug),
+                    col(Subscriber.id),
+                    col(Subscriber.email),
+                    col(Subscriber.name),
+                    col(Subscriber.timezone),
+                    col(Signup.uid),
+                )
+            )
+            .outerjoin(Signup, col(Signup.id) == Delivery.signup_id)
+            .where(col(Delivery.id).in_(ids), col(Delivery.claimed_until) == lease_until)
+            .order_by(col(Delivery.due_at), col(Delivery.id))
+        ).all()
+        history: dict[int, dict[str, str]] = {}
+        for enrollment_id, day_id, status in connection.execute(
+            select(col(Delivery.enrollment_id), col(Delivery.day_id), col(Delivery.status)).where(
+                col(Delivery.enrollment_id).in_({row[1] for row in rows}),
+                col(Delivery.kind) == EmailKind.LESSON,
+            )
+        ):
+            history.setdefault(enrollment_id, {})[day_id] = status
+    return [
+        Claimed(
+            delivery_id=row[0],
+            enrollment_id=row[1],
+            day_id=row[2],
+            kind=EmailKind(row[3]),
+            attempts=row[4],
+            lease=lease_until,
+            uid=row[5],
+            course_slug=row[6],
+            subscriber_id=row[7],
+            email=row[8],
+            name=row[9],
+            timezone=row[10],
+            signup_uid=row[11],
+            history=history.get(row[1], {}),
+        )
+        for row in rows
+    ]
+
+
+def due(connection: Connection, *, now: datetime, limit: int | None) -> list[dict[str, object]]:
+    """What would be sent at ``now``, without claiming anything (``--dry-run``)."""
+    query = (
+        joined(
+            select(
+                col(Enrollment.course_slug),
+                col(Delivery.kind),
+                col(Delivery.day_id),
+                col(Delivery.due_at),
+                col(Delivery.attempts),
+                col(Subscriber.email),
+            )
+        )
+        .where(_due(now))
+        .order_by(col(Delivery.due_at), col(Delivery.id))
+        .limit(limit)
+    )
+    return [
+        {
+            "email": email,
+            "course": slug,
+            "kind": kind,
+            "day": day_id if kind == EmailKind.LESSON else kind,
+            "due_at": due_at.isoformat(),
+            "attempts": attempts,
+        }
+        for slug, kind, day_id, due_at, attempts, email in connection.execute(query)
+    ]
+
+
+# -- per message ----------------------------------------------------------------------------
+
+
+class _Statements:
+    """The statements run for every message, compiled once for one kind of database."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        held = (
+            col(Delivery.status) == DeliveryStatus.SENDING,
+            col(Delivery.claimed_until) == bindparam("lease"),
+        )
+        checking = joined(select(col(Subscriber.status), col(Enrollment.status))).where(
+            col(Delivery.id) == bindparam("id"), *held
+        )
+        self.check = Prepared(checking, dialect)
+        #: the same, holding the enrollment's row to the end of the transaction
+        #: (PostgreSQL; under SQLite's write lock nothing else writes meanwhile)
+        self.check_holding = Prepared(checking.with_for_update(of=[Enrollment]), dialect)
+        self.dialect = dialect
+        self.mark_sent = Prepared(
+            update(Delivery)
+            .where(col(Delivery.id) == bindparam("id"), *held)
+            .values(
+                status=DeliveryStatus.SENT,
+                claimed_until=None,
+                sent_at=bindparam("now"),
+                smtp_response=bindparam("reply"),
+                message_id=bindparam("msgid"),
+            ),
+            dialect,
+        )
+        #: ``mark_sent`` for n rows at once, by n (the window size, and the last window's)
+        self._mark_sent_many: dict[int, Prepared] = {}
+        self._insert_rows: dict[int, Prepared] = {}
+        #: one email into the outbox
+        self.insert = self.insert_rows(1)
+
+    def insert_rows(self, n: int) -> Prepared:
+        """One INSERT of n emails into the outbox, skipping any (enrollment, key) already
+        there: ``enrollment``, ``key``, ``kind``, ``signup``, ``due``, ``now``, each with
+        the row's number after it (none for a single row)."""
+        found = self._insert_rows.get(n)
+        if found is None:
+            names = ("enrollment", "key", "kind", "signup", "due", "now")
+            rows = []
+            for i in range(n):
+                p: dict[str, BindParameter[Any]] = {
+                    name: bindparam(f"{name}{i}" if n > 1 else name) for name in names
+                }
+                rows.append(
+                    {
+                        "enrollment_id": p["enrollment"],
+                        "day_id": p["key"],
+                        "kind": p["kind"],
+                        "signup_id": p["signup"],
+                        "status": DeliveryStatus.SCHEDULED,
+                        "due_at": p["due"],
+                        "attempts": 0,
+                        "created_at": p["now"],
+                    }
+                )
+            statement = insert_for(self.dialect)(Delivery).values(rows)
+            found = Prepared(
+                statement.on_conflict_do_nothing(index_elements=["enrollment_id", "day_id"]),
+                self.dialect,
+            )
+            found = self._insert_rows.setdefault(n, found)  # a race compiles it twice: harmless
+        return found
+
+    def mark_sent_many(self, n: int) -> Prepared:
+        """One UPDATE of n claimed rows of one lease (``id0``…, ``reply0``…, ``msgid0``…,
+        ``lease``, ``now``), returning the ids it changed."""
+        found = self._mark_sent_many.get(n)
+        if found is None:
+            ids: list[BindParameter[Any]] = [bindparam(f"id{i}") for i in range(n)]
+            by_id = col(Delivery.id)
+            found = Prepared(
+                update(Delivery)
+                .where(
+                    by_id.in_(ids),
+                    col(Delivery.status) == DeliveryStatus.SENDING,
+                    col(Delivery.claimed_until) == bindparam("lease"),
+                )
+                .values(
+                    status=DeliveryStatus.SENT,
+                    claimed_until=None,
+                    sent_at=bindparam("now"),
+                    smtp_response=case(
+                        *((by_id == ids[i], bindparam(f"reply{i}")) for i in range(n))
+                    ),
+                    message_id=case(*((by_id == ids[i], bindparam(f"msgid{i}")) for i in range(n))),
+                )
+                .returning(by_id),
+                self.dialect,
+            )
+            found = self._mark_sent_many.setdefault(n, found)
+        return found
+
+
+#: the most emails ``queue_many`` puts in one statement
+QUEUE_ROWS = 100
+_compiled: dict[tuple[str, str], _Statements] = {}
+_compiled_lock = threading.Lock()
+
+
+def _statements(dialect: Dialect) -> _Statements:
+    key = (dialect.name, dialect.driver)
+    found = _compiled.get(key)
+    if found is None:
+        with _compiled_lock:
+            found = _compiled.setdefault(key, _Statements(dialect))
+    return found
+
+
+#: who may still receive each kind of email: (subscriber statuses, enrollment statuses)
+WANTED: dict[EmailKind, tuple[frozenset[str], frozenset[str]]] = {
+    EmailKind.LESSON: (frozenset({SubscriberStatus.ACTIVE}), frozenset({EnrollmentStatus.ACTIVE})),
+    EmailKind.WELCOME: (
+        frozenset({SubscriberStatus.ACTIVE}),
+        frozenset({EnrollmentStatus.ACTIVE, EnrollmentStatus.COMPLETED}),
+    ),
+    # pending: a first signup; unsubscribed: someone who left and signed up again
+    EmailKind.CONFIRM: (
+        frozenset(
+            {SubscriberStatus.PENDING, SubscriberStatus.ACTIVE, SubscriberStatus.UNSUBSCRIBED}
+        ),
+        frozenset({EnrollmentStatus.PENDING, EnrollmentStatus.CANCELLED}),
+    ),
+    EmailKind.GOODBYE: (
+        frozenset({SubscriberStatus.UNSUBSCRIBED}),
+        frozenset({EnrollmentStatus.CANCELLED}),
+    ),
+    EmailKind.LINK: (
+        frozenset({SubscriberStatus.PENDING, SubscriberStatus.ACTIVE}),
+        frozenset(EnrollmentStatus),
+    ),
+    # completed: not while an evergreen course's new days are still going out (it is
+    # cancelled then, and queued again when they are done)
+    EmailKind.AFTER_COURSE: (
+        frozenset({SubscriberStatus.ACTIVE}),
+        frozenset({EnrollmentStatus.COMPLETED}),
+    ),
+}
+#: the one key of a course's after-course email: at most one per enrollment, ever
+AFTER_COURSE_KEY = f"{EmailKind.AFTER_COURSE}:once"
+
+
+def check(connection: Connection, item: Claimed, *, holding: bool = False) -> bool | None:
+    """Right before SMTP: None when the claim is no longer ours, else whether the email is
+    still wanted (its subscriber and enrollment are in a state that receives it).
+
+    A read of its own, outside any transaction (``connection`` must not be in one); with
+    ``holding``, in the caller's transaction, holding the enrollment until it ends, so
+    that someone coming back (which updates the enrollment, then reads its lessons)
+    waits for what this transaction does with the email."""
+    statements = _statements(connection.dialect)
+    params = {"id": item.delivery_id, "lease": item.lease}
+    if holding:
+        row = statements.check_holding.execute(connection, params).fetchone()
+    else:
+        row = statements.check.read_alone(connection, params)
+    if row is None:
+        return None
+    subscribers, enrollments = WANTED[item.kind]
+    return row[0] in subscribers and row[1] in enrollments
+
+
+def mark_sent(
+    connection: Connection, item: Claimed, *, reply: str, message_id: str, now: datetime
+) -> bool:
+    """Record the server's acceptance; False when the claim was no longer ours."""
+    return bool(
+        _statements(connection.dialect)
+        .mark_sent.execute(
+            connection,
+            {
+                "id": item.delivery_id,
+                "lease": item.lease,
+                "now": now,
+                "reply": reply,
+                "msgid": message_id,
+            },
+        )
+        .rowcount
+    )
+
+
+def mark_sent_many(
+    connection: Connection, accepted: Sequence[tuple[Claimed, str, str]], *, now: datetime
+) -> set[int]:
+    """``mark_sent`` for (claim, reply, Message-ID) of one batch (they share its lease) in
+    one statement; the delivery ids recorded (a claim no longer ours is not)."""
+    if len(accepted) == 1:
+        item, reply, message_id = accepted[0]
+        recorded = mark_sent(connection, item, reply=reply, message_id=message_id, now=now)
+        return {item.delivery_id} if recorded else set()
+    params: dict[str, Any] = {"lease": accepted[0][0].lease, "now": now}  # one batch: one lease
+    for i, (item, reply, message_id) in enumerate(accepted):
+        params[f"id{i}"] = item.delivery_id
+        params[f"reply{i}"] = reply
+        params[f"msgid{i}"] = message_id
+    statement = _statements(connection.dialect).mark_sent_many(len(accepted))
+    cursor = statement.execute(connection, params)
+    return {int(row[0]) for row in cursor.fetchall()}
+
+
+def update_claimed(connection: Connection, item: Claimed, values: Mapping[str, object]) -> bool:
+    """Update the row only while this worker still holds its claim (the lease token)."""
+    result = connection.execute(
+        update(Delivery)
+        .where(
+            col(Delivery.id) == item.delivery_id,
+            col(Delivery.status) == DeliveryStatus.SENDING,
+            col(Delivery.claimed_until) == item.lease,
+        )
+        .values(**values)
+    )
+    return bool(result.rowcount)
+
+
+def release(connection: Connection, item: Claimed) -> bool:
+    """Give back a claim never attempted: due again at once, the attempt not counted."""
+    return update_claimed(
+        connection,
+        item,
+        {
+            "status": DeliveryStatus.SCHEDULED,
+            "claimed_until": None,
+            "attempts": col(Delivery.attempts) - 1,
+        },
+    )
+
+
+# -- queueing -------------------------------------------------------------------------------
+
+
+def queue(
+    connection: Connection,
+    *,
+    enrollment_id: int,
+    kind: EmailKind,
+    key: str,
+    due_at: datetime,
+    now: datetime,
+    signup_id: int | None = None,
+) -> bool:
+    """Put one email in the outbox; False when that (enrollment, key) is already there."""
+    return bool(
+        _statements(connection.dialect)
+        .insert.execute(
+            connection,
+            {
+                "enrollment": enrollment_id,
+                "key": key,
+                "kind": kind.value,
+                "signup": signup_id,
+                "due": due_at,
+                "now": now,
+            },
+        )
+        .rowcount
+    )
+
+
+def queue_many(connection: Connection, emails: Sequence[Mapping[str, Any]]) -> None:
+    """``queue`` for many emails in multi-row statements (up to ``QUEUE_ROWS`` rows
+    each): each mapping has ``queue``'s keyword arguments (``signup_id`` optional)."""
+    statements = _statements(connection.dialect)
+    for start in range(0, len(emails), QUEUE_ROWS):
+        chunk = emails[start : start + QUEUE_ROWS]
+        params: dict[str, Any] = {}
+        for i, email in enumerate(chunk):
+            suffix = str(i) if len(chunk) > 1 else ""
+            params[f"enrollment{suffix}"] = email["enrollment_id"]
+            params[f"key{suffix}"] = email["key"]
+            params[f"kind{suffix}"] = EmailKind(email["kind"]).value
+            params[f"signup{suffix}"] = email.get("signup_id")
+            params[f"due{suffix}"] = email["due_at"]
+            params[f"now{suffix}"] = email["now"]
+        statements.insert_rows(len(chunk)).execute(connection, params)
+
+
+def lesson_histories(
+    connection: Connection, enrollment_ids: Collection[int]
+) -> dict[int, tuple[dict[str, str], datetime | None]]:
+    """Per enrollment: (lesson day id → status, when its last lesson was sent)."""
+    found: dict[int, tuple[dict[str, str], datetime | None]] = {}
+    if not enrollment_ids:
+        return found
+    for enrollment_id, day_id, status, sent_at in connection.execute(
+        select(
+            col(Delivery.enrollment_id),
+            col(Delivery.day_id),
+            col(Delivery.status),
+            col(Delivery.sent_at),
+        ).where(
+            col(Delivery.enrollment_id).in_(enrollment_ids),
+            col(Delivery.kind) == EmailKind.LESSON,
+        )
+    ):
+        history, last_sent = found.setdefault(enrollment_id, ({}, None))
+        history[day_id] = status
+        if sent_at is not None and (last_sent is None or sent_at > last_sent):
+            found[enrollment_id] = (history, sent_at)
+    return found
+
+
+def queue_next_lesson(
+    connection: Connection,
+    *,
+    enrollment_id: int,
+    course: Course,
+    zone: ZoneInfo,
+    now: datetime,
+    history: Mapping[str, str],
+    closed: str | None = None,
+    last_sent_at: datetime | None = None,
+    resuming: bool = False,
+    not_before: datetime | None = None,
+    batch: list[dict[str, Any]] | None = None,
+) -> schedule.NextLesson | None:
+    """Queue an enrollment's next lesson (``schedule.plan_next``), or complete it.
+
+    The one rule for what comes next, used when a lesson is closed (``closed``: sent,
+    failed or skipped; ``last_sent_at`` when it was sent) and when an enrollment
+    (re)starts (``resuming``). ``history``: day id → status (``lesson_histories``).
+    At most one lesson per enrollment is ever queued: None when one already is.
+    Completing queues the course's ``after_course`` email, once per enrollment ever.
+    With ``batch``, a new lesson is added there (``queue``'s keyword arguments) for the
+    caller's ``queue_many``, instead of queued at once.
+    """
+    statuses = dict(history)
+    if closed is not None:
+        statuses[closed] = DeliveryStatus.SENT  # done, whatever its row says now
+    if any(status in PENDING_DELIVERY for status in statuses.values()):
+        return None
+    plan = schedule.plan_next(
+        day_ids=[day.id for day in course.days],
+        done={day for day, status in statuses.items() if status != DeliveryStatus.CANCELLED},
+        last_sent_at=last_sent_at,
+        resuming=resuming,
+        now=now,
+        zone=zone,
+        send_at=course.send_at,
+        weekdays=course.weekdays,
+        not_before=not_before,
+    )
+    if plan.day_id is None or plan.due_at is None:
+        completed = connection.execute(
+            update(Enrollment)
+            .where(
+                col(Enrollment.id) == enrollment_id,
+                col(Enrollment.status) == EnrollmentStatus.ACTIVE,
+            )
+            .values(status=EnrollmentStatus.COMPLETED, completed_at=now)
+        ).rowcount
+        if completed and course.after_course is not None:
+            # the allowed day after the last lesson, at the course's hour
+            due = schedule.next_due(
+                last_sent_at=last_sent_at or now,
+                zone=zone,
+                send_at=course.send_at,
+                weekdays=course.weekdays,
+            )
+            queued = queue(
+                connection,
+                enrollment_id=enrollment_id,
+                kind=EmailKind.AFTER_COURSE,
+                key=AFTER_COURSE_KEY,
+                due_at=due,
+                now=now,
+            )
+            if not queued:  # cancelled while an evergreen course's new days went out
+                _revive(connection, enrollment_id, AFTER_COURSE_KEY, due)
+    elif plan.day_id in statuses:  # cancelled by an earlier unsubscribe: revive it
+        _revive(connection, enrollment_id, plan.day_id, plan.due_at)
+    else:
+        email: dict[str, Any] = {
+            "enrollment_id": enrollment_id,
+            "kind": EmailKind.LESSON,
+            "key": plan.day_id,
+            "due_at": plan.due_at,
+            "now": now,
+        }
+        if batch is None:
+            queue(connection, **email)
+        else:
+            batch.append(email)
+    return plan
+
+
+def _revive(connection: Connection, enrollment_id: int, key: str, due_at: datetime) -> None:
+    """Queue a cancelled email of the enrollment again, due at ``due_at``, with a clean
+    slate (an email sent, skipped or failed stays as it is)."""
+    connection.execute(
+        update(Delivery)
+        .where(
+            col(Delivery.enrollment_id) == enrollment_id,
+            col(Delivery.day_id) == key,
+            col(Delivery.status) == DeliveryStatus.CANCELLED,
+        )
+        .values(
+            status=DeliveryStatus.SCHEDULED,
+            due_at=due_at,
+            attempts=0,
+            cancelled_at=None,
+            claimed_until=None,
+            last_error=None,
+        )
+    )
+
+
+def cancel_pending(
+    connection: Connection,
+    *,
+    subscriber_id: int,
+    now: datetime,
+    keep: Collection[EmailKind] = (),
+) -> int:
+    """Cancel every email waiting to be sent to a subscriber (but those of the ``keep``
+    kinds); how many. A claimed one is its worker's: the worker re-checks right before
+    SMTP and cancels it then, or, if it already went out, records it as sent (cancelling
+    it here could have it revived and sent again when the subscriber comes back)."""
+    enrollment_ids = select(col(Enrollment.id)).where(
+        col(Enrollment.subscriber_id) == subscriber_id
+    )
+    result = connection.execute(
+        update(Delivery)
+        .where(
+            col(Delivery.enrollment_id).in_(enrollment_ids),
+            col(Delivery.status) == DeliveryStatus.SCHEDULED,
+            col(Delivery.kind).not_in([kind.value for kind in keep]),
+        )
+        .values(status=DeliveryStatus.CANCELLED, cancelled_at=now)
+    )
+    return int(result.rowcount)
+
+
+def sent_lessons(
+    connection: Connection, *, enrollment_uid: str
+) -> tuple[str, dict[str, str]] | None:
+    """(course slug, day id → status of each lesson sent or being sent) of an enrollment;
+    None when unknown. ``sending`` may already be in the inbox (its receipt waits for
+    its window)."""
+    rows = connection.execute(
+        select(col(Enrollment.course_slug), col(Delivery.day_id), col(Delivery.status))
+        .select_from(Enrollment)
+        .outerjoin(
+            Delivery,
+            and_(
+                col(Delivery.enrollment_id) == col(Enrollment.id),
+                col(Delivery.kind) == EmailKind.LESSON,
+                col(Delivery.status).in_([DeliveryStatus.SENT, DeliveryStatus.SENDING]),
+            ),
+        )
+        .where(col(Enrollment.uid) == enrollment_uid)
+    ).all()
+    if not rows:
+        return None
+    return rows[0][0], {day_id: status for _, day_id, status in rows if day_id is not None}

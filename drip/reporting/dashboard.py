@@ -1,0 +1,230 @@
+"""What the teacher's dashboard (``/admin``) reads and does, over one connection each:
+the web layer parses, calls one of these and renders.
+
+The actions are the ones the CLI has (``drip subscribers unsubscribe|delete|
+resend-confirmation``), on a subscriber named by their public ``uid``; whatever email
+one sets off is queued in the outbox, never sent here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import sqlmodel
+from sqlalchemy import Connection, func, select
+from sqlmodel import Session, col
+
+from drip.core.courses import Catalog
+from drip.core.exceptions import SubscriberNotFound
+from drip.core.models import Delivery, Enrollment, MailEvent, Subscriber
+from drip.core.states import DeliveryStatus, SubscriberStatus
+from drip.lifecycle import enrollment
+from drip.lifecycle.subscribers import (
+    DeliveryView,
+    delete_subscriber,
+    enrollments_of,
+    history,
+    mail_events,
+)
+from drip.outbox.deliveries import status_is
+from drip.reporting.stats import funnel
+
+#: most subscribers a search lists
+SEARCH_LIMIT = 50
+#: most failures and most bounces or complaints the overview lists
+RECENT_LIMIT = 20
+#: days the signups chart covers, today included
+SIGNUP_DAYS = 30
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An email given up on, and why."""
+
+    failed_at: datetime | None
+    email: str
+    subscriber_uid: str
+    course: str
+    #: a lesson's day id, or ``kind:…`` for other emails
+    day_id: str
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Event:
+    """A bounce or complaint that came back."""
+
+    created_at: datetime
+    email: str
+    subscriber_uid: str
+    kind: str
+    source: str
+    diagnostic: str
+
+
+@dataclass(frozen=True)
+class Overview:
+    #: each course's funnel (``drip.reporting.stats.funnel``), in catalog order
+    funnels: list[dict[str, Any]]
+    #: (UTC day, new enrollments) for the last ``SIGNUP_DAYS`` days, oldest first
+    signups: list[tuple[date, int]]
+    failures: list[Failure]
+    events: list[Event]
+
+
+def overview(connection: Connection, *, catalog: Catalog, now: datetime) -> Overview:
+    return Overview(
+        funnels=[funnel(connection, course) for course in catalog],
+        signups=signups_per_day(connection, now=now),
+        failures=recent_failures(connection),
+        events=recent_events(connection),
+    )
+
+
+def signups_per_day(
+    connection: Connection, *, now: datetime, days: int = SIGNUP_DAYS
+) -> list[tuple[date, int]]:
+    """New enrollments per UTC day, for the ``days`` days up to ``now``'s, zeros included."""
+    first = now.astimezone(UTC).date() - timedelta(days=days - 1)
+    created = col(Enrollment.created_at)
+    # SQLite stores UTC already; PostgreSQL converts in the session's zone unless told
+    day = func.date(
+        func.timezone("UTC", created) if connection.dialect.name == "postgresql" else created
+    )
+    counts = {
+        date.fromisoformat(str(key)): int(count)
+        for key, count in connection.execute(
+            select(day, func.count())
+            .where(created >= datetime.combine(first, time.min, UTC))
+            .group_by(day)
+        )
+    }
+    return [(first + timedelta(n), counts.get(first + timedelta(n), 0)) for n in range(days)]
+
+
+def recent_failures(connection: Connection, *, limit: int = RECENT_LIMIT) -> list[Failure]:
+    """The emails most recently given up on, newest first."""
+    rows = connection.execute(
+        select(
+            col(Delivery.failed_at),
+            col(Subscriber.email),
+            col(Subscriber.uid),
+            col(Enrollment.course_slug),
+            col(Delivery.day_id),
+            col(Delivery.last_error),
+        )
+        .join(Enrollment, col(Enrollment.id) == col(Delivery.enrollment_id))
+        .join(Subscriber, col(Subscriber.id) == col(Enrollment.subscriber_id))
+        .where(status_is(DeliveryStatus.FAILED))  # matches the partial index of failures
+        .order_by(col(Delivery.failed_at).desc(), col(Delivery.id).desc())
+        .limit(limit)
+    )
+    return [Failure(*row) for row in rows]
+
+
+def recent_events(connection: Connection, *, limit: int = RECENT_LIMIT) -> list[Event]:
+    """The bounces and complaints most recently received, newest first."""
+    rows = connection.execute(
+        select(
+            col(MailEvent.created_at),
+            col(Subscriber.email),
+            col(Subscriber.uid),
+            col(MailEvent.kind),
+            col(MailEvent.source),
+            col(MailEvent.diagnostic),
+        )
+        .join(Subscriber, col(Subscriber.id) == col(MailEvent.subscriber_id))
+        .order_by(col(MailEvent.created_at).desc(), col(MailEvent.id).desc())
+        .limit(limit)
+    )
+    return [Event(*row) for row in rows]
+
+
+def search(session: Session, *, query: str, limit: int = SEARCH_LIMIT) -> list[Subscriber]:
+    """Subscribers whose address contains ``query`` (any case; ``%`` and ``_`` are
+    plain characters), newest first; with an empty query, the newest."""
+    statement = sqlmodel.select(Subscriber).order_by(col(Subscriber.id).desc()).limit(limit)
+    text = query.strip().lower()  # addresses are stored in lower case (normalize_email)
+    if text:
+        statement = statement.where(col(Subscriber.email).contains(text, autoescape=True))
+    return list(session.exec(statement))
+
+
+def by_uid(session: Session, uid: str) -> Subscriber:
+    subscriber = session.exec(sqlmodel.select(Subscriber).where(col(Subscriber.uid) == uid)).first()
+    if subscriber is None:
+        raise SubscriberNotFound("no such subscriber (deleted, or never here)")
+    return subscriber
+
+
+@dataclass(frozen=True)
+class Record:
+    """One subscriber with everything the dashboard shows about them."""
+
+    subscriber: Subscriber
+    enrollments: list[Enrollment]
+    history: list[DeliveryView]
+    events: list[MailEvent]
+
+
+def record(session: Session, uid: str) -> Record:
+    subscriber = by_uid(session, uid)
+    return Record(
+        subscriber=subscriber,
+        enrollments=enrollments_of(session=session, subscriber=subscriber),
+        history=history(session=session, subscriber=subscriber),
+        events=mail_events(session=session, subscriber=subscriber),
+    )
+
+
+def unsubscribe(
+    connection: Connection, *, subscriber_uid: str, catalog: Catalog, now: datetime
+) -> bool:
+    """Unsubscribe as the subscriber's own link would: every email not yet sent is
+    cancelled, and the goodbye email of their latest course, when it has one, queued.
+    False when they had already left."""
+    subscriber_id, enrollment_uid = _latest_enrollment(connection, subscriber_uid)
+    if enrollment_uid is None:
+        return enrollment.stop_subscriber(
+            connection, subscriber_id=subscriber_id, status=SubscriberStatus.UNSUBSCRIBED, now=now
+        )
+    left = enrollment.unsubscribe(
+        connection, enrollment_uid=enrollment_uid, catalog=catalog, now=now
+    )
+    return left.changed
+
+
+def _latest_enrollment(connection: Connection, subscriber_uid: str) -> tuple[int, str | None]:
+    row = connection.execute(
+        select(col(Subscriber.id), col(Enrollment.uid))
+        .outerjoin(Enrollment, col(Enrollment.subscriber_id) == col(Subscriber.id))
+        .where(col(Subscriber.uid) == subscriber_uid)
+        .order_by(col(Enrollment.id).desc())
+        .limit(1)
+    ).one_or_none()
+    if row is None:
+        raise SubscriberNotFound("no such subscriber (deleted, or never here)")
+    subscriber_id, enrollment_uid = row
+    assert subscriber_id is not None
+    return subscriber_id, enrollment_uid
+
+
+def resend_confirmation(connection: Connection, *, subscriber_uid: str, now: datetime) -> int:
+    """Queue a fresh confirmation for each course a pending subscriber has not confirmed
+    yet; how many were queued (none for anyone not pending)."""
+    with Session(bind=connection) as session:
+        email = by_uid(session, subscriber_uid).email
+    members = enrollment.pending_members(connection, sent_before=None, email=email)
+    return sum(enrollment.resend_for_operator(connection, member=m, now=now) for m in members)
+
+
+def delete(connection: Connection, *, subscriber_uid: str) -> str:
+    """Erase a subscriber with their history (``drip subscribers delete``); their address."""
+    with Session(bind=connection) as session:
+        subscriber = by_uid(session, subscriber_uid)
+        email = subscriber.email
+        delete_subscriber(session=session, subscriber=subscriber)
+        session.commit()  # the session's own savepoint: the caller's transaction commits
+        return email

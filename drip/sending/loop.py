@@ -1,0 +1,143 @@
+"""The long-running send loops: ``drip run`` / ``drip serve --scheduler`` on APScheduler 3,
+and the web process's ``PromptSender`` for emails a visitor is waiting for.
+
+One interval job calls ``Sender.send_due`` with the clock's ``now``; ``max_instances=1``
+and ``coalesce=True`` mean a slow run is never overlapped by the next, and missed ticks
+collapse into one. Stopping sets ``Sender.stopping`` so the run in progress ends after
+the message in flight, and releases the claims it has not started.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+
+from drip.core.exceptions import DripError
+from drip.core.logs import log_event
+from drip.sending.engine import RunReport, Sender
+
+logger = logging.getLogger("drip.loop")
+JOB_ID = "drip-send-due"
+
+
+def tick(sender: Sender) -> None:
+    """One scheduled run; errors are logged, never allowed to kill the loop."""
+    try:
+        sender.send_due(now=datetime.now(UTC))
+    except DripError as error:
+        log_event(logger, logging.ERROR, "send-due-error", error=str(error))
+    except Exception:  # keep the loop alive; the traceback goes to the log
+        logger.exception("event=send-due-crash")
+
+
+def make_scheduler(sender: Sender, *, interval_seconds: int, background: bool) -> BaseScheduler:
+    scheduler: BaseScheduler = (BackgroundScheduler if background else BlockingScheduler)(
+        timezone=UTC
+    )
+    scheduler.add_job(
+        tick,
+        "interval",
+        args=[sender],
+        id=JOB_ID,
+        seconds=interval_seconds,
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=interval_seconds,
+        next_run_time=datetime.now(UTC),  # first run at once, not after one interval
+    )
+    return scheduler
+
+
+def run_now(scheduler: BaseScheduler) -> None:
+    """Start the next run at once instead of at its time."""
+    job = scheduler.get_job(JOB_ID)
+    if job is not None:
+        job.modify(next_run_time=datetime.now(UTC))
+
+
+def stop(scheduler: BaseScheduler, sender: Sender) -> None:
+    """Finish the message in flight, release the rest, then stop the scheduler."""
+    sender.stopping.set()
+    if scheduler.running:
+        scheduler.shutdown(wait=True)
+
+
+class PromptSender:
+    """Sends confirmations, welcomes and goodbyes within moments of being queued.
+
+    The web process calls ``wake()`` after each request that may have queued one; a
+    single background thread then runs a transactional-only ``send_due`` (lessons are
+    left to ``send-due`` / ``drip run``). Wakes arriving during a run collapse into one
+    more run, so there is never more than one run at a time. Unwoken, it also runs every
+    ``idle_seconds``: what an unreachable mail server left is retried, and course edits
+    (read again at the start of each run) are picked up.
+    """
+
+    def __init__(self, sender: Sender, *, idle_seconds: float, batch_limit: int = 1000) -> None:
+        self.sender = sender
+        self.idle_seconds = idle_seconds
+        self.batch_limit = batch_limit
+        self._changed = threading.Condition()
+        self._woken = 0  #: wakes so far
+        self._covered = 0  #: wakes whose run has finished
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="drip-prompt", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        with self._changed:
+            self._woken += 1
+            self._changed.notify_all()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the message in flight, release the rest, and end the thread."""
+        self.sender.stopping.set()
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Block until every wake so far has been followed by a finished run (True), or
+        ``timeout`` passes (False)."""
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: self._covered >= self._woken or self._stopping, timeout
+            )
+
+    def _loop(self) -> None:
+        more = False
+        while True:
+            with self._changed:
+                if not more:
+                    self._changed.wait_for(
+                        lambda: self._stopping or self._woken > self._covered,
+                        self.idle_seconds,
+                    )
+                if self._stopping:
+                    return
+                target = self._woken
+            report = self._run()
+            # a run that used up its limit has left more behind: go on at once
+            more = report is not None and sum(report.counts.values()) >= self.batch_limit
+            if not more:
+                with self._changed:
+                    self._covered = target
+                    self._changed.notify_all()
+
+    def _run(self) -> RunReport | None:
+        try:
+            return self.sender.send_due(now=datetime.now(UTC), limit=self.batch_limit)
+        except DripError as error:
+            log_event(logger, logging.ERROR, "prompt-send-error", error=str(error))
+        except Exception:  # keep the thread alive; the traceback goes to the log
+            logger.exception("event=prompt-send-crash")
+        return None
