@@ -93,7 +93,7 @@ def _send(n: int, processes: int, connections: int) -> dict[str, float]:
         env = _env(database_url, sink.url, connections)
         subprocess.run([str(DRIP), "db", "upgrade"], env=env, check=True, capture_output=True)
         seed = (
-            "from tests.test_concurrency import NOW, seed; "
+            "from tests.sending.test_concurrency import NOW, seed; "
             f"seed({database_url!r}, {n}); print(NOW.isoformat())"
         )
         due_at = subprocess.run(

@@ -67,7 +67,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir, _sink(args.rtt_ms) as (url, description):
         database_url = f"sqlite:///{workdir}/bench.db"
         seed = (
-            "from tests.test_concurrency import NOW, seed; "
+            "from tests.sending.test_concurrency import NOW, seed; "
             f"seed({database_url!r}, {n}); print(NOW.isoformat())"
         )
         due_at = subprocess.run(

@@ -1,34 +1,23 @@
-"""Shared fixtures: real SQLite files, a throwaway PostgreSQL database, the shipped course."""
+"""Shared pytest fixtures: real SQLite files, a throwaway PostgreSQL database, the shipped
+course. Helpers that tests import live in ``tests.fixtures``."""
 
 from __future__ import annotations
 
 import os
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
-from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from drip.core.config import Settings
 from drip.core.courses import Catalog, Course, load_course
-from drip.core.models import Enrollment, Subscriber
-from drip.lifecycle.signup import Consent, Entry, sign_up
 from drip.sending.compose import Composer
-from drip.sending.mailer import memory
 from drip.store.engine import engine_for, make_engine, upgrade
 from drip.testing import SmtpSink
-from drip.web import create_app
-
-ROOT = Path(__file__).resolve().parent.parent
-COURSES_DIR = ROOT / "courses"
-SHIPPED_COURSE = COURSES_DIR / "yin-immersion.yaml"
-TEST_SECRET = "test-secret-key-not-for-production"
-PG_URL = os.environ.get("DRIP_TEST_POSTGRES_URL")
+from tests.fixtures import COURSES_DIR, PG_URL, SHIPPED_COURSE, make_settings
 
 
 @pytest.fixture(autouse=True)
@@ -99,19 +88,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return request.getfixturevalue("pg_url")
 
 
-def make_settings(tmp_path: Path, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "database_url": f"sqlite:///{tmp_path / 'drip.db'}",
-        "smtp_url": "memory://",
-        "secret_key": TEST_SECRET,
-        "courses_dir": COURSES_DIR,
-        "send_rate": 0,
-        "_env_file": None,
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
-
-
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path)
@@ -144,42 +120,3 @@ def smtp_sink(request: pytest.FixtureRequest) -> Iterator[SmtpSink]:
 @pytest.fixture
 def composer(settings: Settings) -> Composer:
     return Composer(settings=settings)
-
-
-def enrol(
-    engine: Engine,
-    course: Course,
-    email: str,
-    *,
-    now: datetime,
-    timezone: str | None = None,
-    name: str = "",
-) -> str:
-    """A subscriber the operator added as confirmed; returns their enrollment's uid."""
-    with engine.begin() as connection:
-        sign_up(
-            connection,
-            course=course,
-            entries=[Entry.clean(email=email, name=name, timezone=timezone)],
-            consent=Consent(source="test"),
-            by_operator=True,
-            confirmed=True,
-            now=now,
-        )
-        return str(
-            connection.execute(
-                select(Enrollment.uid)
-                .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)  # type: ignore[arg-type]
-                .where(Subscriber.email == email.lower(), Enrollment.course_slug == course.slug)
-            ).scalar_one()
-        )
-
-
-@contextmanager
-def app_client(settings: Settings) -> Iterator[TestClient]:
-    """The web app through TestClient (its start-up and shutdown run), redirects not
-    followed, with the in-memory outbox empty before and after."""
-    memory.outbox.clear()
-    with TestClient(create_app(settings), follow_redirects=False) as client:
-        yield client
-    memory.outbox.clear()

@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import COURSES_DIR, TEST_SECRET
+from tests.fixtures import COURSES_DIR, TEST_SECRET
 
 DRIP = Path(sys.executable).with_name("drip")
 #: serve's "listening" log line, as text or as JSON

@@ -4,7 +4,6 @@ settings exist."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import typer.main
@@ -13,8 +12,7 @@ from typer.testing import CliRunner
 import drip
 from drip.cli import app
 from drip.core.config import Settings
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.fixtures import ROOT
 
 
 def _commands() -> list[tuple[str, Any]]:

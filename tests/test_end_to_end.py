@@ -171,7 +171,7 @@ def test_serve_on_a_busy_port_fails_before_sending_anything(
     import socket
 
     from drip.store.engine import make_engine, upgrade
-    from tests.conftest import enrol
+    from tests.fixtures import enrol
 
     database_url = f"sqlite:///{tmp_path / 'drip.db'}"
     engine = make_engine(database_url)

@@ -1,0 +1,405 @@
+"""The CLI through Typer's runner: exit codes, one-line errors, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from drip.cli import app
+from drip.core.config import get_settings
+from tests.fixtures import COURSES_DIR, SHIPPED_COURSE, TEST_SECRET
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DRIP_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("DRIP_COURSES_DIR", str(COURSES_DIR))
+    monkeypatch.setenv("DRIP_SECRET_KEY", TEST_SECRET)
+    monkeypatch.setenv("DRIP_SMTP_URL", f"file://{tmp_path / 'outbox'}")
+    monkeypatch.setenv("DRIP_SEND_RATE", "0")
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+
+
+def test_validate_shipped_course_passes() -> None:
+    """`drip course validate courses/yin-immersion.yaml` exits 0."""
+    result = runner.invoke(app, ["course", "validate", str(SHIPPED_COURSE)])
+    assert result.exit_code == 0, result.output
+    assert "ok (yin-immersion, 7 days)" in result.output
+
+
+def test_validate_broken_copy_fails_with_file_and_line(tmp_path: Path) -> None:
+    """A broken copy exits 1 with `file:line: key: message` and no traceback."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(SHIPPED_COURSE.read_text().replace('send_at: "07:00"', 'send_at: "7am"'))
+    result = runner.invoke(app, ["course", "validate", str(broken)])
+    assert result.exit_code == 1
+    assert "broken.yaml:13: send_at: must be a local time as HH:MM" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_add_list_json_and_send_due(tmp_path: Path) -> None:
+    """Add a confirmed subscriber, list as JSON, dry-run then send day 1 into the outbox."""
+    now = "2026-11-25T07:00:00Z"
+    added = runner.invoke(
+        app,
+        [
+            "subscribers",
+            "add",
+            "Ana@Example.org",
+            "--name",
+            "Ana",
+            "--timezone",
+            "Europe/Lisbon",
+            "--confirmed",
+            "--now",
+            now,
+        ],
+    )
+    assert added.exit_code == 0, added.output
+    listed = json.loads(runner.invoke(app, ["subscribers", "list", "--json"]).output)
+    assert [(s["email"], s["name"], s["timezone"], s["status"]) for s in listed] == [
+        ("ana@example.org", "Ana", "Europe/Lisbon", "active")
+    ]
+    dry = runner.invoke(app, ["send-due", "--now", now, "--dry-run", "--json"])
+    assert json.loads(dry.output)[0]["day"] == "upper-back-shoulders"
+    sent = runner.invoke(app, ["send-due", "--now", "2026-11-25T20:00+13:00", "--json"])
+    assert sent.exit_code == 0, sent.output
+    report = json.loads(sent.output)
+    assert (report["sent"], report["stopped"], report["ok"]) == (1, None, True)
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["send-due", "--now", "tomorrow"], 2, "is not ISO 8601"),
+        (["subscribers", "add", "nope"], 2, "email is not a valid address"),
+        (
+            ["subscribers", "add", "a@example.org", "--timezone", "Mars/Base"],
+            2,
+            "unknown IANA time zone",
+        ),
+        (["subscribers", "show", "ghost@example.org"], 1, "no subscriber"),
+        (["course", "preview", "yin-immersion", "9"], 2, "has no day '9'"),
+        (["course", "preview", "pilates", "1"], 2, "unknown course 'pilates'"),
+    ],
+)
+def test_user_mistakes_are_one_line_and_an_exit_code(
+    args: list[str], code: int, message: str
+) -> None:
+    """Bad input gives a precise message and exit code, never a traceback."""
+    result = runner.invoke(app, args)
+    assert result.exit_code == code, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_preview_eml_has_one_click_headers() -> None:
+    """`drip course preview … --format eml` prints a full message with RFC 8058 headers."""
+    result = runner.invoke(app, ["course", "preview", "yin-immersion", "1", "--format", "eml"])
+    assert result.exit_code == 0
+    assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in result.output
+    assert "Subject: Day 1: Soften the upper back and shoulders" in result.output
+
+
+def test_import_checks_every_row_before_storing(tmp_path: Path) -> None:
+    """A CSV with one bad row names its line and imports nothing."""
+    csv = tmp_path / "people.csv"
+    csv.write_text("email,name\nok@example.org,Ok\nbroken,Bad\n")
+    result = runner.invoke(app, ["subscribers", "import", str(csv), "--confirmed"])
+    assert result.exit_code == 1 and "people.csv:3:" in result.output
+    assert json.loads(runner.invoke(app, ["subscribers", "list", "--json"]).output) == []
+    csv.write_text("email,name\nok@example.org,Ok\n")
+    assert runner.invoke(app, ["subscribers", "import", str(csv), "--confirmed"]).exit_code == 0
+
+
+def _outbox(tmp_path: Path) -> list[str]:
+    """Subjects of the .eml files in the outbox directory."""
+    from email import message_from_bytes, policy
+
+    return sorted(
+        str(message_from_bytes(path.read_bytes(), policy=policy.default)["Subject"])
+        for path in (tmp_path / "outbox").glob("*.eml")
+    )
+
+
+def _statuses() -> dict[str, str]:
+    listed = json.loads(runner.invoke(app, ["subscribers", "list", "--json"]).output)
+    return {row["email"]: row["status"] for row in listed}
+
+
+def test_add_without_confirmed_queues_a_confirmation(tmp_path: Path) -> None:
+    """`subscribers add` (no --confirmed) leaves the person pending with a confirmation in
+    the outbox, which the next `send-due` sends; nothing is sent twice."""
+    added = runner.invoke(app, ["subscribers", "add", "ana@example.org", "--name", "Ana"])
+    assert added.exit_code == 0, added.output
+    assert "confirmation email is queued" in added.output
+    assert _statuses() == {"ana@example.org": "pending"}
+    for _ in range(2):
+        assert runner.invoke(app, ["send-due"]).exit_code == 0
+    assert _outbox(tmp_path) == ["Please confirm: 7-Day Yin Yoga Immersion"]
+
+
+def test_import_without_confirmed_queues_confirmations_and_never_readds_leavers(
+    tmp_path: Path,
+) -> None:
+    """Import checks every row, then queues one confirmation per new address; a duplicate
+    row is skipped, and an address that unsubscribed is not brought back."""
+    runner.invoke(app, ["subscribers", "add", "gone@example.org", "--confirmed"])
+    assert runner.invoke(app, ["subscribers", "unsubscribe", "gone@example.org"]).exit_code == 0
+    people = tmp_path / "people.csv"
+    people.write_text(
+        "email,name,timezone\n"
+        "a@example.org,A,Europe/Paris\n"
+        "B@example.org,B,\n"
+        "a@example.org,A again,\n"
+        "gone@example.org,G,\n"
+    )
+    result = runner.invoke(app, ["subscribers", "import", str(people)])
+    assert result.exit_code == 0, result.output
+    assert "1 duplicate rows skipped" in result.output
+    assert "1 unsubscribed earlier (not re-added)" in result.output
+    assert _statuses() == {
+        "gone@example.org": "unsubscribed",
+        "a@example.org": "pending",
+        "b@example.org": "pending",
+    }
+    assert runner.invoke(app, ["send-due"]).exit_code == 0
+    assert _outbox(tmp_path).count("Please confirm: 7-Day Yin Yoga Immersion") == 2
+
+
+def test_resend_confirmation_to_one_or_all_pending(tmp_path: Path) -> None:
+    """`resend-confirmation EMAIL` queues a fresh link for a pending address (and refuses
+    one that is not pending); `--all-pending --older-than` picks only stale ones."""
+    day0 = "2026-11-20T07:00:00Z"
+    runner.invoke(app, ["subscribers", "add", "old@example.org", "--now", day0])
+    runner.invoke(app, ["subscribers", "add", "new@example.org", "--now", "2026-11-25T06:00Z"])
+    runner.invoke(app, ["subscribers", "add", "in@example.org", "--confirmed"])
+    one = runner.invoke(
+        app, ["subscribers", "resend-confirmation", "new@example.org", "--now", "2026-11-25T06:30Z"]
+    )
+    assert one.exit_code == 0 and "queued 1" in one.output
+    refused = runner.invoke(app, ["subscribers", "resend-confirmation", "in@example.org"])
+    assert refused.exit_code == 1 and "is active, not waiting" in refused.output
+    stale = runner.invoke(
+        app,
+        [
+            "subscribers",
+            "resend-confirmation",
+            "--all-pending",
+            "--older-than",
+            "1d",
+            "--now",
+            "2026-11-25T07:00:00Z",
+        ],
+    )
+    assert stale.exit_code == 0 and "queued 1" in stale.output, stale.output
+    assert runner.invoke(app, ["send-due", "--now", "2026-11-25T07:00:00Z"]).exit_code == 0
+    subjects = _outbox(tmp_path)
+    assert subjects.count("Please confirm: 7-Day Yin Yoga Immersion") == 4  # 2 + 1 + 1
+    bad = runner.invoke(
+        app, ["subscribers", "resend-confirmation", "--all-pending", "--older-than", "soon"]
+    )
+    assert bad.exit_code == 2 and "not a duration" in bad.output
+
+
+# -- what an operator's terminal and files meet ----------------------------------------------
+
+
+def _stored(email: str, **values: object) -> None:
+    """Give a stored subscriber (and their deliveries) values a stranger or a server chose."""
+    from sqlalchemy import update
+    from sqlmodel import Session
+
+    from drip.core.models import Delivery, Subscriber
+    from drip.store.engine import make_engine
+
+    engine = make_engine(os.environ["DRIP_DATABASE_URL"])
+    with Session(engine) as session, session.begin():
+        subscriber = {k: v for k, v in values.items() if k != "reply"}
+        session.execute(update(Subscriber).where(Subscriber.email == email).values(**subscriber))
+        if "reply" in values:
+            session.execute(update(Delivery).values(last_error=values["reply"]))
+    engine.dispose()
+
+
+def test_stored_values_reach_the_terminal_as_plain_text() -> None:
+    """Names with Rich markup or terminal escapes, and a server reply with markup, are
+    shown as typed: no crash, no live link, no escape sequence."""
+    runner.invoke(app, ["subscribers", "add", "a@example.org", "--confirmed"])
+    runner.invoke(app, ["subscribers", "add", "b@example.org", "--confirmed"])
+    _stored("a@example.org", name="[/x]", consent_user_agent="evil\x1b]8;;http://x\x1b\\")
+    _stored("b@example.org", name="[link=https://evil.example/x]Renew[/link]", reply="550 [/x]")
+    listed = runner.invoke(app, ["subscribers", "list"], env={"COLUMNS": "300"})
+    assert listed.exit_code == 0, listed.output
+    assert "[/x]" in listed.output and "[link=https://evil.example/x]Renew" in listed.output
+    shown = runner.invoke(app, ["subscribers", "show", "a@example.org"])
+    assert shown.exit_code == 0 and "\x1b" not in shown.output and "\\x1b" in shown.output
+    reply = runner.invoke(app, ["subscribers", "show", "b@example.org"])
+    assert reply.exit_code == 0 and "550 [/x]" in reply.output
+
+
+def test_export_keeps_formulas_from_running_in_a_spreadsheet(tmp_path: Path) -> None:
+    """A name starting like a formula is exported with a leading apostrophe (OWASP)."""
+    runner.invoke(app, ["subscribers", "add", "f@example.org", "--confirmed"])
+    _stored("f@example.org", name='=HYPERLINK("https://evil.example","Click")')
+    out = tmp_path / "out.csv"
+    assert runner.invoke(app, ["subscribers", "export", "-o", str(out)]).exit_code == 0
+    row = out.read_text().splitlines()[1]
+    assert "'=HYPERLINK(" in row and ",=HYPERLINK(" not in row
+
+
+@pytest.mark.parametrize(
+    ("content", "extra", "code", "message"),
+    [
+        ("email,name\nzoë@example.org,Zoë\n".encode("latin-1"), [], 2, "the file is not UTF-8"),
+        (
+            "email,name\nzoe@example.org,Zoë\n".encode("latin-1"),
+            ["--encoding", "latin-1"],
+            0,
+            "1 sent",
+        ),
+        ("email,name\nzoe@example.org,Zoë\n".encode("utf-16"), [], 0, "1 sent"),
+        (b"email,name\na@example.org," + b"x" * 70_000 + b"\n", [], 2, "people.csv:2"),
+        (b"email,timezone\na@example.org,Mars/Base\n", [], 1, "people.csv:2: timezone: unknown"),
+        (b"name\nAna\n", [], 2, "needs a header row with an 'email' column"),
+    ],
+)
+def test_import_edge_cases_are_one_line_each(
+    tmp_path: Path, content: bytes, extra: list[str], code: int, message: str
+) -> None:
+    """Encodings, huge fields, bad zones and missing columns: a file:line message and an
+    exit code, never a traceback; nothing stored when the file is refused."""
+    people = tmp_path / "people.csv"
+    people.write_bytes(content)
+    result = runner.invoke(app, ["subscribers", "import", str(people), *extra])
+    assert result.exit_code == code, result.output
+    assert message in result.output and "Traceback" not in result.output
+    if code:
+        assert _statuses() == {}
+
+
+def test_commands_other_than_upgrade_never_create_a_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`stats` run where there is no database says where it looked; no file is made."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.setenv("DRIP_DATABASE_URL", f"sqlite:///{elsewhere / 'drip.db'}")
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["stats"])
+    assert result.exit_code == 2 and "no database at" in result.output
+    assert str(elsewhere / "drip.db") in result.output
+    assert not (elsewhere / "drip.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("sqlite:////nonexistent/dir/drip.db", "the directory does not exist"),
+        ("sqlite:///", "in-memory SQLite database"),
+        ("postgresql+psycopg://nobody@127.0.0.1:1/none", "cannot open the database"),
+    ],
+)
+def test_db_upgrade_on_a_bad_database_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, url: str, message: str
+) -> None:
+    """An unusable DRIP_DATABASE_URL: one line and exit 2, not a long traceback."""
+    monkeypatch.setenv("DRIP_DATABASE_URL", url)
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["db", "upgrade"])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_small_first_hour_answers() -> None:
+    """--version, an unknown course for list, and answering no to delete."""
+    version = runner.invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.output.startswith("drip ")
+    unknown = runner.invoke(app, ["subscribers", "list", "--course", "nope"])
+    assert unknown.exit_code == 2 and "unknown course 'nope'" in unknown.output
+    runner.invoke(app, ["subscribers", "add", "d@example.org"])
+    kept = runner.invoke(app, ["subscribers", "delete", "d@example.org"], input="n\n")
+    assert kept.exit_code == 1 and "not deleted" in kept.output
+    assert _statuses() == {"d@example.org": "pending"}
+
+
+def test_validate_checks_the_folder_as_send_due_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two files with one slug fail validation; example.com and template braces warn."""
+    folder = tmp_path / "courses"
+    folder.mkdir()
+    shipped = SHIPPED_COURSE.read_text()
+    (folder / "a.yaml").write_text(
+        shipped.replace("Welcome to the first day.", "Welcome, {{ name }}.", 1)
+    )
+    monkeypatch.setenv("DRIP_COURSES_DIR", str(folder))
+    get_settings.cache_clear()
+    one = runner.invoke(app, ["course", "validate"])
+    assert one.exit_code == 0, one.output
+    assert "warning: the course still uses example.com" in one.output
+    assert "warning: '{{' is shown as typed" in one.output
+    (folder / "b.yaml").write_text(shipped)
+    two = runner.invoke(app, ["course", "validate"])
+    assert two.exit_code == 1 and "is also the slug of" in two.output
+
+
+def test_preview_open_never_writes_html_into_the_eml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """-f eml -o x.eml --open: x.eml is the message; the browser gets an HTML file."""
+    monkeypatch.setenv("BROWSER", "true")  # a "browser" that accepts and does nothing
+    target = tmp_path / "x.eml"
+    result = runner.invoke(
+        app, ["course", "preview", "yin-immersion", "1", "-f", "eml", "-o", str(target), "--open"]
+    )
+    assert result.exit_code == 0, result.output
+    assert target.read_text().startswith("From: ") and "<!doctype" not in target.read_text()[:200]
+    assert "opened " in result.output and ".html" in result.output
+
+
+def test_dry_run_lists_what_is_due_in_order_and_claims_nothing(tmp_path: Path) -> None:
+    """`send-due --dry-run` lists each due email (oldest first, then oldest row) with its
+    day or kind and attempts, honours --limit, leaves out what is not due, sends nothing."""
+    for email, when, confirmed in (
+        ("b@example.org", "2026-11-25T06:00:00Z", True),
+        ("a@example.org", "2026-11-25T06:00:00Z", True),
+        ("c@example.org", "2026-11-25T05:30:00Z", False),
+        ("late@example.org", "2026-11-25T08:00:00Z", False),
+    ):
+        args = ["subscribers", "add", email, "--timezone", "Asia/Tokyo", "--now", when]
+        assert runner.invoke(app, [*args, "--confirmed"] if confirmed else args).exit_code == 0
+
+    def dry(*extra: str) -> list[dict[str, object]]:
+        result = runner.invoke(
+            app, ["send-due", "--now", "2026-11-25T07:00:00Z", "--dry-run", "--json", *extra]
+        )
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)  # type: ignore[no-any-return]
+
+    lesson = {"course": "yin-immersion", "kind": "lesson", "day": "upper-back-shoulders"}
+    expected = [
+        {
+            "email": "c@example.org",
+            "course": "yin-immersion",
+            "kind": "confirm",
+            "day": "confirm",
+            "due_at": "2026-11-25T05:30:00+00:00",
+            "attempts": 0,
+        },
+        *(
+            {"email": email, **lesson, "due_at": "2026-11-25T06:00:00+00:00", "attempts": 0}
+            for email in ("b@example.org", "a@example.org")
+        ),
+    ]
+    assert dry() == expected
+    assert dry("--limit", "2") == expected[:2]
+    assert dry() == expected, "a dry run claims nothing"
+    assert not (tmp_path / "outbox").exists()

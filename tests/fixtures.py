@@ -1,0 +1,168 @@
+"""Helpers the tests share: settings, a confirmed subscriber, the web app, paths.
+
+Tests import these from here (``from tests.fixtures import enrol``); ``conftest.py`` holds
+only pytest fixtures. ``COURSES_DIR`` holds the shipped course alone, so a teacher's own
+course in ``courses/`` changes no test.
+"""
+
+from __future__ import annotations
+
+import os
+import select as socket_select
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, select
+
+from drip.core.config import Settings
+from drip.core.courses import Course
+from drip.core.models import Enrollment, Subscriber
+from drip.lifecycle.signup import Consent, Entry, sign_up
+from drip.sending.mailer import memory
+from drip.web import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+#: the shipped course, as the package ships it
+SHIPPED_COURSE = ROOT / "courses" / "yin-immersion.yaml"
+#: a course directory holding the shipped course and nothing else (a link to it)
+COURSES_DIR = ROOT / "tests" / "courses"
+TEST_SECRET = "test-secret-key-not-for-production"
+PG_URL = os.environ.get("DRIP_TEST_POSTGRES_URL")
+
+
+def make_settings(tmp_path: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": f"sqlite:///{tmp_path / 'drip.db'}",
+        "smtp_url": "memory://",
+        "secret_key": TEST_SECRET,
+        "courses_dir": COURSES_DIR,
+        "send_rate": 0,
+        "_env_file": None,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def enrol(
+    engine: Engine,
+    course: Course,
+    email: str,
+    *,
+    now: datetime,
+    timezone: str | None = None,
+    name: str = "",
+) -> str:
+    """A subscriber the operator added as confirmed; returns their enrollment's uid."""
+    with engine.begin() as connection:
+        sign_up(
+            connection,
+            course=course,
+            entries=[Entry.clean(email=email, name=name, timezone=timezone)],
+            consent=Consent(source="test"),
+            by_operator=True,
+            confirmed=True,
+            now=now,
+        )
+        return str(
+            connection.execute(
+                select(Enrollment.uid)
+                .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)  # type: ignore[arg-type]
+                .where(Subscriber.email == email.lower(), Enrollment.course_slug == course.slug)
+            ).scalar_one()
+        )
+
+
+@contextmanager
+def app_client(settings: Settings) -> Iterator[TestClient]:
+    """The web app through TestClient (its start-up and shutdown run), redirects not
+    followed, with the in-memory outbox empty before and after."""
+    memory.outbox.clear()
+    with TestClient(create_app(settings), follow_redirects=False) as client:
+        yield client
+    memory.outbox.clear()
+
+
+@contextmanager
+def scripted_server(
+    talk: Callable[[socket.socket], None], host: str = "127.0.0.1"
+) -> Iterator[int]:
+    """A one-connection server on ``host`` that runs ``talk(connection)``; yields its port."""
+    with socket.socket() as listener:
+        listener.bind((host, 0))
+        listener.listen(1)
+
+        def serve() -> None:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection:
+                try:
+                    talk(connection)
+                except OSError:
+                    pass  # the client hung up, as it should
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        yield listener.getsockname()[1]
+    thread.join(timeout=10)
+
+
+class WithholdingServer:
+    """A PIPELINING server that answers in command order but sends nothing until a
+    message's DATA (or QUIT) arrives, or the client has been silent for a second: a
+    message's end of data is answered only once the next message's MAIL, RCPT and DATA
+    are in, if they come at once. ``finals``: each message's reply to its end of data in
+    turn (None: hang up instead). One connection."""
+
+    def __init__(self, finals: list[bytes | None]) -> None:
+        self.finals = finals
+        self.seen: list[bytes] = []
+        #: replies sent because the client went quiet, not because a command asked
+        self.waited = 0
+        #: every line of message content received
+        self.content: list[bytes] = []
+        self._buffer = b""
+
+    def _line(self, connection: socket.socket) -> bytes:
+        while b"\n" not in self._buffer:
+            chunk = connection.recv(65536)
+            if not chunk:
+                return b""
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line + b"\n"
+
+    def talk(self, connection: socket.socket) -> None:
+        connection.sendall(b"220 withholding.test ESMTP\r\n")
+        self._line(connection)  # EHLO
+        connection.sendall(b"250-withholding.test\r\n250 PIPELINING\r\n")
+        queued: list[bytes] = []
+        while line := self._line(connection):
+            verb = line.split(b" ")[0].split(b":")[0].strip().upper()
+            self.seen.append(verb)
+            if verb == b"DATA":
+                connection.sendall(b"".join([*queued, b"354 go on\r\n"]))
+                queued = []
+                while (content := self._line(connection)) not in (b".\r\n", b""):
+                    self.content.append(content)
+                self.seen.append(b".")
+                final = self.finals.pop(0)
+                if final is None:
+                    return  # hang up without a word
+                queued.append(final)
+                quiet = not self._buffer and not socket_select.select([connection], [], [], 1.0)[0]
+                if quiet:  # a client waiting for the reply gets it, a second late
+                    self.waited += 1
+                    connection.sendall(b"".join(queued))
+                    queued = []
+            elif verb == b"QUIT":
+                connection.sendall(b"".join([*queued, b"221 bye\r\n"]))
+                return
+            else:
+                queued.append(b"250 ok\r\n")

@@ -1,0 +1,180 @@
+"""/metrics' figures on each database: counters as the rows count them, which erasing a
+subscriber never lowers (Prometheus would read a lower counter as a reset)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine, event, text
+from sqlmodel import Session
+
+from drip.core.courses import Catalog, Course
+from drip.feedback import bounces
+from drip.lifecycle.subscribers import delete_subscriber, get_by_email
+from drip.reporting.metrics import exposition
+from drip.sending.engine import Sender
+from drip.store.engine import make_engine, upgrade
+from drip.testing import SmtpSink
+from tests.fixtures import enrol, make_settings
+
+NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+
+
+def _samples(engine: Engine) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = exposition(engine).decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if not sample.name.endswith("_created")
+    }
+
+
+def _counters(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict:  # type: ignore[type-arg]
+    return {key: value for key, value in samples.items() if key[0].endswith("_total")}
+
+
+def test_counters_count_sends_failures_by_reason_and_bounces_and_survive_erasure(
+    any_engine: Engine, course: Course, tmp_path: Path
+) -> None:
+    """A lesson sent to two, refused for one (a hard bounce), given up for another after
+    its attempts ran out; a complaint. Then three of them are erased: every counter stays
+    where it was, the subscriber gauge drops."""
+    for name in ("ana", "ben", "cat", "dan"):
+        enrol(any_engine, course, f"{name}@example.org", now=NOW)
+    with SmtpSink() as sink:
+        sink.rcpt_replies["ben@example.org"] = "550 5.1.1 no such user"
+        sink.rcpt_replies["cat@example.org"] = "451 4.3.0 try again later"
+        settings = make_settings(tmp_path, smtp_url=sink.url, max_attempts=1)
+        Sender(
+            engine=any_engine, settings=settings, catalog=Catalog({course.slug: course})
+        ).send_due(now=NOW)
+    with any_engine.begin() as connection, Session(bind=connection) as session:
+        dan = get_by_email(session=session, email="dan@example.org")
+        assert dan.id is not None
+        bounces.record(
+            connection,
+            subscriber_id=dan.id,
+            kind=bounces.EventKind.COMPLAINT,
+            source="postmark",
+            diagnostic="",
+            now=NOW,
+            soft_limit=3,
+            soft_days=30,
+        )
+    before = _samples(any_engine)
+    assert {key: value for key, value in _counters(before).items() if value} == {
+        ("drip_signups_total", ()): 4,
+        ("drip_confirmations_total", ()): 4,
+        ("drip_emails_sent_total", (("kind", "lesson"),)): 2,
+        ("drip_emails_failed_total", (("kind", "lesson"), ("reason", "refused"))): 1,
+        ("drip_emails_failed_total", (("kind", "lesson"), ("reason", "gave_up"))): 1,
+        ("drip_bounces_total", (("kind", "hard"),)): 1,
+        ("drip_bounces_total", (("kind", "complaint"),)): 1,
+    }
+
+    for name in ("ana", "ben", "dan"):  # ana and dan: the same counter, added to twice
+        with Session(any_engine) as session:
+            delete_subscriber(
+                session=session,
+                subscriber=get_by_email(session=session, email=f"{name}@example.org"),
+            )
+            session.commit()
+    after = _samples(any_engine)
+    assert _counters(after) == _counters(before)
+    statuses = ("active", "suppressed")  # a hard bounce or a complaint suppresses
+    assert [before.get(("drip_subscribers", (("status", s),)), 0) for s in statuses] == [2, 2]
+    assert [after.get(("drip_subscribers", (("status", s),)), 0) for s in statuses] == [1, 0]
+
+
+def test_an_erasure_racing_another_of_the_same_subscriber_counts_them_once(
+    pg_url: str, course: Course
+) -> None:
+    """PostgreSQL, two erasures of one subscriber at once (a double click, or the CLI and
+    the dashboard): the second waits for the first, then finds nobody to erase, so their
+    share of the counters is added once."""
+    engine, other = make_engine(pg_url), make_engine(pg_url)
+    upgrade(engine)
+    for name in ("ana", "ben"):
+        enrol(engine, course, f"{name}@example.org", now=NOW)
+    before = _counters(_samples(engine))
+    errors: list[BaseException] = []
+
+    def erase(using: Engine) -> None:
+        try:
+            with Session(using) as session:
+                ana = get_by_email(session=session, email="ana@example.org")
+                delete_subscriber(session=session, subscriber=ana)
+                session.commit()
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    second = threading.Thread(target=erase, args=(other,))
+
+    def start_second_once_counted(conn, cursor, statement, *_: object) -> None:  # noqa: ANN001
+        if statement.startswith("INSERT INTO erasedcount") and not second.is_alive():
+            second.start()
+            _wait_for_a_lock_wait(engine)
+
+    event.listen(engine, "after_cursor_execute", start_second_once_counted)
+    erase(engine)
+    event.remove(engine, "after_cursor_execute", start_second_once_counted)
+    second.join(timeout=30)
+    assert not errors and not second.is_alive()
+    assert _counters(_samples(engine)) == before
+    with engine.connect() as connection:
+        signups = connection.execute(
+            text("SELECT count FROM erasedcount WHERE counter = 'drip_signups'")
+        ).scalar_one()
+    assert signups == 1
+    engine.dispose()
+    other.dispose()
+
+
+def test_a_scrape_during_an_erasure_reads_one_snapshot(pg_url: str, course: Course) -> None:
+    """PostgreSQL: an erasure committed while a scrape is between its statements is not
+    counted twice (its rows, then its share in ErasedCount): the scrape reads one
+    snapshot, so the counter neither jumps now nor drops at the next scrape."""
+    engine, other = make_engine(pg_url), make_engine(pg_url)
+    upgrade(engine)
+    for name in ("ana", "ben"):
+        enrol(engine, course, f"{name}@example.org", now=NOW)
+    before = _counters(_samples(engine))
+
+    def erase_once_rows_are_counted(conn, cursor, statement, *_: object) -> None:  # noqa: ANN001
+        if statement.startswith("SELECT mailevent.kind") and not erased:
+            erased.append(True)
+            with Session(other) as session:
+                ana = get_by_email(session=session, email="ana@example.org")
+                delete_subscriber(session=session, subscriber=ana)
+                session.commit()
+
+    erased: list[bool] = []
+    event.listen(engine, "after_cursor_execute", erase_once_rows_are_counted)
+    during = _counters(_samples(engine))
+    event.remove(engine, "after_cursor_execute", erase_once_rows_are_counted)
+    assert erased and during == before == _counters(_samples(engine))
+    engine.dispose()
+    other.dispose()
+
+
+def _wait_for_a_lock_wait(engine: Engine) -> None:
+    """Until another session of this database waits for a lock (the second erasure)."""
+    deadline = time.monotonic() + 30
+    with engine.connect() as watcher:
+        while time.monotonic() < deadline:
+            waiting = watcher.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+            watcher.rollback()
+            if waiting:
+                return
+            time.sleep(0.05)
+    raise AssertionError("the second erasure never waited for the first")

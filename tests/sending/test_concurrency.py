@@ -1,0 +1,193 @@
+"""Real `drip send-due` processes sharing one database: no lesson is ever sent twice."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, insert, select
+from sqlmodel import Session
+
+from drip.core.models import Delivery, Enrollment, Subscriber
+from drip.core.states import DeliveryStatus
+from drip.store.engine import make_engine, upgrade
+from drip.testing import SmtpSink
+from tests.fixtures import COURSES_DIR, TEST_SECRET
+
+DRIP = Path(sys.executable).with_name("drip")
+NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+COUNT = 1000
+
+pytestmark = [
+    pytest.mark.slow,
+    # one SMTP dialogue is enough here; test_mailer covers both
+    pytest.mark.parametrize("smtp_sink", ["pipelining"], indirect=True),
+]
+
+
+def seed(database_url: str, count: int) -> None:
+    """`count` active subscribers with day 1 due at NOW, inserted in bulk."""
+    engine = make_engine(database_url)
+    upgrade(engine)
+    with Session(engine) as session, session.begin():
+        session.execute(
+            insert(Subscriber),
+            [
+                {
+                    "uid": f"s{n:08d}",
+                    "email": f"p{n}@example.org",
+                    "name": f"P{n}",
+                    "status": "active",
+                    "created_at": NOW,
+                }
+                for n in range(count)
+            ],
+        )
+        session.execute(
+            insert(Enrollment),
+            [
+                {
+                    "uid": f"e{n:08d}",
+                    "subscriber_id": n + 1,
+                    "course_slug": "yin-immersion",
+                    "status": "active",
+                    "created_at": NOW,
+                    "started_at": NOW,
+                }
+                for n in range(count)
+            ],
+        )
+        session.execute(
+            insert(Delivery),
+            [
+                {
+                    "enrollment_id": n + 1,
+                    "day_id": "upper-back-shoulders",
+                    "status": "scheduled",
+                    "due_at": NOW,
+                    "attempts": 0,
+                    "created_at": NOW,
+                }
+                for n in range(count)
+            ],
+        )
+    engine.dispose()
+
+
+def drip_env(database_url: str, sink: SmtpSink, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIP_")}
+    env.update(
+        DRIP_DATABASE_URL=database_url,
+        DRIP_SMTP_URL=sink.url,
+        DRIP_SECRET_KEY=TEST_SECRET,
+        DRIP_COURSES_DIR=str(COURSES_DIR),
+        DRIP_SEND_RATE="0",
+        DRIP_SMTP_CONNECTIONS="2",
+        DRIP_BATCH_SIZE="20",
+    )
+    env.update(extra)
+    return env
+
+
+def send_due(env: dict[str, str], now: datetime) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [str(DRIP), "send-due", "--now", now.isoformat()],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def sent_rows(database_url: str) -> int:
+    engine = make_engine(database_url)
+    with Session(engine) as session:
+        count = session.execute(
+            select(func.count()).select_from(Delivery).where(Delivery.status == DeliveryStatus.SENT)
+        ).scalar_one()
+    engine.dispose()
+    return int(count)
+
+
+@pytest.mark.parametrize("processes", [2, 4])
+def test_overlapping_runs_send_each_lesson_exactly_once(
+    database_url: str, smtp_sink: SmtpSink, processes: int
+) -> None:
+    """N send-due processes at once over 1,000 due lessons: 1,000 messages, no duplicates."""
+    seed(database_url, COUNT)
+    env = drip_env(database_url, smtp_sink)
+    runs = [send_due(env, NOW) for _ in range(processes)]
+    results = [run.communicate(timeout=300) for run in runs]
+    for run, (_, stderr) in zip(runs, results, strict=True):
+        assert run.returncode == 0, stderr.decode()
+    ids = smtp_sink.message_ids()
+    assert len(ids) == COUNT
+    assert len(set(ids)) == COUNT, "a lesson was sent twice"
+    assert sent_rows(database_url) == COUNT
+    sent_by = [_sent(out) for out, _ in results]
+    assert sum(sent_by) == COUNT, sent_by
+    # every process did part of the work (they share, not serialise behind one another)
+    assert all(n > 0 for n in sent_by), sent_by
+
+
+def _sent(summary: bytes) -> int:
+    """N from send-due's summary line "N sent, …"."""
+    match = re.match(rb"(\d+) sent,", summary.strip())
+    assert match, summary
+    return int(match.group(1))
+
+
+@pytest.mark.parametrize(("kill_after", "window"), [(137, 1), (611, 5)])
+def test_kill_9_mid_run_then_rerun_delivers_everything(
+    tmp_path: Path, smtp_sink: SmtpSink, kill_after: int, window: int
+) -> None:
+    """A worker killed with SIGKILL mid-run, wherever the kill lands (not on a batch
+    boundary): a run before the lease leaves its stranded claims alone, the run after it
+    sends them; only messages sent but not yet recorded at the kill (at most a window per
+    connection) may arrive twice, with the same Message-ID."""
+    database_url = f"sqlite:///{tmp_path / 'drip.db'}"
+    seed(database_url, COUNT)
+    env = drip_env(
+        database_url,
+        smtp_sink,
+        DRIP_SEND_RATE="400",
+        DRIP_LEASE_SECONDS="30",
+        DRIP_SMTP_WINDOW=str(window),
+    )
+    bound = 2 * window  # two connections
+    victim = send_due(env, NOW)
+    deadline = time.monotonic() + 120  # generous: a loaded 2-core machine is slow
+    while len(smtp_sink.received) < kill_after and time.monotonic() < deadline:
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=30)
+    killed_at = len(smtp_sink.received)
+    assert 0 < killed_at < COUNT
+
+    # Before the lease expires the stranded claims are left alone ...
+    rerun = send_due(env, NOW + timedelta(seconds=5))
+    out, stderr = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, stderr.decode()
+    stranded = COUNT - len(set(smtp_sink.message_ids()))
+    assert stranded > 0, "the killed run's claims waited for their lease"
+    assert _sent(out) + killed_at <= COUNT + bound
+    # ... and after it they are sent again.
+    # a lease counts from its claim: the victim's last one ends at most 30 s after the
+    # time it had run for (under the 120 s deadline above) past NOW
+    final = send_due(env, NOW + timedelta(seconds=30 + 120 + 1))
+    out, stderr = final.communicate(timeout=300)
+    assert final.returncode == 0, stderr.decode()
+    assert _sent(out) >= stranded
+
+    counts = Counter(smtp_sink.message_ids())
+    assert len(counts) == COUNT, "every lesson delivered"
+    duplicates = sum(n - 1 for n in counts.values())
+    assert duplicates <= bound, f"only unrecorded messages may repeat: {duplicates} > {bound}"
+    assert sent_rows(database_url) == COUNT

@@ -1,0 +1,274 @@
+"""Schema migrations and the constraints the delivery guarantees rest on."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, bindparam, inspect, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from drip.core.exceptions import SchemaOutOfDate
+from drip.core.models import Delivery, Enrollment, Subscriber
+from drip.store.engine import (
+    Prepared,
+    current_revision,
+    ensure_schema,
+    head_revision,
+    make_engine,
+    upgrade,
+)
+
+NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+
+
+def test_migrations_build_the_schema_from_empty(any_engine: Engine) -> None:
+    """Upgrading an empty database creates every table and ends at the head revision."""
+    assert current_revision(any_engine) == head_revision()
+    tables = set(inspect(any_engine).get_table_names())
+    assert {"subscriber", "enrollment", "delivery", "alembic_version"} <= tables
+    indexes = {ix["name"] for ix in inspect(any_engine).get_indexes("delivery")}
+    assert {
+        "ix_delivery_scheduled",
+        "ix_delivery_sending",
+        "ix_delivery_signup_id",
+        "ix_delivery_failed",
+    } <= indexes
+
+
+def test_head_revision_read_from_the_files_is_alembics() -> None:
+    """The head drip reads from the migration files (without Alembic) is Alembic's own."""
+    from alembic.script import ScriptDirectory
+
+    from drip.store.engine import MIGRATIONS_DIR
+
+    assert head_revision() == ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+
+
+def test_upgrade_twice_is_harmless(any_engine: Engine) -> None:
+    """Running the migrations again changes nothing."""
+    assert upgrade(any_engine) == (head_revision(), head_revision())
+
+
+def _enrollment(session: Session, email: str) -> int:
+    """A stored subscriber enrolled in course "c"; returns the enrollment id."""
+    subscriber = Subscriber(email=email)
+    session.add(subscriber)
+    session.flush()
+    assert subscriber.id is not None
+    enrollment = Enrollment(subscriber_id=subscriber.id, course_slug="c")
+    session.add(enrollment)
+    session.flush()
+    assert enrollment.id is not None
+    return enrollment.id
+
+
+def test_delivery_is_unique_per_enrollment_and_day(any_engine: Engine) -> None:
+    """The database itself refuses a second delivery row for the same (enrollment, day)."""
+    with Session(any_engine) as session:
+        enrollment_id = _enrollment(session, "a@example.org")
+        session.add(Delivery(enrollment_id=enrollment_id, day_id="d1", due_at=NOW))
+        session.commit()
+        session.add(Delivery(enrollment_id=enrollment_id, day_id="d1", due_at=NOW))
+        with pytest.raises(IntegrityError):
+            session.commit()
+
+
+def test_prepared_statements_match_a_normal_execution(any_engine: Engine) -> None:
+    """A Prepared statement binds values (aware datetimes included) exactly as SQLAlchemy
+    does: it finds the rows a normal execution finds, and updates the same ones."""
+    later = NOW + timedelta(minutes=5)
+    with Session(any_engine) as session:
+        enrollment_id = _enrollment(session, "p@example.org")
+        for day, due in (("d1", NOW), ("d2", later)):
+            session.add(Delivery(enrollment_id=enrollment_id, day_id=day, due_at=due))
+        session.commit()
+    find = select(Delivery.day_id).where(Delivery.due_at == bindparam("due"))
+    touch = (
+        update(Delivery)
+        .where(Delivery.due_at == bindparam("due"), Delivery.status == "scheduled")
+        .values(last_error=bindparam("note"))
+    )
+    prepared_find = Prepared(find, any_engine.dialect)
+    prepared_touch = Prepared(touch, any_engine.dialect)
+    with any_engine.begin() as connection:
+        for due in (NOW, later, later.astimezone(timezone(timedelta(hours=-8)))):
+            expected = connection.execute(find, {"due": due}).all()
+            assert [tuple(row) for row in expected] == [
+                tuple(row) for row in prepared_find.execute(connection, {"due": due}).fetchall()
+            ]
+        assert prepared_touch.execute(connection, {"due": later, "note": "x"}).rowcount == 1
+    with Session(any_engine) as session:
+        notes = {d.day_id: d.last_error for d in session.execute(select(Delivery)).scalars()}
+    assert notes == {"d1": None, "d2": "x"}
+
+
+def test_datetimes_come_back_aware_utc(any_engine: Engine) -> None:
+    """Timestamps round-trip as aware UTC datetimes on every database."""
+    with Session(any_engine) as session:
+        session.add(Subscriber(email="tz@example.org", created_at=NOW))
+        session.commit()
+    with Session(any_engine) as session:
+        row = session.get(Subscriber, 1)
+        assert row is not None
+        assert row.created_at == NOW
+        assert row.created_at.tzinfo is not None
+
+
+def test_sqlite_is_tuned_for_concurrency(tmp_path: Path) -> None:
+    """SQLite files run in WAL mode with a busy timeout and foreign keys enforced."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_sqlite_schema_is_upgraded_on_demand(tmp_path: Path) -> None:
+    """Commands on an empty SQLite file migrate it themselves."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'new.db'}")
+    ensure_schema(engine)
+    assert current_revision(engine) == head_revision()
+
+
+def test_postgres_schema_is_never_migrated_implicitly(pg_url: str) -> None:
+    """On a shared server, a command asks for `drip db upgrade` instead of migrating."""
+    engine = make_engine(pg_url)
+    with pytest.raises(SchemaOutOfDate, match="drip db upgrade"):
+        ensure_schema(engine)
+    with engine.connect() as connection:
+        assert not connection.execute(text("SELECT to_regclass('subscriber')")).scalar()
+    engine.dispose()
+
+
+def test_the_migrations_build_what_the_models_declare(any_engine: Engine) -> None:
+    """Alembic finds nothing to change between the migrated schema and the models: no
+    table, column, index or constraint that one has and the other lacks."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    with any_engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, SQLModel.metadata) == []
+
+
+def test_signup_statements_store_times_as_every_other_write_does(tmp_path: Path) -> None:
+    """The signup path's compiled statements store datetimes in the database's one text
+    format (naive UTC, as SQLAlchemy's own writes do), so comparing and sorting them by
+    text, which SQLite does, stays right."""
+    import sqlite3
+
+    from drip.core.courses import Catalog, load_course
+    from drip.lifecycle.signup import Consent, Entry, file_pending, record
+    from tests.fixtures import SHIPPED_COURSE
+
+    course = load_course(SHIPPED_COURSE)
+    engine = make_engine(f"sqlite:///{tmp_path / 'drip.db'}")
+    upgrade(engine)
+    entry = Entry.clean(email="t@example.org")
+    in_lisbon = NOW.astimezone(timezone(timedelta(hours=-3)))
+    with engine.begin() as connection:
+        record(connection, course=course, entry=entry, consent=Consent("t"), now=in_lisbon)
+        file_pending(
+            connection, catalog=Catalog({course.slug: course}), now=NOW, resend_gap_seconds=0
+        )
+    with Session(engine) as session:  # an ORM write, for comparison
+        session.add(Subscriber(email="orm@example.org", created_at=NOW))
+        session.commit()
+    engine.dispose()
+    with sqlite3.connect(tmp_path / "drip.db") as raw:
+        stored = raw.execute("SELECT created_at, filed_at FROM signup").fetchone()
+        stored += raw.execute("SELECT created_at FROM subscriber ORDER BY id").fetchone()
+        [orm] = raw.execute(
+            "SELECT created_at FROM subscriber WHERE email = 'orm@example.org'"
+        ).fetchone()
+    assert set(stored) == {orm} == {"2026-11-25 07:00:00.000000"}
+
+
+def test_a_claim_reads_only_the_rows_it_takes(any_engine: Engine) -> None:
+    """The claim's reads go through the partial indexes: scheduled rows in (due_at, id)
+    order, with no scan and sort of the whole backlog (every claim of a 100,000-lesson
+    morning would read all of it); claims in flight (a few batches) by their own."""
+    from sqlalchemy import event
+
+    from drip.outbox import deliveries
+
+    reads: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        if statement.lstrip().startswith("SELECT delivery.id \nFROM delivery"):
+            reads.append((statement, parameters))
+
+    event.listen(any_engine, "before_cursor_execute", capture)
+    with any_engine.connect() as connection:
+        deliveries.claim(connection, now=NOW, limit=5, lease=timedelta(minutes=5))
+    event.remove(any_engine, "before_cursor_execute", capture)
+    assert len(reads) == 2  # stranded claims, then scheduled emails
+    for (statement, parameters), index in zip(
+        reads, ("ix_delivery_sending", "ix_delivery_scheduled"), strict=True
+    ):
+        plan = _plan(any_engine, statement, parameters, name=index)
+        assert index in plan, plan
+        if index == "ix_delivery_scheduled":
+            assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan
+
+
+def test_the_dashboard_reads_the_latest_failures_from_their_own_index(
+    any_engine: Engine,
+) -> None:
+    """The dashboard's latest failures come from the small partial index of failed
+    emails, newest first, with no scan and sort of the whole outbox."""
+    from sqlalchemy import event
+
+    from drip.reporting import dashboard
+
+    reads: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        reads.append((statement, parameters))
+
+    event.listen(any_engine, "before_cursor_execute", capture)
+    with any_engine.connect() as connection:
+        dashboard.recent_failures(connection)
+    event.remove(any_engine, "before_cursor_execute", capture)
+    [(statement, parameters)] = reads
+    plan = _plan(any_engine, statement, parameters, name="failures")
+    assert "ix_delivery_failed" in plan, plan
+    assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan
+
+
+def _plan(engine: Engine, statement: str, parameters: Any, *, name: str) -> str:
+    """The plan of ``statement`` as the application runs it: on PostgreSQL the generic
+    plan a prepared statement settles on, with sequential scans off (on an empty table
+    any plan is cheap: this asks for the one an index would give)."""
+    with engine.connect() as connection:
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        if engine.dialect.name == "postgresql":
+            cursor.execute("SET enable_seqscan = off")
+            cursor.execute("SET plan_cache_mode = force_generic_plan")
+            for command in _explain_generic(statement, parameters, name=name):
+                cursor.execute(command)
+        else:
+            cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters)
+        plan = "\n".join(str(row[-1]) for row in cursor.fetchall())
+        connection.rollback()
+    return plan
+
+
+def _explain_generic(statement: str, parameters: Any, *, name: str) -> tuple[Any, Any]:
+    """PostgreSQL's EXPLAIN of the generic plan of ``statement`` (pyformat placeholders):
+    the plan a prepared statement uses once its parameters no longer shape it."""
+    from psycopg import sql
+
+    names = list(dict.fromkeys(re.findall(r"%\((\w+)\)s", statement)))
+    numbered = re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m.group(1)) + 1}", statement)
+    values = sql.SQL(", ").join(sql.Literal(parameters[name]) for name in names)
+    return (
+        sql.SQL("PREPARE {} AS {}").format(sql.Identifier(name), sql.SQL(numbered)),  # type: ignore[arg-type]
+        sql.SQL("EXPLAIN EXECUTE {}({})").format(sql.Identifier(name), values),
+    )
