@@ -21,8 +21,10 @@ from sqlalchemy import Engine, select
 
 from drip.core.config import Settings
 from drip.core.courses import Course
+from drip.core.entries import Entry
 from drip.core.models import Enrollment, Subscriber
-from drip.lifecycle.signup import Consent, Entry, sign_up
+from drip.lifecycle import actions
+from drip.lifecycle.signup import Consent, sign_up
 from drip.sending.mailer import memory
 from drip.web import create_app
 
@@ -75,6 +77,12 @@ def enrol(
                 .where(Subscriber.email == email.lower(), Enrollment.course_slug == course.slug)
             ).scalar_one()
         )
+
+
+def erase(engine: Engine, email: str) -> None:
+    """Erase a subscriber as the operator does (``drip subscribers delete``)."""
+    with engine.begin() as connection:
+        actions.delete(connection, subscriber=actions.find(connection, email=email))
 
 
 @contextmanager

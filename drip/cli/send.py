@@ -46,7 +46,7 @@ def send_due(
     """
     from drip.core.logs import configure as configure_logging
     from drip.outbox.deliveries import due
-    from drip.sending.engine import Sender
+    from drip.runner import make_sender
     from drip.store.engine import READ_ONLY
 
     when = parse_now(now)
@@ -67,7 +67,7 @@ def send_due(
         console().print(table)
         typer.echo(f"{len(rows)} email(s) due at {when.isoformat()}")
         return
-    sender = Sender(
+    sender = make_sender(
         engine=signing_engine(new_key=new_key), settings=settings(), catalog=catalog(strict=False)
     )
     signal.signal(signal.SIGTERM, lambda *_: sender.stopping.set())
@@ -127,12 +127,12 @@ def run(
     Example: drip run --interval 60
     """
     from drip.core.logs import configure as configure_logging
-    from drip.sending.engine import Sender
+    from drip.runner import make_sender
     from drip.sending.loop import make_scheduler, run_now, stop
 
     configure_logging("INFO")
     config = settings()
-    sender = Sender(
+    sender = make_sender(
         engine=signing_engine(new_key=new_key, create=True),
         settings=config,
         catalog=catalog(strict=False),

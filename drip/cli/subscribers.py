@@ -30,6 +30,9 @@ from drip.core.states import SubscriberStatus
 if TYPE_CHECKING:
     from drip.lifecycle.signup import Outcome
 
+#: when a queued email goes out
+QUEUED = "sent at once by `drip serve`, else by the next `drip send-due` / `drip run`"
+
 app = typer.Typer(cls=DripGroup, no_args_is_help=True, help="Manage subscribers.")
 
 CourseOption = Annotated[
@@ -71,7 +74,8 @@ def add(
 
     Example: drip subscribers add ana@example.org --name Ana --timezone Europe/Lisbon --confirmed
     """
-    from drip.lifecycle.signup import Consent, Entry, sign_up
+    from drip.core.entries import Entry
+    from drip.lifecycle.signup import Consent, sign_up
 
     when = parse_now(now)
     entry = Entry.clean(email=email, name=name, timezone=_zone_or_error(timezone, "--timezone"))
@@ -94,10 +98,7 @@ def _describe(outcome: Outcome, slug: str) -> str:
     from drip.lifecycle.signup import Action
 
     if outcome.action == Action.CONFIRM:
-        return (
-            f"pending on {slug}; a confirmation email is queued "
-            "(sent at once by `drip serve`, else by the next `drip send-due` / `drip run`)"
-        )
+        return f"pending on {slug}; a confirmation email is queued ({QUEUED})"
     if outcome.action == Action.ACTIVATE:
         return f"active on {slug}; their next lesson is queued"
     if outcome.was == SubscriberStatus.UNSUBSCRIBED:
@@ -108,7 +109,7 @@ def _describe(outcome: Outcome, slug: str) -> str:
 
 
 def _zone_or_error(timezone: str | None, where: str) -> str | None:
-    from drip.lifecycle.subscribers import clean_timezone
+    from drip.core.entries import clean_timezone
 
     if timezone and clean_timezone(timezone) is None:
         raise InvalidSubscriber(f"{where}: unknown IANA time zone {timezone!r}", field="timezone")
@@ -127,7 +128,7 @@ def list_subscribers(
     """
     from rich.table import Table
 
-    from drip.lifecycle.subscribers import iter_subscribers, public_dict
+    from drip.reporting.subscribers import iter_subscribers, public_dict
     from drip.store.engine import session_scope
 
     if course:
@@ -158,7 +159,7 @@ def show(email: Annotated[str, typer.Argument()]) -> None:
     """
     from rich.table import Table
 
-    from drip.lifecycle.subscribers import (
+    from drip.reporting.subscribers import (
         enrollments_of,
         get_by_email,
         history,
@@ -211,7 +212,7 @@ def export(
     Example: drip subscribers export -o subscribers.csv
     """
     from drip.lifecycle.imports import spreadsheet_safe
-    from drip.lifecycle.subscribers import iter_subscribers, public_dict
+    from drip.reporting.subscribers import iter_subscribers, public_dict
     from drip.store.engine import session_scope
 
     if fmt not in ("csv", "json"):
@@ -294,7 +295,7 @@ def _tally_key(outcome: Outcome) -> str:
     from drip.lifecycle.signup import Action
 
     if outcome.action == Action.CONFIRM:
-        return "sent a confirmation"
+        return "queued a confirmation"
     if outcome.action == Action.ACTIVATE:
         return "enrolled"
     if outcome.was in (SubscriberStatus.UNSUBSCRIBED, SubscriberStatus.SUPPRESSED):
@@ -320,10 +321,7 @@ def resend_confirmation(
 
     Example: drip subscribers resend-confirmation --all-pending --older-than 1d
     """
-    from sqlmodel import Session
-
-    from drip.lifecycle.enrollment import pending_members, resend_for_operator
-    from drip.lifecycle.subscribers import get_by_email, normalize_email
+    from drip.lifecycle import actions
 
     when = parse_now(now)
     if (email is None) == (not all_pending):
@@ -331,44 +329,56 @@ def resend_confirmation(
     if older_than is not None and not all_pending:
         raise typer.BadParameter("goes with --all-pending", param_hint="--older-than")
     cutoff = when - parse_duration(older_than) if older_than else None
-    address = normalize_email(email) if email else None
     with engine().begin() as connection:
-        members = pending_members(connection, sent_before=cutoff, email=address)
-        if address and not members:
-            subscriber = get_by_email(session=Session(bind=connection), email=address)
-            raise SubscriberNotFound(
-                f"{subscriber.email} is {subscriber.status}, not waiting for a confirmation"
-            )
-        queued = sum(resend_for_operator(connection, member=m, now=when) for m in members)
-    say(
-        f"queued {queued} confirmation email(s) "
-        "(sent at once by `drip serve`, else by the next `drip send-due` / `drip run`)"
-    )
+        subscriber = actions.find(connection, email=email) if email else None
+        queued = actions.resend_confirmation(
+            connection, subscriber=subscriber, sent_before=cutoff, now=when
+        )
+    if subscriber is not None and not queued:
+        raise SubscriberNotFound(
+            f"{subscriber.email} is {subscriber.status}, not waiting for a confirmation"
+        )
+    say(f"queued {queued} confirmation email(s) ({QUEUED})")
 
 
 @app.command()
 def unsubscribe(email: Annotated[str, typer.Argument()], now: NowOption = None) -> None:
-    """Unsubscribe an address now and cancel every lesson not yet sent.
+    """Unsubscribe an address now, as their own link would: every email not yet sent is
+    cancelled, and the course's goodbye email, when it has one, queued.
 
     Example: drip subscribers unsubscribe ana@example.org
     """
-    from sqlmodel import Session
-
-    from drip.lifecycle.enrollment import stop_subscriber
-    from drip.lifecycle.subscribers import get_by_email
+    from drip.lifecycle import actions
 
     with engine().begin() as connection:
-        subscriber = get_by_email(session=Session(bind=connection), email=email)
-        assert subscriber.id is not None
-        changed = stop_subscriber(
-            connection,
-            subscriber_id=subscriber.id,
-            status=SubscriberStatus.UNSUBSCRIBED,
-            now=parse_now(now),
+        subscriber = actions.find(connection, email=email)
+        changed = actions.unsubscribe(
+            connection, subscriber=subscriber, catalog=catalog(strict=False), now=parse_now(now)
         )
-    say(
-        f"{subscriber.email}: {'unsubscribed' if changed else 'already ' + subscriber.status}",
-    )
+    say(f"{subscriber.email}: {'unsubscribed' if changed else 'already ' + subscriber.status}")
+
+
+@app.command()
+def suppress(
+    email: Annotated[str, typer.Argument()],
+    reason: Annotated[
+        str, typer.Option(help="Why, kept with the subscriber (e.g. 'asked by phone').")
+    ] = "suppressed by the operator",
+    now: NowOption = None,
+) -> None:
+    """Never mail an address again (a dead address, or someone who asked by other means):
+    every email not yet sent is cancelled, without a goodbye.
+
+    Example: drip subscribers suppress ana@example.org --reason "asked by phone"
+    """
+    from drip.lifecycle import actions
+
+    with engine().begin() as connection:
+        subscriber = actions.find(connection, email=email)
+        changed = actions.suppress(
+            connection, subscriber=subscriber, reason=reason, now=parse_now(now)
+        )
+    say(f"{subscriber.email}: {'suppressed' if changed else 'already suppressed'}")
 
 
 @app.command()
@@ -380,14 +390,13 @@ def delete(
 
     Example: drip subscribers delete ana@example.org --yes
     """
-    from drip.lifecycle.subscribers import delete_subscriber, get_by_email
-    from drip.store.engine import session_scope
+    from drip.lifecycle import actions
 
     if not yes and not typer.confirm(f"Erase {email} and all their history?"):
         say(f"{email}: not deleted")
         raise typer.Exit(1)
-    with session_scope(engine()) as session:
-        delete_subscriber(session=session, subscriber=get_by_email(session=session, email=email))
+    with engine().begin() as connection:
+        actions.delete(connection, subscriber=actions.find(connection, email=email))
     say(f"{email}: deleted")
 
 

@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import tempfile
+from dataclasses import dataclass
 from functools import lru_cache
 from ipaddress import ip_address
 from pathlib import Path
@@ -25,6 +26,15 @@ from sqlalchemy.engine import make_url
 from drip.core.exceptions import ConfigError
 
 SECRET_FILE_NAME = "drip-secret.key"
+
+
+@dataclass(frozen=True)
+class BouncePolicy:
+    """When soft bounces (mailbox full, greylisting given up) suppress an address:
+    ``soft_limit`` emails soft-bounced within ``soft_days`` days."""
+
+    soft_limit: int = 3
+    soft_days: int = 14
 
 
 class Settings(BaseSettings):
@@ -155,6 +165,11 @@ class Settings(BaseSettings):
             ):
                 raise ValueError(f"{origin!r} is not an origin like https://blog.example.com")
         return value
+
+    @property
+    def bounce_policy(self) -> BouncePolicy:
+        """``DRIP_SOFT_BOUNCE_LIMIT`` and ``DRIP_SOFT_BOUNCE_DAYS`` as the bounce policy."""
+        return BouncePolicy(self.soft_bounce_limit, self.soft_bounce_days)
 
     @property
     def is_sqlite(self) -> bool:

@@ -184,6 +184,14 @@ class Course(_Strict):
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.default_timezone)
 
+    def zone_name_for(self, timezone: str | None) -> str:
+        """A subscriber's own IANA zone name, else the course default's."""
+        return timezone or self.default_timezone
+
+    def zone_for(self, timezone: str | None) -> ZoneInfo:
+        """A subscriber's own IANA zone, else the course default."""
+        return ZoneInfo(timezone) if timezone else self.zone
+
     @cached_property
     def weekdays(self) -> frozenset[int]:
         """Allowed send days as ``date.weekday()`` numbers (Monday is 0)."""

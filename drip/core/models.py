@@ -129,7 +129,7 @@ class Signup(SQLModel, table=True):
     """One signup as it was posted: the details given and where they came from.
 
     The web process only stores this row (the same small insert whatever the address's
-    state) and answers; filing it (``drip.lifecycle.signup.file_pending``) creates or finds the
+    state) and answers; filing it (``drip.lifecycle.signup.process_recorded``) creates or finds the
     subscriber and queues the confirmation. A confirmation link names its signup, and
     confirming applies that signup's name and time zone and makes it the subscriber's
     proof of consent, so a stranger posting the form again changes nothing its owner

@@ -1,4 +1,5 @@
-"""The states a subscriber, an enrollment and an email go through, and the kinds of email.
+"""The states a subscriber, an enrollment and an email go through, the kinds of email,
+and the kinds of what comes back (bounces, complaints, clicks).
 
 Kept apart from the tables (``drip.core.models``) so code that only names a state, such as
 the CLI's options, does not load the database layer.
@@ -43,3 +44,13 @@ class EmailKind(StrEnum):
     GOODBYE = "goodbye"  #: after an unsubscribe, when the course has ``goodbye_email``
     LINK = "link"  #: a fresh unsubscribe link, asked for on the page of a broken one
     AFTER_COURSE = "after_course"  #: the day after the last lesson, when the course has one
+
+
+class MailEventKind(StrEnum):
+    HARD = "hard"  #: the address does not exist or refuses mail for good
+    SOFT = "soft"  #: a temporary refusal the sending server gave up on
+    COMPLAINT = "complaint"  #: the recipient marked an email as spam
+
+
+class ClickLink(StrEnum):
+    CLASS = "class"  #: a lesson's link to the day's class (the one link counted)

@@ -16,21 +16,15 @@ without a goodbye. Every event is stored.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from sqlalchemy import Connection, distinct, func, insert, select
 from sqlmodel import col
 
+from drip.core.config import BouncePolicy
 from drip.core.models import Delivery, Enrollment, MailEvent, Subscriber, WebhookEvent
-from drip.core.states import DeliveryStatus, SubscriberStatus
+from drip.core.states import DeliveryStatus, MailEventKind, SubscriberStatus
 from drip.lifecycle.enrollment import stop_subscriber
 from drip.store.engine import insert_new
-
-
-class EventKind(StrEnum):
-    HARD = "hard"  #: the address does not exist or refuses mail for good
-    SOFT = "soft"  #: a temporary refusal the sending server gave up on
-    COMPLAINT = "complaint"  #: the recipient marked an email as spam
 
 
 def delivery_of(connection: Connection, message_id: str | None, subscriber_id: int) -> int | None:
@@ -66,12 +60,11 @@ def record_for_address(
     connection: Connection,
     *,
     email: str,
-    kind: EventKind,
+    kind: MailEventKind,
     source: str,
     diagnostic: str,
     now: datetime,
-    soft_limit: int,
-    soft_days: int,
+    policy: BouncePolicy,
     message_id: str | None = None,
 ) -> str | None:
     """``record`` for the subscriber with this address (a provider's report names only
@@ -89,8 +82,7 @@ def record_for_address(
         source=source,
         diagnostic=diagnostic,
         now=now,
-        soft_limit=soft_limit,
-        soft_days=soft_days,
+        policy=policy,
         delivery_id=delivery_of(connection, message_id, subscriber_id),
     )
 
@@ -99,12 +91,11 @@ def record(
     connection: Connection,
     *,
     subscriber_id: int,
-    kind: EventKind,
+    kind: MailEventKind,
     source: str,
     diagnostic: str,
     now: datetime,
-    soft_limit: int,
-    soft_days: int,
+    policy: BouncePolicy,
     delivery_id: int | None = None,
 ) -> str:
     """Store the event and apply the policy; returns what it did: ``suppressed``, or
@@ -132,20 +123,20 @@ def record(
             created_at=now,
         )
     )
-    if kind == EventKind.SOFT:
+    if kind == MailEventKind.SOFT:
         # emails that soft-bounced, each once however often it was reported
         emails = func.coalesce(col(MailEvent.delivery_id), -col(MailEvent.id))
         recent = connection.execute(
             select(func.count(distinct(emails))).where(
                 col(MailEvent.subscriber_id) == subscriber_id,
-                col(MailEvent.kind) == EventKind.SOFT,
-                col(MailEvent.created_at) > now - timedelta(days=soft_days),
+                col(MailEvent.kind) == MailEventKind.SOFT,
+                col(MailEvent.created_at) > now - timedelta(days=policy.soft_days),
             )
         ).scalar_one()
-        if recent < soft_limit:
+        if recent < policy.soft_limit:
             return "noted"
-        reason = f"{recent} soft bounces in {soft_days} days ({source}): {diagnostic}"
-    elif kind == EventKind.COMPLAINT:
+        reason = f"{recent} soft bounces in {policy.soft_days} days ({source}): {diagnostic}"
+    elif kind == MailEventKind.COMPLAINT:
         stop_subscriber(
             connection, subscriber_id=subscriber_id, status=SubscriberStatus.UNSUBSCRIBED, now=now
         )

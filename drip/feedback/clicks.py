@@ -17,9 +17,6 @@ from drip.core.models import Click, Delivery, Enrollment
 from drip.core.states import DeliveryStatus, EmailKind
 from drip.store.engine import insert_new
 
-#: the one link of a lesson counted so far: the day's class
-CLASS = "class"
-
 
 def record_click(
     connection: Connection, *, enrollment_uid: str, day_id: str, link: str, now: datetime

@@ -29,8 +29,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from drip.core.config import Settings
 from drip.core.courses import Catalog
 from drip.core.exceptions import InvalidToken
+from drip.core.states import MailEventKind
 from drip.core.tokens import Purpose, Tokens
-from drip.feedback.bounces import EventKind, delivery_of, record
+from drip.feedback.bounces import delivery_of, record
 from drip.lifecycle.enrollment import Member, find_member, unsubscribe
 
 logger = logging.getLogger("drip.inbound")
@@ -98,7 +99,7 @@ def _handle(
             member = quoted if quoted.email in sent_to else None
         if member is None:
             return Handled("ignored", "a complaint about no email drip can identify")
-        action = _record(connection, member, original, EventKind.COMPLAINT, "", settings, now)
+        action = _record(connection, member, original, MailEventKind.COMPLAINT, "", settings, now)
         return Handled("complaint", f"{member.email} {action} (complaint)")
     try:
         temporary, permanent = all_failures(message)
@@ -119,7 +120,7 @@ def _handle(
     hard = member.email in {a.decode(errors="replace").lower() for a in permanent} or (
         tagged is not None and bool(permanent)
     )
-    kind = EventKind.HARD if hard else EventKind.SOFT
+    kind = MailEventKind.HARD if hard else MailEventKind.SOFT
     diagnostic = _diagnostic(message)
     action = _record(connection, member, original, kind, diagnostic, settings, now)
     return Handled("bounce", f"{member.email} {action} ({kind} bounce)")
@@ -129,7 +130,7 @@ def _record(
     connection: Connection,
     member: Member,
     original: Message | None,
-    kind: EventKind,
+    kind: MailEventKind,
     diagnostic: str,
     settings: Settings,
     now: datetime,
@@ -144,8 +145,7 @@ def _record(
         source="inbound",
         diagnostic=diagnostic,
         now=now,
-        soft_limit=settings.soft_bounce_limit,
-        soft_days=settings.soft_bounce_days,
+        policy=settings.bounce_policy,
     )
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from drip.feedback.bounces import EventKind
+from drip.core.states import MailEventKind
 from drip.lifecycle.forms import SIGNATURE_TOLERANCE_SECONDS, is_timestamp, verify_signature
 
 #: SNS's regional hosts (sns.eu-west-1.amazonaws.com, sns.us-gov-west-1…, sns.cn-north-1…)
@@ -64,7 +64,7 @@ class Malformed(ValueError):
 @dataclass(frozen=True)
 class Report:
     email: str
-    kind: EventKind
+    kind: MailEventKind
     diagnostic: str
     #: the Message-ID of drip's email it is about, when the provider passes it on
     message_id: str | None = None
@@ -236,11 +236,11 @@ def postmark_reports(payload: Any) -> list[Report]:
         raise Malformed("not a Postmark bounce or spam complaint record")
     record, kind = payload.get("RecordType"), payload.get("Type")
     if record == "SpamComplaint" or kind == "SpamComplaint":
-        event = EventKind.COMPLAINT
+        event = MailEventKind.COMPLAINT
     elif record == "Bounce" and kind in _POSTMARK_HARD:
-        event = EventKind.HARD
+        event = MailEventKind.HARD
     elif record == "Bounce" and kind in _POSTMARK_SOFT:
-        event = EventKind.SOFT
+        event = MailEventKind.SOFT
     else:
         return []  # auto-responders, subscribe/unsubscribe notices …: not bounces
     diagnostic = f"{kind}: {payload.get('Description') or payload.get('Details') or ''}"
@@ -263,9 +263,9 @@ def mailgun_reports(payload: Any) -> list[Report]:
         raise Malformed("not a Mailgun event")
     event = data.get("event")
     if event == "complained":
-        kind = EventKind.COMPLAINT
+        kind = MailEventKind.COMPLAINT
     elif event == "failed" and data.get("severity") == "permanent":
-        kind = EventKind.HARD
+        kind = MailEventKind.HARD
     else:  # a temporary failure is one attempt of several: Mailgun is still trying
         return []
     status = data.get("delivery-status") or {}
@@ -294,9 +294,9 @@ def sendgrid_reports(payload: Any) -> list[Report]:
             raise Malformed("not a SendGrid event")
         event = item.get("event")
         if event == "spamreport":
-            kind = EventKind.COMPLAINT
+            kind = MailEventKind.COMPLAINT
         elif event == "bounce":
-            kind = EventKind.SOFT if item.get("type") == "blocked" else EventKind.HARD
+            kind = MailEventKind.SOFT if item.get("type") == "blocked" else MailEventKind.HARD
         else:
             continue
         reports.append(
@@ -319,7 +319,7 @@ def generic_reports(payload: Any) -> list[Report]:
         if not isinstance(item, dict) or not isinstance(item.get("email"), str):
             raise Malformed("each event needs an email")
         try:
-            kind = EventKind(str(item.get("type")))
+            kind = MailEventKind(str(item.get("type")))
         except ValueError:
             raise Malformed("type must be hard, soft or complaint") from None
         reports.append(Report(item["email"], kind, str(item.get("diagnostic") or "")))
@@ -347,7 +347,7 @@ def ses_reports(payload: Any) -> list[Report]:
             reports.append(
                 Report(
                     str(who.get("emailAddress", "")),
-                    EventKind.HARD if hard else EventKind.SOFT,
+                    MailEventKind.HARD if hard else MailEventKind.SOFT,
                     str(who.get("diagnosticCode") or bounce.get("bounceSubType") or ""),
                     message_id=message_id,
                     event_id=f"{event_id}:{who.get('emailAddress')}",
@@ -359,7 +359,7 @@ def ses_reports(payload: Any) -> list[Report]:
             reports.append(
                 Report(
                     str(who.get("emailAddress", "")),
-                    EventKind.COMPLAINT,
+                    MailEventKind.COMPLAINT,
                     str(complaint.get("complaintFeedbackType") or ""),
                     message_id=message_id,
                     event_id=f"{event_id}:{who.get('emailAddress')}",

@@ -509,13 +509,26 @@ class Unsubscribed:
 def unsubscribe(
     connection: Connection, *, enrollment_uid: str, catalog: Catalog, now: datetime
 ) -> Unsubscribed:
-    """Unsubscribe the owner of an enrollment from everything, at once.
+    """The subscriber's own unsubscribe link (or mailto): ``leave`` for the enrollment it
+    names."""
+    return leave(
+        connection,
+        member=find_member(connection, enrollment_uid=enrollment_uid),
+        catalog=catalog,
+        now=now,
+    )
+
+
+def leave(
+    connection: Connection, *, member: Member, catalog: Catalog, now: datetime
+) -> Unsubscribed:
+    """Unsubscribe ``member``'s subscriber from everything, at once: every door (the link,
+    a mailto, the operator's CLI and dashboard) comes here.
 
     Cancels every email not yet sent, including one a worker has claimed: the engine
-    re-checks right before SMTP. The course's goodbye email, when it has one, is queued
-    after the cancellation.
+    re-checks right before SMTP. The goodbye email of ``member``'s course, when it has
+    one, is queued after the cancellation.
     """
-    member = find_member(connection, enrollment_uid=enrollment_uid)
     changed = stop_subscriber(
         connection,
         subscriber_id=member.subscriber_id,

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from drip.core.courses import is_timezone
+from drip.core.entries import Entry
 from drip.core.exceptions import DripError, InvalidSubscriber
-from drip.lifecycle.signup import Entry
 
 #: the longest field accepted (names and zones are short; this only stops runaway cells)
 MAX_FIELD = 64 * 1024

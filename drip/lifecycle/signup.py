@@ -4,9 +4,9 @@
 Every signup is stored as it was posted (a ``Signup`` row: details and where they came
 from). The web process does only that (``record``: one small insert, whatever the
 address's state, so neither the work nor its time tells a known address from a new
-one) and answers; ``file_pending``, run by the web process's prompt sender and by every
-``send-due``, then files what was recorded. The CLI records and files at once
-(``sign_up``). Filing makes a new address a pending subscriber with those details; a
+one) and answers; ``process_recorded``, run by the web process's prompt sender and by every
+``send-due``, then processes what was recorded. The CLI records and processes at once
+(``sign_up``). Processing makes a new address a pending subscriber with those details; a
 known address keeps its own until its owner confirms a signup, so a stranger re-posting
 the form rewrites nothing. What happens next is ``decide``'s table:
 
@@ -45,10 +45,10 @@ from sqlalchemy import (
 from sqlmodel import col
 
 from drip.core.courses import Catalog, Course
+from drip.core.entries import Entry
 from drip.core.models import UNFILED, Enrollment, Signup, Subscriber, UTCDateTime, new_uids
 from drip.core.states import EnrollmentStatus, SubscriberStatus
 from drip.lifecycle.enrollment import Member, SignupDetails, activate_many, queue_confirmations
-from drip.lifecycle.subscribers import clean_name, clean_timezone, normalize_email
 from drip.store.engine import Prepared, insert_for
 
 
@@ -57,21 +57,6 @@ class Action(StrEnum):
     WAIT = "wait"  #: one was queued within the resend gap: no second one yet
     ACTIVATE = "activate"  #: enrolled at once
     NOTHING = "nothing"  #: already receiving the course, or barred from it
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One person's signup details, checked and cleaned."""
-
-    email: str
-    name: str = ""
-    timezone: str | None = None
-
-    @classmethod
-    def clean(cls, *, email: str, name: str | None = None, timezone: str | None = None) -> Entry:
-        """Normalise the address (``InvalidSubscriber`` names what is wrong), clean the
-        name; an unknown time zone becomes None (the course default)."""
-        return cls(normalize_email(email), clean_name(name), clean_timezone(timezone))
 
 
 @dataclass(frozen=True)
@@ -124,7 +109,7 @@ def decide(
 def record(
     connection: Connection, *, course: Course, entry: Entry, consent: Consent, now: datetime
 ) -> str:
-    """Store one signup for filing later (the web process's whole share); its uid."""
+    """Store one signup to be processed later (the web process's whole share); its uid."""
     row = _row(course.slug, entry, consent, now)
     _statements(connection.dialect).record.execute(connection, row)
     return str(row["signup_uid"])
@@ -141,7 +126,7 @@ def sign_up(
     confirmed: bool = False,
     resend_gap_seconds: float = 600,
 ) -> list[Outcome]:
-    """Record and file ``entries`` (distinct addresses) for ``course`` at once.
+    """Record and process ``entries`` (distinct addresses) for ``course`` at once.
 
     ``by_operator``: added from the CLI, never bringing back anyone who left;
     ``confirmed`` (operator only): the operator holds their consent, enrol at once.
@@ -149,7 +134,7 @@ def sign_up(
     if confirmed and not by_operator:
         raise ValueError("only the operator can sign people up as confirmed")
     uids = iter(new_uids(3 * len(entries)))
-    return _file(
+    return _process(
         connection,
         course,
         [_row(course.slug, entry, consent, now, uids=uids) for entry in entries],
@@ -161,7 +146,7 @@ def sign_up(
     )
 
 
-def file_pending(
+def process_recorded(
     connection: Connection,
     *,
     catalog: Catalog,
@@ -169,8 +154,8 @@ def file_pending(
     resend_gap_seconds: float,
     limit: int = 1000,
 ) -> int:
-    """File up to ``limit`` recorded signups, oldest first, in the caller's transaction;
-    returns how many. Several processes may file at once (PostgreSQL skips rows another
+    """Process up to ``limit`` recorded signups, oldest first, in the caller's transaction;
+    returns how many. Several processes may do this at once (PostgreSQL skips rows another
     transaction holds; SQLite has one writer)."""
     query = (
         select(
@@ -204,7 +189,7 @@ def file_pending(
             )
             continue
         for run in _distinct_runs(rows):
-            _file(
+            _process(
                 connection,
                 course,
                 run,
@@ -216,7 +201,7 @@ def file_pending(
 
 
 def _distinct_runs(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Consecutive runs with each address at most once (a double submit is filed after
+    """Consecutive runs with each address at most once (a double submit is processed after
     the first, so the resend gap applies to it)."""
     runs: list[list[dict[str, Any]]] = [[]]
     seen: set[str] = set()
@@ -254,7 +239,7 @@ def _row(
     }
 
 
-def _file(
+def _process(
     connection: Connection,
     course: Course,
     rows: list[dict[str, Any]],
@@ -266,7 +251,7 @@ def _file(
     confirmed: bool = False,
 ) -> list[Outcome]:
     """Apply the rules to signups of one course (distinct addresses): ``recorded`` ones
-    are in the signup table already, the others are stored here, filed."""
+    are in the signup table already, the others are stored here, processed."""
     emails = [row["email"] for row in rows]
     if len(set(emails)) != len(emails):
         raise ValueError("each address may appear once per call")
@@ -275,7 +260,7 @@ def _file(
     for statement in (
         statements.subscriber,
         statements.enrollment,
-        statements.link if recorded else statements.filed,
+        statements.link if recorded else statements.stored,
     ):
         statement.executemany(connection, rows)
 
@@ -384,7 +369,7 @@ class _Statements:
             .on_conflict_do_nothing(index_elements=["subscriber_id", "course_slug"]),
             dialect,
         )
-        self.filed = Prepared(
+        self.stored = Prepared(
             insert(Signup).from_select(
                 [
                     "uid",

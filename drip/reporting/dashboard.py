@@ -1,10 +1,6 @@
-"""What the teacher's dashboard (``/admin``) reads and does, over one connection each:
-the web layer parses, calls one of these and renders.
-
-The actions are the ones the CLI has (``drip subscribers unsubscribe|delete|
-resend-confirmation``), on a subscriber named by their public ``uid``; whatever email
-one sets off is queued in the outbox, never sent here.
-"""
+"""What the teacher's dashboard (``/admin``) reads, over one connection each: the web layer
+parses, calls one of these and renders. Its actions on a subscriber are the operator's
+actions every door shares (``drip.lifecycle.actions``)."""
 
 from __future__ import annotations
 
@@ -19,17 +15,15 @@ from sqlmodel import Session, col
 from drip.core.courses import Catalog
 from drip.core.exceptions import SubscriberNotFound
 from drip.core.models import Delivery, Enrollment, MailEvent, Subscriber
-from drip.core.states import DeliveryStatus, SubscriberStatus
-from drip.lifecycle import enrollment
-from drip.lifecycle.subscribers import (
+from drip.core.states import DeliveryStatus
+from drip.outbox.deliveries import status_is
+from drip.reporting.stats import funnel
+from drip.reporting.subscribers import (
     DeliveryView,
-    delete_subscriber,
     enrollments_of,
     history,
     mail_events,
 )
-from drip.outbox.deliveries import status_is
-from drip.reporting.stats import funnel
 
 #: most subscribers a search lists
 SEARCH_LIMIT = 50
@@ -142,14 +136,15 @@ def recent_events(connection: Connection, *, limit: int = RECENT_LIMIT) -> list[
     return [Event(*row) for row in rows]
 
 
-def search(session: Session, *, query: str, limit: int = SEARCH_LIMIT) -> list[Subscriber]:
+def search(connection: Connection, *, query: str, limit: int = SEARCH_LIMIT) -> list[Subscriber]:
     """Subscribers whose address contains ``query`` (any case; ``%`` and ``_`` are
     plain characters), newest first; with an empty query, the newest."""
     statement = sqlmodel.select(Subscriber).order_by(col(Subscriber.id).desc()).limit(limit)
     text = query.strip().lower()  # addresses are stored in lower case (normalize_email)
     if text:
         statement = statement.where(col(Subscriber.email).contains(text, autoescape=True))
-    return list(session.exec(statement))
+    with Session(bind=connection) as session:
+        return list(session.exec(statement))
 
 
 def by_uid(session: Session, uid: str) -> Subscriber:
@@ -169,62 +164,12 @@ class Record:
     events: list[MailEvent]
 
 
-def record(session: Session, uid: str) -> Record:
-    subscriber = by_uid(session, uid)
-    return Record(
-        subscriber=subscriber,
-        enrollments=enrollments_of(session=session, subscriber=subscriber),
-        history=history(session=session, subscriber=subscriber),
-        events=mail_events(session=session, subscriber=subscriber),
-    )
-
-
-def unsubscribe(
-    connection: Connection, *, subscriber_uid: str, catalog: Catalog, now: datetime
-) -> bool:
-    """Unsubscribe as the subscriber's own link would: every email not yet sent is
-    cancelled, and the goodbye email of their latest course, when it has one, queued.
-    False when they had already left."""
-    subscriber_id, enrollment_uid = _latest_enrollment(connection, subscriber_uid)
-    if enrollment_uid is None:
-        return enrollment.stop_subscriber(
-            connection, subscriber_id=subscriber_id, status=SubscriberStatus.UNSUBSCRIBED, now=now
+def record(connection: Connection, uid: str) -> Record:
+    with Session(bind=connection) as session:
+        subscriber = by_uid(session, uid)
+        return Record(
+            subscriber=subscriber,
+            enrollments=enrollments_of(session=session, subscriber=subscriber),
+            history=history(session=session, subscriber=subscriber),
+            events=mail_events(session=session, subscriber=subscriber),
         )
-    left = enrollment.unsubscribe(
-        connection, enrollment_uid=enrollment_uid, catalog=catalog, now=now
-    )
-    return left.changed
-
-
-def _latest_enrollment(connection: Connection, subscriber_uid: str) -> tuple[int, str | None]:
-    row = connection.execute(
-        select(col(Subscriber.id), col(Enrollment.uid))
-        .outerjoin(Enrollment, col(Enrollment.subscriber_id) == col(Subscriber.id))
-        .where(col(Subscriber.uid) == subscriber_uid)
-        .order_by(col(Enrollment.id).desc())
-        .limit(1)
-    ).one_or_none()
-    if row is None:
-        raise SubscriberNotFound("no such subscriber (deleted, or never here)")
-    subscriber_id, enrollment_uid = row
-    assert subscriber_id is not None
-    return subscriber_id, enrollment_uid
-
-
-def resend_confirmation(connection: Connection, *, subscriber_uid: str, now: datetime) -> int:
-    """Queue a fresh confirmation for each course a pending subscriber has not confirmed
-    yet; how many were queued (none for anyone not pending)."""
-    with Session(bind=connection) as session:
-        email = by_uid(session, subscriber_uid).email
-    members = enrollment.pending_members(connection, sent_before=None, email=email)
-    return sum(enrollment.resend_for_operator(connection, member=m, now=now) for m in members)
-
-
-def delete(connection: Connection, *, subscriber_uid: str) -> str:
-    """Erase a subscriber with their history (``drip subscribers delete``); their address."""
-    with Session(bind=connection) as session:
-        subscriber = by_uid(session, subscriber_uid)
-        email = subscriber.email
-        delete_subscriber(session=session, subscriber=subscriber)
-        session.commit()  # the session's own savepoint: the caller's transaction commits
-        return email

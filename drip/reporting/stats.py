@@ -22,9 +22,14 @@ from sqlmodel import col
 
 from drip.core.courses import Course
 from drip.core.models import Click, Delivery, Enrollment, MailEvent, Subscriber
-from drip.core.states import DeliveryStatus, EmailKind, EnrollmentStatus, SubscriberStatus
-from drip.feedback.bounces import EventKind
-from drip.feedback.clicks import CLASS
+from drip.core.states import (
+    ClickLink,
+    DeliveryStatus,
+    EmailKind,
+    EnrollmentStatus,
+    MailEventKind,
+    SubscriberStatus,
+)
 
 
 def funnel(
@@ -68,10 +73,10 @@ def funnel(
             col(MailEvent.kind), col(Delivery.status), func.count(distinct(col(Delivery.id)))
         )
         .join(MailEvent, col(MailEvent.delivery_id) == col(Delivery.id))
-        .where(col(MailEvent.kind).in_([EventKind.HARD, EventKind.COMPLAINT]))
+        .where(col(MailEvent.kind).in_([MailEventKind.HARD, MailEventKind.COMPLAINT]))
         .group_by(col(Delivery.day_id), col(MailEvent.kind), col(Delivery.status))
     ):
-        if kind == EventKind.COMPLAINT:
+        if kind == MailEventKind.COMPLAINT:
             outcomes[day_id, "complained"] += count
             continue
         outcomes[day_id, "bounced"] += count
@@ -80,7 +85,7 @@ def funnel(
     for day_id, count in connection.execute(
         lessons.add_columns(func.count())
         .join(Click, col(Click.delivery_id) == col(Delivery.id))
-        .where(col(Click.link) == CLASS)
+        .where(col(Click.link) == ClickLink.CLASS)
         .group_by(col(Delivery.day_id))
     ):
         outcomes[day_id, "clicked"] += count

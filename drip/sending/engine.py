@@ -27,16 +27,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from drip.core import schedule
 from drip.core.config import Settings
@@ -44,9 +43,6 @@ from drip.core.courses import Catalog, Course
 from drip.core.exceptions import ConfigError, DripError, PermanentFailure, TemporaryFailure
 from drip.core.logs import log_event
 from drip.core.states import DeliveryStatus, EmailKind
-from drip.feedback import bounces
-from drip.lifecycle.enrollment import EVERGREEN_CHUNK, extend_evergreen, zone_for
-from drip.lifecycle.signup import file_pending
 from drip.outbox import deliveries
 from drip.outbox.deliveries import Claimed
 from drip.sending.mailer import Mailer, mailer_from_url
@@ -58,8 +54,17 @@ if TYPE_CHECKING:
     from drip.sending.message import Outgoing
 
 logger = logging.getLogger("drip.engine")
-#: signups filed per transaction
-FILE_BATCH = 25
+
+
+class Chore(Protocol):
+    """Work a run does before it sends, given ``now`` and the run's stop flag (SIGTERM)."""
+
+    def __call__(self, *, now: datetime, stopping: threading.Event) -> None: ...
+
+
+#: what a recipient the server refused for good (RCPT 5xx) leads to, in the transaction
+#: that records the failure: (connection, the claim, the server's reply, now)
+Refused = Callable[[Connection, "Claimed", str, datetime], None]
 
 
 class Outcome(StrEnum):
@@ -151,10 +156,14 @@ class Sender:
         composer: Composer | None = None,
         mailer_factory: Callable[[], Mailer] | None = None,
         throttle: Throttle | None = None,
+        refused: Refused,
+        chores: Sequence[Chore] = (),
         transactional_only: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
+        self.refused = refused
+        self.chores = tuple(chores)
         #: seconds, monotonic: how long a run has lasted (leases count from each claim)
         self.clock = clock
         self.settings = settings
@@ -181,9 +190,8 @@ class Sender:
         (at most ``limit``) and return the tally. Course files changed since the last
         run are read again first; a broken one is reported and its emails wait."""
         report = RunReport(course_problems=self.refresh_courses(), started=self.clock())
-        self.file_signups(now=now)
-        if not self.transactional_only:
-            self.resume_evergreen(now=now)
+        for chore in self.chores:
+            chore(now=now, stopping=self.stopping)
         budget = _Budget(limit)
         workers = self.settings.smtp_connections
         if workers == 1:
@@ -224,41 +232,6 @@ class Sender:
         for problem in self.catalog.problems:
             log_event(logger, logging.ERROR, "course-invalid", problem=problem)
         return list(self.catalog.problems)
-
-    def file_signups(self, *, now: datetime) -> None:
-        """File recorded signups (queueing their confirmations), a batch at a time."""
-        while not self.stopping.is_set():
-            with self.engine.begin() as connection:
-                batch = file_pending(
-                    connection,
-                    catalog=self.catalog,
-                    now=now,
-                    resend_gap_seconds=self.settings.confirm_resend_seconds,
-                    limit=FILE_BATCH,
-                )
-            if batch < FILE_BATCH:
-                break
-
-    def resume_evergreen(self, *, now: datetime) -> None:
-        """Days added to an evergreen course reach those who had completed it, a chunk
-        per transaction. A database error is logged and the run goes on sending."""
-        for course in self.catalog:
-            if not course.evergreen:  # no transaction (SQLite: no write lock) for the others
-                continue
-            restarted, chunk = 0, EVERGREEN_CHUNK
-            try:
-                while chunk == EVERGREEN_CHUNK and not self.stopping.is_set():
-                    with self.engine.begin() as connection:
-                        chunk = extend_evergreen(connection, course=course, now=now)
-                    restarted += chunk
-            except (SQLAlchemyError, DripError) as error:
-                log_event(
-                    logger, logging.ERROR, "evergreen-failed", course=course.slug, error=str(error)
-                )
-            if restarted:
-                log_event(
-                    logger, logging.INFO, "evergreen", course=course.slug, restarted=restarted
-                )
 
     def _work(
         self,
@@ -435,9 +408,7 @@ class _Worker:
     def _compose(self, item: Claimed, course: Course) -> Outgoing:
         from drip.sending.compose import Recipient
 
-        recipient = Recipient(
-            item.email, item.name, item.uid, item.timezone or course.default_timezone
-        )
+        recipient = Recipient(item.email, item.name, item.uid, course.zone_name_for(item.timezone))
         composer = self.sender.composer
         if item.kind == EmailKind.LESSON:
             day = course.day(item.day_id)
@@ -544,7 +515,7 @@ class _Worker:
             connection,
             enrollment_id=item.enrollment_id,
             course=course,
-            zone=zone_for(item.timezone, course),
+            zone=course.zone_for(item.timezone),
             now=self.now,
             history=item.history,
             closed=item.day_id,
@@ -623,17 +594,7 @@ class _Worker:
             outcome = self._close(connection, item, course, DeliveryStatus.FAILED, error=str(error))
             if not error.suppress:
                 return outcome
-            bounces.record(  # a hard bounce at the SMTP conversation: suppressed at once
-                connection,
-                subscriber_id=item.subscriber_id,
-                delivery_id=item.delivery_id,
-                kind=bounces.EventKind.HARD,
-                source="smtp",
-                diagnostic=error.response,
-                now=self.now,
-                soft_limit=self.settings.soft_bounce_limit,
-                soft_days=self.settings.soft_bounce_days,
-            )
+            self.sender.refused(connection, item, error.response, self.now)
         return Outcome.SUPPRESSED
 
     def _release(self, items: list[Claimed]) -> None:

@@ -13,9 +13,9 @@ from datetime import datetime
 
 from drip.core.config import Settings
 from drip.core.courses import Course
+from drip.core.entries import normalize_email
 from drip.core.exceptions import InvalidSubscriber
 from drip.core.models import new_uid
-from drip.lifecycle.subscribers import normalize_email
 from drip.sending.compose import SAMPLE, Composer, Recipient, preview
 from drip.sending.mailer import mailer_from_url
 

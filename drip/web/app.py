@@ -15,8 +15,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from drip.core.config import Settings
 from drip.core.courses import Catalog
 from drip.core.exceptions import DatabaseBusy
+from drip.runner import make_sender
 from drip.sending.compose import Composer
-from drip.sending.engine import Sender, Throttle
+from drip.sending.engine import Throttle
 from drip.sending.loop import PromptSender, make_scheduler, stop
 from drip.store.engine import engine_for
 from drip.store.keys import check_key
@@ -67,7 +68,7 @@ def create_app(settings: Settings, *, scheduler: bool = False, new_key: bool = F
     composer = Composer(settings=settings)
     throttle = Throttle(settings.send_rate)  # DRIP_SEND_RATE holds across both senders
     prompt = PromptSender(
-        Sender(
+        make_sender(
             engine=sending,
             # one connection, in the prompt thread itself: what a visitor waits for is
             # a few emails at a time, and every extra thread competes with requests
@@ -86,7 +87,7 @@ def create_app(settings: Settings, *, scheduler: bool = False, new_key: bool = F
         prompt.wake()  # anything queued before a restart
         loop = None
         if scheduler:
-            lessons = Sender(
+            lessons = make_sender(
                 engine=sending,
                 settings=settings,
                 catalog=catalog,

@@ -25,7 +25,7 @@ from sqlmodel import Session, select
 from drip.core.courses import Catalog, Course
 from drip.core.models import Delivery, MailEvent, Subscriber
 from drip.lifecycle.forms import drip_signature
-from drip.sending.engine import Sender
+from drip.runner import make_sender
 from drip.sending.mailer import memory
 from drip.web import create_app
 from tests.fixtures import enrol, make_settings
@@ -58,9 +58,9 @@ def client(tmp_path: Path, course: Course) -> Iterator[TestClient]:
         engine = test_client.app.state.drip.engine  # type: ignore[attr-defined]
         for name in PEOPLE:
             enrol(engine, course, f"{name}@example.org", now=NOW)
-        Sender(engine=engine, settings=settings, catalog=Catalog({course.slug: course})).send_due(
-            now=NOW
-        )
+        make_sender(
+            engine=engine, settings=settings, catalog=Catalog({course.slug: course})
+        ).send_due(now=NOW)
         yield test_client
     memory.outbox.clear()
 
@@ -252,7 +252,7 @@ def test_sendgrid_with_its_ecdsa_signature(client: TestClient, db: Engine) -> No
     # day 2 goes out before the events arrive: eve's names day 1 by its Message-ID, dan's
     # names no email and counts for the last one sent
     state = client.app.state.drip  # type: ignore[attr-defined]
-    Sender(engine=db, settings=state.settings, catalog=state.catalog).send_due(
+    make_sender(engine=db, settings=state.settings, catalog=state.catalog).send_due(
         now=NOW + timedelta(days=1)
     )
     answer = client.post(url, content=body, headers=_sendgrid_headers(body))
@@ -405,7 +405,7 @@ def test_ses_through_sns_with_its_signature(
         db = client.app.state.drip.engine  # type: ignore[attr-defined]
         for name in PEOPLE:
             enrol(db, course, f"{name}@example.org", now=NOW)
-        Sender(engine=db, settings=settings, catalog=Catalog({course.slug: course})).send_due(
+        make_sender(engine=db, settings=settings, catalog=Catalog({course.slug: course})).send_due(
             now=NOW
         )
         url = "/webhooks/bounces/ses"

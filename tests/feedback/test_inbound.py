@@ -20,13 +20,14 @@ from sqlmodel import Session, select
 from typer.testing import CliRunner
 
 from drip.cli import app
-from drip.core.config import Settings, get_settings
+from drip.core.config import BouncePolicy, Settings, get_settings
 from drip.core.courses import Catalog, Course
 from drip.core.models import Delivery, MailEvent, Subscriber
+from drip.core.states import MailEventKind
 from drip.core.tokens import Purpose, Tokens
-from drip.feedback.bounces import EventKind, record
+from drip.feedback.bounces import record
 from drip.feedback.inbound import Handled, handle_inbound
-from drip.sending.engine import Sender
+from drip.runner import make_sender
 from drip.sending.mailer import memory
 from drip.sending.message import Outgoing
 from drip.store.engine import engine_for
@@ -51,7 +52,7 @@ def verp_settings(tmp_path: Path) -> Settings:
 
 def _send(engine: Engine, settings: Settings, course: Course, now: datetime) -> list[Outgoing]:
     memory.outbox.clear()
-    Sender(engine=engine, settings=settings, catalog=Catalog({course.slug: course})).send_due(
+    make_sender(engine=engine, settings=settings, catalog=Catalog({course.slug: course})).send_due(
         now=now
     )
     return list(memory.outbox)
@@ -240,12 +241,11 @@ def test_soft_bounces_suppress_only_past_the_limit_within_the_window(
                 connection,
                 subscriber_id=ana,
                 delivery_id=delivery,
-                kind=EventKind.SOFT,
+                kind=MailEventKind.SOFT,
                 source="generic",
                 diagnostic="452 4.2.2 mailbox full",
                 now=at,
-                soft_limit=2,
-                soft_days=14,
+                policy=BouncePolicy(2, 14),
             )
 
     assert soft(lessons[0], NOW) == "noted"

@@ -11,6 +11,7 @@ from sqlmodel import Session, col, select
 
 from drip.core.config import Settings
 from drip.core.courses import Catalog, Course
+from drip.core.entries import Entry
 from drip.core.models import Delivery, Enrollment, Signup, Subscriber
 from drip.core.states import EmailKind, SubscriberStatus
 from drip.lifecycle.enrollment import (
@@ -24,9 +25,9 @@ from drip.lifecycle.enrollment import (
     stop_subscriber,
     unsubscribe,
 )
-from drip.lifecycle.signup import Action, Consent, Entry, Outcome, file_pending, record, sign_up
+from drip.lifecycle.signup import Action, Consent, Outcome, process_recorded, record, sign_up
 from drip.outbox import deliveries
-from drip.sending.engine import Sender
+from drip.runner import make_sender
 from tests.fixtures import enrol
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -150,7 +151,7 @@ def test_a_double_submit_is_filed_as_two_signups_and_one_confirmation(
         ):
             entry = Entry.clean(email=email, name=name, timezone=None)
             record(connection, course=course, entry=entry, consent=Consent(source="t"), now=NOW)
-        filed = file_pending(
+        filed = process_recorded(
             connection, catalog=Catalog({course.slug: course}), now=NOW, resend_gap_seconds=600
         )
     assert filed == 3
@@ -211,7 +212,7 @@ def test_a_signup_is_kept_as_posted_and_filed_later(any_engine: Engine, course: 
         orphan = Entry.clean(email="orphan@example.org", name="", timezone=None)
         record(connection, course=gone, entry=orphan, consent=consent, now=t0)
         catalog = Catalog({course.slug: course})
-        assert file_pending(connection, catalog=catalog, now=t1, resend_gap_seconds=600) == 2
+        assert process_recorded(connection, catalog=catalog, now=t1, resend_gap_seconds=600) == 2
     with Session(any_engine) as session:
         signups = {s.email: s for s in session.exec(select(Signup))}
         [subscriber] = session.exec(select(Subscriber)).all()
@@ -371,7 +372,7 @@ def test_confirming_applies_the_details_of_the_signup_its_link_names(
             consent = Consent(source=source, ip=ip, user_agent=f"agent {index}")
             at = NOW + timedelta(minutes=20 * index)
             record(connection, course=on, entry=entry, consent=consent, now=at)
-            file_pending(connection, catalog=catalog, now=at, resend_gap_seconds=0)
+            process_recorded(connection, catalog=catalog, now=at, resend_gap_seconds=0)
     with Session(engine) as session:
         first, second, _ = session.exec(select(Signup.uid).order_by(col(Signup.id))).all()
     for uid, expected in ((second, posts[1]), (first, posts[0])):
@@ -433,7 +434,7 @@ def test_coming_back_the_day_a_lesson_went_out_resumes_the_next_morning(
         ("later@example.org", morning + timedelta(days=2, hours=2), None),
     ):
         uid = enrol(engine, course, email, now=morning)
-        Sender(engine=engine, settings=settings, catalog=catalog).send_due(now=morning)
+        make_sender(engine=engine, settings=settings, catalog=catalog).send_due(now=morning)
         with engine.begin() as connection:
             unsubscribe(connection, enrollment_uid=uid, catalog=catalog, now=morning)
             entry = Entry.clean(email=email, name="", timezone=zone)
@@ -474,7 +475,7 @@ def _post(engine: Engine, course: Course, at: datetime, **details: str | None) -
     consent = Consent(source="blog", ip=details.get("ip"), user_agent=details.get("agent"))
     with engine.begin() as connection:
         uid = record(connection, course=course, entry=entry, consent=consent, now=at)
-        file_pending(
+        process_recorded(
             connection, catalog=Catalog({course.slug: course}), now=at, resend_gap_seconds=0
         )
     return uid
@@ -621,7 +622,7 @@ def test_filing_drops_signups_for_a_removed_course_and_files_the_rest(
         for on, email in ((other, "gone@example.org"), (course, "kept@example.org")):
             entry = Entry.clean(email=email)
             record(connection, course=on, entry=entry, consent=Consent(source=""), now=NOW)
-        filed = file_pending(
+        filed = process_recorded(
             connection, catalog=Catalog({course.slug: course}), now=NOW, resend_gap_seconds=0
         )
     assert filed == 2
@@ -677,7 +678,7 @@ def test_a_single_opt_in_signup_applies_its_details_to_someone_already_here(
         consent = Consent(source=None, ip="198.51.100.7", user_agent="Agent/2")  # type: ignore[arg-type]
         record(connection, course=single, entry=entry, consent=consent, now=later)
         catalog = Catalog({course.slug: course, single.slug: single})
-        file_pending(connection, catalog=catalog, now=later, resend_gap_seconds=600)
+        process_recorded(connection, catalog=catalog, now=later, resend_gap_seconds=600)
     with Session(engine) as session:
         ana = session.exec(select(Subscriber)).one()
     assert (ana.name, ana.timezone, ana.consent_at) == ("Ana B", "Asia/Tokyo", later)

@@ -20,10 +20,11 @@ from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
 from drip.core.courses import Catalog, Course
+from drip.core.entries import Entry
 from drip.core.models import Delivery, Signup
 from drip.core.states import EmailKind
 from drip.lifecycle.enrollment import unsubscribe
-from drip.lifecycle.signup import Consent, Entry, record, sign_up
+from drip.lifecycle.signup import Consent, record, sign_up
 from drip.store.engine import make_engine, upgrade
 from drip.testing import SmtpSink, free_port
 from tests.fixtures import enrol

@@ -12,14 +12,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, event, text
 from sqlmodel import Session
 
+from drip.core.config import BouncePolicy
 from drip.core.courses import Catalog, Course
+from drip.core.states import MailEventKind
 from drip.feedback import bounces
-from drip.lifecycle.subscribers import delete_subscriber, get_by_email
 from drip.reporting.metrics import exposition
-from drip.sending.engine import Sender
+from drip.reporting.subscribers import get_by_email
+from drip.runner import make_sender
 from drip.store.engine import make_engine, upgrade
 from drip.testing import SmtpSink
-from tests.fixtures import enrol, make_settings
+from tests.fixtures import enrol, erase, make_settings
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
 
@@ -50,7 +52,7 @@ def test_counters_count_sends_failures_by_reason_and_bounces_and_survive_erasure
         sink.rcpt_replies["ben@example.org"] = "550 5.1.1 no such user"
         sink.rcpt_replies["cat@example.org"] = "451 4.3.0 try again later"
         settings = make_settings(tmp_path, smtp_url=sink.url, max_attempts=1)
-        Sender(
+        make_sender(
             engine=any_engine, settings=settings, catalog=Catalog({course.slug: course})
         ).send_due(now=NOW)
     with any_engine.begin() as connection, Session(bind=connection) as session:
@@ -59,12 +61,11 @@ def test_counters_count_sends_failures_by_reason_and_bounces_and_survive_erasure
         bounces.record(
             connection,
             subscriber_id=dan.id,
-            kind=bounces.EventKind.COMPLAINT,
+            kind=MailEventKind.COMPLAINT,
             source="postmark",
             diagnostic="",
             now=NOW,
-            soft_limit=3,
-            soft_days=30,
+            policy=BouncePolicy(3, 30),
         )
     before = _samples(any_engine)
     assert {key: value for key, value in _counters(before).items() if value} == {
@@ -78,12 +79,7 @@ def test_counters_count_sends_failures_by_reason_and_bounces_and_survive_erasure
     }
 
     for name in ("ana", "ben", "dan"):  # ana and dan: the same counter, added to twice
-        with Session(any_engine) as session:
-            delete_subscriber(
-                session=session,
-                subscriber=get_by_email(session=session, email=f"{name}@example.org"),
-            )
-            session.commit()
+        erase(any_engine, f"{name}@example.org")
     after = _samples(any_engine)
     assert _counters(after) == _counters(before)
     statuses = ("active", "suppressed")  # a hard bounce or a complaint suppresses
@@ -106,10 +102,7 @@ def test_an_erasure_racing_another_of_the_same_subscriber_counts_them_once(
 
     def erase(using: Engine) -> None:
         try:
-            with Session(using) as session:
-                ana = get_by_email(session=session, email="ana@example.org")
-                delete_subscriber(session=session, subscriber=ana)
-                session.commit()
+            erase(using, "ana@example.org")
         except BaseException as error:  # noqa: BLE001 - reported below
             errors.append(error)
 
@@ -148,10 +141,7 @@ def test_a_scrape_during_an_erasure_reads_one_snapshot(pg_url: str, course: Cour
     def erase_once_rows_are_counted(conn, cursor, statement, *_: object) -> None:  # noqa: ANN001
         if statement.startswith("SELECT mailevent.kind") and not erased:
             erased.append(True)
-            with Session(other) as session:
-                ana = get_by_email(session=session, email="ana@example.org")
-                delete_subscriber(session=session, subscriber=ana)
-                session.commit()
+            erase(other, "ana@example.org")
 
     erased: list[bool] = []
     event.listen(engine, "after_cursor_execute", erase_once_rows_are_counted)

@@ -11,14 +11,16 @@ from sqlalchemy import Engine
 from typer.testing import CliRunner
 
 from drip.cli import app
-from drip.core.config import get_settings
+from drip.core.config import BouncePolicy, get_settings
 from drip.core.courses import Catalog, Course
-from drip.feedback.bounces import EventKind, record
-from drip.feedback.clicks import CLASS, record_click
+from drip.core.entries import Entry
+from drip.core.states import ClickLink, MailEventKind
+from drip.feedback.bounces import record
+from drip.feedback.clicks import record_click
 from drip.lifecycle.enrollment import find_member, unsubscribe
-from drip.lifecycle.signup import Consent, Entry, sign_up
+from drip.lifecycle.signup import Consent, sign_up
 from drip.reporting.stats import funnel
-from drip.sending.engine import Sender
+from drip.runner import make_sender
 from drip.store.engine import engine_for
 from drip.testing import SmtpSink
 from tests.fixtures import COURSES_DIR, TEST_SECRET, enrol, make_settings
@@ -52,7 +54,7 @@ def _history(engine: Engine, course: Course, sink: SmtpSink, tmp_path: Path) -> 
     sink.rcpt_replies["bounce@example.org"] = "550 5.1.1 no such user"
     sink.rcpt_replies["soft@example.org"] = "451 4.3.0 try again later"
     settings = make_settings(tmp_path, smtp_url=sink.url, max_attempts=1)
-    sender = Sender(engine=engine, settings=settings, catalog=Catalog({course.slug: course}))
+    sender = make_sender(engine=engine, settings=settings, catalog=Catalog({course.slug: course}))
     catalog = Catalog({course.slug: course})
 
     def click(name: str, day: int, at: datetime) -> None:
@@ -61,7 +63,7 @@ def _history(engine: Engine, course: Course, sink: SmtpSink, tmp_path: Path) -> 
                 connection,
                 enrollment_uid=uids[name],
                 day_id=course.days[day - 1].id,
-                link=CLASS,
+                link=ClickLink.CLASS,
                 now=at,
             )
 
@@ -79,12 +81,11 @@ def _history(engine: Engine, course: Course, sink: SmtpSink, tmp_path: Path) -> 
         record(
             connection,
             subscriber_id=ben.subscriber_id,
-            kind=EventKind.COMPLAINT,
+            kind=MailEventKind.COMPLAINT,
             source="inbound",
             diagnostic="",
             now=START + timedelta(days=2, hours=3),
-            soft_limit=3,
-            soft_days=14,
+            policy=BouncePolicy(3, 14),
         )
     return uids
 
@@ -125,9 +126,9 @@ def test_since_narrows_the_funnel_to_later_signups(
     later = START + timedelta(days=3)
     enrol(any_engine, course, "eve@example.org", now=later)
     settings = make_settings(tmp_path, smtp_url=smtp_sink.url)
-    Sender(engine=any_engine, settings=settings, catalog=Catalog({course.slug: course})).send_due(
-        now=later
-    )
+    make_sender(
+        engine=any_engine, settings=settings, catalog=Catalog({course.slug: course})
+    ).send_due(now=later)
     with any_engine.connect() as connection:
         result = funnel(connection, course, since=later.replace(hour=0))
     assert (result["signups"], result["confirmed"], result["completed"]) == (1, 1, 0)

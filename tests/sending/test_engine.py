@@ -19,15 +19,18 @@ from sqlmodel import Session, select
 
 from drip.core.config import Settings
 from drip.core.courses import Catalog, Course
+from drip.core.entries import Entry
 from drip.core.exceptions import ConfigError, InvalidCourse
 from drip.core.models import Delivery, Enrollment, MailEvent, Signup, Subscriber
 from drip.core.schedule import retry_at
 from drip.core.states import DeliveryStatus, EmailKind, SubscriberStatus
+from drip.lifecycle.chores import SIGNUP_BATCH
 from drip.lifecycle.enrollment import confirm, unsubscribe
-from drip.lifecycle.signup import Consent, Entry, record, sign_up
+from drip.lifecycle.signup import Consent, record, sign_up
 from drip.outbox.deliveries import claim, email_key, queue
+from drip.runner import make_sender
 from drip.sending.compose import Composer, Recipient
-from drip.sending.engine import FILE_BATCH, Outcome, Sender, Throttle
+from drip.sending.engine import Outcome, Sender, Throttle
 from drip.sending.mailer import memory
 from drip.sending.mailer.memory import MemoryMailer
 from drip.sending.message import Outgoing
@@ -44,7 +47,7 @@ def _empty_outbox() -> Iterator[None]:
 
 
 def sender_for(engine: Engine, settings: Settings, course: Course, **kwargs: Any) -> Sender:
-    return Sender(
+    return make_sender(
         engine=engine, settings=settings, catalog=Catalog({course.slug: course}), **kwargs
     )
 
@@ -882,7 +885,7 @@ def test_an_edited_course_is_read_again_and_a_broken_one_reported(
     catalog = Catalog.from_dir(folder, strict=False)
     course = catalog.get("yin-immersion")
     enrol(engine, course, "ana@example.org", now=now)
-    sender = Sender(engine=engine, settings=settings, catalog=catalog)
+    sender = make_sender(engine=engine, settings=settings, catalog=catalog)
     assert sender.send_due(now=now).sent == 1
     old = course.days[1].subject
     path.write_text(path.read_text().replace(old, "Day 2: A new subject"))
@@ -1197,7 +1200,7 @@ def test_days_appended_before_the_after_course_email_go_first(
     the morning after the last of them, once; never two emails on one morning. An email
     of hers cancelled long ago (a link she asked for, then left) stays cancelled; the
     run logs how many it restarted."""
-    caplog.set_level("INFO", logger="drip.engine")
+    caplog.set_level("INFO", logger="drip.lifecycle")
     start = datetime(2026, 11, 2, 7, 0, tzinfo=UTC)
     evergreen = variant(course, evergreen=True)
     enrol(engine, evergreen, "ana@example.org", now=start)
@@ -1236,10 +1239,10 @@ def test_one_run_files_every_recorded_signup_however_many_batches(
     then one more, included): all confirmations go out in the same run."""
     now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
     with engine.begin() as connection:
-        for n in range(FILE_BATCH + 1):
+        for n in range(SIGNUP_BATCH + 1):
             entry = Entry.clean(email=f"s{n}@example.org", name="", timezone=None)
             record(connection, course=course, entry=entry, consent=Consent(source="t"), now=now)
-    assert sender_for(engine, settings, course).send_due(now=now).sent == FILE_BATCH + 1
+    assert sender_for(engine, settings, course).send_due(now=now).sent == SIGNUP_BATCH + 1
 
 
 def test_a_running_sender_follows_an_edited_course_file(
@@ -1252,7 +1255,7 @@ def test_a_running_sender_follows_an_edited_course_file(
     path = folder / "course.yaml"
     path.write_text(SHIPPED_COURSE.read_text())
     settings = make_settings(tmp_path, courses_dir=folder)
-    sender = Sender(engine=engine, settings=settings, catalog=Catalog.from_dir(folder))
+    sender = make_sender(engine=engine, settings=settings, catalog=Catalog.from_dir(folder))
     now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
     enrol(engine, course, "ana@example.org", now=now)
     sender.send_due(now=now)
@@ -1584,7 +1587,7 @@ def test_an_evergreen_course_listed_after_a_plain_one_still_restarts(
     walk(sender_for(engine, settings, evergreen), start, days=8)
     plain = variant(course, slug="aaa-plain-course")
     edited = appended(evergreen, "bonus-one")
-    sender = Sender(
+    sender = make_sender(
         engine=engine,
         settings=settings,
         catalog=Catalog({plain.slug: plain, edited.slug: edited}),

@@ -16,17 +16,18 @@ from typer.testing import CliRunner
 from drip.cli import app
 from drip.core.config import get_settings
 from drip.core.courses import Catalog, Course
+from drip.core.entries import Entry
 from drip.core.exceptions import ConfigError
 from drip.core.models import Click, Delivery, Enrollment, ErasedCount, Signup, Subscriber
-from drip.feedback.clicks import CLASS, record_click
+from drip.core.states import ClickLink
+from drip.feedback.clicks import record_click
 from drip.lifecycle.enrollment import unsubscribe
-from drip.lifecycle.signup import Consent, Entry, sign_up
-from drip.lifecycle.subscribers import delete_subscriber, get_by_email
-from drip.sending.engine import Sender
+from drip.lifecycle.signup import Consent, sign_up
+from drip.runner import make_sender
 from drip.sending.mailer import memory
 from drip.store.backup import backup_sqlite, copy_database, pg_dump_command
 from drip.store.engine import engine_for, make_engine, upgrade
-from tests.fixtures import enrol, make_settings
+from tests.fixtures import enrol, erase, make_settings
 
 START = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
 
@@ -36,11 +37,7 @@ def _history(engine: Engine, course: Course, settings: object) -> None:
     class clicks, an erased subscriber's share of the metrics."""
     catalog = Catalog({course.slug: course})
     enrol(engine, course, "gone@example.org", now=START)
-    with Session(engine) as session:
-        delete_subscriber(
-            session=session, subscriber=get_by_email(session=session, email="gone@example.org")
-        )
-        session.commit()
+    erase(engine, "gone@example.org")
     uids = [enrol(engine, course, f"a{n}@example.org", now=START) for n in range(6)]
     with engine.begin() as connection:
         sign_up(
@@ -51,14 +48,18 @@ def _history(engine: Engine, course: Course, settings: object) -> None:
             by_operator=True,
             now=START,
         )
-    sender = Sender(engine=engine, settings=settings, catalog=catalog)  # type: ignore[arg-type]
+    sender = make_sender(engine=engine, settings=settings, catalog=catalog)  # type: ignore[arg-type]
     sender.send_due(now=START)
     sender.send_due(now=START + timedelta(days=1))
     with engine.begin() as connection:
         unsubscribe(connection, enrollment_uid=uids[0], catalog=catalog, now=START)
         for uid in uids[1:3]:
             assert record_click(
-                connection, enrollment_uid=uid, day_id=course.days[0].id, link=CLASS, now=START
+                connection,
+                enrollment_uid=uid,
+                day_id=course.days[0].id,
+                link=ClickLink.CLASS,
+                now=START,
             )
 
 
@@ -122,7 +123,7 @@ def test_a_backup_made_while_writing_is_whole_and_restores(tmp_path: Path, cours
     before = _sent_ids(copy)
     assert len(before) == 13  # 6 day-1 and 6 day-2 lessons, 1 confirmation
     memory.outbox.clear()
-    Sender(engine=copy, settings=restored, catalog=Catalog({course.slug: course})).send_due(
+    make_sender(engine=copy, settings=restored, catalog=Catalog({course.slug: course})).send_due(
         now=START + timedelta(days=2, hours=1)
     )
     assert memory.outbox and {m.message_id for m in memory.outbox}.isdisjoint(before)
@@ -167,7 +168,9 @@ def test_copy_to_postgresql_and_back_loses_nothing_and_resends_nothing(
     sent_before = _sent_ids(postgres)
     memory.outbox.clear()
     pg_settings = make_settings(tmp_path, database_url=pg_url)
-    sender = Sender(engine=postgres, settings=pg_settings, catalog=Catalog({course.slug: course}))
+    sender = make_sender(
+        engine=postgres, settings=pg_settings, catalog=Catalog({course.slug: course})
+    )
     report = sender.send_due(now=START + timedelta(days=2, hours=1))
     assert report.sent == 5  # day 3 for the five still subscribed
     assert {m.message_id for m in memory.outbox}.isdisjoint(sent_before)

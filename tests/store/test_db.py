@@ -164,7 +164,8 @@ def test_signup_statements_store_times_as_every_other_write_does(tmp_path: Path)
     import sqlite3
 
     from drip.core.courses import Catalog, load_course
-    from drip.lifecycle.signup import Consent, Entry, file_pending, record
+    from drip.core.entries import Entry
+    from drip.lifecycle.signup import Consent, process_recorded, record
     from tests.fixtures import SHIPPED_COURSE
 
     course = load_course(SHIPPED_COURSE)
@@ -174,7 +175,7 @@ def test_signup_statements_store_times_as_every_other_write_does(tmp_path: Path)
     in_lisbon = NOW.astimezone(timezone(timedelta(hours=-3)))
     with engine.begin() as connection:
         record(connection, course=course, entry=entry, consent=Consent("t"), now=in_lisbon)
-        file_pending(
+        process_recorded(
             connection, catalog=Catalog({course.slug: course}), now=NOW, resend_gap_seconds=0
         )
     with Session(engine) as session:  # an ORM write, for comparison

@@ -21,10 +21,11 @@ from typer.testing import CliRunner
 from drip.cli import app as cli_app
 from drip.core.config import Settings, get_settings
 from drip.core.courses import Catalog
+from drip.core.entries import Entry
 from drip.core.models import Delivery, Enrollment, Subscriber
 from drip.core.states import DeliveryStatus, EmailKind, SubscriberStatus
-from drip.lifecycle.signup import Consent, Entry, sign_up
-from drip.sending.engine import Sender
+from drip.lifecycle.signup import Consent, sign_up
+from drip.runner import make_sender
 from drip.sending.mailer import memory
 from drip.store import installation, passwords
 from drip.store.engine import engine_for
@@ -321,7 +322,7 @@ def test_the_overview_charts_the_funnel_signups_and_failures(
     for name in ("ana", "bounce"):
         enrol(engine, course, f"{name}@example.org", now=now)
     smtp_sink.rcpt_replies["bounce@example.org"] = "550 5.1.1 no such user"
-    Sender(engine=engine, settings=settings, catalog=catalog).send_due(now=now)
+    make_sender(engine=engine, settings=settings, catalog=catalog).send_due(now=now)
     engine.dispose()
     with TestClient(create_app(settings), follow_redirects=False) as client:
         login(client)

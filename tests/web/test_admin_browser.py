@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from drip.core.courses import Catalog
-from drip.feedback.clicks import CLASS, record_click
-from drip.sending.engine import Sender
+from drip.core.states import ClickLink
+from drip.feedback.clicks import record_click
+from drip.runner import make_sender
 from drip.store.engine import engine_for
 from drip.testing import SmtpSink
 from tests.fixtures import COURSES_DIR, ROOT, enrol, make_settings
@@ -54,7 +55,7 @@ def _seed(database_url: str, sink: SmtpSink, tmp_path: Path) -> None:
         for n, name in enumerate(("ana", "ben", "cat", "dan", "eve", "nobody"))
     }
     sink.rcpt_replies["nobody@example.org"] = "550 5.1.1 no such user"
-    sender = Sender(engine=engine, settings=settings, catalog=catalog)
+    sender = make_sender(engine=engine, settings=settings, catalog=catalog)
     for day in range(3):
         sender.send_due(now=start + timedelta(days=day, hours=23))
         with engine.begin() as connection:
@@ -63,7 +64,7 @@ def _seed(database_url: str, sink: SmtpSink, tmp_path: Path) -> None:
                     connection,
                     enrollment_uid=uids[name],
                     day_id=course.days[day].id,
-                    link=CLASS,
+                    link=ClickLink.CLASS,
                     now=start + timedelta(days=day, hours=23, minutes=5),
                 )
     sink.received.clear()

@@ -17,7 +17,7 @@ from drip.core.config import Settings
 from drip.core.courses import Catalog, Course
 from drip.core.models import Delivery
 from drip.core.tokens import Tokens
-from drip.sending.engine import Sender
+from drip.runner import make_sender
 from drip.sending.mailer import memory
 from drip.web import create_app
 from tests.fixtures import TEST_SECRET, app_client, enrol, make_settings
@@ -38,7 +38,7 @@ def _send_days(client: TestClient, course: Course, email: str, days: int) -> lis
     db: Engine = app.engine
     settings: Settings = app.settings
     enrol(db, course, email, now=NOW)
-    sender = Sender(engine=db, settings=settings, catalog=Catalog({course.slug: course}))
+    sender = make_sender(engine=db, settings=settings, catalog=Catalog({course.slug: course}))
     for day in range(days):
         sender.send_due(now=NOW + timedelta(days=day))
     paths = []

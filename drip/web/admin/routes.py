@@ -9,7 +9,7 @@ except a test send, which belongs to no subscriber and goes straight to the mail
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from email import policy
@@ -22,12 +22,12 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import Connection
-from sqlmodel import Session
 from starlette.requests import ClientDisconnect
 
 from drip.core.courses import Course
 from drip.core.exceptions import DripError, SubscriberNotFound
 from drip.core.tokens import Tokens
+from drip.lifecycle import actions
 from drip.reporting import dashboard
 from drip.sending.compose import Composer, emails_of, preview
 from drip.sending.testsend import send_test
@@ -45,6 +45,8 @@ WIDTHS = (375, 1200)
 DONE = {
     "unsubscribed": "Unsubscribed: every email not yet sent is cancelled.",
     "already-left": "Nothing changed: they had already left.",
+    "suppressed": "Suppressed: nothing more will be sent to this address.",
+    "already-suppressed": "Nothing changed: the address was already suppressed.",
     "resent": "A fresh confirmation email is queued.",
     "not-pending": "Nothing queued: they are not waiting for a confirmation.",
     "confirm-delete": "Not deleted: tick the box to confirm.",
@@ -185,7 +187,7 @@ def overview(request: Request, st: State, admin: SignedIn) -> Response:
 @router.get("/subscribers", response_class=HTMLResponse)
 def subscribers(request: Request, st: State, admin: SignedIn, q: str = "") -> Response:
     with _reading(st) as connection:
-        found = dashboard.search(Session(bind=connection), query=q[:320])
+        found = dashboard.search(connection, query=q[:320])
     return _page(
         st,
         request,
@@ -202,7 +204,7 @@ def subscribers(request: Request, st: State, admin: SignedIn, q: str = "") -> Re
 def subscriber(uid: str, request: Request, st: State, admin: SignedIn) -> Response:
     try:
         with _reading(st) as connection:
-            record = dashboard.record(Session(bind=connection), uid)
+            record = dashboard.record(connection, uid)
     except SubscriberNotFound as error:
         raise Refused(404, str(error)) from None
     return _page(
@@ -219,20 +221,26 @@ def subscriber(uid: str, request: Request, st: State, admin: SignedIn) -> Respon
 async def unsubscribe(uid: str, request: Request, st: State, admin: SignedIn) -> Response:
     await _form(request, st, purpose="session", nonce=admin.nonce)
     changed = await _act(
-        st,
-        partial(
-            dashboard.unsubscribe, subscriber_uid=uid, catalog=st.catalog, now=datetime.now(UTC)
-        ),
+        st, uid, partial(actions.unsubscribe, catalog=st.catalog, now=datetime.now(UTC))
     )
     return _done(uid, "unsubscribed" if changed else "already-left")
+
+
+@router.post("/subscribers/{uid}/suppress")
+async def suppress(uid: str, request: Request, st: State, admin: SignedIn) -> Response:
+    await _form(request, st, purpose="session", nonce=admin.nonce)
+    changed = await _act(
+        st,
+        uid,
+        partial(actions.suppress, reason="suppressed on the dashboard", now=datetime.now(UTC)),
+    )
+    return _done(uid, "suppressed" if changed else "already-suppressed")
 
 
 @router.post("/subscribers/{uid}/resend")
 async def resend(uid: str, request: Request, st: State, admin: SignedIn) -> Response:
     await _form(request, st, purpose="session", nonce=admin.nonce)
-    queued = await _act(
-        st, partial(dashboard.resend_confirmation, subscriber_uid=uid, now=datetime.now(UTC))
-    )
+    queued = await _act(st, uid, partial(actions.resend_confirmation, now=datetime.now(UTC)))
     return _done(uid, "resent" if queued else "not-pending")
 
 
@@ -241,12 +249,17 @@ async def delete(uid: str, request: Request, st: State, admin: SignedIn) -> Resp
     form = await _form(request, st, purpose="session", nonce=admin.nonce)
     if form.get("confirm") != "yes":
         return _done(uid, "confirm-delete")
-    await _act(st, partial(dashboard.delete, subscriber_uid=uid))
+    await _act(st, uid, actions.delete)
     return RedirectResponse("/admin/subscribers?done=deleted", status_code=303)
 
 
-async def _act(st: WebState, work: Any) -> Any:
-    """Run an action through the writer, then wake the sender for what it queued."""
+async def _act(st: WebState, uid: str, action: Callable[..., Any]) -> Any:
+    """Run an operator action on the subscriber ``uid`` through the writer, then wake the
+    sender for what it queued."""
+
+    def work(connection: Connection) -> Any:
+        return action(connection, subscriber=actions.find(connection, uid=uid))
+
     try:
         result = await st.writes.run(work)
     except SubscriberNotFound as error:

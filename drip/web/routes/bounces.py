@@ -122,8 +122,7 @@ def _apply(
             diagnostic=report.diagnostic,
             message_id=report.message_id,
             now=now,
-            soft_limit=settings.soft_bounce_limit,
-            soft_days=settings.soft_bounce_days,
+            policy=settings.bounce_policy,
         )
         handled += outcome is not None
     return handled

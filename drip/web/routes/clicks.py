@@ -12,7 +12,8 @@ from fastapi import APIRouter
 from fastapi.responses import RedirectResponse
 
 from drip.core.exceptions import DatabaseBusy, InvalidToken
-from drip.feedback.clicks import CLASS, record_click
+from drip.core.states import ClickLink
+from drip.feedback.clicks import record_click
 from drip.web.deps import State
 
 logger = logging.getLogger("drip.web")
@@ -35,7 +36,7 @@ async def class_link(token: str, st: State) -> RedirectResponse:
                 record_click,
                 enrollment_uid=uid,
                 day_id=day_id,
-                link=CLASS,
+                link=ClickLink.CLASS,
                 now=datetime.now(UTC),
             )
         )

@@ -14,10 +14,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.requests import ClientDisconnect
 
+from drip.core.entries import normalize_email
 from drip.core.exceptions import ExpiredToken, InvalidSubscriber, InvalidToken, StaleToken
 from drip.lifecycle import enrollment
 from drip.lifecycle.forms import parse
-from drip.lifecycle.subscribers import normalize_email
 from drip.web.deps import State, WebState, client_ip, page, read_body
 
 router = APIRouter()

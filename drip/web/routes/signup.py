@@ -17,9 +17,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.requests import ClientDisconnect
 
+from drip.core.entries import Entry
 from drip.core.exceptions import InvalidSubscriber, UnknownCourse
 from drip.lifecycle.forms import SignupRequest, parse, verify_signature
-from drip.lifecycle.signup import Consent, Entry, record
+from drip.lifecycle.signup import Consent, record
 from drip.web.deps import State, WebState, client_ip, page, read_body
 
 logger = logging.getLogger("drip.web")

@@ -1,0 +1,138 @@
+"""What the operator does to one subscriber, whichever door it comes through: the CLI
+(``drip subscribers unsubscribe|suppress|resend-confirmation|delete``) and the dashboard
+call these same functions, so every door behaves the same.
+
+Each runs in the caller's transaction on a Core ``Connection``; an email it sets off (a
+goodbye, a confirmation) is queued in the outbox, never sent here. A subscriber is named
+by address (the CLI) or by public uid (the dashboard): ``find``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, select
+from sqlalchemy import delete as sql_delete
+from sqlmodel import col
+
+from drip.core.courses import Catalog
+from drip.core.entries import normalize_email
+from drip.core.exceptions import SubscriberNotFound
+from drip.core.models import Delivery, Enrollment, Subscriber
+from drip.core.states import SubscriberStatus
+from drip.lifecycle import enrollment
+from drip.reporting.metrics import record_erasure
+
+
+@dataclass(frozen=True)
+class Target:
+    """The subscriber an action is about."""
+
+    id: int
+    uid: str
+    email: str
+    #: their status before the action
+    status: str
+
+
+def find(connection: Connection, *, email: str | None = None, uid: str | None = None) -> Target:
+    """The subscriber with this address (normalised first) or public uid;
+    ``SubscriberNotFound`` when there is none."""
+    if (email is None) == (uid is None):
+        raise ValueError("name a subscriber by email or by uid")
+    query = select(
+        col(Subscriber.id), col(Subscriber.uid), col(Subscriber.email), col(Subscriber.status)
+    )
+    if email is not None:
+        query = query.where(col(Subscriber.email) == normalize_email(email))
+    else:
+        query = query.where(col(Subscriber.uid) == uid)
+    row = connection.execute(query).one_or_none()
+    if row is None:
+        raise SubscriberNotFound(
+            f"no subscriber with email {email!r}"
+            if email is not None
+            else "no such subscriber (deleted, or never here)"
+        )
+    subscriber_id, subscriber_uid, address, status = row
+    assert subscriber_id is not None
+    return Target(subscriber_id, subscriber_uid, address, status)
+
+
+def unsubscribe(
+    connection: Connection, *, subscriber: Target, catalog: Catalog, now: datetime
+) -> bool:
+    """Unsubscribe as the subscriber's own link would (``enrollment.leave``): every email
+    not yet sent is cancelled, and the goodbye email of their latest course, when it has
+    one, queued. False when they had already left."""
+    member = _latest_member(connection, subscriber)
+    if member is None:  # on no course: nothing to say goodbye for
+        return enrollment.stop_subscriber(
+            connection, subscriber_id=subscriber.id, status=SubscriberStatus.UNSUBSCRIBED, now=now
+        )
+    return enrollment.leave(connection, member=member, catalog=catalog, now=now).changed
+
+
+def suppress(connection: Connection, *, subscriber: Target, reason: str, now: datetime) -> bool:
+    """Never mail this address again (a dead address, or someone who asked by other means):
+    every email not yet sent is cancelled, no goodbye. False when it already was."""
+    return enrollment.stop_subscriber(
+        connection,
+        subscriber_id=subscriber.id,
+        status=SubscriberStatus.SUPPRESSED,
+        now=now,
+        reason=reason,
+    )
+
+
+def resend_confirmation(
+    connection: Connection,
+    *,
+    now: datetime,
+    subscriber: Target | None = None,
+    sent_before: datetime | None = None,
+) -> int:
+    """Queue a fresh confirmation for each course a pending subscriber has not confirmed
+    yet: ``subscriber``'s, or, without one, every pending subscriber's whose last one was
+    queued before ``sent_before`` (or never). Never for someone who unsubscribed or was
+    suppressed; how many were queued."""
+    members = enrollment.pending_members(
+        connection,
+        sent_before=sent_before,
+        email=subscriber.email if subscriber is not None else None,
+    )
+    return sum(enrollment.resend_for_operator(connection, member=m, now=now) for m in members)
+
+
+def delete(connection: Connection, *, subscriber: Target) -> None:
+    """Erase a subscriber with their signups, enrollments, emails, clicks and bounces (the
+    foreign keys cascade): the right to erasure. Their share of the metrics' counters is
+    kept first, so no counter ever goes down."""
+    # Hold the subscriber and their emails (PostgreSQL; SQLite has one writer at a time):
+    # an erasure of the same subscriber at the same moment waits and then finds nobody,
+    # and no bounce, signup or receipt of theirs lands between the count and the delete.
+    held = connection.execute(
+        select(col(Subscriber.id)).where(col(Subscriber.id) == subscriber.id).with_for_update()
+    ).scalar()
+    if held is None:
+        return  # erased meanwhile
+    connection.execute(
+        select(col(Delivery.id))
+        .join(Enrollment, col(Enrollment.id) == col(Delivery.enrollment_id))
+        .where(col(Enrollment.subscriber_id) == held)
+        .with_for_update(of=[Delivery])
+    ).all()
+    record_erasure(connection, subscriber_id=held)
+    connection.execute(sql_delete(Subscriber).where(col(Subscriber.id) == held))
+
+
+def _latest_member(connection: Connection, subscriber: Target) -> enrollment.Member | None:
+    """The subscriber on the course they joined last, or None when on none."""
+    row = connection.execute(
+        enrollment.Member.select()
+        .where(col(Subscriber.id) == subscriber.id)
+        .order_by(col(Enrollment.id).desc())
+        .limit(1)
+    ).one_or_none()
+    return enrollment.Member(*row) if row is not None else None
