@@ -45,7 +45,7 @@ def send_due(
     Example: drip send-due --now 2026-11-25T07:00:00Z --limit 500
     """
     from drip.core.logs import configure as configure_logging
-    from drip.outbox.deliveries import due
+    from drip.reporting.outbox import due
     from drip.runner import make_sender
     from drip.store.engine import READ_ONLY
 

@@ -15,6 +15,7 @@ without a goodbye. Every event is stored.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, distinct, func, insert, select
@@ -23,6 +24,7 @@ from sqlmodel import col
 from drip.core.config import BouncePolicy
 from drip.core.models import Delivery, Enrollment, MailEvent, Subscriber, WebhookEvent
 from drip.core.states import DeliveryStatus, MailEventKind, SubscriberStatus
+from drip.feedback.providers.base import Report
 from drip.lifecycle.enrollment import stop_subscriber
 from drip.store.engine import insert_new
 
@@ -54,6 +56,42 @@ def first_time(connection: Connection, *, provider: str, event_id: str, now: dat
         {"provider": provider, "event_id": str(event_id)[:255], "received_at": now},
         unique=["provider", "event_id"],
     )
+
+
+def apply_reports(
+    connection: Connection,
+    *,
+    reports: Sequence[Report],
+    source: str,
+    policy: BouncePolicy,
+    now: datetime,
+    replay_key: str | None = None,
+) -> int:
+    """Record each of a provider's reports for its address, unless its event was handled
+    before (a retry or a replay); how many were recorded. A request whose one-time proof
+    (``replay_key``) was seen before records nothing."""
+    if replay_key is not None and not first_time(
+        connection, provider=f"{source}:proof", event_id=replay_key, now=now
+    ):
+        return 0
+    handled = 0
+    for report in reports:
+        if report.event_id is not None and not first_time(
+            connection, provider=source, event_id=report.event_id, now=now
+        ):
+            continue
+        outcome = record_for_address(
+            connection,
+            email=report.email,
+            kind=report.kind,
+            source=source,
+            diagnostic=report.diagnostic,
+            message_id=report.message_id,
+            now=now,
+            policy=policy,
+        )
+        handled += outcome is not None
+    return handled
 
 
 def record_for_address(

@@ -111,7 +111,8 @@ def _stranded(now: datetime) -> ColumnElement[bool]:
     return and_(status_is(DeliveryStatus.SENDING), col(Delivery.claimed_until) <= now)
 
 
-def _due(now: datetime) -> ColumnElement[bool]:
+def is_due(now: datetime) -> ColumnElement[bool]:
+    """Waiting for ``now``, or claimed with a lease that ran out."""
     return or_(_scheduled(now), _stranded(now))
 
 
@@ -205,36 +206,6 @@ def claim(
             history=history.get(row[1], {}),
         )
         for row in rows
-    ]
-
-
-def due(connection: Connection, *, now: datetime, limit: int | None) -> list[dict[str, object]]:
-    """What would be sent at ``now``, without claiming anything (``--dry-run``)."""
-    query = (
-        joined(
-            select(
-                col(Enrollment.course_slug),
-                col(Delivery.kind),
-                col(Delivery.day_id),
-                col(Delivery.due_at),
-                col(Delivery.attempts),
-                col(Subscriber.email),
-            )
-        )
-        .where(_due(now))
-        .order_by(col(Delivery.due_at), col(Delivery.id))
-        .limit(limit)
-    )
-    return [
-        {
-            "email": email,
-            "course": slug,
-            "kind": kind,
-            "day": day_id if kind == EmailKind.LESSON else kind,
-            "due_at": due_at.isoformat(),
-            "attempts": attempts,
-        }
-        for slug, kind, day_id, due_at, attempts, email in connection.execute(query)
     ]
 
 
@@ -674,27 +645,3 @@ def cancel_pending(
         .values(status=DeliveryStatus.CANCELLED, cancelled_at=now)
     )
     return int(result.rowcount)
-
-
-def sent_lessons(
-    connection: Connection, *, enrollment_uid: str
-) -> tuple[str, dict[str, str]] | None:
-    """(course slug, day id → status of each lesson sent or being sent) of an enrollment;
-    None when unknown. ``sending`` may already be in the inbox (its receipt waits for
-    its window)."""
-    rows = connection.execute(
-        select(col(Enrollment.course_slug), col(Delivery.day_id), col(Delivery.status))
-        .select_from(Enrollment)
-        .outerjoin(
-            Delivery,
-            and_(
-                col(Delivery.enrollment_id) == col(Enrollment.id),
-                col(Delivery.kind) == EmailKind.LESSON,
-                col(Delivery.status).in_([DeliveryStatus.SENT, DeliveryStatus.SENDING]),
-            ),
-        )
-        .where(col(Enrollment.uid) == enrollment_uid)
-    ).all()
-    if not rows:
-        return None
-    return rows[0][0], {day_id: status for _, day_id, status in rows if day_id is not None}

@@ -24,7 +24,7 @@ from sqlmodel import Session, select
 
 from drip.core.courses import Catalog, Course
 from drip.core.models import Delivery, MailEvent, Subscriber
-from drip.lifecycle.forms import drip_signature
+from drip.core.signatures import drip_signature
 from drip.runner import make_sender
 from drip.sending.mailer import memory
 from drip.web import create_app
@@ -323,19 +323,19 @@ def _certificate(key: rsa.RSAPrivateKey) -> bytes:
 @pytest.fixture
 def sns_fetches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[str]]:
     """SNS's side: serves the signing certificate, records the URLs drip fetched."""
-    from drip.feedback import webhooks
+    from drip.feedback.providers import ses
 
     fetched: list[str] = []
 
     def fetch(url: str) -> bytes:
-        assert webhooks.is_sns_url(url), url
+        assert ses.is_sns_url(url), url
         fetched.append(url)
         return _certificate(SNS_KEY) if url == CERT_URL else b"<ConfirmSubscriptionResponse/>"
 
-    webhooks._certificates.clear()
-    monkeypatch.setattr(webhooks, "fetch_sns", fetch)
+    ses._certificates.clear()
+    monkeypatch.setattr(ses, "fetch_sns", fetch)
     yield fetched
-    webhooks._certificates.clear()
+    ses._certificates.clear()
 
 
 def _sns(kind: str, fields: dict[str, str], *, version: str = "2", key: Any = SNS_KEY) -> dict:  # type: ignore[type-arg]
@@ -520,7 +520,7 @@ def test_malformed_or_hostile_requests_are_refused_without_a_500(
 
 def test_sns_certificates_must_name_sns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A certificate served from an SNS address but issued to anyone else is refused."""
-    from drip.feedback import webhooks
+    from drip.feedback.providers import ses
 
     impostor = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "evil.example")])
@@ -535,11 +535,11 @@ def test_sns_certificates_must_name_sns(tmp_path: Path, monkeypatch: pytest.Monk
         .not_valid_after(now + timedelta(days=1))
         .sign(impostor, hashes.SHA256())
     )
-    webhooks._certificates.clear()
+    ses._certificates.clear()
     monkeypatch.setattr(
-        webhooks, "fetch_sns", lambda url: certificate.public_bytes(serialization.Encoding.PEM)
+        ses, "fetch_sns", lambda url: certificate.public_bytes(serialization.Encoding.PEM)
     )
     bounce = _sns("Notification", {"Message": "{}"}, key=impostor)
-    with pytest.raises(webhooks.Forged):
-        webhooks.check_sns(bounce, TOPIC)
-    assert webhooks._certificates == {}
+    with pytest.raises(ses.Forged):
+        ses.check_sns(bounce, TOPIC)
+    assert ses._certificates == {}

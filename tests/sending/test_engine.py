@@ -1445,7 +1445,7 @@ def test_a_dry_run_lists_a_claim_whose_lease_ran_out_and_not_one_still_held(
 ) -> None:
     """A worker died holding a claim: once its lease has run out the email is due again
     (the next run takes it), and ``--dry-run`` lists it; while the lease holds, it is not."""
-    from drip.outbox.deliveries import due
+    from drip.reporting.outbox import due
 
     now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
     enrol(engine, course, "held@example.org", now=now)

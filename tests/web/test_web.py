@@ -566,7 +566,7 @@ def test_pages_carry_protective_headers_and_no_api_docs(client: TestClient) -> N
 def test_a_valid_drip_signature_is_accepted_and_a_replay_later_refused(tmp_path: Any) -> None:
     """X-Drip-Signature signs a timestamp with the body: accepted now, refused 10 minutes
     later (a captured request cannot be replayed), and refused for another body."""
-    from drip.lifecycle.forms import drip_signature
+    from drip.core.signatures import drip_signature
 
     body = json.dumps({"email": "signed@example.org"}).encode()
     headers = {"Content-Type": "application/json"}

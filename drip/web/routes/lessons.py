@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from drip.core.exceptions import InvalidToken
 from drip.core.states import DeliveryStatus
-from drip.outbox.deliveries import sent_lessons
+from drip.reporting.outbox import sent_lessons
 from drip.sending.render import markdown_html
 from drip.store.engine import READ_ONLY
 from drip.web.deps import State, page

@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect
 
 from drip.core.entries import Entry
 from drip.core.exceptions import InvalidSubscriber, UnknownCourse
-from drip.lifecycle.forms import SignupRequest, parse, verify_signature
+from drip.lifecycle.forms import SignupRequest, parse, verify
 from drip.lifecycle.signup import Consent, record
 from drip.web.deps import State, WebState, client_ip, page, read_body
 
@@ -44,7 +44,7 @@ async def subscribe(request: Request, st: State) -> Response:
     if (
         not browser
         and secret is not None
-        and not verify_signature(body, request.headers, secret.get_secret_value(), now=time.time())
+        and not verify(body, request.headers, secret.get_secret_value(), now=time.time())
     ):
         return JSONResponse({"detail": "missing or invalid webhook signature"}, status_code=401)
     retry_after = st.limiter.hit(client_ip(st, request))
