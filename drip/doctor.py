@@ -51,8 +51,9 @@ def examine(
 
 
 def _database(settings: Settings) -> Iterator[Finding]:
-    from drip.store.engine import current_revision, engine_for, head_revision
+    from drip.store.engine import engine_for
     from drip.store.keys import check_key
+    from drip.store.schema import current_revision, head_revision
 
     engine = engine_for(settings, migrate=False, create=False)
     current, head = current_revision(engine), head_revision()

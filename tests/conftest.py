@@ -15,7 +15,8 @@ from sqlalchemy.engine import make_url
 from drip.core.config import Settings
 from drip.core.courses import Catalog, Course, load_course
 from drip.sending.compose import Composer
-from drip.store.engine import engine_for, make_engine, upgrade
+from drip.store.engine import engine_for, make_engine
+from drip.store.schema import upgrade
 from drip.testing import SmtpSink
 from tests.fixtures import COURSES_DIR, PG_URL, SHIPPED_COURSE, make_settings
 

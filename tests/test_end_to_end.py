@@ -170,7 +170,8 @@ def test_serve_on_a_busy_port_fails_before_sending_anything(
     first running a send (a lesson is due, and nothing reaches the mail server)."""
     import socket
 
-    from drip.store.engine import make_engine, upgrade
+    from drip.store.engine import make_engine
+    from drip.store.schema import upgrade
     from tests.fixtures import enrol
 
     database_url = f"sqlite:///{tmp_path / 'drip.db'}"

@@ -19,9 +19,10 @@ def upgrade() -> None:
     Example: drip db upgrade
     """
     from drip.store import engine as db
+    from drip.store import schema
 
     engine = db.engine_for(settings(), migrate=False, create=True)
-    before, after = db.upgrade(engine)
+    before, after = schema.upgrade(engine)
     if before == after:
         console().print(f"database is up to date (revision {after})")
     else:
@@ -61,12 +62,13 @@ def copy(
     Example: drip db copy --to postgresql+psycopg://drip:secret@db.example/drip
     """
     from drip.store import engine as db
+    from drip.store import schema
     from drip.store.backup import copy_database
 
     config = settings()
     source = db.engine_for(config, create=False)
     target_settings = config.model_copy(update={"database_url": to})
     target = db.engine_for(target_settings, migrate=False, create=True)
-    db.upgrade(target)
+    schema.upgrade(target)
     copied = copy_database(source, target)
     say("copied " + ", ".join(f"{n} {table} rows" for table, n in copied.items()))

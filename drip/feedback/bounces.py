@@ -26,7 +26,7 @@ from drip.core.models import Delivery, Enrollment, MailEvent, Subscriber, Webhoo
 from drip.core.states import DeliveryStatus, MailEventKind, SubscriberStatus
 from drip.feedback.providers.base import Report
 from drip.lifecycle.enrollment import stop_subscriber
-from drip.store.engine import insert_new
+from drip.store.statements import insert_new
 
 
 def delivery_of(connection: Connection, message_id: str | None, subscriber_id: int) -> int | None:

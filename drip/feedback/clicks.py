@@ -15,7 +15,7 @@ from sqlmodel import col
 
 from drip.core.models import Click, Delivery, Enrollment
 from drip.core.states import DeliveryStatus, EmailKind
-from drip.store.engine import insert_new
+from drip.store.statements import insert_new
 
 
 def record_click(

@@ -49,7 +49,7 @@ from drip.core.entries import Entry
 from drip.core.models import UNFILED, Enrollment, Signup, Subscriber, UTCDateTime, new_uids
 from drip.core.states import EnrollmentStatus, SubscriberStatus
 from drip.lifecycle.enrollment import Member, SignupDetails, activate_many, queue_confirmations
-from drip.store.engine import Prepared, insert_for
+from drip.store.statements import Prepared, insert_for
 
 
 class Action(StrEnum):

@@ -50,7 +50,7 @@ from drip.core.states import (
     EnrollmentStatus,
     SubscriberStatus,
 )
-from drip.store.engine import Prepared, insert_for
+from drip.store.statements import Prepared, insert_for
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ from sqlmodel import col
 
 from drip.core.models import Delivery, Enrollment, ErasedCount, MailEvent, Signup, Subscriber
 from drip.core.states import PENDING_DELIVERY, DeliveryStatus
-from drip.store.engine import READ_ONLY, insert_for
+from drip.store.engine import READ_ONLY
+from drip.store.statements import insert_for
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

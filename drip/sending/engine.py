@@ -47,7 +47,7 @@ from drip.outbox import deliveries
 from drip.outbox.deliveries import Claimed
 from drip.sending.mailer import Mailer, mailer_from_url
 from drip.sending.mailer.base import Settled
-from drip.store.engine import generic_plans
+from drip.store.statements import generic_plans
 
 if TYPE_CHECKING:
     from drip.sending.compose import Composer

@@ -19,7 +19,8 @@ from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
 from drip.core.exceptions import ConfigError
-from drip.store.engine import READ_ONLY, current_revision, head_revision
+from drip.store.engine import READ_ONLY
+from drip.store.schema import current_revision, head_revision
 
 #: every table, parents before children (foreign keys point backwards in this list)
 TABLES = (

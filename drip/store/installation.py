@@ -7,7 +7,7 @@ from sqlalchemy import Connection, delete, select
 from sqlmodel import col
 
 from drip.core.models import Setting
-from drip.store.engine import insert_for
+from drip.store.statements import insert_for
 
 
 def read(connection: Connection, name: str) -> str | None:

@@ -25,7 +25,8 @@ from drip.core.models import Delivery, Signup
 from drip.core.states import EmailKind
 from drip.lifecycle.enrollment import unsubscribe
 from drip.lifecycle.signup import Consent, record, sign_up
-from drip.store.engine import make_engine, upgrade
+from drip.store.engine import make_engine
+from drip.store.schema import upgrade
 from drip.testing import SmtpSink, free_port
 from tests.fixtures import enrol
 from tests.processes import Serve, cli, drip_env

@@ -19,7 +19,8 @@ from drip.feedback import bounces
 from drip.reporting.metrics import exposition
 from drip.reporting.subscribers import get_by_email
 from drip.runner import make_sender
-from drip.store.engine import make_engine, upgrade
+from drip.store.engine import make_engine
+from drip.store.schema import upgrade
 from drip.testing import SmtpSink
 from tests.fixtures import enrol, erase, make_settings
 

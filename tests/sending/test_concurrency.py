@@ -18,7 +18,8 @@ from sqlmodel import Session
 
 from drip.core.models import Delivery, Enrollment, Subscriber
 from drip.core.states import DeliveryStatus
-from drip.store.engine import make_engine, upgrade
+from drip.store.engine import make_engine
+from drip.store.schema import upgrade
 from drip.testing import SmtpSink
 from tests.fixtures import COURSES_DIR, TEST_SECRET
 

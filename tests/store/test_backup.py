@@ -26,7 +26,8 @@ from drip.lifecycle.signup import Consent, sign_up
 from drip.runner import make_sender
 from drip.sending.mailer import memory
 from drip.store.backup import backup_sqlite, copy_database, pg_dump_command
-from drip.store.engine import engine_for, make_engine, upgrade
+from drip.store.engine import engine_for, make_engine
+from drip.store.schema import upgrade
 from tests.fixtures import enrol, erase, make_settings
 
 START = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)

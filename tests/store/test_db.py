@@ -14,14 +14,9 @@ from sqlmodel import Session
 
 from drip.core.exceptions import SchemaOutOfDate
 from drip.core.models import Delivery, Enrollment, Subscriber
-from drip.store.engine import (
-    Prepared,
-    current_revision,
-    ensure_schema,
-    head_revision,
-    make_engine,
-    upgrade,
-)
+from drip.store.engine import make_engine
+from drip.store.schema import current_revision, ensure_schema, head_revision, upgrade
+from drip.store.statements import Prepared
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
 
@@ -44,7 +39,7 @@ def test_head_revision_read_from_the_files_is_alembics() -> None:
     """The head drip reads from the migration files (without Alembic) is Alembic's own."""
     from alembic.script import ScriptDirectory
 
-    from drip.store.engine import MIGRATIONS_DIR
+    from drip.store.schema import MIGRATIONS_DIR
 
     assert head_revision() == ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
 

@@ -6,9 +6,8 @@ import logging
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import text
 
-from drip.store.engine import READ_ONLY
+from drip.store.engine import ping
 from drip.web.deps import State
 
 logger = logging.getLogger("drip.web")
@@ -28,8 +27,7 @@ def metrics(st: State) -> Response:
 @router.get("/healthz")
 def healthz(st: State) -> JSONResponse:
     try:
-        with st.engine.connect() as connection:
-            connection.execution_options(**{READ_ONLY: True}).execute(text("SELECT 1"))
+        ping(st.engine)
     except Exception as error:  # any database failure means "not healthy"
         logger.warning("event=healthz-failed error=%s", error)
         return JSONResponse(

@@ -1,0 +1,167 @@
+"""Statements compiled once and run straight on the driver, for the hot paths; and the
+helpers every writer shares (the dialect's ``INSERT … ON CONFLICT``).
+
+``Prepared`` is one Core statement compiled for one dialect; ``Compiled`` keeps a
+module's set of them, built once per kind of database (SQLite, PostgreSQL) and shared by
+every thread. The rest of drip uses SQLAlchemy Core (or the ORM where it reads better)
+as usual.
+"""
+
+from __future__ import annotations
+
+import operator
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, Generic, TypeVar, cast
+
+from sqlalchemy import Connection, Dialect
+from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
+
+T = TypeVar("T")
+
+
+class Prepared:
+    """A Core statement compiled once for a dialect, run straight on the DBAPI cursor.
+
+    For the few statements run per message or per signup, where SQLAlchemy's
+    per-execution bookkeeping costs more than the database's own work. Parameters go
+    through the same bind processors (type conversions) as a normal execution; rows
+    come back as the driver returns them.
+    """
+
+    def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
+        compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
+        self.sql = str(compiled)
+        binds = {name: bind for bind, name in compiled.bind_names.items()}
+        order = compiled.positiontup  # None for named paramstyles
+        self._names = list(order or binds)
+        self._positional = order is not None
+        #: values the statement itself fixes (literals), by the caller's key
+        self._fixed = {b.key: b.value for b in binds.values() if not b.required}
+        keys = [binds[name].key for name in self._names]
+        self._take = operator.itemgetter(*keys) if keys else (lambda params: ())
+        #: (position, type converter) of each value that needs converting
+        self._convert = [
+            (index, processor)
+            for index, name in enumerate(self._names)
+            if (processor := binds[name].type.dialect_impl(dialect).bind_processor(dialect))
+        ]
+
+    def execute(self, connection: Connection, params: dict[str, Any]) -> Any:
+        """Run in ``connection``'s current transaction; returns the DBAPI cursor."""
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute(self.sql, self._bound(params, {}))
+        return cursor
+
+    def read_alone(self, connection: Connection, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The first row of this read, run as a statement of its own, outside any
+        transaction: one round trip, no BEGIN or COMMIT (nor SQLite's write lock) for a
+        single read. ``connection`` must not be in a transaction. Values as the driver
+        returns them."""
+        if connection.in_transaction():
+            raise RuntimeError("read_alone runs outside a transaction")
+        driver = connection.connection.driver_connection
+        # SQLite's driver is in autocommit mode already (drip.store.sqlite); psycopg's is
+        # switched for this one statement (a client-side setting: no round trip)
+        switch = connection.dialect.name == "postgresql" and not driver.autocommit  # type: ignore[union-attr]
+        if switch:
+            driver.autocommit = True  # type: ignore[union-attr]
+        try:
+            cursor = driver.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.execute(self.sql, self._bound(params, {}))
+                return cursor.fetchone()  # type: ignore[no-any-return]
+            finally:
+                cursor.close()
+        finally:
+            if switch and not driver.closed:  # type: ignore[union-attr]
+                driver.autocommit = False  # type: ignore[union-attr]
+
+    def executemany(self, connection: Connection, rows: Iterable[dict[str, Any]]) -> None:
+        """Run once per parameter set, in one driver call."""
+        converted: dict[tuple[int, Any], Any] = {}
+        bound = [self._bound(params, converted) for params in rows]
+        if bound:
+            cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            cursor.executemany(self.sql, bound)
+
+    def _bound(self, params: dict[str, Any], converted: dict[tuple[int, Any], Any]) -> Any:
+        taken = self._take({**self._fixed, **params} if self._fixed else params)
+        values = list(taken) if len(self._names) > 1 else [taken]
+        for index, process in self._convert:
+            value = values[index]
+            if isinstance(value, datetime):  # the same ``now`` in every row: convert once
+                memo = (index, value)
+                if memo not in converted:
+                    converted[memo] = process(value)
+                values[index] = converted[memo]
+            else:
+                values[index] = process(value)
+        return values if self._positional else dict(zip(self._names, values, strict=True))
+
+
+class Compiled(Generic[T]):
+    """A module's statements (``build(dialect)``), made once per kind of database and
+    shared by every thread; ``clear`` forgets them (a test's fresh start)."""
+
+    def __init__(self, build: Callable[[Dialect], T]) -> None:
+        self._build = build
+        self._made: dict[tuple[str, str], T] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, dialect: Dialect) -> T:
+        key = (dialect.name, dialect.driver)
+        found = self._made.get(key)
+        if found is None:
+            with self._lock:
+                found = self._made.get(key)
+                if found is None:
+                    found = self._made[key] = self._build(dialect)
+        return found
+
+    def clear(self) -> None:
+        with self._lock:
+            self._made.clear()
+
+
+def insert_for(dialect: Dialect) -> Any:
+    """The dialect's own ``insert`` (PostgreSQL's or SQLite's), which knows
+    ``ON CONFLICT``."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+
+
+def insert_new(
+    connection: Connection, table: Any, values: dict[str, Any], *, unique: list[str]
+) -> bool:
+    """Insert the row unless one with the same ``unique`` columns exists; True if it was
+    new."""
+    statement = insert_for(connection.dialect)(table).values(**values)
+    result = connection.execute(statement.on_conflict_do_nothing(index_elements=unique))
+    return bool(result.rowcount == 1)
+
+
+@contextmanager
+def generic_plans(connection: Connection) -> Iterator[None]:
+    """On PostgreSQL, plan each prepared statement once for this block, not on every
+    execution (``plan_cache_mode``): for a sender's statements, which find their rows by
+    key, so their best plan does not depend on the values. A plan made for the values
+    would cost a planning per message, and, on a table of a few batches, can prefer
+    reading every row in flight to probing the ten it names."""
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    with connection.begin():
+        connection.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+    try:
+        yield
+    finally:
+        try:
+            with connection.begin():
+                connection.exec_driver_sql("RESET plan_cache_mode")
+        except Exception:  # a broken connection: never back to the pool with the setting
+            connection.invalidate()
