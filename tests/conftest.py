@@ -40,8 +40,8 @@ def _fresh_statement_caches() -> None:
     from drip.lifecycle import signup
     from drip.outbox import deliveries
 
-    deliveries._compiled.clear()
-    signup._compiled.clear()
+    deliveries._statements.clear()
+    signup._statements.clear()
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ from drip.core.models import Delivery, Enrollment, Signup, Subscriber
 from drip.core.schedule import NextLesson
 from drip.core.states import EmailKind, EnrollmentStatus, SubscriberStatus
 from drip.outbox import deliveries
+from drip.outbox.kinds import row_key
 
 
 def zone_for(timezone: str | None, course: Course) -> ZoneInfo:
@@ -84,6 +85,20 @@ class SignupDetails:
     user_agent: str | None
     source: str | None
 
+    @classmethod
+    @functools.cache
+    def columns(cls) -> tuple[Any, ...]:
+        """The ``Signup`` columns the fields are read from, in order."""
+        return (
+            col(Signup.id),
+            col(Signup.name),
+            col(Signup.timezone),
+            col(Signup.created_at),
+            col(Signup.ip),
+            col(Signup.user_agent),
+            col(Signup.source),
+        )
+
 
 def find_member(connection: Connection, *, enrollment_uid: str) -> Member:
     row = connection.execute(
@@ -97,16 +112,7 @@ def find_member(connection: Connection, *, enrollment_uid: str) -> Member:
 def find_signup(connection: Connection, *, signup_uid: str) -> tuple[Member, SignupDetails]:
     """A signup with its subscriber and their enrollment in the signup's course."""
     row = connection.execute(
-        select(
-            *Member.columns(),
-            col(Signup.id),
-            col(Signup.name),
-            col(Signup.timezone),
-            col(Signup.created_at),
-            col(Signup.ip),
-            col(Signup.user_agent),
-            col(Signup.source),
-        )
+        select(*Member.columns(), *SignupDetails.columns())
         .select_from(Signup)
         .join(Subscriber, col(Subscriber.id) == Signup.subscriber_id)
         .join(
@@ -281,13 +287,8 @@ def activate_many(
             resuming=True,
         )
         if course.welcome_email:
-            deliveries.queue(
-                connection,
-                enrollment_id=member.enrollment_id,
-                kind=EmailKind.WELCOME,
-                key=deliveries.email_key(EmailKind.WELCOME),
-                due_at=now,
-                now=now,
+            deliveries.queue_email(
+                connection, enrollment_id=member.enrollment_id, kind=EmailKind.WELCOME, now=now
             )
     return [
         (
@@ -391,7 +392,7 @@ def queue_confirmations(
             {
                 "enrollment_id": member.enrollment_id,
                 "kind": EmailKind.CONFIRM,
-                "key": deliveries.email_key(EmailKind.CONFIRM),
+                "key": row_key(EmailKind.CONFIRM, now=now),
                 "signup_id": signup_id,
                 "due_at": now,
                 "now": now,
@@ -406,9 +407,9 @@ def queue_confirmations(
     )
 
 
-def may_resend(member: Member, *, now: datetime, gap_seconds: float) -> bool:
-    """May another confirmation go to this address now (at most one per ``gap_seconds``)?"""
-    last = member.confirmation_sent_at
+def may_resend(last: datetime | None, *, now: datetime, gap_seconds: float) -> bool:
+    """May another confirmation go to an address whose last one was queued at ``last``
+    (None: never)? At most one per ``gap_seconds``."""
     return last is None or (now - last).total_seconds() >= gap_seconds
 
 
@@ -435,7 +436,7 @@ def resend_for_link(
     if (
         not awaiting_confirmation(member)
         or (left is not None and signup.created_at < left)
-        or not may_resend(member, now=now, gap_seconds=gap_seconds)
+        or not may_resend(member.confirmation_sent_at, now=now, gap_seconds=gap_seconds)
     ):
         return
     queue_confirmations(connection, [(member, signup.id)], now=now)
@@ -489,13 +490,8 @@ def send_unsubscribe_link(connection: Connection, *, email: str, now: datetime) 
         .limit(1)
     ).one_or_none()
     if member is not None:
-        deliveries.queue(
-            connection,
-            enrollment_id=Member(*member).enrollment_id,
-            kind=EmailKind.LINK,
-            key=deliveries.email_key(EmailKind.LINK, f"{now:%Y%m%d%H}"),
-            due_at=now,
-            now=now,
+        deliveries.queue_email(
+            connection, enrollment_id=Member(*member).enrollment_id, kind=EmailKind.LINK, now=now
         )
 
 
@@ -537,13 +533,8 @@ def leave(
     )
     course = catalog.find(member.course_slug)
     if changed and course is not None and course.goodbye_email:
-        deliveries.queue(
-            connection,
-            enrollment_id=member.enrollment_id,
-            kind=EmailKind.GOODBYE,
-            key=deliveries.email_key(EmailKind.GOODBYE),
-            due_at=now,
-            now=now,
+        deliveries.queue_email(
+            connection, enrollment_id=member.enrollment_id, kind=EmailKind.GOODBYE, now=now
         )
     return Unsubscribed(course, changed)
 

@@ -48,8 +48,14 @@ from drip.core.courses import Catalog, Course
 from drip.core.entries import Entry
 from drip.core.models import UNFILED, Enrollment, Signup, Subscriber, UTCDateTime, new_uids
 from drip.core.states import EnrollmentStatus, SubscriberStatus
-from drip.lifecycle.enrollment import Member, SignupDetails, activate_many, queue_confirmations
-from drip.store.statements import Prepared, insert_for
+from drip.lifecycle.enrollment import (
+    Member,
+    SignupDetails,
+    activate_many,
+    may_resend,
+    queue_confirmations,
+)
+from drip.store.statements import Compiled, Prepared, insert_for
 
 
 class Action(StrEnum):
@@ -99,9 +105,7 @@ def decide(
         return Action.NOTHING
     if confirmed or (not double_opt_in and status != SubscriberStatus.UNSUBSCRIBED):
         return Action.ACTIVATE
-    if last_confirmation is not None and (now - last_confirmation).total_seconds() < (
-        resend_gap_seconds
-    ):
+    if not may_resend(last_confirmation, now=now, gap_seconds=resend_gap_seconds):
         return Action.WAIT
     return Action.CONFIRM
 
@@ -159,15 +163,7 @@ def process_recorded(
     transaction holds; SQLite has one writer)."""
     query = (
         select(
-            col(Signup.uid),
-            col(Signup.email),
-            col(Signup.course_slug),
-            col(Signup.name),
-            col(Signup.timezone),
-            col(Signup.created_at),
-            col(Signup.ip),
-            col(Signup.user_agent),
-            col(Signup.source),
+            col(Signup.uid), col(Signup.email), col(Signup.course_slug), *SignupDetails.columns()
         )
         .where(UNFILED)
         .order_by(col(Signup.id))
@@ -177,9 +173,11 @@ def process_recorded(
         query = query.with_for_update(skip_locked=True)
     pending = connection.execute(query).all()
     by_course: dict[str, list[dict[str, Any]]] = {}
-    for uid, email, slug, name, zone, created, ip, agent, source in pending:
-        entry = Entry(email, name, zone)
-        row = _row(slug, entry, Consent(source or "", ip, agent), created, signup_uid=uid)
+    for uid, email, slug, *details in pending:
+        said = SignupDetails(*details)
+        entry = Entry(email, said.name, said.timezone)
+        consent = Consent(said.source or "", said.ip, said.user_agent)
+        row = _row(slug, entry, consent, said.created_at, signup_uid=uid)
         by_course.setdefault(slug, []).append(row)
     for slug, rows in by_course.items():
         course = catalog.find(slug)
@@ -411,11 +409,4 @@ class _Statements:
         )
 
 
-_compiled: dict[tuple[str, str], _Statements] = {}
-
-
-def _statements(dialect: Dialect) -> _Statements:
-    key = (dialect.name, dialect.driver)
-    if key not in _compiled:
-        _compiled[key] = _Statements(dialect)
-    return _compiled[key]
+_statements = Compiled(_Statements)

@@ -10,7 +10,6 @@ nothing. Statements run once per message are compiled once per database kind
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -41,16 +40,15 @@ from drip.core.models import (
     Enrollment,
     Signup,
     Subscriber,
-    new_uid,
 )
 from drip.core.states import (
     PENDING_DELIVERY,
     DeliveryStatus,
     EmailKind,
     EnrollmentStatus,
-    SubscriberStatus,
 )
-from drip.store.statements import Prepared, insert_for
+from drip.outbox.kinds import KINDS, row_key
+from drip.store.statements import Compiled, Prepared, insert_for
 
 
 @dataclass(frozen=True)
@@ -77,11 +75,6 @@ class Claimed:
     history: dict[str, str] = field(default_factory=dict)
 
 
-def email_key(kind: EmailKind, uid: str | None = None) -> str:
-    """The row key of a non-lesson email: ``kind:uid`` (a new random uid by default)."""
-    return f"{kind}:{uid or new_uid()}"
-
-
 # -- claiming -------------------------------------------------------------------------------
 
 _Query = TypeVar("_Query", bound=Select)  # type: ignore[type-arg]
@@ -93,6 +86,15 @@ def joined(query: _Query) -> _Query:
         query.select_from(Delivery)
         .join(Enrollment, col(Enrollment.id) == Delivery.enrollment_id)
         .join(Subscriber, col(Subscriber.id) == Enrollment.subscriber_id)
+    )
+
+
+def held(lease: Any) -> tuple[ColumnElement[bool], ...]:
+    """The row is still claimed with ``lease`` (a value or a bind parameter): the claim
+    token. A worker whose lease ran out and was taken over matches no row."""
+    return (
+        col(Delivery.status) == DeliveryStatus.SENDING,
+        col(Delivery.claimed_until) == lease,
     )
 
 
@@ -177,7 +179,7 @@ def claim(
                 )
             )
             .outerjoin(Signup, col(Signup.id) == Delivery.signup_id)
-            .where(col(Delivery.id).in_(ids), col(Delivery.claimed_until) == lease_until)
+            .where(col(Delivery.id).in_(ids), *held(lease_until))
             .order_by(col(Delivery.due_at), col(Delivery.id))
         ).all()
         history: dict[int, dict[str, str]] = {}
@@ -216,12 +218,9 @@ class _Statements:
     """The statements run for every message, compiled once for one kind of database."""
 
     def __init__(self, dialect: Dialect) -> None:
-        held = (
-            col(Delivery.status) == DeliveryStatus.SENDING,
-            col(Delivery.claimed_until) == bindparam("lease"),
-        )
+        lease = held(bindparam("lease"))
         checking = joined(select(col(Subscriber.status), col(Enrollment.status))).where(
-            col(Delivery.id) == bindparam("id"), *held
+            col(Delivery.id) == bindparam("id"), *lease
         )
         self.check = Prepared(checking, dialect)
         #: the same, holding the enrollment's row to the end of the transaction
@@ -230,7 +229,7 @@ class _Statements:
         self.dialect = dialect
         self.mark_sent = Prepared(
             update(Delivery)
-            .where(col(Delivery.id) == bindparam("id"), *held)
+            .where(col(Delivery.id) == bindparam("id"), *lease)
             .values(
                 status=DeliveryStatus.SENT,
                 claimed_until=None,
@@ -287,11 +286,7 @@ class _Statements:
             by_id = col(Delivery.id)
             found = Prepared(
                 update(Delivery)
-                .where(
-                    by_id.in_(ids),
-                    col(Delivery.status) == DeliveryStatus.SENDING,
-                    col(Delivery.claimed_until) == bindparam("lease"),
-                )
+                .where(by_id.in_(ids), *held(bindparam("lease")))
                 .values(
                     status=DeliveryStatus.SENT,
                     claimed_until=None,
@@ -310,50 +305,7 @@ class _Statements:
 
 #: the most emails ``queue_many`` puts in one statement
 QUEUE_ROWS = 100
-_compiled: dict[tuple[str, str], _Statements] = {}
-_compiled_lock = threading.Lock()
-
-
-def _statements(dialect: Dialect) -> _Statements:
-    key = (dialect.name, dialect.driver)
-    found = _compiled.get(key)
-    if found is None:
-        with _compiled_lock:
-            found = _compiled.setdefault(key, _Statements(dialect))
-    return found
-
-
-#: who may still receive each kind of email: (subscriber statuses, enrollment statuses)
-WANTED: dict[EmailKind, tuple[frozenset[str], frozenset[str]]] = {
-    EmailKind.LESSON: (frozenset({SubscriberStatus.ACTIVE}), frozenset({EnrollmentStatus.ACTIVE})),
-    EmailKind.WELCOME: (
-        frozenset({SubscriberStatus.ACTIVE}),
-        frozenset({EnrollmentStatus.ACTIVE, EnrollmentStatus.COMPLETED}),
-    ),
-    # pending: a first signup; unsubscribed: someone who left and signed up again
-    EmailKind.CONFIRM: (
-        frozenset(
-            {SubscriberStatus.PENDING, SubscriberStatus.ACTIVE, SubscriberStatus.UNSUBSCRIBED}
-        ),
-        frozenset({EnrollmentStatus.PENDING, EnrollmentStatus.CANCELLED}),
-    ),
-    EmailKind.GOODBYE: (
-        frozenset({SubscriberStatus.UNSUBSCRIBED}),
-        frozenset({EnrollmentStatus.CANCELLED}),
-    ),
-    EmailKind.LINK: (
-        frozenset({SubscriberStatus.PENDING, SubscriberStatus.ACTIVE}),
-        frozenset(EnrollmentStatus),
-    ),
-    # completed: not while an evergreen course's new days are still going out (it is
-    # cancelled then, and queued again when they are done)
-    EmailKind.AFTER_COURSE: (
-        frozenset({SubscriberStatus.ACTIVE}),
-        frozenset({EnrollmentStatus.COMPLETED}),
-    ),
-}
-#: the one key of a course's after-course email: at most one per enrollment, ever
-AFTER_COURSE_KEY = f"{EmailKind.AFTER_COURSE}:once"
+_statements = Compiled(_Statements)
 
 
 def check(connection: Connection, item: Claimed, *, holding: bool = False) -> bool | None:
@@ -372,8 +324,7 @@ def check(connection: Connection, item: Claimed, *, holding: bool = False) -> bo
         row = statements.check.read_alone(connection, params)
     if row is None:
         return None
-    subscribers, enrollments = WANTED[item.kind]
-    return row[0] in subscribers and row[1] in enrollments
+    return KINDS[item.kind].wants(row[0], row[1])
 
 
 def mark_sent(
@@ -419,11 +370,7 @@ def update_claimed(connection: Connection, item: Claimed, values: Mapping[str, o
     """Update the row only while this worker still holds its claim (the lease token)."""
     result = connection.execute(
         update(Delivery)
-        .where(
-            col(Delivery.id) == item.delivery_id,
-            col(Delivery.status) == DeliveryStatus.SENDING,
-            col(Delivery.claimed_until) == item.lease,
-        )
+        .where(col(Delivery.id) == item.delivery_id, *held(item.lease))
         .values(**values)
     )
     return bool(result.rowcount)
@@ -470,6 +417,29 @@ def queue(
             },
         )
         .rowcount
+    )
+
+
+def queue_email(
+    connection: Connection,
+    *,
+    enrollment_id: int,
+    kind: EmailKind,
+    now: datetime,
+    due_at: datetime | None = None,
+    signup_id: int | None = None,
+) -> bool:
+    """Put one email of ``kind`` (not a lesson) in the outbox, keyed as its kind says
+    (``kinds.row_key``), due at ``due_at`` (by default at once); False when an email of
+    that key is already there (an after-course email, a link asked for this hour)."""
+    return queue(
+        connection,
+        enrollment_id=enrollment_id,
+        kind=kind,
+        key=row_key(kind, now=now),
+        due_at=due_at or now,
+        now=now,
+        signup_id=signup_id,
     )
 
 
@@ -573,16 +543,15 @@ def queue_next_lesson(
                 send_at=course.send_at,
                 weekdays=course.weekdays,
             )
-            queued = queue(
+            queued = queue_email(
                 connection,
                 enrollment_id=enrollment_id,
                 kind=EmailKind.AFTER_COURSE,
-                key=AFTER_COURSE_KEY,
                 due_at=due,
                 now=now,
             )
             if not queued:  # cancelled while an evergreen course's new days went out
-                _revive(connection, enrollment_id, AFTER_COURSE_KEY, due)
+                _revive(connection, enrollment_id, row_key(EmailKind.AFTER_COURSE, now=now), due)
     elif plan.day_id in statuses:  # cancelled by an earlier unsubscribe: revive it
         _revive(connection, enrollment_id, plan.day_id, plan.due_at)
     else:

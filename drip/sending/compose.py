@@ -19,8 +19,10 @@ from markupsafe import escape
 from drip.core.config import Settings
 from drip.core.courses import Course, Day
 from drip.core.exceptions import DripError, UnknownCourse
+from drip.core.links import Links
 from drip.core.states import DeliveryStatus, EmailKind
 from drip.core.tokens import Purpose, Tokens
+from drip.outbox.kinds import KINDS, Kind
 from drip.sending.message import DkimSigner, Outgoing, Prototype, SplicedBody, quoted_printable
 from drip.sending.render import Renderer, markdown_html, markdown_text
 
@@ -99,10 +101,10 @@ class Composer:
     ) -> None:
         #: a composer of test sends: "[Test]" before every subject, and an X-Drip-Test header
         self.test = test
-        self.base_url = settings.base_url
         self.bounce_address = settings.bounce_address
         self.renderer = renderer or Renderer(settings.templates_dir)
         self.tokens = tokens or Tokens.from_settings(settings)
+        self.links = Links(settings.base_url, self.tokens)
         self.signer = (
             DkimSigner(
                 selector=settings.dkim_selector, private_key_file=settings.dkim_private_key_file
@@ -118,32 +120,17 @@ class Composer:
         with self._lock:
             self._prepared.clear()
 
-    # -- links ---------------------------------------------------------------------------
-    def unsubscribe_url(self, uid: str) -> str:
-        return f"{self.base_url}/unsubscribe/{self.tokens.unsubscribe_token(uid)}"
-
-    def confirm_url(self, uid: str) -> str:
-        return f"{self.base_url}/confirm/{self.tokens.confirm_token(uid)}"
-
-    def class_url(self, uid: str, course: Course, day: Day) -> str:
-        """The class link a lesson carries: through drip when the course tracks clicks."""
-        return f"{self.base_url}/c/{self.tokens.click_token(uid, course.slug, day.id)}"
-
-    def lesson_url(self, uid: str, day_id: str) -> str:
-        """The lesson's "view in browser" page."""
-        return f"{self.base_url}/lessons/{self.tokens.lesson_token(uid, day_id)}"
-
     # -- emails --------------------------------------------------------------------------
     def lesson(self, *, course: Course, day: Day, recipient: Recipient, now: datetime) -> Outgoing:
         """The lesson for ``day``; its Message-ID is the same on every retry."""
         prepared = self._prepare(course, day.id, lambda: self._lesson_parts(course, day))
-        unsubscribe_url = self.unsubscribe_url(recipient.uid)
+        unsubscribe_url = self.links.unsubscribe(recipient.uid)
         values = {
             "unsubscribe_url": unsubscribe_url,
-            "view_url": self.lesson_url(recipient.uid, day.id),
+            "view_url": self.links.lesson(recipient.uid, day.id),
         }
         if course.track_clicks:
-            values["class_url"] = self.class_url(recipient.uid, course, day)
+            values["class_url"] = self.links.tracked_class(recipient.uid, course, day)
         return self._finish(
             prepared,
             recipient,
@@ -172,12 +159,12 @@ class Composer:
         values: dict[str, str] = {"timezone": recipient.timezone}
         headers: list[tuple[str, str]] = []
         if spec.unsubscribe:
-            values["unsubscribe_url"] = self.unsubscribe_url(recipient.uid)
+            values["unsubscribe_url"] = self.links.unsubscribe(recipient.uid)
             headers = self._list_headers(recipient, values["unsubscribe_url"])
         if kind == EmailKind.CONFIRM:
             if signup_uid is None:
                 raise ValueError("a confirmation email needs its signup")
-            values["confirm_url"] = self.confirm_url(signup_uid)
+            values["confirm_url"] = self.links.confirm(signup_uid)
             values["resume"] = resume_note(course, history or {})
         return self._finish(prepared, recipient, key=key, now=now, values=values, headers=headers)
 
@@ -253,7 +240,7 @@ class Composer:
             context["class_url"] = day.class_.url
         return day.subject, day.template, context, slots
 
-    def _transactional_parts(self, course: Course, spec: _Kind) -> _Parts:
+    def _transactional_parts(self, course: Course, spec: Kind) -> _Parts:
         subject = spec.subject.format(title=course.title)
         context = {**_course_context(course), "subject": subject, "preheader": spec.preheader}
         if spec.template == "after_course":
@@ -346,41 +333,6 @@ def resume_note(course: Course, history: Mapping[str, str]) -> str:
     )
 
 
-@dataclass(frozen=True)
-class _Kind:
-    template: str
-    #: ``{title}`` is the course title
-    subject: str
-    preheader: str
-    #: carries the List-Unsubscribe headers and a footer link
-    unsubscribe: bool
-
-
-#: every email that is not a lesson, and what sets each apart
-KINDS: dict[EmailKind, _Kind] = {
-    EmailKind.CONFIRM: _Kind(
-        "confirm", "Please confirm: {title}", "One click to confirm your place.", False
-    ),
-    EmailKind.WELCOME: _Kind(
-        "welcome", "Welcome to {title}", "Your first lesson is on its way.", True
-    ),
-    EmailKind.GOODBYE: _Kind(
-        "goodbye",
-        "You are unsubscribed from {title}",
-        "You will not hear from us again.",
-        False,
-    ),
-    EmailKind.LINK: _Kind(
-        "link",
-        "Your link to unsubscribe from {title}",
-        "One click and you will not hear from us again.",
-        True,
-    ),
-    # subject, preheader and body from the course's ``after_course``
-    EmailKind.AFTER_COURSE: _Kind("after_course", "{title}", "", True),
-}
-
-
 def _domain(address: str) -> str:
     return address.rpartition("@")[2].encode("idna").decode("ascii")
 
@@ -405,7 +357,8 @@ SAMPLE = Recipient(
     uid="preview0sample",
     timezone="Europe/London",
 )
-LIFECYCLE = tuple(kind.value for kind in KINDS)
+#: every kind of email but the lesson, by name (what previews and test sends accept)
+LIFECYCLE = tuple(kind.value for kind in KINDS if kind != EmailKind.LESSON)
 
 
 def emails_of(course: Course) -> tuple[str, ...]:

@@ -27,7 +27,8 @@ from drip.core.states import DeliveryStatus, EmailKind, SubscriberStatus
 from drip.lifecycle.chores import SIGNUP_BATCH
 from drip.lifecycle.enrollment import confirm, unsubscribe
 from drip.lifecycle.signup import Consent, record, sign_up
-from drip.outbox.deliveries import claim, email_key, queue
+from drip.outbox.deliveries import claim, queue
+from drip.outbox.kinds import row_key
 from drip.runner import make_sender
 from drip.sending.compose import Composer, Recipient
 from drip.sending.engine import Outcome, Sender, Throttle
@@ -1206,7 +1207,7 @@ def test_days_appended_before_the_after_course_email_go_first(
     enrol(engine, evergreen, "ana@example.org", now=start)
     with engine.begin() as connection:
         [enrollment_id] = connection.execute(select(Enrollment.id)).scalars()
-        key = email_key(EmailKind.LINK)
+        key = row_key(EmailKind.LINK, now=start)
         queue(
             connection,
             enrollment_id=enrollment_id,

@@ -46,7 +46,7 @@ def test_lesson_has_every_required_header(composer: Composer, course: Course) ->
     assert message.get_content_type() == "multipart/alternative"
     assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
     html = message.get_body(("html",)).get_content()
-    assert f'href="{composer.class_url(ANA.uid, course, course.days[2])}"' in html
+    assert f'href="{composer.links.tracked_class(ANA.uid, course, course.days[2])}"' in html
     assert "Day 3 of 7" in html
     assert "physician" in html
 
@@ -59,7 +59,7 @@ def test_unsubscribe_url_is_the_same_in_header_and_footer(
     message = _parse(
         composer.lesson(course=course, day=course.days[0], recipient=ANA, now=NOW).data
     )
-    web = composer.unsubscribe_url(ANA.uid)
+    web = composer.links.unsubscribe(ANA.uid)
     assert message["List-Unsubscribe"].strip() == f"<{web}>"  # folded: long
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert web.startswith("http://127.0.0.1:8000/unsubscribe/")

@@ -141,7 +141,7 @@ def test_confirmation_welcome_goodbye_are_spliced_and_exact(
                 "name": person.name,
                 "greeting_name": person.name or "there",
                 "timezone": person.timezone,
-                "unsubscribe_url": composer.unsubscribe_url(person.uid),
+                "unsubscribe_url": composer.links.unsubscribe(person.uid),
                 "resume": resume_note(course, history),
             }
             if kind == EmailKind.CONFIRM:

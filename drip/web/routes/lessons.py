@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from drip.core.exceptions import InvalidToken
+from drip.core.links import Links
 from drip.core.states import DeliveryStatus
 from drip.reporting.outbox import sent_lessons
 from drip.sending.render import markdown_html
@@ -34,12 +35,7 @@ def lesson_page(token: str, request: Request, st: State) -> Response:
     day = course.day(day_id) if course is not None else None
     if found is None or course is None or day is None or day_id not in found[1]:
         return page(st, request, "error.html", 404, message="this lesson is not available")
-    base = st.settings.base_url
-    class_url = (
-        f"{base}/c/{st.tokens.click_token(uid, course.slug, day.id)}"
-        if course.track_clicks
-        else day.class_.url
-    )
+    links = Links(st.settings.base_url, st.tokens)
     response = page(
         st,
         request,
@@ -48,9 +44,9 @@ def lesson_page(token: str, request: Request, st: State) -> Response:
         day=day,
         number=course.day_number(day.id),
         body=markdown_html(day.body),
-        class_url=class_url,
+        class_url=links.class_(uid, course, day),
         lessons=[
-            (n, other, f"{base}/lessons/{st.tokens.lesson_token(uid, other.id)}")
+            (n, other, links.lesson(uid, other.id))
             for n, other in enumerate(course.days, start=1)
             if found[1].get(other.id) == DeliveryStatus.SENT or other.id == day.id
         ],
