@@ -28,7 +28,7 @@ from drip.core.exceptions import InvalidSubscriber, SubscriberNotFound
 from drip.core.states import SubscriberStatus
 
 if TYPE_CHECKING:
-    from drip.lifecycle.signup import Outcome
+    from drip.lifecycle.signup import SignupResult
 
 #: when a queued email goes out
 QUEUED = "sent at once by `drip serve`, else by the next `drip send-due` / `drip run`"
@@ -94,7 +94,7 @@ def add(
     say(f"{entry.email}: {_describe(outcome, chosen.slug)}")
 
 
-def _describe(outcome: Outcome, slug: str) -> str:
+def _describe(outcome: SignupResult, slug: str) -> str:
     from drip.lifecycle.signup import Action
 
     if outcome.action == Action.CONFIRM:
@@ -178,7 +178,7 @@ def show(email: Annotated[str, typer.Argument()]) -> None:
         for view in history(session=session, subscriber=subscriber):
             table.add_row(
                 cell(view.course),
-                cell(view.day_id),
+                cell(view.key),
                 cell(view.status),
                 cell(view.due_at.strftime("%Y-%m-%d %H:%M")),
                 cell(view.attempts),
@@ -291,7 +291,7 @@ def import_(
 IMPORT_CHUNK = 1000
 
 
-def _tally_key(outcome: Outcome) -> str:
+def _tally_key(outcome: SignupResult) -> str:
     from drip.lifecycle.signup import Action
 
     if outcome.action == Action.CONFIRM:

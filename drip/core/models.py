@@ -90,8 +90,8 @@ SENDING = text("status = 'sending'")
 FAILED = text("status = 'failed'")
 #: deliveries that belong to a signup (confirmation, welcome): lessons have none
 HAS_SIGNUP = text("signup_id IS NOT NULL")
-#: signups the web process stored and nobody has filed yet
-UNFILED = text("filed_at IS NULL")
+#: signups the web process stored and nobody has processed yet
+UNPROCESSED = text("processed_at IS NULL")
 
 
 class Subscriber(SQLModel, table=True):
@@ -129,15 +129,17 @@ class Signup(SQLModel, table=True):
     """One signup as it was posted: the details given and where they came from.
 
     The web process only stores this row (the same small insert whatever the address's
-    state) and answers; filing it (``drip.lifecycle.signup.process_recorded``) creates or finds the
-    subscriber and queues the confirmation. A confirmation link names its signup, and
+    state) and answers; processing it (``drip.lifecycle.signup.process_recorded``) creates
+    or finds the subscriber and queues the confirmation. A confirmation link names its signup, and
     confirming applies that signup's name and time zone and makes it the subscriber's
     proof of consent, so a stranger posting the form again changes nothing its owner
     has not confirmed.
     """
 
     __table_args__ = (
-        Index("ix_signup_unfiled", "id", sqlite_where=UNFILED, postgresql_where=UNFILED),
+        Index(
+            "ix_signup_unprocessed", "id", sqlite_where=UNPROCESSED, postgresql_where=UNPROCESSED
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -151,12 +153,12 @@ class Signup(SQLModel, table=True):
     ip: str | None = Field(default=None, sa_column=Column(String(64)))
     user_agent: str | None = Field(default=None, sa_column=Column(String(512)))
     source: str | None = Field(default=None, sa_column=Column(String(512)))
-    #: set when filed; None while it waits in the web process's inbox
+    #: set when processed; None while it waits in the web process's inbox
     subscriber_id: int | None = Field(
         default=None,
         sa_column=Column(Integer, ForeignKey("subscriber.id", ondelete="CASCADE"), index=True),
     )
-    filed_at: datetime | None = Field(default=None, sa_column=_ts())
+    processed_at: datetime | None = Field(default=None, sa_column=_ts())
     confirmed_at: datetime | None = Field(default=None, sa_column=_ts())
 
 
@@ -180,7 +182,7 @@ class Enrollment(SQLModel, table=True):
 
 class Delivery(SQLModel, table=True):
     __table_args__ = (
-        UniqueConstraint("enrollment_id", "day_id", name="uq_delivery_enrollment_day"),
+        UniqueConstraint("enrollment_id", "key", name="uq_delivery_enrollment_day"),
         # The claim reads scheduled rows, then claims in flight. Partial indexes: a claim
         # walks only the scheduled rows it takes, and a sent row (nearly all of them, in
         # time) is in neither, so recording a send updates two indexes, not five. Claims in
@@ -221,9 +223,10 @@ class Delivery(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     enrollment_id: int = Field(
         sa_column=Column(Integer, ForeignKey("enrollment.id", ondelete="CASCADE"), nullable=False)
-    )  # looked up through the unique (enrollment_id, day_id) index
-    #: a lesson's day id; for other kinds ``kind:uid`` (day ids never contain a colon)
-    day_id: str = Field(sa_column=Column(String(100), nullable=False))
+    )  # looked up through the unique (enrollment_id, key) index
+    #: which email of the enrollment it is (``drip.outbox.kinds.row_key``): a lesson's day
+    #: id, else ``kind:…`` (day ids never contain a colon)
+    key: str = Field(sa_column=Column(String(100), nullable=False))
     kind: str = Field(
         default=EmailKind.LESSON,
         sa_column=Column(String(16), nullable=False, server_default=EmailKind.LESSON.value),

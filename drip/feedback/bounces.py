@@ -43,7 +43,7 @@ def delivery_of(connection: Connection, message_id: str | None, subscriber_id: i
         .where(
             col(Enrollment.uid) == uid,
             col(Enrollment.subscriber_id) == subscriber_id,
-            col(Delivery.day_id) == (f"{kind}:{rest}" if dot else key),
+            col(Delivery.key) == (f"{kind}:{rest}" if dot else key),
         )
     ).scalar()
 

@@ -29,7 +29,7 @@ def record_click(
         .join(Enrollment, col(Enrollment.id) == col(Delivery.enrollment_id))
         .where(
             col(Enrollment.uid) == enrollment_uid,
-            col(Delivery.day_id) == day_id,
+            col(Delivery.key) == day_id,
             col(Delivery.kind) == EmailKind.LESSON,
             # a lesson received: sent, or being sent (its receipt waits for its window)
             col(Delivery.status).in_([DeliveryStatus.SENT, DeliveryStatus.SENDING]),

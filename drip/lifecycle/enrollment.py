@@ -336,7 +336,7 @@ def extend_evergreen(
                 ),
                 ~exists().where(
                     col(Delivery.enrollment_id) == col(Enrollment.id),
-                    col(Delivery.day_id) == course.days[-1].id,
+                    col(Delivery.key) == course.days[-1].id,
                 ),
             )
             .order_by(col(Enrollment.id))

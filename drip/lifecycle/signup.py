@@ -46,7 +46,7 @@ from sqlmodel import col
 
 from drip.core.courses import Catalog, Course
 from drip.core.entries import Entry
-from drip.core.models import UNFILED, Enrollment, Signup, Subscriber, UTCDateTime, new_uids
+from drip.core.models import UNPROCESSED, Enrollment, Signup, Subscriber, UTCDateTime, new_uids
 from drip.core.states import EnrollmentStatus, SubscriberStatus
 from drip.lifecycle.enrollment import (
     Member,
@@ -75,7 +75,9 @@ class Consent:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class SignupResult:
+    """What one signup led to (``decide``'s action), and who the address was before."""
+
     email: str
     action: Action
     #: the subscriber's status before this signup (None: a new address)
@@ -129,7 +131,7 @@ def sign_up(
     by_operator: bool = False,
     confirmed: bool = False,
     resend_gap_seconds: float = 600,
-) -> list[Outcome]:
+) -> list[SignupResult]:
     """Record and process ``entries`` (distinct addresses) for ``course`` at once.
 
     ``by_operator``: added from the CLI, never bringing back anyone who left;
@@ -165,7 +167,7 @@ def process_recorded(
         select(
             col(Signup.uid), col(Signup.email), col(Signup.course_slug), *SignupDetails.columns()
         )
-        .where(UNFILED)
+        .where(UNPROCESSED)
         .order_by(col(Signup.id))
         .limit(limit)
     )
@@ -247,7 +249,7 @@ def _process(
     resend_gap_seconds: float,
     by_operator: bool = False,
     confirmed: bool = False,
-) -> list[Outcome]:
+) -> list[SignupResult]:
     """Apply the rules to signups of one course (distinct addresses): ``recorded`` ones
     are in the signup table already, the others are stored here, processed."""
     emails = [row["email"] for row in rows]
@@ -305,7 +307,7 @@ def _process(
             activating.append((member, signup))
         elif action == Action.CONFIRM:
             confirming.append((member, signup_id))
-        outcomes.append(Outcome(row["email"], action, was))
+        outcomes.append(SignupResult(row["email"], action, was))
     queue_confirmations(connection, confirming, now=now)
     activate_many(connection, activating, course=course, now=now)
     return outcomes
@@ -380,7 +382,7 @@ class _Statements:
                     "user_agent",
                     "source",
                     "subscriber_id",
-                    "filed_at",
+                    "processed_at",
                 ],
                 subscriber.with_only_columns(
                     signup_uid,
@@ -401,11 +403,11 @@ class _Statements:
         self.link = Prepared(
             update(Signup)
             .where(col(Signup.uid) == signup_uid)
-            .values(subscriber_id=subscriber.scalar_subquery(), filed_at=now),
+            .values(subscriber_id=subscriber.scalar_subquery(), processed_at=now),
             dialect,
         )
         self.drop = Prepared(
-            update(Signup).where(col(Signup.uid) == signup_uid).values(filed_at=now), dialect
+            update(Signup).where(col(Signup.uid) == signup_uid).values(processed_at=now), dialect
         )
 
 

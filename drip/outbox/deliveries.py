@@ -58,8 +58,8 @@ class Claimed:
     delivery_id: int
     enrollment_id: int
     subscriber_id: int
-    #: the lesson's day id, or ``kind:uid`` for other emails
-    day_id: str
+    #: the row's key: the lesson's day id, or ``kind:…`` for other emails
+    key: str
     kind: EmailKind
     attempts: int
     lease: datetime
@@ -166,7 +166,7 @@ def claim(
                 select(
                     col(Delivery.id),
                     col(Delivery.enrollment_id),
-                    col(Delivery.day_id),
+                    col(Delivery.key),
                     col(Delivery.kind),
                     col(Delivery.attempts),
                     col(Enrollment.uid),
@@ -184,7 +184,7 @@ def claim(
         ).all()
         history: dict[int, dict[str, str]] = {}
         for enrollment_id, day_id, status in connection.execute(
-            select(col(Delivery.enrollment_id), col(Delivery.day_id), col(Delivery.status)).where(
+            select(col(Delivery.enrollment_id), col(Delivery.key), col(Delivery.status)).where(
                 col(Delivery.enrollment_id).in_({row[1] for row in rows}),
                 col(Delivery.kind) == EmailKind.LESSON,
             )
@@ -194,7 +194,7 @@ def claim(
         Claimed(
             delivery_id=row[0],
             enrollment_id=row[1],
-            day_id=row[2],
+            key=row[2],
             kind=EmailKind(row[3]),
             attempts=row[4],
             lease=lease_until,
@@ -260,7 +260,7 @@ class _Statements:
                 rows.append(
                     {
                         "enrollment_id": p["enrollment"],
-                        "day_id": p["key"],
+                        "key": p["key"],
                         "kind": p["kind"],
                         "signup_id": p["signup"],
                         "status": DeliveryStatus.SCHEDULED,
@@ -271,7 +271,7 @@ class _Statements:
                 )
             statement = insert_for(self.dialect)(Delivery).values(rows)
             found = Prepared(
-                statement.on_conflict_do_nothing(index_elements=["enrollment_id", "day_id"]),
+                statement.on_conflict_do_nothing(index_elements=["enrollment_id", "key"]),
                 self.dialect,
             )
             found = self._insert_rows.setdefault(n, found)  # a race compiles it twice: harmless
@@ -471,7 +471,7 @@ def lesson_histories(
     for enrollment_id, day_id, status, sent_at in connection.execute(
         select(
             col(Delivery.enrollment_id),
-            col(Delivery.day_id),
+            col(Delivery.key),
             col(Delivery.status),
             col(Delivery.sent_at),
         ).where(
@@ -576,7 +576,7 @@ def _revive(connection: Connection, enrollment_id: int, key: str, due_at: dateti
         update(Delivery)
         .where(
             col(Delivery.enrollment_id) == enrollment_id,
-            col(Delivery.day_id) == key,
+            col(Delivery.key) == key,
             col(Delivery.status) == DeliveryStatus.CANCELLED,
         )
         .values(

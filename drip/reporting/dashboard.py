@@ -42,7 +42,7 @@ class Failure:
     subscriber_uid: str
     course: str
     #: a lesson's day id, or ``kind:…`` for other emails
-    day_id: str
+    key: str
     error: str | None
 
 
@@ -106,7 +106,7 @@ def recent_failures(connection: Connection, *, limit: int = RECENT_LIMIT) -> lis
             col(Subscriber.email),
             col(Subscriber.uid),
             col(Enrollment.course_slug),
-            col(Delivery.day_id),
+            col(Delivery.key),
             col(Delivery.last_error),
         )
         .join(Enrollment, col(Enrollment.id) == col(Delivery.enrollment_id))

@@ -20,7 +20,7 @@ def due(connection: Connection, *, now: datetime, limit: int | None) -> list[dic
             select(
                 col(Enrollment.course_slug),
                 col(Delivery.kind),
-                col(Delivery.day_id),
+                col(Delivery.key),
                 col(Delivery.due_at),
                 col(Delivery.attempts),
                 col(Subscriber.email),
@@ -50,7 +50,7 @@ def sent_lessons(
     None when unknown. ``sending`` may already be in the inbox (its receipt waits for
     its window)."""
     rows = connection.execute(
-        select(col(Enrollment.course_slug), col(Delivery.day_id), col(Delivery.status))
+        select(col(Enrollment.course_slug), col(Delivery.key), col(Delivery.status))
         .select_from(Enrollment)
         .outerjoin(
             Delivery,

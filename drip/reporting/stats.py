@@ -55,7 +55,7 @@ def funnel(
         .where(*cohort, col(Enrollment.started_at).is_not(None))
     ).scalar_one()
     lessons = (
-        select(col(Delivery.day_id))
+        select(col(Delivery.key))
         .join(Enrollment, col(Enrollment.id) == col(Delivery.enrollment_id))
         .where(*cohort, col(Delivery.kind) == EmailKind.LESSON)
     )
@@ -63,7 +63,7 @@ def funnel(
     for day_id, status, count in connection.execute(
         lessons.add_columns(col(Delivery.status), func.count())
         .where(col(Delivery.status).in_([DeliveryStatus.SENT, DeliveryStatus.FAILED]))
-        .group_by(col(Delivery.day_id), col(Delivery.status))
+        .group_by(col(Delivery.key), col(Delivery.status))
     ):
         outcomes[day_id, status] += count
     # lessons a hard bounce or a complaint came back for (at the SMTP conversation, by
@@ -74,7 +74,7 @@ def funnel(
         )
         .join(MailEvent, col(MailEvent.delivery_id) == col(Delivery.id))
         .where(col(MailEvent.kind).in_([MailEventKind.HARD, MailEventKind.COMPLAINT]))
-        .group_by(col(Delivery.day_id), col(MailEvent.kind), col(Delivery.status))
+        .group_by(col(Delivery.key), col(MailEvent.kind), col(Delivery.status))
     ):
         if kind == MailEventKind.COMPLAINT:
             outcomes[day_id, "complained"] += count
@@ -86,13 +86,13 @@ def funnel(
         lessons.add_columns(func.count())
         .join(Click, col(Click.delivery_id) == col(Delivery.id))
         .where(col(Click.link) == ClickLink.CLASS)
-        .group_by(col(Delivery.day_id))
+        .group_by(col(Delivery.key))
     ):
         outcomes[day_id, "clicked"] += count
     # who left, and the lessons they were sent: each counts after their last one
     last_lesson: dict[int | None, str] = {}
     for enrollment_id, day_id in connection.execute(
-        select(col(Enrollment.id), col(Delivery.day_id))
+        select(col(Enrollment.id), col(Delivery.key))
         .join(Delivery, col(Delivery.enrollment_id) == col(Enrollment.id))
         .join(Subscriber, col(Subscriber.id) == col(Enrollment.subscriber_id))
         .where(

@@ -45,7 +45,8 @@ def iter_subscribers(
 @dataclass(frozen=True)
 class DeliveryView:
     course: str
-    day_id: str
+    #: a lesson's day id, or ``kind:…`` for other emails
+    key: str
     status: str
     due_at: datetime
     attempts: int
@@ -87,7 +88,7 @@ def history(*, session: Session, subscriber: Subscriber) -> list[DeliveryView]:
     return [
         DeliveryView(
             course=slug,
-            day_id=d.day_id,
+            key=d.key,
             status=d.status,
             due_at=d.due_at,
             attempts=d.attempts,

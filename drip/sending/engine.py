@@ -67,7 +67,9 @@ class Chore(Protocol):
 Refused = Callable[[Connection, "Claimed", str, datetime], None]
 
 
-class Outcome(StrEnum):
+class SendOutcome(StrEnum):
+    """What became of one email a run took from the outbox."""
+
     SENT = "sent"  #: accepted by the mail server
     DEFERRED = "deferred"  #: temporary failure (or released unsent): tried again later
     FAILED = "failed"  #: given up: permanent rejection or too many attempts
@@ -78,7 +80,7 @@ class Outcome(StrEnum):
 
 @dataclass
 class RunReport:
-    counts: dict[Outcome, int] = field(default_factory=lambda: dict.fromkeys(Outcome, 0))
+    counts: dict[SendOutcome, int] = field(default_factory=lambda: dict.fromkeys(SendOutcome, 0))
     stopped: str | None = None  #: why the run stopped early, if it did
     #: course files that failed to load: their emails wait until they are fixed
     course_problems: list[str] = field(default_factory=list)
@@ -88,23 +90,23 @@ class RunReport:
     started: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, outcome: Outcome) -> None:
+    def add(self, outcome: SendOutcome) -> None:
         with self._lock:
             self.counts[outcome] += 1
 
-    def __getitem__(self, outcome: Outcome) -> int:
+    def __getitem__(self, outcome: SendOutcome) -> int:
         return self.counts[outcome]
 
     @property
     def sent(self) -> int:
-        return self.counts[Outcome.SENT]
+        return self.counts[SendOutcome.SENT]
 
     @property
     def ok(self) -> bool:
         """Everything due went out (or was rightly not sent)."""
         return not (
-            self.counts[Outcome.DEFERRED]
-            or self.counts[Outcome.FAILED]
+            self.counts[SendOutcome.DEFERRED]
+            or self.counts[SendOutcome.FAILED]
             or self.stopped
             or self.course_problems
         )
@@ -184,7 +186,7 @@ class Sender:
         *,
         now: datetime,
         limit: int | None = None,
-        progress: Callable[[Outcome], None] | None = None,
+        progress: Callable[[SendOutcome], None] | None = None,
     ) -> RunReport:
         """File the signups the web process recorded, then send everything due at ``now``
         (at most ``limit``) and return the tally. Course files changed since the last
@@ -238,7 +240,7 @@ class Sender:
         now: datetime,
         report: RunReport,
         budget: _Budget,
-        progress: Callable[[Outcome], None] | None,
+        progress: Callable[[SendOutcome], None] | None,
     ) -> None:
         """One worker thread: its own SMTP and database connections, batch after batch.
         The mailer is made once there is something to send (a run with nothing due
@@ -318,7 +320,7 @@ class _Worker:
         self.connection = connection
         self.now = now
         self.report = report
-        self.progress: Callable[[Outcome], None] | None = None
+        self.progress: Callable[[SendOutcome], None] | None = None
         #: accepted messages of this batch whose receipts are not written yet
         self.unrecorded: list[_Accepted] = []
         #: handed to the mailer, outcome not known yet (in flight), by Message-ID
@@ -326,7 +328,7 @@ class _Worker:
         #: the last connection failure (two messages in flight may share one)
         self.lost: TemporaryFailure | None = None
 
-    def run(self, batch: list[Claimed], progress: Callable[[Outcome], None] | None) -> None:
+    def run(self, batch: list[Claimed], progress: Callable[[SendOutcome], None] | None) -> None:
         self.progress = progress
         try:
             for index, item in enumerate(batch):
@@ -342,7 +344,7 @@ class _Worker:
                 if self.unrecorded:
                     self._write_waiting()
 
-    def _count(self, outcome: Outcome) -> None:
+    def _count(self, outcome: SendOutcome) -> None:
         self.report.add(outcome)
         if self.progress:
             self.progress(outcome)
@@ -365,7 +367,7 @@ class _Worker:
             return
         self.sender.throttle.wait()
         if not self._still_wanted(item):
-            self._count(Outcome.CANCELLED)
+            self._count(SendOutcome.CANCELLED)
             return
         if self.report.stopped:  # the message in flight, settled for the check, found SMTP gone
             self._release([item])
@@ -379,19 +381,19 @@ class _Worker:
         for settled in self.mailer.settle():
             self._count(self._settled(settled))
 
-    def _settled(self, settled: Settled) -> Outcome:
+    def _settled(self, settled: Settled) -> SendOutcome:
         """Act on what became of a message handed to the mailer."""
         item, course = self.pending.pop(settled.message.message_id)
         error = settled.error
         if error is None:
             message_id = settled.message.message_id
             self.unrecorded.append(_Accepted(item, course, settled.reply, message_id))
-            return Outcome.SENT
+            return SendOutcome.SENT
         if isinstance(error, ConfigError):  # refused login, TLS required but not offered …
             self.report.stopped = self.report.config_error = str(error)
             self._release([item])
             log_event(logger, logging.ERROR, "smtp-config", error=str(error))
-            return Outcome.DEFERRED
+            return SendOutcome.DEFERRED
         if isinstance(error, TemporaryFailure):
             if error.connection:
                 self.report.stopped = f"SMTP unavailable: {error}"
@@ -399,7 +401,7 @@ class _Worker:
                 if error is not self.lost:  # one line for two messages lost together
                     log_event(logger, logging.ERROR, "smtp-unavailable", error=str(error))
                 self.lost = error
-                return Outcome.DEFERRED
+                return SendOutcome.DEFERRED
             return self._defer(item, str(error), course=course)
         if isinstance(error, PermanentFailure):
             return self._reject(item, course, error)
@@ -411,14 +413,14 @@ class _Worker:
         recipient = Recipient(item.email, item.name, item.uid, course.zone_name_for(item.timezone))
         composer = self.sender.composer
         if item.kind == EmailKind.LESSON:
-            day = course.day(item.day_id)
+            day = course.day(item.key)
             assert day is not None  # checked by the caller
             return composer.lesson(course=course, day=day, recipient=recipient, now=self.now)
         return composer.transactional(
             item.kind,
             course=course,
             recipient=recipient,
-            key=item.day_id,
+            key=item.key,
             now=self.now,
             signup_uid=item.signup_uid,
             history=item.history,
@@ -491,7 +493,7 @@ class _Worker:
                 "receipt-lost",
                 email=item.email,
                 course=item.course_slug,
-                day=item.day_id,
+                day=item.key,
                 message_id=each.message_id,
             )
         deliveries.queue_many(self.connection, next_lessons)
@@ -518,7 +520,7 @@ class _Worker:
             zone=course.zone_for(item.timezone),
             now=self.now,
             history=item.history,
-            closed=item.day_id,
+            closed=item.key,
             resuming=skipped,
             batch=batch,
         )
@@ -531,14 +533,14 @@ class _Worker:
         status: DeliveryStatus,
         *,
         error: str,
-    ) -> Outcome:
+    ) -> SendOutcome:
         """Record that this email will not be sent (skipped or failed); for a lesson,
         queue the next one."""
         values: dict[str, object] = {"status": status, "claimed_until": None, "last_error": error}
         if status == DeliveryStatus.FAILED:
             values["failed_at"] = self.now
         if not deliveries.update_claimed(connection, item, values):
-            return Outcome.CANCELLED  # unsubscribed meanwhile, or the lease was taken over
+            return SendOutcome.CANCELLED  # unsubscribed meanwhile, or the lease was taken over
         self._queue_next(connection, item, course, skipped=status == DeliveryStatus.SKIPPED)
         log_event(
             logger,
@@ -548,12 +550,12 @@ class _Worker:
             kind=item.kind,
             email=item.email,
             course=item.course_slug,
-            day=item.day_id,
+            day=item.key,
             error=error,
         )
-        return Outcome(str(status))
+        return SendOutcome(str(status))
 
-    def _defer(self, item: Claimed, error: str, *, course: Course | None = None) -> Outcome:
+    def _defer(self, item: Claimed, error: str, *, course: Course | None = None) -> SendOutcome:
         """A temporary failure: retry with backoff, or give up after max attempts."""
         with self._transaction() as connection:
             if course is not None and item.attempts >= self.settings.max_attempts:
@@ -582,20 +584,20 @@ class _Worker:
             kind=item.kind,
             email=item.email,
             course=item.course_slug,
-            day=item.day_id,
+            day=item.key,
             attempt=item.attempts,
             error=error,
         )
-        return Outcome.DEFERRED
+        return SendOutcome.DEFERRED
 
-    def _reject(self, item: Claimed, course: Course, error: PermanentFailure) -> Outcome:
+    def _reject(self, item: Claimed, course: Course, error: PermanentFailure) -> SendOutcome:
         """A permanent failure: this email failed; a rejected address is suppressed."""
         with self._transaction() as connection:
             outcome = self._close(connection, item, course, DeliveryStatus.FAILED, error=str(error))
             if not error.suppress:
                 return outcome
             self.sender.refused(connection, item, error.response, self.now)
-        return Outcome.SUPPRESSED
+        return SendOutcome.SUPPRESSED
 
     def _release(self, items: list[Claimed]) -> None:
         """Give back claims never attempted: due again at once, the attempt not counted."""
@@ -606,7 +608,7 @@ class _Worker:
 
 def _removed(item: Claimed, course: Course) -> str | None:
     """Why this email no longer exists in its course, if it does not."""
-    if item.kind == EmailKind.LESSON and course.day(item.day_id) is None:
+    if item.kind == EmailKind.LESSON and course.day(item.key) is None:
         return "day removed"
     if item.kind == EmailKind.AFTER_COURSE and course.after_course is None:
         return "after_course removed"

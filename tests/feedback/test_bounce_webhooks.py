@@ -83,7 +83,7 @@ def _state(db: Engine) -> dict[str, str]:
 def _events(db: Engine) -> list[tuple[str, str, str, str | None]]:
     with Session(db) as session:
         rows = session.exec(
-            select(Subscriber.email, MailEvent.kind, MailEvent.source, Delivery.day_id)
+            select(Subscriber.email, MailEvent.kind, MailEvent.source, Delivery.key)
             .join(Subscriber, Subscriber.id == MailEvent.subscriber_id)
             .join(Delivery, isouter=True)
             .order_by(MailEvent.id)

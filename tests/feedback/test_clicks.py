@@ -60,7 +60,7 @@ def _day_one_link(db: Engine, settings: Settings, course: Course) -> tuple[str, 
 
 def _clicks(db: Engine) -> list[tuple[str, str, datetime]]:
     with Session(db) as session:
-        rows = session.exec(select(Delivery.day_id, Click.link, Click.clicked_at).join(Delivery))
+        rows = session.exec(select(Delivery.key, Click.link, Click.clicked_at).join(Delivery))
         return [tuple(row) for row in rows]  # type: ignore[misc]
 
 

@@ -165,7 +165,7 @@ def _subscriber(engine: Engine, email: str) -> Subscriber:
 def _events(engine: Engine) -> list[tuple[str, str, str | None]]:
     with Session(engine) as session:
         rows = session.exec(
-            select(MailEvent.kind, MailEvent.source, Delivery.day_id)
+            select(MailEvent.kind, MailEvent.source, Delivery.key)
             .join(Delivery, isouter=True)
             .order_by(MailEvent.id)
         )

@@ -25,7 +25,7 @@ from drip.lifecycle.enrollment import (
     stop_subscriber,
     unsubscribe,
 )
-from drip.lifecycle.signup import Action, Consent, Outcome, process_recorded, record, sign_up
+from drip.lifecycle.signup import Action, Consent, SignupResult, process_recorded, record, sign_up
 from drip.outbox import deliveries
 from drip.runner import make_sender
 from tests.fixtures import enrol
@@ -139,11 +139,11 @@ def test_an_operator_resends_only_to_someone_still_pending(engine: Engine, cours
     assert sorted(confirmations) == [NOW, later]
 
 
-def test_a_double_submit_is_filed_as_two_signups_and_one_confirmation(
+def test_a_double_submit_is_processed_as_two_signups_and_one_confirmation(
     engine: Engine, course: Course
 ) -> None:
-    """The same address posted twice (another in between) and filed in one go: every
-    signup row is kept and filed, the address gets one confirmation (the resend gap),
+    """The same address posted twice (another in between) and processed in one go: every
+    signup row is kept and processed, the address gets one confirmation (the resend gap),
     and its name is the first one's until a link is pressed."""
     with engine.begin() as connection:
         for email, name in (
@@ -153,12 +153,12 @@ def test_a_double_submit_is_filed_as_two_signups_and_one_confirmation(
         ):
             entry = Entry.clean(email=email, name=name, timezone=None)
             record(connection, course=course, entry=entry, consent=Consent(source="t"), now=NOW)
-        filed = process_recorded(
+        processed = process_recorded(
             connection, catalog=Catalog({course.slug: course}), now=NOW, resend_gap_seconds=600
         )
-    assert filed == 3
+    assert processed == 3
     with Session(engine) as session:
-        assert session.exec(select(Signup).where(col(Signup.filed_at).is_(None))).all() == []
+        assert session.exec(select(Signup).where(col(Signup.processed_at).is_(None))).all() == []
         confirmations = session.exec(
             select(Subscriber.email)
             .join(Enrollment, col(Enrollment.subscriber_id) == Subscriber.id)
@@ -196,8 +196,8 @@ def test_leaving_cancels_every_waiting_email_and_leaves_a_claimed_one_to_its_wor
         ]
 
 
-def test_a_signup_is_kept_as_posted_and_filed_later(any_engine: Engine, course: Course) -> None:
-    """The web process stores the signup as posted at T0; filing at T1 creates the pending
+def test_a_signup_is_kept_as_posted_and_processed_later(any_engine: Engine, course: Course) -> None:
+    """The web process stores the signup as posted at T0; processing at T1 creates the pending
     subscriber and enrollment (created at T1, consent from T0) and links the signup. A
     signup for a course removed meanwhile is closed without creating anyone."""
     t0, t1 = NOW, NOW + timedelta(seconds=5)
@@ -227,7 +227,7 @@ def test_a_signup_is_kept_as_posted_and_filed_later(any_engine: Engine, course: 
         "Firefox",
         "blog form",
     )
-    assert (ana.subscriber_id, ana.filed_at) == (subscriber.id, t1)
+    assert (ana.subscriber_id, ana.processed_at) == (subscriber.id, t1)
     assert (subscriber.email, subscriber.name, subscriber.timezone, subscriber.status) == (
         "ana@example.org",
         "Ana",
@@ -240,10 +240,10 @@ def test_a_signup_is_kept_as_posted_and_filed_later(any_engine: Engine, course: 
     assert (enrollment.subscriber_id, enrollment.course_slug) == (subscriber.id, course.slug)
     assert (enrollment.status, enrollment.created_at, len(enrollment.uid)) == ("pending", t1, 24)
     left = signups["orphan@example.org"]
-    assert (left.subscriber_id, left.filed_at) == (None, t1)
+    assert (left.subscriber_id, left.processed_at) == (None, t1)
 
 
-def test_an_operator_signup_is_filed_at_once_and_only_the_operator_confirms(
+def test_an_operator_signup_is_processed_at_once_and_only_the_operator_confirms(
     any_engine: Engine, course: Course
 ) -> None:
     with any_engine.begin() as connection:
@@ -257,7 +257,11 @@ def test_an_operator_signup_is_filed_at_once_and_only_the_operator_confirms(
     with Session(any_engine) as session:
         [signup] = session.exec(select(Signup)).all()
         subscriber_id = session.exec(select(Subscriber.id)).one()
-    assert (signup.created_at, signup.filed_at, signup.subscriber_id) == (NOW, NOW, subscriber_id)
+    assert (signup.created_at, signup.processed_at, signup.subscriber_id) == (
+        NOW,
+        NOW,
+        subscriber_id,
+    )
     assert (signup.name, signup.source, signup.course_slug) == ("Op", "import", course.slug)
 
 
@@ -458,14 +462,14 @@ def test_the_goodbye_and_the_fresh_unsubscribe_link_are_keyed_by_kind(
         unsubscribe(connection, enrollment_uid=uid, catalog=Catalog({polite.slug: polite}), now=NOW)
     with Session(engine) as session:
         keys = sorted(
-            session.exec(select(Delivery.day_id).where(Delivery.kind != EmailKind.LESSON)).all()
+            session.exec(select(Delivery.key).where(Delivery.kind != EmailKind.LESSON)).all()
         )
     goodbye, link = keys
     assert (goodbye.partition(":")[0], link) == ("goodbye", "link:2026112509")
 
 
 def _post(engine: Engine, course: Course, at: datetime, **details: str | None) -> str:
-    """A signup posted on the web and filed; its uid."""
+    """A signup posted on the web and processed; its uid."""
     entry = Entry.clean(
         email="ana@example.org", name=details.get("name") or "", timezone=details.get("zone")
     )
@@ -503,7 +507,7 @@ def test_confirming_stamps_the_subscriber_and_starts_the_course_once(
         ana = session.exec(select(Subscriber)).one()
         enrollment = session.exec(select(Enrollment)).one()
         queued = session.exec(
-            select(Delivery.kind, Delivery.day_id, Delivery.created_at).where(
+            select(Delivery.kind, Delivery.key, Delivery.created_at).where(
                 Delivery.kind != EmailKind.CONFIRM
             )
         ).all()
@@ -539,7 +543,7 @@ def test_confirming_stamps_the_subscriber_and_starts_the_course_once(
     assert (ana.confirmed_at, enrollment.started_at) == (at, at)  # first times kept
 
 
-def _add(engine: Engine, course: Course, *emails: str, at: datetime = NOW) -> list[Outcome]:
+def _add(engine: Engine, course: Course, *emails: str, at: datetime = NOW) -> list[SignupResult]:
     with engine.begin() as connection:
         return sign_up(
             connection,
@@ -551,24 +555,24 @@ def _add(engine: Engine, course: Course, *emails: str, at: datetime = NOW) -> li
         )
 
 
-def test_filing_reports_each_address_as_it_was_on_this_course(
+def test_processing_reports_each_address_as_it_was_on_this_course(
     engine: Engine, course: Course
 ) -> None:
     """Each outcome names the address's status before (None: new) and what was done,
     judged on this course's enrollment even when the address is on another course too."""
     other = _other(course)
     assert _add(engine, course, "ana@example.org") == [
-        Outcome("ana@example.org", Action.CONFIRM, None)
+        SignupResult("ana@example.org", Action.CONFIRM, None)
     ]
     enrol(engine, other, "ana@example.org", now=NOW)  # now active, on the other course
     enrol(engine, course, "ben@example.org", now=NOW)
     assert _add(engine, course, "ana@example.org", "ben@example.org", "new@example.org") == [
-        Outcome("ana@example.org", Action.CONFIRM, "active"),
-        Outcome("ben@example.org", Action.NOTHING, "active"),
-        Outcome("new@example.org", Action.CONFIRM, None),
+        SignupResult("ana@example.org", Action.CONFIRM, "active"),
+        SignupResult("ben@example.org", Action.NOTHING, "active"),
+        SignupResult("new@example.org", Action.CONFIRM, None),
     ]
     with Session(engine) as session:
-        keys = session.exec(select(Delivery.day_id).where(Delivery.kind == EmailKind.CONFIRM))
+        keys = session.exec(select(Delivery.key).where(Delivery.kind == EmailKind.CONFIRM))
         assert {key.partition(":")[0] for key in keys} == {"confirm"}
     with pytest.raises(ValueError, match="^each address may appear once per call$"):
         _add(engine, course, "dup@example.org", "dup@example.org")
@@ -590,7 +594,7 @@ def test_an_operator_confirmed_signup_applies_its_details_and_proof_at_once(
             confirmed=True,
             now=at,
         )
-    assert outcome == Outcome("op@example.org", Action.ACTIVATE, None)
+    assert outcome == SignupResult("op@example.org", Action.ACTIVATE, None)
     with Session(engine) as session:
         olu = session.exec(select(Subscriber)).one()
         signup = session.exec(select(Signup)).one()
@@ -609,20 +613,20 @@ def test_an_operator_confirmed_signup_applies_its_details_and_proof_at_once(
     assert signup.confirmed_at == at
 
 
-def test_filing_drops_signups_for_a_removed_course_and_files_the_rest(
+def test_processing_drops_signups_for_a_removed_course_and_processes_the_rest(
     engine: Engine, course: Course
 ) -> None:
     """Signups recorded for a course removed since are dropped; those for courses still
-    there are filed in the same pass, a blank source kept blank."""
+    there are processed in the same pass, a blank source kept blank."""
     other = _other(course)
     with engine.begin() as connection:
         for on, email in ((other, "gone@example.org"), (course, "kept@example.org")):
             entry = Entry.clean(email=email)
             record(connection, course=on, entry=entry, consent=Consent(source=""), now=NOW)
-        filed = process_recorded(
+        processed = process_recorded(
             connection, catalog=Catalog({course.slug: course}), now=NOW, resend_gap_seconds=0
         )
-    assert filed == 2
+    assert processed == 2
     with Session(engine) as session:
         assert session.exec(select(Subscriber.email)).all() == ["kept@example.org"]
         uid = session.exec(select(Signup.uid).where(Signup.email == "kept@example.org")).one()
@@ -663,7 +667,7 @@ def test_a_single_opt_in_signup_applies_its_details_to_someone_already_here(
     engine: Engine, course: Course
 ) -> None:
     """Ana, active on one course, joins a single opt-in course with a new name and time
-    zone: filing the signup is her confirmation, so both apply, and its proof of consent
+    zone: processing the signup is her confirmation, so both apply, and its proof of consent
     (no source given: stored empty) replaces the operator's."""
     enrol(engine, course, "ana@example.org", now=NOW, name="Ana", timezone="Europe/Lisbon")
     single = Course.model_validate(
@@ -687,7 +691,7 @@ def test_a_single_opt_in_signup_applies_its_details_to_someone_already_here(
 
 
 def test_a_signup_filed_at_once_keeps_where_it_came_from(engine: Engine, course: Course) -> None:
-    """A signup stored and filed in one step (the CLI's add and import) keeps its own
+    """A signup stored and processed in one step (the CLI's add and import) keeps its own
     record of the consent, as one posted through the web does."""
     consent = Consent(source="import: list.csv", ip="192.0.2.4", user_agent="Importer/1")
     with engine.begin() as connection:
@@ -711,7 +715,7 @@ def test_queueing_many_emails_puts_each_in_once(any_engine: Engine, course: Cour
     count = 2 * deliveries.QUEUE_ROWS  # and one more below: the last statement has one row
     with any_engine.begin() as connection:
         [(enrollment_id, first_key)] = connection.execute(
-            select(Delivery.enrollment_id, Delivery.day_id)
+            select(Delivery.enrollment_id, Delivery.key)
         ).all()
         emails = [
             {
@@ -726,7 +730,7 @@ def test_queueing_many_emails_puts_each_in_once(any_engine: Engine, course: Cour
         emails.insert(count // 2, {**emails[0], "key": first_key})  # already there
         deliveries.queue_many(connection, emails)
     with Session(any_engine) as session:
-        rows = session.exec(select(Delivery.day_id, Delivery.due_at, Delivery.created_at)).all()
+        rows = session.exec(select(Delivery.key, Delivery.due_at, Delivery.created_at)).all()
     assert len(rows) == count + 1
     queued = {key: (due, created) for key, due, created in rows}
     assert queued[first_key] == (NOW, NOW)

@@ -182,7 +182,7 @@ def _with_every_email(course: Course) -> Course:
 def test_every_email_kind_exactly_once_under_two_overlapping_runs(
     database_url: str, smtp_sink: SmtpSink, course: Course, tmp_path: Path
 ) -> None:
-    """Confirmations (filed and not yet filed), welcomes, lessons and goodbyes queued
+    """Confirmations (processed and not yet processed), welcomes, lessons and goodbyes queued
     together; two `send-due` processes at once send each exactly once."""
     chatty = _with_every_email(course)
     courses = tmp_path / "courses"

@@ -71,7 +71,7 @@ def seed(database_url: str, count: int) -> None:
             [
                 {
                     "enrollment_id": n + 1,
-                    "day_id": "upper-back-shoulders",
+                    "key": "upper-back-shoulders",
                     "status": "scheduled",
                     "due_at": NOW,
                     "attempts": 0,

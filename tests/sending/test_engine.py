@@ -31,7 +31,7 @@ from drip.outbox.deliveries import claim, queue
 from drip.outbox.kinds import row_key
 from drip.runner import make_sender
 from drip.sending.compose import Composer, Recipient
-from drip.sending.engine import Outcome, Sender, Throttle
+from drip.sending.engine import Sender, SendOutcome, Throttle
 from drip.sending.mailer import memory
 from drip.sending.mailer.memory import MemoryMailer
 from drip.sending.message import Outgoing
@@ -94,7 +94,7 @@ def test_seven_lessons_one_per_local_day_across_dst(
 
     sent = [m for m in memory.outbox if m.recipient == "walker@example.org"]
     rows = [d for d in deliveries(any_engine) if d.status == DeliveryStatus.SENT]
-    assert [r.day_id for r in rows] == [d.id for d in course.days] + ["after_course:once"]
+    assert [r.key for r in rows] == [d.id for d in course.days] + ["after_course:once"]
     assert len(sent) == 8 and len({m.message_id for m in sent}) == 8
     local = [r.sent_at.astimezone(tz) for r in rows if r.sent_at]
     assert local[0] == start.astimezone(tz)
@@ -164,7 +164,7 @@ def test_unsubscribe_after_claim_is_not_sent(
         engine, settings, course, composer=UnsubscribesWhileBuilding(settings=settings)
     )
     report = sender.send_due(now=now)
-    assert report[Outcome.CANCELLED] == 1 and report.sent == 0
+    assert report[SendOutcome.CANCELLED] == 1 and report.sent == 0
     assert memory.outbox == []
     assert [d.status for d in deliveries(engine)] == [DeliveryStatus.CANCELLED]
     walk(sender, now, days=3)
@@ -261,11 +261,11 @@ def test_course_edits_never_resend_and_skip_removed_days(
         ],
     )
     walk(sender_for(engine, settings, edited), start + timedelta(days=1, hours=1), days=8)
-    sent = [d.day_id for d in deliveries(engine) if d.status == DeliveryStatus.SENT]
+    sent = [d.key for d in deliveries(engine) if d.status == DeliveryStatus.SENT]
     assert len(sent) == len(set(sent)), "no day sent twice"
     assert sent[:2] == ["upper-back-shoulders", "hips"]
     assert "breath-intro" in sent
-    statuses = {d.day_id: d.status for d in deliveries(engine)}
+    statuses = {d.key: d.status for d in deliveries(engine)}
     assert statuses.get("side-body") in (None, DeliveryStatus.SKIPPED)
 
 
@@ -286,7 +286,7 @@ def test_temporary_failure_is_retried_later(
     smtp_sink.rcpt_replies["flaky@example.org"] = "451 4.3.0 try again later"
     sender = sender_for(engine, _smtp_settings(tmp_path, smtp_sink), course)
     report = sender.send_due(now=now)
-    assert (report.sent, report[Outcome.DEFERRED], report.ok) == (1, 1, False)
+    assert (report.sent, report[SendOutcome.DEFERRED], report.ok) == (1, 1, False)
     assert sender.send_due(now=now + timedelta(minutes=2)).sent == 0  # still backing off
     del smtp_sink.rcpt_replies["flaky@example.org"]
     assert sender.send_due(now=now + timedelta(minutes=6)).sent == 1
@@ -308,9 +308,9 @@ def test_too_many_temporary_failures_give_up_and_move_on(
     sender = sender_for(engine, _smtp_settings(tmp_path, smtp_sink, max_attempts=2), course)
     sender.send_due(now=now)
     report = sender.send_due(now=now + timedelta(hours=1))
-    assert report[Outcome.FAILED] == 1
+    assert report[SendOutcome.FAILED] == 1
     rows = deliveries(engine)
-    assert [(d.day_id, d.status) for d in rows] == [
+    assert [(d.key, d.status) for d in rows] == [
         ("upper-back-shoulders", DeliveryStatus.FAILED),
         ("hips", DeliveryStatus.SCHEDULED),
     ]
@@ -327,7 +327,7 @@ def test_permanent_rejection_suppresses_the_address(
     smtp_sink.rcpt_replies["gone@example.org"] = "550 5.1.1 user unknown"
     sender = sender_for(any_engine, _smtp_settings(tmp_path, smtp_sink), course)
     report = sender.send_due(now=now)
-    assert (report.sent, report[Outcome.SUPPRESSED]) == (1, 1)
+    assert (report.sent, report[SendOutcome.SUPPRESSED]) == (1, 1)
     walk(sender, now, days=3)
     assert {r.recipients[0] for r in smtp_sink.received} == {"here@example.org"}
     with Session(any_engine) as session:
@@ -497,7 +497,7 @@ def test_one_subscriber_finishing_leaves_the_others_active(
             select(Delivery).where(Delivery.status == "scheduled", Delivery.kind == "lesson")
         ).one()
     assert statuses == {"ana@example.org": "completed", "ben@example.org": "active"}
-    assert (queued.day_id, queued.created_at) == (short.days[1].id, start + timedelta(days=1))
+    assert (queued.key, queued.created_at) == (short.days[1].id, start + timedelta(days=1))
 
 
 def test_coming_back_revives_the_lesson_an_unsubscribe_cancelled(
@@ -528,8 +528,8 @@ def test_coming_back_revives_the_lesson_an_unsubscribe_cancelled(
         confirm(connection, signup_uid=signup_uid, issued_at=later, catalog=catalog, now=later)
     lessons = [d for d in deliveries(engine) if d.kind == EmailKind.LESSON]
     [left, revived] = lessons
-    assert (left.day_id, left.status) == (course.days[0].id, DeliveryStatus.CANCELLED)
-    assert (revived.day_id, revived.status) == (course.days[0].id, DeliveryStatus.SCHEDULED)
+    assert (left.key, left.status) == (course.days[0].id, DeliveryStatus.CANCELLED)
+    assert (revived.key, revived.status) == (course.days[0].id, DeliveryStatus.SCHEDULED)
     assert revived.due_at == later
     assert (revived.attempts, revived.last_error) == (0, None)
     assert (revived.claimed_until, revived.cancelled_at) == (None, None)
@@ -644,9 +644,9 @@ def test_a_message_refused_after_data_fails_that_day_only(
     enrol(engine, course, "content@example.org", now=now)
     smtp_sink.data_replies.append("554 5.7.1 message refused")
     report = sender_for(engine, _smtp_settings(tmp_path, smtp_sink), course).send_due(now=now)
-    assert (report[Outcome.FAILED], report[Outcome.SUPPRESSED], report.sent) == (1, 0, 0)
+    assert (report[SendOutcome.FAILED], report[SendOutcome.SUPPRESSED], report.sent) == (1, 0, 0)
     rows = deliveries(engine)
-    assert [(d.day_id, d.status) for d in rows] == [
+    assert [(d.key, d.status) for d in rows] == [
         ("upper-back-shoulders", DeliveryStatus.FAILED),
         ("hips", DeliveryStatus.SCHEDULED),
     ]
@@ -673,8 +673,8 @@ def test_a_queued_day_removed_from_the_course_is_skipped_and_the_next_takes_its_
     )
     morning = start + timedelta(days=1)
     report = sender_for(engine, settings, edited).send_due(now=morning)
-    assert (report[Outcome.SKIPPED], report.sent) == (1, 1)  # day 3, in the same run
-    rows = {d.day_id: d for d in deliveries(engine)}
+    assert (report[SendOutcome.SKIPPED], report.sent) == (1, 1)  # day 3, in the same run
+    rows = {d.key: d for d in deliveries(engine)}
     assert (rows[removed].status, rows[removed].last_error) == (
         DeliveryStatus.SKIPPED,
         "day removed",
@@ -686,7 +686,7 @@ def test_a_queued_day_removed_from_the_course_is_skipped_and_the_next_takes_its_
         (d for d in deliveries(engine) if d.sent_at and d.kind == EmailKind.LESSON),
         key=lambda d: d.sent_at,
     )
-    assert [d.day_id for d in sent] == [d.id for d in course.days if d.id != removed]
+    assert [d.key for d in sent] == [d.id for d in course.days if d.id != removed]
     assert [d.sent_at for d in sent] == [start + timedelta(days=n) for n in range(6)]
 
 
@@ -709,7 +709,7 @@ def test_a_missing_course_or_a_broken_template_defers_and_never_gives_up(
     for day in range(4):  # more runs than max_attempts
         later = now + timedelta(days=day)
         report = sender.send_due(now=later)
-        assert report[Outcome.DEFERRED] == 2 and report.sent == 0
+        assert report[SendOutcome.DEFERRED] == 2 and report.sent == 0
     errors = {d.last_error for d in deliveries(engine)}
     assert errors == {"lesson template: 'teacher' is undefined", "unknown course 'gone-course'"}
     assert {(d.status, d.attempts) for d in deliveries(engine)} == {(DeliveryStatus.SCHEDULED, 4)}
@@ -913,7 +913,7 @@ def test_each_run_logs_one_summary_line(
 
     now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
     enrol(engine, course, "ana@example.org", now=now)
-    seen: list[Outcome] = []
+    seen: list[SendOutcome] = []
     with caplog.at_level(logging.INFO, logger="drip.engine"):
         sender_for(engine, settings, course).send_due(now=now, progress=seen.append)
         sender_for(engine, settings, course).send_due(now=now)
@@ -925,11 +925,11 @@ def test_each_run_logs_one_summary_line(
     counts = "deferred=0 failed=0 suppressed=0 cancelled=0 skipped=0"
     assert re.fullmatch(summary + "sent=1 " + counts, lines[0]), lines[0]
     assert re.fullmatch(summary + "sent=0 " + counts, lines[1]), lines[1]
-    assert seen == [Outcome.SENT]
+    assert seen == [SendOutcome.SENT]
     enrol(engine, course, "ben@example.org", now=now)  # one connection: no thread pool
     one = make_settings(tmp_path, smtp_connections=1)
     sender_for(engine, one, course).send_due(now=now, progress=seen.append)
-    assert seen == [Outcome.SENT, Outcome.SENT]
+    assert seen == [SendOutcome.SENT, SendOutcome.SENT]
 
 
 def appended(course: Course, *day_ids: str, **changes: Any) -> Course:
@@ -986,9 +986,9 @@ def test_days_appended_later_reach_those_who_completed_only_when_evergreen(
         assert statuses["ana@example.org"] == "completed"
         return
     assert [m.recipient for m in memory.outbox] == ["ana@example.org"] * 2
-    bonus = [d for d in deliveries(any_engine) if d.day_id.startswith("bonus")]
+    bonus = [d for d in deliveries(any_engine) if d.key.startswith("bonus")]
     assert len(bonus) == 2  # nothing queued for Ben
-    rows = {d.day_id: d for d in bonus}
+    rows = {d.key: d for d in bonus}
     new_york = ZoneInfo("America/New_York")
     sent = [rows[day].sent_at.astimezone(new_york) for day in ("bonus-one", "bonus-two")]
     assert [(t.day, t.hour) for t in sent] == [(21, 7), (22, 7)]
@@ -1021,7 +1021,7 @@ def test_receipts_are_written_a_window_at_a_time(
         sender_for(engine, settings, course, mailer_factory=Watching).send_due(now=now).sent == 10
     )
     assert max(unrecorded) == window - 1
-    assert [d.status for d in deliveries(engine) if d.day_id == course.days[0].id] == ["sent"] * 10
+    assert [d.status for d in deliveries(engine) if d.key == course.days[0].id] == ["sent"] * 10
 
 
 @pytest.mark.parametrize("window", [1, 3])
@@ -1050,7 +1050,7 @@ def test_over_smtp_a_window_bounds_what_is_sent_and_not_recorded(
     assert sender_for(engine, settings, course).send_due(now=now).sent == 10
     assert max(unrecorded) == window
     arrived = {r.message_id: n for n, r in enumerate(smtp_sink.received, start=1)}
-    sent = [d for d in deliveries(engine) if d.day_id == course.days[0].id]
+    sent = [d for d in deliveries(engine) if d.key == course.days[0].id]
     assert [d.smtp_response for d in sent] == [
         f"250 2.0.0 Ok: queued as drip-sink-{arrived[d.message_id]}" for d in sent
     ]
@@ -1126,7 +1126,7 @@ def test_an_after_course_email_removed_from_the_course_is_skipped(
     report = sender_for(engine, settings, variant(course, after_course=None)).send_due(
         now=start + timedelta(days=8)
     )
-    assert (report[Outcome.SKIPPED], report.ok, memory.outbox) == (1, True, [])
+    assert (report[SendOutcome.SKIPPED], report.ok, memory.outbox) == (1, True, [])
     [skipped] = [d for d in deliveries(engine) if d.kind == EmailKind.AFTER_COURSE]
     assert (skipped.status, skipped.last_error) == (DeliveryStatus.SKIPPED, "after_course removed")
 
@@ -1152,9 +1152,7 @@ def test_a_window_of_receipts_keeps_each_rows_own_reply_and_skips_a_claim_taken_
                 with engine.begin() as connection:
                     connection.execute(
                         update(Delivery)
-                        .where(
-                            Delivery.status == "sending", Delivery.day_id.in_([course.days[0].id])
-                        )  # type: ignore[attr-defined]
+                        .where(Delivery.status == "sending", Delivery.key.in_([course.days[0].id]))  # type: ignore[attr-defined]
                         .where(Delivery.enrollment_id == 3)
                         .values(claimed_until=taken_over)
                     )
@@ -1167,7 +1165,7 @@ def test_a_window_of_receipts_keeps_each_rows_own_reply_and_skips_a_claim_taken_
             select(Subscriber.email, Delivery)
             .join(Enrollment, Enrollment.id == Delivery.enrollment_id)  # type: ignore[arg-type]
             .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)  # type: ignore[arg-type]
-            .where(Delivery.day_id == course.days[0].id)
+            .where(Delivery.key == course.days[0].id)
         ).all()
     for email, row in rows:
         if email == "cy@example.org":
@@ -1216,15 +1214,13 @@ def test_days_appended_before_the_after_course_email_go_first(
             due_at=start,
             now=start,
         )
-        connection.execute(
-            update(Delivery).where(Delivery.day_id == key).values(status="cancelled")
-        )
+        connection.execute(update(Delivery).where(Delivery.key == key).values(status="cancelled"))
     walk(sender_for(engine, settings, evergreen), start, days=6, step=timedelta(hours=2))
     assert len(memory.outbox) == 7  # the after-course email waits for tomorrow
     edited = appended(evergreen, "bonus-one", "bonus-two")
     walk(sender_for(engine, settings, edited), start + timedelta(days=6, hours=6), days=6)
     sent = sorted((d for d in deliveries(engine) if d.sent_at), key=lambda d: d.sent_at)
-    assert [d.day_id for d in sent[7:]] == ["bonus-one", "bonus-two", "after_course:once"]
+    assert [d.key for d in sent[7:]] == ["bonus-one", "bonus-two", "after_course:once"]
     days = [d.sent_at.date() for d in sent]
     assert len(days) == len(set(days)) == 10, "one email a morning"
     [link] = [d for d in deliveries(engine) if d.kind == EmailKind.LINK]
@@ -1236,7 +1232,7 @@ def test_days_appended_before_the_after_course_email_go_first(
 def test_one_run_files_every_recorded_signup_however_many_batches(
     engine: Engine, settings: Settings, course: Course
 ) -> None:
-    """Signups are filed a batch at a time until none is left (exactly one batch's worth,
+    """Signups are processed a batch at a time until none is left (exactly one batch's worth,
     then one more, included): all confirmations go out in the same run."""
     now = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
     with engine.begin() as connection:
@@ -1394,7 +1390,7 @@ def test_evergreen_restarts_each_behind_enrollment_of_the_course_once_chunk_by_c
         ("dan@example.org", "completed", False),
         ("eve@example.org", "completed", False),
     ]
-    bonus = [d for d in deliveries(any_engine) if d.day_id == "bonus-one"]
+    bonus = [d for d in deliveries(any_engine) if d.key == "bonus-one"]
     assert len(bonus) == 3
     assert {(d.due_at, d.created_at) for d in bonus} == {(early + timedelta(hours=1), early)}
 
@@ -1537,7 +1533,7 @@ def test_leaving_and_coming_back_between_the_check_and_the_cancel_keeps_the_cour
     assert came_back
     lessons = [m for m in memory.outbox if f".{course.days[0].id}@" in m.message_id]
     assert [m.recipient for m in lessons] == ["ana@example.org"]
-    rows = {d.day_id: d.status for d in deliveries(engine) if d.kind == EmailKind.LESSON}
+    rows = {d.key: d.status for d in deliveries(engine) if d.kind == EmailKind.LESSON}
     assert rows == {course.days[0].id: DeliveryStatus.SENT, course.days[1].id: "scheduled"}
 
 
@@ -1561,7 +1557,7 @@ def test_a_lesson_history_holds_the_last_send_whatever_order_its_rows_come_in(
             connection.execute(
                 Delivery.__table__.insert().values(  # type: ignore[attr-defined]
                     enrollment_id=enrollment_id,
-                    day_id=day_id,
+                    key=day_id,
                     kind="lesson",
                     status=status,
                     due_at=now,
@@ -1595,6 +1591,6 @@ def test_an_evergreen_course_listed_after_a_plain_one_still_restarts(
     )
     assert [c.slug for c in sender.catalog][0] == plain.slug
     sender.send_due(now=start + timedelta(days=10, hours=-1))  # before send_at: queued
-    assert [(d.day_id, d.status) for d in deliveries(engine) if d.day_id == "bonus-one"] == [
+    assert [(d.key, d.status) for d in deliveries(engine) if d.key == "bonus-one"] == [
         ("bonus-one", "scheduled")
     ]

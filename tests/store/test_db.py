@@ -66,9 +66,9 @@ def test_delivery_is_unique_per_enrollment_and_day(any_engine: Engine) -> None:
     """The database itself refuses a second delivery row for the same (enrollment, day)."""
     with Session(any_engine) as session:
         enrollment_id = _enrollment(session, "a@example.org")
-        session.add(Delivery(enrollment_id=enrollment_id, day_id="d1", due_at=NOW))
+        session.add(Delivery(enrollment_id=enrollment_id, key="d1", due_at=NOW))
         session.commit()
-        session.add(Delivery(enrollment_id=enrollment_id, day_id="d1", due_at=NOW))
+        session.add(Delivery(enrollment_id=enrollment_id, key="d1", due_at=NOW))
         with pytest.raises(IntegrityError):
             session.commit()
 
@@ -80,9 +80,9 @@ def test_prepared_statements_match_a_normal_execution(any_engine: Engine) -> Non
     with Session(any_engine) as session:
         enrollment_id = _enrollment(session, "p@example.org")
         for day, due in (("d1", NOW), ("d2", later)):
-            session.add(Delivery(enrollment_id=enrollment_id, day_id=day, due_at=due))
+            session.add(Delivery(enrollment_id=enrollment_id, key=day, due_at=due))
         session.commit()
-    find = select(Delivery.day_id).where(Delivery.due_at == bindparam("due"))
+    find = select(Delivery.key).where(Delivery.due_at == bindparam("due"))
     touch = (
         update(Delivery)
         .where(Delivery.due_at == bindparam("due"), Delivery.status == "scheduled")
@@ -98,7 +98,7 @@ def test_prepared_statements_match_a_normal_execution(any_engine: Engine) -> Non
             ]
         assert prepared_touch.execute(connection, {"due": later, "note": "x"}).rowcount == 1
     with Session(any_engine) as session:
-        notes = {d.day_id: d.last_error for d in session.execute(select(Delivery)).scalars()}
+        notes = {d.key: d.last_error for d in session.execute(select(Delivery)).scalars()}
     assert notes == {"d1": None, "d2": "x"}
 
 
@@ -178,7 +178,7 @@ def test_signup_statements_store_times_as_every_other_write_does(tmp_path: Path)
         session.commit()
     engine.dispose()
     with sqlite3.connect(tmp_path / "drip.db") as raw:
-        stored = raw.execute("SELECT created_at, filed_at FROM signup").fetchone()
+        stored = raw.execute("SELECT created_at, processed_at FROM signup").fetchone()
         stored += raw.execute("SELECT created_at FROM subscriber ORDER BY id").fetchone()
         [orm] = raw.execute(
             "SELECT created_at FROM subscriber WHERE email = 'orm@example.org'"

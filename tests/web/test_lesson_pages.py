@@ -84,7 +84,7 @@ def test_a_lesson_page_shows_that_lesson_and_only_the_lessons_already_sent(
     db: Engine = client.app.state.drip.engine  # type: ignore[attr-defined]
     with db.begin() as connection:
         connection.execute(
-            update(Delivery).where(Delivery.day_id == course.days[3].id).values(status="sending")  # type: ignore[arg-type]
+            update(Delivery).where(Delivery.key == course.days[3].id).values(status="sending")  # type: ignore[arg-type]
         )
     uid = ana[0].removeprefix("/lessons/").split(".")[0]
     day_four = Tokens([TEST_SECRET], confirm_max_age_seconds=60).lesson_token(

@@ -50,7 +50,7 @@ def db(client: TestClient) -> Engine:
 
 
 def subscribers(client: TestClient) -> list[Subscriber]:
-    """Every subscriber, once the app has filed the signups it recorded."""
+    """Every subscriber, once the app has processed the signups it recorded."""
     sent(client)
     with Session(client.app.state.drip.engine) as session:  # type: ignore[attr-defined]
         return list(session.exec(select(Subscriber)).all())
@@ -323,7 +323,7 @@ def test_confirm_enrols_once_and_day_one_is_due(client: TestClient, db: Engine) 
         assert session.exec(select(Subscriber.status)).one() == "active"
         assert session.exec(select(Enrollment.status)).one() == "active"
         lessons = session.exec(select(Delivery).where(Delivery.kind == "lesson")).all()
-        assert [d.day_id for d in lessons] == ["upper-back-shoulders"]
+        assert [d.key for d in lessons] == ["upper-back-shoulders"]
 
 
 @pytest.mark.parametrize(
@@ -452,8 +452,7 @@ def test_resubscribe_resumes_at_the_next_unsent_day(client: TestClient, db: Engi
     client.post(path)
     with Session(db) as session:
         rows = {
-            d.day_id: d.status
-            for d in session.exec(select(Delivery).where(Delivery.kind == "lesson"))
+            d.key: d.status for d in session.exec(select(Delivery).where(Delivery.kind == "lesson"))
         }
     assert rows == {"upper-back-shoulders": "sent", "hips": "scheduled"}
 

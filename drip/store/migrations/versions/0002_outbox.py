@@ -17,7 +17,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from drip.core.models import TRANSACTIONAL_PENDING, UNFILED, UTCDateTime
+from drip.core.models import TRANSACTIONAL_PENDING, UTCDateTime
+
+#: the signups not yet filed, as this revision named the column (0007 renames it)
+UNFILED = sa.text("filed_at IS NULL")
 
 revision = "0002"
 down_revision = "0001"
