@@ -59,7 +59,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/signup.py
 
 ## make mutate: mutation testing of the modules that carry the guarantees, then the verdict
-## (>= 90 % killed, every survivor listed in docs/mutation.md). Several hours on 2 cores;
+## (>= 90 % killed, every survivor listed in docs/development.md). Several hours on 2 cores;
 ## make mutate-resume goes on with a run that was stopped, keeping what it had checked.
 mutate: $(STAMP)
 	rm -rf mutants

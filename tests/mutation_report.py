@@ -1,5 +1,5 @@
 """`make mutate`'s verdict on a finished `mutmut run`: the share of mutants killed on the
-guarantee modules, and every survivor not listed as equivalent in docs/mutation.md.
+guarantee modules, and every survivor not listed as equivalent in docs/development.md.
 
 Exit 0 when at least 90 % are killed and each survivor is listed; 1 otherwise.
 Run from the project's root after `mutmut run` (the Makefile does both).
@@ -38,7 +38,7 @@ def main() -> int:
     if not results:
         print("no mutmut results: run `mutmut run` first", file=sys.stderr)
         return 1
-    text = (ROOT / "docs" / "mutation.md").read_text()
+    text = (ROOT / "docs" / "development.md").read_text()
     listed = {name for cell in FIRST_CELL.findall(text) for name in MUTANT.findall(cell)}
     tally = Counter(results.values())
     tested = sum(n for status, n in tally.items() if status not in ("skipped", "not checked"))
@@ -49,11 +49,11 @@ def main() -> int:
     share = killed / tested if tested else 0.0
     print(", ".join(f"{status} {n}" for status, n in sorted(tally.items())))
     print(f"killed {killed} of {tested} mutants: {share:.1%} (target {TARGET:.0%})")
-    print(f"{len(survivors) - len(unlisted)} survivors listed as equivalent in docs/mutation.md")
+    print(f"{len(survivors) - len(unlisted)} survivors listed as equivalent in docs/development.md")
     for name in unlisted:
         print(f"not killed and not listed: {name}  (mutmut show {name})")
     for name in stale:
-        print(f"listed but no longer surviving (remove from docs/mutation.md): {name}")
+        print(f"listed but no longer surviving (remove from docs/development.md): {name}")
     if tally["not checked"]:
         print(f"{tally['not checked']} mutants not checked yet: the run is incomplete")
     return 0 if share >= TARGET and not unlisted and not tally["not checked"] else 1

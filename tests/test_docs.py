@@ -45,11 +45,24 @@ def test_readme_lists_every_command() -> None:
         assert f"drip {name.split()[0]}" in readme, name
 
 
-def test_readme_documents_every_setting() -> None:
-    """Each setting's environment variable appears in the README's configuration table."""
-    readme = (ROOT / "README.md").read_text()
+def test_the_configuration_page_documents_every_setting() -> None:
+    """Each setting's environment variable appears in docs/configuration.md's table, and
+    every one the README names exists."""
+    table = (ROOT / "docs" / "configuration.md").read_text()
     for name in Settings.model_fields:
-        assert f"`DRIP_{name.upper()}`" in readme, name
+        assert f"`DRIP_{name.upper()}`" in table, name
+    named = set(re.findall(r"`DRIP_([A-Z_]+)`", (ROOT / "README.md").read_text()))
+    assert named and named <= {name.upper() for name in Settings.model_fields}, named
+
+
+def test_the_readme_is_a_manual_and_its_links_lead_somewhere() -> None:
+    """The README stays a short manual (at most 300 lines), and every relative link in it
+    and in docs/ names a file that exists."""
+    readme = ROOT / "README.md"
+    assert len(readme.read_text().splitlines()) <= 300
+    for page in [readme, *(ROOT / "docs").glob("*.md")]:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
+            assert (page.parent / target).exists(), (page.name, target)
 
 
 def test_readme_starts_with_the_two_commands() -> None:

@@ -101,13 +101,13 @@ def test_an_erasure_racing_another_of_the_same_subscriber_counts_them_once(
     before = _counters(_samples(engine))
     errors: list[BaseException] = []
 
-    def erase(using: Engine) -> None:
+    def erase_ana(using: Engine) -> None:
         try:
             erase(using, "ana@example.org")
         except BaseException as error:  # noqa: BLE001 - reported below
             errors.append(error)
 
-    second = threading.Thread(target=erase, args=(other,))
+    second = threading.Thread(target=erase_ana, args=(other,))
 
     def start_second_once_counted(conn, cursor, statement, *_: object) -> None:  # noqa: ANN001
         if statement.startswith("INSERT INTO erasedcount") and not second.is_alive():
@@ -115,7 +115,7 @@ def test_an_erasure_racing_another_of_the_same_subscriber_counts_them_once(
             _wait_for_a_lock_wait(engine)
 
     event.listen(engine, "after_cursor_execute", start_second_once_counted)
-    erase(engine)
+    erase_ana(engine)
     event.remove(engine, "after_cursor_execute", start_second_once_counted)
     second.join(timeout=30)
     assert not errors and not second.is_alive()
