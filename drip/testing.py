@@ -1,8 +1,8 @@
 """Test helpers for drip and for projects built on it (needs the ``dev`` extra: aiosmtpd).
 
 ``SmtpSink`` is a real SMTP server on 127.0.0.1 that records what it receives and can be
-told to misbehave: refuse a recipient with any code, refuse the next DATA, or drop the
-connection mid-message. It advertises PIPELINING unless told not to.
+told to misbehave: refuse a recipient with any code, refuse the next DATA, drop the
+connection mid-message, or answer slowly. It advertises PIPELINING unless told not to.
 
     with SmtpSink() as sink:
         settings = Settings(smtp_url=sink.url, ...)
@@ -12,6 +12,7 @@ connection mid-message. It advertises PIPELINING unless told not to.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from dataclasses import dataclass
@@ -69,6 +70,11 @@ class _Handler:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         with self.sink.lock:
+            self.sink.data_started += 1
+            delay = self.sink.data_delay
+        if delay:
+            await asyncio.sleep(delay)
+        with self.sink.lock:
             if self.sink.drop_next:
                 self.sink.drop_next -= 1
                 server.transport.close()  # vanish mid-message, like a crashed server
@@ -114,6 +120,10 @@ class SmtpSink:
         self.data_replies: list[str] = []
         #: how many of the next messages to answer by dropping the connection
         self.drop_next = 0
+        #: seconds to wait before answering each message's end of data (a slow server)
+        self.data_delay = 0.0
+        #: messages whose content arrived, answered or not yet
+        self.data_started = 0
         #: NOOP commands received (a client checking an idle connection)
         self.noops = 0
         self.logins: list[str] = []

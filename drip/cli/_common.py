@@ -51,6 +51,31 @@ class DripGroup(TyperGroup):
             raise typer.Exit(error.exit_code) from None
 
 
+#: the exit status after Ctrl-C (128 + SIGINT), as a shell reports an interrupted command
+INTERRUPTED = 130
+
+
+def stop_on_signals(stop: Callable[[], object]) -> list[int]:
+    """SIGINT and SIGTERM call ``stop`` once (claim nothing more, settle the messages in
+    flight, write their receipts, give back the rest); a second signal exits at once
+    (``INTERRUPTED``: what was sent and not yet recorded is sent again after its lease).
+    Returns the list the signals received are added to."""
+    import os
+    import signal
+
+    received: list[int] = []
+
+    def handle(signum: int, _frame: object) -> None:
+        if received:
+            os._exit(INTERRUPTED)
+        received.append(signum)
+        stop()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handle)
+    return received
+
+
 def settings() -> Settings:
     from drip.core.config import get_settings
 

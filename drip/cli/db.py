@@ -34,8 +34,9 @@ def backup(
     path: Annotated[Path, typer.Argument(help="The backup file to write (must not exist).")],
 ) -> None:
     """Back the database up. SQLite: a consistent copy made while serving and sending go
-    on (restore: stop drip, put the copy in place of the database file, start drip).
-    PostgreSQL: prints the pg_dump command to run (restore with pg_restore).
+    on, with the generated signing key beside it (PATH.key); restore both as
+    docs/deployment.md shows. PostgreSQL: prints the pg_dump command to run. Either way the
+    signing key must be kept with the backup: links in emails already sent need it.
 
     Example: drip db backup /backups/drip-2026-11-25.db
     """
@@ -45,9 +46,18 @@ def backup(
     database = config.sqlite_path()
     if database is None:
         say(pg_dump_command(config.database_url, path))
+        say(f"and keep DRIP_SECRET_KEY with it: {KEY_NEEDED}")
         return
-    backup_sqlite(database, path)
+    key = backup_sqlite(database, path, key_file=config.generated_key_file())
     say(f"backed up {database} to {path}")
+    if key is not None:
+        say(f"and its signing key to {key} (0600): restore it as drip-secret.key with it")
+    else:
+        say(f"keep DRIP_SECRET_KEY with the backup: {KEY_NEEDED}")
+
+
+#: why a backup is worth little without its signing key
+KEY_NEEDED = "every link in emails already sent was signed with it"
 
 
 @app.command()
@@ -72,3 +82,9 @@ def copy(
     schema.upgrade(target)
     copied = copy_database(source, target)
     say("copied " + ", ".join(f"{n} {table} rows" for table, n in copied.items()))
+    key_file = config.generated_key_file()
+    if key_file is not None:
+        say(f"wherever drip uses the copy, set DRIP_SECRET_KEY to the key in {key_file}")
+    else:
+        say("wherever drip uses the copy, set the same DRIP_SECRET_KEY")
+    say(f"(the copy refuses any other key: {KEY_NEEDED})")

@@ -43,7 +43,8 @@ def inbound(
     """Handle one email that came back: a bounce suppresses per the bounce policy, a
     complaint unsubscribes and suppresses, a mail to List-Unsubscribe's address
     unsubscribes. Anything else is ignored. Exits 0 when handled or ignored, 75 when the
-    database is busy (the MTA retries later).
+    database stays busy or out of reach for DRIP_DB_WAIT_SECONDS (the MTA keeps the email
+    and retries later; with --imap the email stays unread for the next run).
 
     Example: drip inbound bounce.eml (from Postfix: a pipe transport running
     drip inbound - --to ${recipient}; from cron: drip inbound --imap "$BOUNCE_MAILBOX")
@@ -70,6 +71,7 @@ def _handler(recipients: Sequence[str]) -> Callable[[bytes], Handled]:
     """Handles one raw email in a transaction of its own."""
     from drip.core.tokens import Tokens
     from drip.feedback.inbound import handle_inbound
+    from drip.store.engine import BUSY_MS
 
     config = settings()
     tokens = Tokens.from_settings(config)
@@ -77,7 +79,9 @@ def _handler(recipients: Sequence[str]) -> Callable[[bytes], Handled]:
     courses = catalog(strict=False)
 
     def handle(raw: bytes) -> Handled:
-        with db.begin() as connection:
+        # the MTA (or the next poll) retries: wait as long as a web request would
+        wait = {BUSY_MS: int(config.db_wait_seconds * 1000)}
+        with db.connect() as connection, connection.execution_options(**wait).begin():
             return handle_inbound(
                 connection,
                 raw,
@@ -100,12 +104,15 @@ def _poll(url: str) -> None:
 
     config = ImapConfig.from_url(url)
     handle = _handler(())
-    try:
-        with _database_busy_is_tempfail():
+    # the database first: a busy database is also a TimeoutError, hence an OSError
+    with _database_busy_is_tempfail():
+        try:
             results = poll(config, lambda raw: _said(_sized(raw, handle)))
-    except (OSError, imaplib.IMAP4.error, ImapToolsError) as error:
-        typer.echo(f"error: cannot read the mailbox {config.host}: {error}", err=True)
-        raise typer.Exit(1) from None
+        except (OSError, imaplib.IMAP4.error, ImapToolsError) as error:
+            if _unavailable(error):
+                raise
+            typer.echo(f"error: cannot read the mailbox {config.host}: {error}", err=True)
+            raise typer.Exit(1) from None
     handled = sum(result.what != "ignored" for result in results)
     say(f"{len(results)} read, {handled} handled and deleted, {len(results) - handled} left")
 
@@ -121,12 +128,20 @@ def _said(handled: Handled) -> Handled:
     return handled
 
 
+def _unavailable(error: BaseException) -> bool:
+    from drip.store.engine import is_unavailable
+
+    return is_unavailable(error)
+
+
 @contextmanager
 def _database_busy_is_tempfail() -> Iterator[None]:
-    from sqlalchemy.exc import OperationalError
-
+    """Exit 75 (EX_TEMPFAIL) for a database busy or out of reach, whatever raised it."""
     try:
         yield
-    except OperationalError as error:
-        typer.echo(f"error: the database is busy or unreachable, try again: {error}", err=True)
+    except Exception as error:
+        if not _unavailable(error):
+            raise
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        typer.echo(f"error: the database is busy or unreachable, try again: {first}", err=True)
         raise typer.Exit(TEMPFAIL) from None

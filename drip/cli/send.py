@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from drip.cli._common import (
+    INTERRUPTED,
     NewKeyOption,
     NowOption,
     catalog,
@@ -19,6 +20,7 @@ from drip.cli._common import (
     plain,
     settings,
     signing_engine,
+    stop_on_signals,
 )
 from drip.core.exceptions import ConfigError
 
@@ -40,7 +42,10 @@ def send_due(
     """Send every email due now (lessons, confirmations …), then exit: 0 all sent,
     1 something failed (retried later), 2 bad usage or configuration.
 
-    Safe to run from cron every minute, even overlapping: no email is sent twice.
+    Safe to run from cron every minute, even overlapping: no email is sent twice. Ctrl-C or
+    SIGTERM stops it cleanly: nothing more is claimed, the messages in flight are settled
+    and recorded, the rest given back, the summary printed, exit 130; a second Ctrl-C
+    exits at once.
 
     Example: drip send-due --now 2026-11-25T07:00:00Z --limit 500
     """
@@ -70,7 +75,7 @@ def send_due(
     sender = make_sender(
         engine=signing_engine(new_key=new_key), settings=settings(), catalog=catalog(strict=False)
     )
-    signal.signal(signal.SIGTERM, lambda *_: sender.stopping.set())
+    interrupted = stop_on_signals(sender.stopping.set)
     if is_tty() and not as_json:
         report = _with_progress(sender, when, limit)
     else:
@@ -83,6 +88,8 @@ def send_due(
         typer.echo(summary(report))
     if report.config_error:
         raise ConfigError(report.config_error)
+    if interrupted:
+        raise typer.Exit(INTERRUPTED)
     if not report.ok:
         raise typer.Exit(1)
 
@@ -122,7 +129,9 @@ def run(
     ] = None,
     new_key: NewKeyOption = False,
 ) -> None:
-    """Run the send loop until SIGTERM/SIGINT: send-due every minute, never overlapping.
+    """Run the send loop until SIGTERM or Ctrl-C: send-due every minute, never overlapping.
+    A stop finishes the message in flight, records it, gives back the rest and exits 0; a
+    second Ctrl-C exits at once.
 
     Example: drip run --interval 60
     """
@@ -140,8 +149,7 @@ def run(
     scheduler = make_scheduler(
         sender, interval_seconds=interval or config.send_interval_seconds, background=False
     )
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop(scheduler, sender))
+    stop_on_signals(lambda: stop(scheduler, sender))
     # SIGHUP: run now (course files changed are read again at the start of every run)
     signal.signal(signal.SIGHUP, lambda *_: run_now(scheduler))
     typer.echo(

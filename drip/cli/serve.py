@@ -27,7 +27,8 @@ def serve(
     """Serve the signup webhook and the confirmation and unsubscribe pages; confirmation,
     welcome and goodbye emails go out from this process within moments. Lessons are sent
     by `drip send-due` / `drip run`, or here with --scheduler. Without DRIP_BASE_URL,
-    links in emails point at this host and port. Stops cleanly (exit 0) on SIGTERM.
+    links in emails point at this host and port. Stops cleanly (exit 0) on SIGTERM or
+    Ctrl-C, the messages in flight recorded; a second Ctrl-C exits at once.
 
     Example: drip serve --host 0.0.0.0 --port 8000 --scheduler
     """
@@ -56,6 +57,7 @@ def serve(
     # uvicorn re-raises the signal that stopped it; a handler of ours makes that a no-op,
     # so a graceful stop exits 0, as `drip run` does.
     signal.signal(signal.SIGTERM, lambda *_: None)
+    signal.signal(signal.SIGINT, lambda *_: None)
     # SIGHUP: read changed course files now (the prompt sender re-reads them every run)
     signal.signal(signal.SIGHUP, lambda *_: app.state.drip.prompt.wake())
     run(app, listener, access_log=access_log, json_logs=config.log_format == "json")

@@ -184,6 +184,14 @@ class Settings(BaseSettings):
             return None
         return Path(database)
 
+    def generated_key_file(self) -> Path | None:
+        """Where the generated signing key lives (``drip-secret.key`` beside the SQLite
+        database), or None when ``DRIP_SECRET_KEY`` is set (or the database is not SQLite)."""
+        database = self.sqlite_path()
+        if self.secret_key is not None or database is None:
+            return None
+        return database.resolve().parent / SECRET_FILE_NAME
+
     def secret_keys(self) -> list[str]:
         """Signing keys, newest first: the first signs, all verify."""
         if self.secret_key is not None:
@@ -195,14 +203,13 @@ class Settings(BaseSettings):
 
 
 def _generated_key(settings: Settings) -> str:
-    database = settings.sqlite_path()
-    if database is None:
+    key_file = settings.generated_key_file()
+    if key_file is None:
         raise ConfigError(
             "DRIP_SECRET_KEY is not set; it is required unless the database is a local "
             "SQLite file (generate one with: python3 -c 'import secrets; "
             "print(secrets.token_urlsafe(32))')"
         )
-    key_file = database.resolve().parent / SECRET_FILE_NAME
     if key_file.exists():
         return key_file.read_text().strip()
     key_file.parent.mkdir(parents=True, exist_ok=True)

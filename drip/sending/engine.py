@@ -205,6 +205,8 @@ class Sender:
                 ]
                 for future in futures:
                     future.result()
+        if self.stopping.is_set() and report.stopped is None:
+            report.stopped = "asked to stop (the rest is left for the next run)"
         if any(report.counts.values()) or report.stopped or not self.transactional_only:
             log_event(
                 logger,
@@ -366,6 +368,9 @@ class _Worker:
             self._count(self._defer(item, str(error)))
             return
         self.sender.throttle.wait()
+        if self.sender.stopping.is_set():  # asked to stop while waiting for its turn
+            self._release([item])
+            return
         if not self._still_wanted(item):
             self._count(SendOutcome.CANCELLED)
             return

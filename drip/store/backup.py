@@ -37,13 +37,36 @@ TABLES = (
 BATCH = 5000
 
 
-def backup_sqlite(database: Path, target: Path) -> None:
-    """Copy the SQLite file ``database`` to ``target`` (a new file, 0600) while in use."""
-    if target.exists():
-        raise ConfigError(f"{target} already exists: choose a new file for the backup")
+def key_file_for(backup: Path) -> Path:
+    """Where a backup's signing key is written: beside it, ``BACKUP.key``."""
+    return backup.with_name(backup.name + ".key")
+
+
+def _new_private_file(path: Path, what: str) -> None:
+    """Create ``path`` empty and private (0600); it must not exist, not even as a link."""
+    if path.exists() or path.is_symlink():
+        raise ConfigError(f"{path} already exists: choose a new file for the {what}")
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+    except OSError as error:
+        raise ConfigError(f"cannot write the {what} {path}: {error.strerror}") from None
+
+
+def backup_sqlite(database: Path, target: Path, *, key_file: Path | None = None) -> Path | None:
+    """Copy the SQLite file ``database`` to ``target`` (a new file, 0600) while in use,
+    and the generated signing key ``key_file``, when there is one, beside it (0600): a
+    copy restored without its key would not verify the links in emails already sent.
+    Returns where the key was written."""
     if not database.exists():
         raise ConfigError(f"no database at {database}")
-    os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    key_target = key_file_for(target) if key_file is not None and key_file.exists() else None
+    _new_private_file(target, "backup")
+    if key_target is not None:
+        try:
+            _new_private_file(key_target, "backup's key")
+        except ConfigError:
+            target.unlink()
+            raise
     source = sqlite3.connect(database)
     copy = sqlite3.connect(target)
     try:
@@ -54,10 +77,15 @@ def backup_sqlite(database: Path, target: Path) -> None:
     except BaseException:
         copy.close()
         target.unlink(missing_ok=True)
+        if key_target is not None:
+            key_target.unlink(missing_ok=True)
         raise
     finally:
         source.close()
     copy.close()
+    if key_target is not None and key_file is not None:
+        key_target.write_text(key_file.read_text())
+    return key_target
 
 
 def pg_dump_command(database_url: str, target: Path) -> str:

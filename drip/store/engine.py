@@ -13,14 +13,24 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from drip.core.config import Settings
-from drip.core.exceptions import ConfigError
+from drip.core.exceptions import ConfigError, DatabaseBusy
 from drip.store.schema import ensure_schema
 from drip.store.sqlite import BUSY_MS, READ_ONLY, URGENT, sqlite_engine
 
-__all__ = ["BUSY_MS", "READ_ONLY", "URGENT", "engine_for", "make_engine", "ping", "session_scope"]
+__all__ = [
+    "BUSY_MS",
+    "READ_ONLY",
+    "URGENT",
+    "engine_for",
+    "is_unavailable",
+    "make_engine",
+    "ping",
+    "session_scope",
+]
 
 
 def make_engine(database_url: str, *, pool_size: int = 5) -> Engine:
@@ -82,6 +92,12 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Is ``error`` the database being busy (locked by another writer past the wait) or
+    out of reach, rather than a mistake: worth trying again later?"""
+    return isinstance(error, DatabaseBusy | OperationalError)
 
 
 def ping(engine: Engine) -> None:

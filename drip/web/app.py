@@ -80,6 +80,12 @@ def create_app(settings: Settings, *, scheduler: bool = False, new_key: bool = F
         ),
         idle_seconds=settings.send_interval_seconds,
     )
+    senders = [prompt.sender]
+    if scheduler:
+        lessons = make_sender(
+            engine=sending, settings=settings, catalog=catalog, composer=composer, throttle=throttle
+        )
+        senders.append(lessons)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -87,13 +93,6 @@ def create_app(settings: Settings, *, scheduler: bool = False, new_key: bool = F
         prompt.wake()  # anything queued before a restart
         loop = None
         if scheduler:
-            lessons = make_sender(
-                engine=sending,
-                settings=settings,
-                catalog=catalog,
-                composer=composer,
-                throttle=throttle,
-            )
             loop = make_scheduler(
                 lessons, interval_seconds=settings.send_interval_seconds, background=True
             )
@@ -117,6 +116,7 @@ def create_app(settings: Settings, *, scheduler: bool = False, new_key: bool = F
         pages=_pages(),
         writes=WriteGate(engine, wait_seconds=settings.db_wait_seconds),
         prompt=prompt,
+        senders=senders,
         admin=admin.Gate(settings.secret_keys(), secure=settings.base_url.startswith("https://")),
     )
 

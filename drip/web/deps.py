@@ -16,6 +16,7 @@ from drip.core.config import Settings
 from drip.core.courses import Catalog, Course
 from drip.core.exceptions import DripError
 from drip.core.tokens import Tokens
+from drip.sending.engine import Sender
 from drip.sending.loop import PromptSender
 from drip.web.ratelimit import RateLimiter
 from drip.web.writes import WriteGate
@@ -36,10 +37,18 @@ class WebState:
     writes: WriteGate
     #: sends what a request queued (confirmation, welcome, goodbye) within moments
     prompt: PromptSender
+    #: every sender of this process (the prompt one, and the lessons' with --scheduler)
+    senders: list[Sender]
     #: the dashboard's cookies and login limit
     admin: Gate
     #: form-service event ids seen lately (a replayed delivery is answered, not stored)
     events: RecentEvents = field(default_factory=lambda: RecentEvents(10_000))
+
+    def stop_sending(self) -> None:
+        """Claim nothing more: each run in progress settles its messages in flight,
+        records them and gives back the rest (the first SIGINT or SIGTERM)."""
+        for sender in self.senders:
+            sender.stopping.set()
 
     def course_or_none(self, slug: str | None) -> Course | None:
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import resource
 import socket
 from typing import Any
@@ -83,13 +84,27 @@ def listen(host: str, port: int) -> socket.socket:
     return listener
 
 
+#: the exit status of a second SIGINT or SIGTERM, which does not wait (128 + SIGINT)
+INTERRUPTED = 130
+
+
 def run(app: Any, listener: socket.socket, *, access_log: bool, json_logs: bool) -> None:
+    """Serve ``app`` on ``listener`` until SIGINT or SIGTERM. The first stops the senders
+    claiming (``WebState.stop_sending``: what is in flight is settled and recorded) while
+    uvicorn finishes the requests in progress; a second exits at once."""
     import uvicorn
 
     from drip.core.logs import configure
 
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.should_exit:
+                os._exit(INTERRUPTED)
+            app.state.drip.stop_sending()
+            super().handle_exit(sig, frame)
+
     raise_file_limit()
-    server = uvicorn.Server(
+    server = Server(
         uvicorn.Config(
             app,
             http=BoundedHttp,

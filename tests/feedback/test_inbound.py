@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from drip.cli import app
 from drip.core.config import BouncePolicy, Settings, get_settings
 from drip.core.courses import Catalog, Course
 from drip.core.models import Delivery, MailEvent, Subscriber
-from drip.core.states import MailEventKind
+from drip.core.states import MailEventKind, SubscriberStatus
 from drip.core.tokens import Purpose, Tokens
 from drip.feedback.bounces import record
 from drip.feedback.inbound import Handled, handle_inbound
@@ -548,3 +549,64 @@ def test_a_failure_midway_leaves_the_rest_unread_for_the_next_run(imap_port: int
         left = list(mailbox.fetch(mark_seen=False))
     assert [m.subject for m in left] == ["1", "2"]
     assert all("\\Seen" not in m.flags for m in left)
+
+
+@contextmanager
+def _write_lock_held_by_another_process(database: Path) -> Iterator[None]:
+    """A second process holding the SQLite file's write lock (``BEGIN IMMEDIATE``)."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time\n"
+            "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "c.execute('BEGIN IMMEDIATE')\n"
+            "print('held', flush=True)\n"
+            "time.sleep(120)\n",
+            str(database),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_bounce_while_the_database_is_locked_exits_75_in_both_modes(
+    cli_env: None,
+    tmp_path: Path,
+    course: Course,
+    imap_port: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With another process holding SQLite's write lock past DRIP_DB_WAIT_SECONDS, `drip
+    inbound` exits 75 (EX_TEMPFAIL: the MTA keeps the email and retries) with one line,
+    from stdin and from a mailbox alike, where the email stays unread; once the lock is
+    free the same email suppresses the address."""
+    monkeypatch.setenv("DRIP_DB_WAIT_SECONDS", "0.5")
+    get_settings.cache_clear()
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    settings = get_settings()
+    engine = engine_for(settings)
+    enrol(engine, course, "ana@example.org", now=NOW)
+    (lesson,) = _send(engine, settings, course, NOW)
+    bounce = dsn(lesson, to=lesson.envelope_from)
+    url = f"imap://demouser:demopass@127.0.0.1:{imap_port}/INBOX?starttls=off"
+    with _mailbox(imap_port) as mailbox:
+        mailbox.append(bounce, "INBOX")
+    with _write_lock_held_by_another_process(tmp_path / "cli.db"):
+        piped = runner.invoke(app, ["inbound", "-"], input=bounce)
+        polled = runner.invoke(app, ["inbound", "--imap", url])
+    for result in (piped, polled):
+        assert result.exit_code == 75, result.output
+        assert "error: the database is busy or unreachable, try again" in result.output
+        assert "Traceback" not in result.output and "mailbox" not in result.output
+    with _mailbox(imap_port) as mailbox:
+        assert ["\\Seen" in m.flags for m in mailbox.fetch(mark_seen=False)] == [False]
+    assert _subscriber(engine, "ana@example.org").status == SubscriberStatus.ACTIVE
+    done = runner.invoke(app, ["inbound", "--imap", url])
+    assert done.exit_code == 0 and "ana@example.org suppressed" in done.output
+    assert _subscriber(engine, "ana@example.org").status == SubscriberStatus.SUPPRESSED

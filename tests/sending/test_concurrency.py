@@ -192,3 +192,101 @@ def test_kill_9_mid_run_then_rerun_delivers_everything(
     duplicates = sum(n - 1 for n in counts.values())
     assert duplicates <= bound, f"only unrecorded messages may repeat: {duplicates} > {bound}"
     assert sent_rows(database_url) == COUNT
+
+
+def _statuses(database_url: str) -> Counter[str]:
+    engine = make_engine(database_url)
+    with Session(engine) as session:
+        rows = session.execute(
+            select(Delivery.status, func.count()).group_by(Delivery.status)  # type: ignore[arg-type]
+        ).all()
+    engine.dispose()
+    return Counter({str(status): int(n) for status, n in rows})
+
+
+def _wait_for(sink: SmtpSink, count: int, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while len(sink.received) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(sink.received) >= count, "the run did not get going"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_stops_send_due_after_the_messages_in_flight(
+    tmp_path: Path, smtp_sink: SmtpSink, signum: int
+) -> None:
+    """Ctrl-C (or SIGTERM) during a slow run: nothing more is claimed or sent beyond the
+    messages in flight (one per connection), their receipts are written, the unsent
+    claims are given back (none left `sending`), the summary says so, and it exits 130."""
+    database_url = f"sqlite:///{tmp_path / 'drip.db'}"
+    seed(database_url, 40)
+    run = send_due(drip_env(database_url, smtp_sink, DRIP_SEND_RATE="5"), NOW)
+    _wait_for(smtp_sink, 3)
+    at_signal = len(smtp_sink.received)
+    run.send_signal(signum)
+    out, err = run.communicate(timeout=30)
+    assert run.returncode == 130, err.decode()
+    sent = _sent(out)
+    assert b"stopped early: asked to stop" in out and b"Traceback" not in err
+    assert at_signal <= sent <= at_signal + 2, (at_signal, sent)
+    time.sleep(0.5)  # anything still on its way would have arrived
+    assert len(smtp_sink.received) == sent
+    # the day-1 lessons not sent are scheduled again, and each one sent queued its day 2
+    assert _statuses(database_url) == Counter({"sent": sent, "scheduled": (40 - sent) + sent})
+
+
+def test_a_second_ctrl_c_exits_at_once(tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    """A second Ctrl-C does not wait for the messages in flight: exit 130 within moments;
+    at worst what was sent and not recorded goes again after its lease."""
+    database_url = f"sqlite:///{tmp_path / 'drip.db'}"
+    seed(database_url, 40)
+    smtp_sink.data_delay = 5.0  # each message answered after 5 s: the first Ctrl-C waits
+    run = send_due(drip_env(database_url, smtp_sink, DRIP_SEND_RATE="0"), NOW)
+    deadline = time.monotonic() + 30
+    while not smtp_sink.data_started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    run.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    started = time.monotonic()
+    run.send_signal(signal.SIGINT)
+    run.communicate(timeout=30)
+    assert run.returncode == 130
+    assert time.monotonic() - started < 2
+
+
+def test_drip_run_stops_cleanly_on_ctrl_c(tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    """`drip run` on Ctrl-C: the run in progress stops after its messages in flight, their
+    receipts written and the rest given back, and the loop exits 0."""
+    database_url = f"sqlite:///{tmp_path / 'drip.db'}"
+    seed(database_url, 40)
+    run = subprocess.Popen(
+        [str(DRIP), "run"],
+        env=drip_env(database_url, smtp_sink, DRIP_SEND_RATE="5"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    _wait_for(smtp_sink, 3)
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=30)
+    assert run.returncode == 0, err.decode()
+    assert b"event=send-due" in err and b"stopped=" in err
+    statuses = _statuses(database_url)
+    assert statuses["sending"] == 0 and statuses["sent"] == len(smtp_sink.received) < 40
+
+
+def test_serve_with_the_scheduler_stops_cleanly_on_ctrl_c(
+    tmp_path: Path, smtp_sink: SmtpSink
+) -> None:
+    """`drip serve --scheduler` on Ctrl-C: its lesson run stops claiming at once, the
+    message in flight is recorded, the rest given back; the server exits 0."""
+    from tests.processes import Serve
+
+    database_url = f"sqlite:///{tmp_path / 'drip.db'}"
+    seed(database_url, 40)
+    server = Serve(drip_env(database_url, smtp_sink, DRIP_SEND_RATE="5"), "--scheduler")
+    _wait_for(smtp_sink, 3)
+    server.process.send_signal(signal.SIGINT)
+    assert server.process.wait(timeout=60) == 0, "".join(server.log)
+    time.sleep(0.5)
+    statuses = _statuses(database_url)
+    assert statuses["sending"] == 0 and statuses["sent"] == len(smtp_sink.received) < 40

@@ -3,6 +3,7 @@ sent twice."""
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from drip.core.entries import Entry
 from drip.core.exceptions import ConfigError
 from drip.core.models import Click, Delivery, Enrollment, ErasedCount, Signup, Subscriber
 from drip.core.states import ClickLink
+from drip.core.tokens import Tokens
 from drip.feedback.clicks import record_click
 from drip.lifecycle.enrollment import unsubscribe
 from drip.lifecycle.signup import Consent, sign_up
@@ -28,7 +30,7 @@ from drip.sending.mailer import memory
 from drip.store.backup import backup_sqlite, copy_database, pg_dump_command
 from drip.store.engine import engine_for, make_engine
 from drip.store.schema import upgrade
-from tests.fixtures import enrol, erase, make_settings
+from tests.fixtures import COURSES_DIR, enrol, erase, make_settings
 
 START = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
 
@@ -194,3 +196,44 @@ def test_backup_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     assert made.exit_code == 0 and (tmp_path / "b.db").exists()
     again = runner.invoke(app, ["db", "backup", str(tmp_path / "b.db")])
     assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_a_backup_restored_as_documented_keeps_its_links_working(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, course: Course
+) -> None:
+    """With the generated key, `db backup` writes the key beside the copy (0600); restored
+    as docs/deployment.md says (both files into a new directory), drip starts on it and
+    an unsubscribe link from before the backup still works. A dangling link where the
+    backup would go is refused in one line, nothing written."""
+    live, restored = tmp_path / "live", tmp_path / "restored"
+    live.mkdir()
+    restored.mkdir()
+    monkeypatch.chdir(live)
+    monkeypatch.setenv("DRIP_DATABASE_URL", "sqlite:///./drip.db")
+    monkeypatch.setenv("DRIP_COURSES_DIR", str(COURSES_DIR))
+    monkeypatch.setenv("DRIP_SMTP_URL", "memory://")
+    get_settings.cache_clear()
+    runner = CliRunner()
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    uid = enrol(engine_for(get_settings()), course, "ana@example.org", now=START)
+    link = Tokens.from_settings(get_settings()).unsubscribe_token(uid)
+    made = runner.invoke(app, ["db", "backup", str(tmp_path / "drip-backup.db")])
+    assert made.exit_code == 0, made.output
+    key = tmp_path / "drip-backup.db.key"
+    assert f"its signing key to {key}" in made.output
+    assert key.read_text() == (live / "drip-secret.key").read_text()
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+
+    # the documented restore: cp drip-backup.db drip.db; cp drip-backup.db.key drip-secret.key
+    shutil.copy(tmp_path / "drip-backup.db", restored / "drip.db")
+    shutil.copy(key, restored / "drip-secret.key")
+    monkeypatch.chdir(restored)
+    get_settings.cache_clear()
+    sent = runner.invoke(app, ["send-due", "--now", START.isoformat()])
+    assert sent.exit_code == 0, sent.output  # no "the signing key changed"
+    assert Tokens.from_settings(get_settings()).read_unsubscribe(link) == uid
+
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    refused = runner.invoke(app, ["db", "backup", str(tmp_path / "dangling")])
+    assert refused.exit_code == 2 and "already exists" in refused.output
+    assert "Traceback" not in refused.output and not (tmp_path / "nowhere").exists()
