@@ -70,10 +70,13 @@ mutate-resume: $(STAMP)
 		$(BIN)/mutmut run
 	$(BIN)/python tests/mutation_report.py
 
-## make lock: re-pin the image's dependencies (with hashes) from pyproject.toml.
+## make lock: re-pin the image's dependencies, and what builds them, with hashes.
 lock: $(STAMP)
 	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
 		--no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
+	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links --output-file requirements-build.lock \
+		requirements-build.in
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -102,17 +102,19 @@ def _links(settings: Settings) -> Iterator[Finding]:
 
 
 def _smtp(settings: Settings) -> Iterator[Finding]:
+    from drip.sending.mailer import transport_for
+
     url = settings.smtp_url.get_secret_value()
-    scheme = urlsplit(url).scheme
-    if scheme == "file":
+    transport = transport_for(url, timeout=settings.smtp_timeout)  # as send-due reads it
+    if transport.directory is not None:
         yield Finding(Level.WARNING, f"emails are written to files ({url}), not sent")
         return
-    if scheme in ("console", "memory"):
-        yield Finding(Level.WARNING, f"emails go to {scheme}://, not to anyone's inbox")
+    if transport.smtp is None:
+        yield Finding(Level.WARNING, f"emails go to {transport.scheme}://, not to anyone's inbox")
         return
-    from drip.sending.mailer.smtp import SmtpConfig, SmtpMailer
+    from drip.sending.mailer.smtp import SmtpMailer
 
-    config = SmtpConfig.from_url(url, timeout=settings.smtp_timeout)
+    config = transport.smtp
     mailer = SmtpMailer(config)
     try:
         described = mailer.check()

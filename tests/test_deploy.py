@@ -50,14 +50,25 @@ def test_dockerfile_builds_from_what_exists_and_runs_drip_unprivileged() -> None
             if instruction == "RUN" and "pip " in arguments:
                 for command in re.findall(r"pip (?:install|wheel)[^&]*", arguments):
                     assert "--no-cache-dir" in command, command
-            if instruction == "RUN":
-                assert (
-                    "--require-hashes" in arguments
-                    or "pip wheel" not in arguments
-                    or ("--no-deps" in arguments)
-                )
+            if instruction == "RUN" and "pip wheel" in arguments:
+                # no isolated build environment fetching build tools that are not pinned
+                for command in re.findall(r"pip wheel[^&]*", arguments):
+                    assert "--no-build-isolation" in command, command
+                    assert "--require-hashes" in command or "--no-deps" in command, command
+            if instruction == "RUN" and "requirements-build.lock" in arguments:
+                assert "--require-hashes" in arguments
     runtime = dict(stages[-1])
     assert runtime["USER"] not in ("root", "0")
+    assert runtime["VOLUME"] == '["/data"]' and "/data/" in runtime["ENV"]
+    # the wheels are bind-mounted for the install only: no layer of the image keeps them
+    assert not any(
+        instruction == "COPY" and arguments.startswith("--from")
+        for instruction, arguments in stages[-1]
+    )
+    assert "--mount=type=bind,from=build" in runtime["RUN"]
+    for stage in stages:
+        image = dict(stage)["FROM"].split()[0]
+        assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", image), image
     assert "/healthz" in runtime["HEALTHCHECK"]
     assert runtime["ENTRYPOINT"] == '["drip"]'
     default = re.findall(r'"([^"]+)"', runtime["CMD"])
@@ -67,15 +78,27 @@ def test_dockerfile_builds_from_what_exists_and_runs_drip_unprivileged() -> None
     )
 
 
-def test_lock_file_pins_every_dependency_with_hashes() -> None:
-    """requirements.lock pins each package to one version with sha256 hashes, and holds
-    every direct dependency of pyproject.toml."""
-    import tomllib
-
-    lock = (ROOT / "requirements.lock").read_text()
+def _pinned(name: str) -> list[str]:
+    """The packages a lock file pins, each to one version with a sha256 hash."""
+    lock = (ROOT / name).read_text()
     pinned = re.findall(r"^([A-Za-z0-9_.-]+)==\S+ \\$", lock, re.M)
     hashed = re.findall(r"^([A-Za-z0-9_.-]+)==\S+ \\\n +--hash=sha256:[0-9a-f]{64}", lock, re.M)
     assert pinned and hashed == pinned
+    return pinned
+
+
+def test_lock_file_pins_every_dependency_with_hashes() -> None:
+    """requirements.lock pins each package to one version with sha256 hashes, and holds
+    every direct dependency of pyproject.toml; requirements-build.lock pins what builds
+    them (drip's build backend, and setuptools for sdist-only packages) the same way."""
+    import tomllib
+
+    pinned = _pinned("requirements.lock")
+    backend = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    building = set(_pinned("requirements-build.lock"))
+    assert {"setuptools", "wheel"} <= building
+    for requirement in backend:
+        assert re.match(r"[A-Za-z0-9_.-]+", requirement).group(0) in building  # type: ignore[union-attr]
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     normalise = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731
     locked = set(map(normalise, pinned))
@@ -105,8 +128,29 @@ def test_compose_starts_web_and_scheduler_after_a_successful_migration() -> None
         assert _is_drip_command(service["command"]), service["command"]
     assert "/healthz" in " ".join(services["web"]["healthcheck"]["test"])
     assert "healthcheck" in services["postgres"]
+    # drip run and db upgrade serve no HTTP: the image's /healthz check is turned off
+    for name in ("migrate", "scheduler"):
+        assert services[name]["healthcheck"] == {"disable": True}, name
     text = (ROOT / "docker-compose.yml").read_text()
-    assert "DRIP_SECRET_KEY:" not in text, "the key belongs in .env"
+    # the key comes from .env, and an empty or missing one stops `up` before anything starts
+    [key] = re.findall(r"DRIP_SECRET_KEY: (.*)", text)
+    assert key.startswith("${DRIP_SECRET_KEY:?"), key
+
+
+def test_compose_publishes_on_loopback_builds_once_and_pins_its_images() -> None:
+    """Every published port is bound to 127.0.0.1 (Mailpit's page shows every email without
+    a login); one service builds the image, the others use it; every other image names a
+    version."""
+    services = _compose()["services"]
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), (name, port)
+    assert [name for name, service in services.items() if "build" in service] == ["migrate"]
+    for name, service in services.items():
+        image = service["image"]
+        if "build" not in service and image != "drip:local":
+            tag = image.rpartition(":")[2]
+            assert ":" in image and tag != "latest" and re.search(r"\d", tag), (name, image)
 
 
 @pytest.mark.parametrize("kept_out", [".env", "*.db", "drip-secret.key", ".venv", "mutants"])

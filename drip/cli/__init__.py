@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -34,8 +35,20 @@ def _options(
             "--version", callback=_version, is_eager=True, help="Print the version and exit."
         ),
     ] = False,
+    env_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--env-file",
+            metavar="PATH",
+            help="Read DRIP_* settings from PATH instead of ./.env (an MTA's pipe, cron).",
+        ),
+    ] = None,
 ) -> None:
     """drip: self-hosted email drip courses. Configure with DRIP_* variables or a .env file."""
+    if env_file is not None:
+        from drip.core.config import use_env_file
+
+        use_env_file(env_file)
 
 
 app.add_typer(db.app, name="db")

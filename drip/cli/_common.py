@@ -30,10 +30,15 @@ if TYPE_CHECKING:
 
 @cache
 def console() -> Console:
-    """Rich, for tables and progress bars (plain lines go through ``say``)."""
+    """Rich, for tables and progress bars (plain lines go through ``say``). Piped into
+    another program, nothing is cut or wrapped to a terminal's width."""
     from rich.console import Console
 
-    return Console()
+    return Console() if is_tty() else Console(width=PIPED_WIDTH, soft_wrap=True)
+
+
+#: the width tables are laid out for when not on a terminal: wide enough for any value
+PIPED_WIDTH = 100_000
 
 
 class DripGroup(TyperGroup):

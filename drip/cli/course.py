@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import tempfile
 import webbrowser
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from drip.cli._common import DripGroup, catalog, console, say, settings
+from drip.cli._common import DripGroup, catalog, cell, console, say, settings
 from drip.core.exceptions import InvalidCourse
 
 if TYPE_CHECKING:
@@ -39,7 +40,6 @@ def new(
 
     Example: drip course new pilates-basics --title "Pilates Basics"
     """
-    import json
     import os
     import re
     import tempfile
@@ -87,22 +87,38 @@ def new(
 
 
 @app.command("list")
-def list_courses() -> None:
+def list_courses(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array.")] = False,
+) -> None:
     """Show the courses in DRIP_COURSES_DIR.
 
-    Example: drip course list
+    Example: drip course list --json
     """
     from rich.table import Table
 
+    rows = [
+        {
+            "slug": course.slug,
+            "title": course.title,
+            "days": len(course.days),
+            "send_at": course.send_at.strftime("%H:%M"),
+            "timezone": course.default_timezone,
+            "double_opt_in": course.double_opt_in,
+        }
+        for course in catalog()
+    ]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
     table = Table("slug", "title", "days", "send at", "time zone", "opt-in")
-    for course in catalog():
+    for row in rows:
         table.add_row(
-            course.slug,
-            course.title,
-            str(len(course.days)),
-            course.send_at.strftime("%H:%M"),
-            course.default_timezone,
-            "double" if course.double_opt_in else "single",
+            cell(row["slug"]),
+            cell(row["title"]),
+            str(row["days"]),
+            row["send_at"],
+            cell(row["timezone"]),
+            "double" if row["double_opt_in"] else "single",
         )
     console().print(table)
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from drip.cli._common import catalog, cell, console, engine, settings
+from drip.cli._common import catalog, cell, console, engine
 
 
 def _since(value: str | None) -> datetime | None:
@@ -23,7 +23,7 @@ def _since(value: str | None) -> datetime | None:
 def stats(
     course_slug: Annotated[
         str | None,
-        typer.Argument(metavar="[COURSE]", help="Course slug (default: the only or default one)."),
+        typer.Argument(metavar="[COURSE]", help="Course slug (default: every course)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     since: Annotated[
@@ -31,22 +31,28 @@ def stats(
         typer.Option("--since", help="Only people who signed up on or after this date (UTC)."),
     ] = None,
 ) -> None:
-    """The funnel: signups, confirmed, completed, then per day sent, class clicks, who left
-    after it, bounced, reported as spam and failed.
+    """The funnel of the course named, or of every course: signups, confirmed, completed,
+    then per day sent, class clicks, who left after it, bounced, reported as spam and
+    failed. --json prints one object for the course named, a list without one.
 
     Example: drip stats yin-immersion --since 2026-11-01 --json
     """
     start = _since(since)
-    course = catalog().default(course_slug or settings().default_course)
+    courses = catalog()
+    chosen = [courses.get(course_slug)] if course_slug else list(courses)
     from drip.reporting.stats import funnel
     from drip.store.engine import READ_ONLY
 
     with engine().connect() as connection:
-        result = funnel(connection.execution_options(**{READ_ONLY: True}), course, since=start)
+        reading = connection.execution_options(**{READ_ONLY: True})
+        results = [funnel(reading, course, since=start) for course in chosen]
     if as_json:
-        typer.echo(json.dumps(result, indent=2))
+        typer.echo(json.dumps(results[0] if course_slug else results, indent=2))
         return
-    _print(result)
+    for index, result in enumerate(results):
+        if index:
+            typer.echo("")
+        _print(result)
 
 
 def _percent(rate: float | None) -> str:

@@ -51,6 +51,7 @@ EXPORT_FIELDS = (
     "unsubscribed_at",
     "consent_at",
     "consent_ip",
+    "consent_user_agent",
     "consent_source",
 )
 
@@ -151,52 +152,56 @@ def list_subscribers(
 
 
 @app.command()
-def show(email: Annotated[str, typer.Argument()]) -> None:
+def show(
+    email: Annotated[str, typer.Argument()],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
     """Show one subscriber with consent details, every email's delivery receipt, and the
     bounces and complaints received.
 
-    Example: drip subscribers show ana@example.org
+    Example: drip subscribers show ana@example.org --json
     """
     from rich.table import Table
 
-    from drip.reporting.subscribers import (
-        enrollments_of,
-        get_by_email,
-        history,
-        mail_events,
-        public_dict,
-    )
+    from drip.reporting.subscribers import describe
     from drip.store.engine import session_scope
 
     with session_scope(engine()) as session:
-        subscriber = get_by_email(session=session, email=email)
-        for key, value in public_dict(subscriber).items():
-            say(f"{key:>18}: {value if value is not None else '-'}")
-        for item in enrollments_of(session=session, subscriber=subscriber):
-            say(f"{'course':>18}: {item.course_slug} ({item.status})")
-        table = Table("course", "day", "status", "due (UTC)", "attempts", "sent (UTC)", "error")
-        for view in history(session=session, subscriber=subscriber):
+        found = describe(session=session, email=email)
+    if as_json:
+        typer.echo(json.dumps(found, indent=2, ensure_ascii=False))
+        return
+    for key, value in found["subscriber"].items():
+        say(f"{key:>18}: {value if value is not None else '-'}")
+    for item in found["enrollments"]:
+        say(f"{'course':>18}: {item['course']} ({item['status']})")
+    table = Table("course", "email", "status", "due (UTC)", "attempts", "sent (UTC)", "error")
+    for view in found["emails"]:
+        table.add_row(
+            cell(view["course"]),
+            cell(view["key"]),
+            cell(view["status"]),
+            cell(_minute(view["due_at"])),
+            cell(view["attempts"]),
+            cell(_minute(view["sent_at"])),
+            cell(view["last_error"]),
+        )
+    console().print(table)
+    if found["events"]:
+        table = Table("bounce or complaint", "from", "when (UTC)", "diagnostic")
+        for event in found["events"]:
             table.add_row(
-                cell(view.course),
-                cell(view.key),
-                cell(view.status),
-                cell(view.due_at.strftime("%Y-%m-%d %H:%M")),
-                cell(view.attempts),
-                cell(view.sent_at.strftime("%Y-%m-%d %H:%M") if view.sent_at else ""),
-                cell(view.last_error),
+                cell(event["kind"]),
+                cell(event["source"]),
+                cell(_minute(event["created_at"])),
+                cell(event["diagnostic"]),
             )
         console().print(table)
-        events = mail_events(session=session, subscriber=subscriber)
-        if events:
-            table = Table("bounce or complaint", "from", "when (UTC)", "diagnostic")
-            for event in events:
-                table.add_row(
-                    cell(event.kind),
-                    cell(event.source),
-                    cell(event.created_at.strftime("%Y-%m-%d %H:%M")),
-                    cell(event.diagnostic),
-                )
-            console().print(table)
+
+
+def _minute(iso: str | None) -> str:
+    """An ISO time from ``describe`` as the table shows it: to the minute."""
+    return iso.replace("T", " ")[:16] if iso else ""
 
 
 @app.command()

@@ -228,11 +228,30 @@ def _generated_key(settings: Settings) -> str:
     return key_file.read_text().strip()
 
 
+#: the file ``get_settings`` reads besides the environment (``drip --env-file``)
+_env_file: Path = Path(".env")
+
+
+def use_env_file(path: Path) -> None:
+    """Read settings from ``path`` instead of ``./.env`` (the environment still wins): for
+    a process started with no environment of its own, in another directory, such as an
+    MTA's pipe or cron."""
+    global _env_file
+    if not path.is_file():
+        raise ConfigError(f"--env-file: no file at {path}")
+    try:
+        path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"--env-file: cannot read {path}: {error.strerror}") from None
+    _env_file = path
+    get_settings.cache_clear()
+
+
 @lru_cache
 def get_settings() -> Settings:
     """The process-wide settings; tests build their own ``Settings(...)`` instead."""
     try:
-        return Settings()
+        return Settings(_env_file=_env_file)  # type: ignore[call-arg]
     except ValidationError as error:
         raise ConfigError(describe(error)) from None
 

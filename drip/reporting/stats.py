@@ -49,6 +49,18 @@ def funnel(
             )
         }
     )
+    # the people enrolled (in this cohort), by their own status: active, pending, left …
+    people = Counter(
+        {
+            str(status): int(count)
+            for status, count in connection.execute(
+                select(col(Subscriber.status), func.count())
+                .join(Enrollment, col(Enrollment.subscriber_id) == col(Subscriber.id))
+                .where(*cohort)
+                .group_by(col(Subscriber.status))
+            )
+        }
+    )
     confirmed = connection.execute(
         select(func.count())
         .select_from(Enrollment)
@@ -132,7 +144,8 @@ def funnel(
         "confirmed": confirmed,
         "completed": completed,
         "completion_rate": _rate(completed, confirmed),
-        "subscribers": dict(sorted(statuses.items())),
+        "subscribers": dict(sorted(people.items())),
+        "enrollments": dict(sorted(statuses.items())),
         "days": days,
     }
 

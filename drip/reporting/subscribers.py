@@ -115,3 +115,39 @@ def mail_events(*, session: Session, subscriber: Subscriber) -> list[MailEvent]:
             .order_by(col(MailEvent.created_at), col(MailEvent.id))
         )
     )
+
+
+def describe(*, session: Session, email: str) -> dict[str, Any]:
+    """Everything about one subscriber as plain JSON-ready data (``subscribers show``):
+    ``subscriber`` (``public_dict``), ``enrollments``, ``emails`` (every delivery
+    receipt, oldest first) and ``events`` (bounces and complaints)."""
+    subscriber = get_by_email(session=session, email=email)
+    return {
+        "subscriber": public_dict(subscriber),
+        "enrollments": [
+            {"course": item.course_slug, "status": item.status, "uid": item.uid}
+            for item in enrollments_of(session=session, subscriber=subscriber)
+        ],
+        "emails": [
+            {
+                "course": view.course,
+                "key": view.key,
+                "status": view.status,
+                "due_at": _iso(view.due_at),
+                "attempts": view.attempts,
+                "sent_at": _iso(view.sent_at),
+                "message_id": view.message_id,
+                "last_error": view.last_error,
+            }
+            for view in history(session=session, subscriber=subscriber)
+        ],
+        "events": [
+            {
+                "kind": event.kind,
+                "source": event.source,
+                "created_at": _iso(event.created_at),
+                "diagnostic": event.diagnostic,
+            }
+            for event in mail_events(session=session, subscriber=subscriber)
+        ],
+    }

@@ -45,7 +45,7 @@ from drip.core.logs import log_event
 from drip.core.states import DeliveryStatus, EmailKind
 from drip.outbox import deliveries
 from drip.outbox.deliveries import Claimed
-from drip.sending.mailer import Mailer, mailer_from_url
+from drip.sending.mailer import Mailer, mailer_from_url, transport_for
 from drip.sending.mailer.base import Settled
 from drip.store.statements import generic_plans
 
@@ -172,6 +172,8 @@ class Sender:
         self.catalog = catalog
         self._composer = composer
         url = settings.smtp_url.get_secret_value()
+        if mailer_factory is None:
+            transport_for(url, timeout=settings.smtp_timeout)  # a wrong URL: now, said once
         self.mailer_factory = mailer_factory or (
             lambda: mailer_from_url(url, timeout=settings.smtp_timeout)
         )
@@ -254,11 +256,13 @@ class Sender:
             try:
                 mailer = self.mailer_factory()
             except ConfigError as error:  # DRIP_SMTP_URL itself is wrong: give the batch back
+                first = report.config_error is None  # one line, however many connections
                 report.stopped = report.config_error = str(error)
                 with connection.begin():
                     for item in batch:
                         deliveries.release(connection, item)
-                log_event(logger, logging.ERROR, "smtp-config", error=str(error))
+                if first:
+                    log_event(logger, logging.ERROR, "smtp-config", error=str(error))
                 return
             with mailer:
                 worker = _Worker(self, mailer, connection, now, report)

@@ -403,3 +403,79 @@ def test_dry_run_lists_what_is_due_in_order_and_claims_nothing(tmp_path: Path) -
     assert dry("--limit", "2") == expected[:2]
     assert dry() == expected, "a dry run claims nothing"
     assert not (tmp_path / "outbox").exists()
+
+
+def test_piped_tables_keep_every_value_whole_and_show_has_json() -> None:
+    """Piped into another program (CliRunner is not a terminal), a table cuts no value, so
+    `drip subscribers list | grep` finds a long address; `subscribers show --json` prints
+    the subscriber, their courses, emails and bounces as one object."""
+    long = "a-rather-long-address-for-a-narrow-terminal-window@example-yoga-studio.org"
+    assert runner.invoke(app, ["subscribers", "add", long, "--confirmed"]).exit_code == 0
+    listed = runner.invoke(app, ["subscribers", "list"])
+    assert long in listed.output
+    shown = runner.invoke(app, ["subscribers", "show", long])
+    assert long in shown.output and "upper-back-shoulders" in shown.output
+    assert "…" not in shown.output
+    data = json.loads(runner.invoke(app, ["subscribers", "show", long, "--json"]).output)
+    assert data["subscriber"]["email"] == long and data["subscriber"]["status"] == "active"
+    assert [e["course"] for e in data["enrollments"]] == ["yin-immersion"]
+    [email] = data["emails"]
+    assert (email["key"], email["status"], email["attempts"]) == (
+        "upper-back-shoulders",
+        "scheduled",
+        0,
+    )
+    assert data["events"] == []
+    courses = json.loads(runner.invoke(app, ["course", "list", "--json"]).output)
+    assert [(c["slug"], c["days"]) for c in courses] == [("yin-immersion", 7)]
+
+
+def test_stats_shows_every_course_or_the_one_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With two courses, `drip stats` shows both (JSON: a list), `drip stats SLUG` one
+    (JSON: that course's object); it never asks which."""
+    folder = tmp_path / "two"
+    folder.mkdir()
+    (folder / "yin.yaml").write_text(SHIPPED_COURSE.read_text())
+    (folder / "other.yaml").write_text(
+        SHIPPED_COURSE.read_text().replace("slug: yin-immersion", "slug: other-course")
+    )
+    monkeypatch.setenv("DRIP_COURSES_DIR", str(folder))
+    get_settings.cache_clear()
+    both = runner.invoke(app, ["stats", "--json"])
+    assert both.exit_code == 0, both.output
+    assert sorted(c["course"] for c in json.loads(both.output)) == ["other-course", "yin-immersion"]
+    one = json.loads(runner.invoke(app, ["stats", "other-course", "--json"]).output)
+    assert one["course"] == "other-course"
+    table = runner.invoke(app, ["stats"])
+    assert (
+        table.exit_code == 0 and "yin-immersion" in table.output and "other-course" in table.output
+    )
+
+
+def test_the_export_carries_every_proof_of_consent_the_json_has(tmp_path: Path) -> None:
+    """The CSV export has every consent field the JSON export has (user agent included)."""
+    import csv
+
+    assert runner.invoke(app, ["subscribers", "add", "ana@example.org"]).exit_code == 0
+    as_json = json.loads(runner.invoke(app, ["subscribers", "export", "--format", "json"]).output)
+    rows = list(csv.DictReader(runner.invoke(app, ["subscribers", "export"]).output.splitlines()))
+    consent = {key for key in as_json[0] if key.startswith("consent_")}
+    assert consent and consent <= set(rows[0])
+
+
+def test_doctor_and_send_due_read_a_wrong_smtp_url_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One reading of DRIP_SMTP_URL: a scheme send-due refuses, doctor reports as a
+    problem with the same words; send-due says it once, claims nothing, exits 2."""
+    monkeypatch.setenv("DRIP_SMTP_URL", "smtpp://mail.example.org")
+    get_settings.cache_clear()
+    assert (
+        runner.invoke(app, ["subscribers", "add", "ana@example.org", "--confirmed"]).exit_code == 0
+    )
+    sent = runner.invoke(app, ["send-due"])
+    assert sent.exit_code == 2
+    assert sent.output.count("unsupported scheme 'smtpp'") == 1, sent.output
+    doctor = runner.invoke(app, ["doctor"])
+    assert doctor.exit_code == 1
+    assert "problem: smtp: DRIP_SMTP_URL: unsupported scheme 'smtpp'" in doctor.output

@@ -105,7 +105,10 @@ def test_the_funnel_counts_a_scripted_history(
         "confirmed": 6,
         "completed": 4,  # ana, ben, cat; soft, every lesson given up on, has no more days
         "completion_rate": 0.667,
-        "subscribers": {"cancelled": 2, "completed": 4, "pending": 1},
+        # the people, by their own status: ana, cat and soft active; bounce and ben (who
+        # complained) suppressed; dan left
+        "subscribers": {"active": 3, "pending": 1, "suppressed": 2, "unsubscribed": 1},
+        "enrollments": {"cancelled": 2, "completed": 4, "pending": 1},
         "days": [
             {"day": 1, "id": ids[0], "sent": 4, "clicked": 2, "click_rate": 0.5,
              "unsubscribed": 1, "bounced": 1, "complained": 0, "failed": 1},
@@ -132,7 +135,7 @@ def test_since_narrows_the_funnel_to_later_signups(
     with any_engine.connect() as connection:
         result = funnel(connection, course, since=later.replace(hour=0))
     assert (result["signups"], result["confirmed"], result["completed"]) == (1, 1, 0)
-    assert result["subscribers"] == {"active": 1}
+    assert result["subscribers"] == result["enrollments"] == {"active": 1}
     assert [day["sent"] for day in result["days"]] == [1, 0, 0]
     assert result["days"][1]["click_rate"] is None and result["completion_rate"] == 0.0
 
@@ -160,7 +163,7 @@ def test_the_command_prints_the_funnel_as_json_and_as_a_table(
     engine.dispose()
     result = runner.invoke(app, ["stats", "--json"])
     assert result.exit_code == 0, result.output
-    printed = json.loads(result.output)
+    [printed] = json.loads(result.output)  # every course: a list
     assert (printed["course"], printed["signups"], printed["confirmed"]) == (course.slug, 1, 1)
     assert [day["id"] for day in printed["days"]] == [day.id for day in course.days]
     later = runner.invoke(app, ["stats", course.slug, "--since", "2026-11-03", "--json"])
