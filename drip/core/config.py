@@ -102,6 +102,31 @@ class Settings(BaseSettings):
     #: takes precedence over the one ``drip admin set-password`` stores
     admin_password_hash: SecretStr | None = None
 
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        """A SQLite file or a PostgreSQL database; ``postgres://`` and ``postgresql://``
+        (as hosting providers write them) are read with drip's driver, psycopg."""
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(value.strip())
+        except ArgumentError:
+            raise ValueError(
+                "not a database URL: write sqlite:///PATH for a SQLite file (sqlite:////srv/"
+                "drip/drip.db for an absolute path) or postgresql://user:password@host/database"
+            ) from None
+        backend, _, _ = url.drivername.partition("+")
+        if backend in ("postgres", "postgresql"):
+            return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+        if backend != "sqlite":
+            raise ValueError(
+                f"drip keeps its data in SQLite (sqlite:///PATH) or PostgreSQL "
+                f"(postgresql://…), not {backend}"
+            )
+        return value.strip()
+
     @field_validator("base_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
@@ -264,7 +289,10 @@ def describe(error: ValidationError) -> str:
         message = item["msg"].removeprefix("Value error, ")
         field = Settings.model_fields.get(str(item["loc"][0]))
         secret = field is not None and "SecretStr" in str(field.annotation)
-        got = "value not shown: a secret" if secret else f"got {item.get('input')!r}"
+        given = item.get("input")
+        if item["loc"][0] == "database_url" and isinstance(given, str) and "@" in given:
+            secret = True  # it may carry the database's password
+        got = "value not shown: a secret" if secret else f"got {given!r}"
         problems.append(f"{name}: {message} ({got})")
     return "invalid configuration: " + "; ".join(problems)
 

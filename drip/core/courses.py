@@ -235,9 +235,8 @@ def load_course(path: Path) -> Course:
     try:
         data = yaml.load(text)
     except MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        line = mark.line + 1 if mark else 1
-        raise InvalidCourse(f"{label}:{line}: invalid YAML: {error.problem}") from None
+        line, message = _yaml_problem(error, text)
+        raise InvalidCourse(f"{label}:{line}: invalid YAML: {message}") from None
     except YAMLError as error:  # e.g. a control character, which YAML does not allow
         position = getattr(error, "position", None)
         line = text.count("\n", 0, position) + 1 if isinstance(position, int) else 1
@@ -250,6 +249,46 @@ def load_course(path: Path) -> Course:
     except ValidationError as error:
         problems = [_describe(label, data, err) for err in error.errors()]
         raise InvalidCourse(problems[0], problems=problems) from None
+
+
+#: a line whose value opens a quote it does not close on that line
+_OPEN_QUOTE = re.compile(r"""^\s*(?:- )?[\w.-]+:\s+(?P<q>["'])(?P<rest>.*)$""")
+
+
+def _yaml_problem(error: MarkedYAMLError, text: str) -> tuple[int, str]:
+    """The line a YAML error is about, and what to do, in the teacher's words: a quote
+    left open is reported where it was opened (the parser trips lines later), and an
+    unquoted ': ' inside a value comes with how to quote it."""
+    mark = error.problem_mark or error.context_mark
+    line = mark.line + 1 if mark else 1
+    problem = str(error.problem or "")
+    opened = _unclosed_quote(text, before=line)
+    if "quoted scalar" in str(error.context or "") and error.context_mark is not None:
+        opened = error.context_mark.line + 1
+    if opened is not None:
+        return opened, "a quoted value starts here and its quote is never closed: close it"
+    if "mapping values are not allowed" in problem:
+        return line, ("a value with ': ' in it must be quoted, e.g. subject: \"Day 1: Hips\"")
+    return line, problem
+
+
+def _unclosed_quote(text: str, *, before: int) -> int | None:
+    """The last line before line ``before`` whose value opens a quote it does not close on
+    that line (YAML allows a quoted value over several lines, so the parser only trips
+    later, where the text stops making sense)."""
+    found = None
+    for number, content in enumerate(text.splitlines()[: before - 1], start=1):
+        match = _OPEN_QUOTE.match(content)
+        if match is None:
+            continue
+        rest = match["rest"]
+        if match["q"] == '"':
+            closed = '"' in rest.replace('\\"', "")  # \" escapes a double quote
+        else:
+            closed = "'" in rest.replace("''", "")  # '' escapes a single quote
+        if not closed:
+            found = number
+    return found
 
 
 def _plain(node: Any) -> Any:
@@ -344,7 +383,10 @@ class Catalog:
         the last read; True when it was re-read."""
         assert self.directory is not None, "only a catalog read from a directory refreshes"
         if not self.directory.is_dir():
-            raise InvalidCourse(f"{self.directory}: courses directory not found (DRIP_COURSES_DIR)")
+            raise InvalidCourse(
+                f"no course folder at {self.directory.resolve()} (DRIP_COURSES_DIR="
+                f"{self.directory})"
+            )
         files = course_files(self.directory)
         stamp = tuple((str(path), path.stat().st_mtime) for path in files)
         if stamp == self._stamp:

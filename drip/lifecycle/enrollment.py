@@ -28,11 +28,6 @@ from drip.outbox import deliveries
 from drip.outbox.kinds import row_key
 
 
-def zone_for(timezone: str | None, course: Course) -> ZoneInfo:
-    """The subscriber's own IANA zone, else the course default."""
-    return ZoneInfo(timezone) if timezone else course.zone
-
-
 @dataclass(frozen=True)
 class Member:
     """A subscriber on one course: the fields the lifecycle rules read."""
@@ -150,6 +145,8 @@ class Confirmed:
     #: the lesson queued next and when, or None when one was already queued
     next_lesson: NextLesson | None
     zone: ZoneInfo
+    #: the enrollment confirmed (its day 1 can be sent at once)
+    enrollment_id: int
 
 
 def confirm(
@@ -177,7 +174,8 @@ def confirm(
     if left is not None and left.replace(microsecond=0) > issued_at:  # tokens count seconds
         raise StaleToken("this link was sent before you unsubscribed, so it no longer works")
     changed, plan = activate(connection, member=member, signup=signup, course=course, now=now)
-    return Confirmed(course, changed, plan, zone_for(_zone_after(member, signup), course))
+    zone = course.zone_for(_zone_after(member, signup))
+    return Confirmed(course, changed, plan, zone, member.enrollment_id)
 
 
 def _zone_after(member: Member, signup: SignupDetails) -> str | None:
@@ -280,7 +278,7 @@ def activate_many(
             connection,
             enrollment_id=member.enrollment_id,
             course=course,
-            zone=zone_for(_zone_after(member, signup), course),
+            zone=course.zone_for(_zone_after(member, signup)),
             now=now,
             history=history,
             last_sent_at=last_sent,
@@ -360,7 +358,7 @@ def extend_evergreen(
     histories = deliveries.lesson_histories(connection, restarted)
     for enrollment_id in restarted:
         history, last_sent = histories.get(enrollment_id, ({}, None))
-        zone = zone_for(zones[enrollment_id], course)
+        zone = course.zone_for(zones[enrollment_id])
         deliveries.queue_next_lesson(
             connection,
             enrollment_id=enrollment_id,

@@ -126,20 +126,24 @@ def claim(
     lease: timedelta,
     lease_from: datetime | None = None,
     transactional_only: bool = False,
+    enrollment_ids: Collection[int] | None = None,
 ) -> list[Claimed]:
     """Take up to ``limit`` emails due at ``now``, leased until ``lease_from`` (by
     default ``now``) + ``lease``: stranded claims first, then scheduled emails, each
     oldest first, each read along its partial index (only the rows taken are read).
 
-    ``transactional_only`` leaves lessons alone (the web process's prompt sender).
-    Runs in its own transaction on ``connection``.
+    ``transactional_only`` leaves lessons alone (the web process's prompt sender);
+    ``enrollment_ids`` takes only those enrollments' emails, lessons included (a day 1
+    someone just confirmed for). Runs in its own transaction on ``connection``.
     """
     lease_until = (lease_from or now) + lease
     with connection.begin():
         ids: list[int | None] = []
         for waiting in (_stranded(now), _scheduled(now)):
             query = select(col(Delivery.id)).where(waiting)
-            if transactional_only:
+            if enrollment_ids is not None:
+                query = query.where(col(Delivery.enrollment_id).in_(enrollment_ids))
+            elif transactional_only:
                 query = query.where(TRANSACTIONAL_PENDING)
             query = query.order_by(col(Delivery.due_at), col(Delivery.id)).limit(limit - len(ids))
             if connection.dialect.name == "postgresql":

@@ -21,6 +21,7 @@ from sqlmodel import col
 
 from drip.core.models import Delivery, Enrollment, ErasedCount, MailEvent, Signup, Subscriber
 from drip.core.states import PENDING_DELIVERY, DeliveryStatus
+from drip.outbox.kinds import KINDS
 from drip.store.engine import READ_ONLY
 from drip.store.statements import insert_for
 
@@ -151,9 +152,12 @@ class _FromDatabase:
         age = GaugeMetricFamily(
             "drip_oldest_due_seconds", "How long the oldest due email has waited.", labels=["kind"]
         )
-        for kind, count, oldest in waiting:
+        due = {kind: (count, oldest) for kind, count, oldest in waiting}
+        for kind in KINDS:  # every kind, 0 when none is waiting: an empty queue is a sample
+            count, oldest = due.get(kind, (0, None))
             depth.add_metric([kind], count)
-            age.add_metric([kind], max(0.0, (now - _aware(oldest)).total_seconds()))
+            waited = (now - _aware(oldest)).total_seconds() if oldest is not None else 0.0
+            age.add_metric([kind], max(0.0, waited))
         yield depth
         yield age
 

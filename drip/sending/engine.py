@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -189,21 +189,24 @@ class Sender:
         now: datetime,
         limit: int | None = None,
         progress: Callable[[SendOutcome], None] | None = None,
+        enrollment_ids: Collection[int] | None = None,
     ) -> RunReport:
-        """File the signups the web process recorded, then send everything due at ``now``
-        (at most ``limit``) and return the tally. Course files changed since the last
-        run are read again first; a broken one is reported and its emails wait."""
+        """Do the run's chores (process recorded signups …), then send everything due at
+        ``now`` (at most ``limit``; with ``enrollment_ids``, only those enrollments'
+        emails, lessons included) and return the tally. Course files changed since the
+        last run are read again first; a broken one is reported and its emails wait."""
         report = RunReport(course_problems=self.refresh_courses(), started=self.clock())
         for chore in self.chores:
             chore(now=now, stopping=self.stopping)
         budget = _Budget(limit)
         workers = self.settings.smtp_connections
         if workers == 1:
-            self._work(now, report, budget, progress)
+            self._work(now, report, budget, progress, enrollment_ids)
         else:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="drip-send") as pool:
                 futures = [
-                    pool.submit(self._work, now, report, budget, progress) for _ in range(workers)
+                    pool.submit(self._work, now, report, budget, progress, enrollment_ids)
+                    for _ in range(workers)
                 ]
                 for future in futures:
                     future.result()
@@ -245,12 +248,13 @@ class Sender:
         report: RunReport,
         budget: _Budget,
         progress: Callable[[SendOutcome], None] | None,
+        only: Collection[int] | None,
     ) -> None:
         """One worker thread: its own SMTP and database connections, batch after batch.
         The mailer is made once there is something to send (a run with nothing due
         never loads it)."""
         with self.engine.connect() as connection, generic_plans(connection):
-            batch = self._claim(connection, now, report, budget)
+            batch = self._claim(connection, now, report, budget, only)
             if not batch:
                 return
             try:
@@ -268,10 +272,15 @@ class Sender:
                 worker = _Worker(self, mailer, connection, now, report)
                 while batch:
                     worker.run(batch, progress)
-                    batch = self._claim(connection, now, report, budget)
+                    batch = self._claim(connection, now, report, budget, only)
 
     def _claim(
-        self, connection: Connection, now: datetime, report: RunReport, budget: _Budget
+        self,
+        connection: Connection,
+        now: datetime,
+        report: RunReport,
+        budget: _Budget,
+        only: Collection[int] | None,
     ) -> list[Claimed]:
         """The next batch of this worker: none once the run stops or the budget is spent."""
         if self.stopping.is_set() or report.stopped:
@@ -287,6 +296,7 @@ class Sender:
             # a run may last longer than a lease: each lease counts from its own claim
             lease_from=now + timedelta(seconds=self.clock() - report.started),
             transactional_only=self.transactional_only,
+            enrollment_ids=only,
         )
         budget.give_back(size - len(batch))
         return batch

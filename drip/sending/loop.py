@@ -84,6 +84,8 @@ class PromptSender:
         self.batch_limit = batch_limit
         self._changed = threading.Condition()
         self._woken = 0  #: wakes so far
+        #: enrollments whose due emails, lessons included, go with the next run (a day 1)
+        self._enrollments: set[int] = set()
         self._covered = 0  #: wakes whose run has finished
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="drip-prompt", daemon=True)
@@ -91,9 +93,13 @@ class PromptSender:
     def start(self) -> None:
         self._thread.start()
 
-    def wake(self) -> None:
+    def wake(self, *, enrollment_id: int | None = None) -> None:
+        """Send what requests queued, at once; with ``enrollment_id``, that enrollment's
+        lesson due now too (day 1 for someone who just confirmed: they are waiting)."""
         with self._changed:
             self._woken += 1
+            if enrollment_id is not None:
+                self._enrollments.add(enrollment_id)
             self._changed.notify_all()
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -134,8 +140,13 @@ class PromptSender:
                     self._changed.notify_all()
 
     def _run(self) -> RunReport | None:
+        with self._changed:
+            enrollments, self._enrollments = self._enrollments, set()
         try:
-            return self.sender.send_due(now=datetime.now(UTC), limit=self.batch_limit)
+            report = self.sender.send_due(now=datetime.now(UTC), limit=self.batch_limit)
+            if enrollments:
+                self.sender.send_due(now=datetime.now(UTC), enrollment_ids=enrollments)
+            return report
         except DripError as error:
             log_event(logger, logging.ERROR, "prompt-send-error", error=str(error))
         except Exception:  # keep the thread alive; the traceback goes to the log

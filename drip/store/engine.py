@@ -68,9 +68,17 @@ def _sqlite_file(path: Path, url: str, *, create: bool) -> None:
         return
     where = f"{path.resolve()} (DRIP_DATABASE_URL={url})"
     if not create:
+        relative = (
+            ""
+            if path.is_absolute()
+            else (
+                f"; that path is relative to the folder drip runs in ({Path.cwd()}): run drip "
+                "from the folder that holds your database, give DRIP_DATABASE_URL an absolute "
+                "path, or name your settings file with drip --env-file"
+            )
+        )
         raise ConfigError(
-            f"no database at {where}: run `drip db upgrade` to create it, or point "
-            "DRIP_DATABASE_URL at your database"
+            f"no database at {where}{relative}; `drip db upgrade` creates a new, empty one there"
         )
     if not path.resolve().parent.is_dir():
         raise ConfigError(f"cannot create the database {where}: the directory does not exist")

@@ -304,8 +304,8 @@ def test_unsigned_or_wrongly_signed_webhooks_are_refused(
 
 
 def test_confirm_enrols_once_and_day_one_is_due(client: TestClient, db: Engine) -> None:
-    """The link's page only shows a button; its POST confirms, enrols and makes day 1 due;
-    a replay changes nothing."""
+    """The link's page only shows a button; its POST confirms, enrols, and day 1 goes out
+    within moments (the web process sends it, as the page says); a replay changes nothing."""
     client.post("/subscribe", json={"email": "c@example.org"})
     path = link(client, "confirm")
     for _ in range(3):  # a link scanner fetching the link confirms nothing
@@ -319,11 +319,15 @@ def test_confirm_enrols_once_and_day_one_is_due(client: TestClient, db: Engine) 
     assert "You're in" in first.text and "You're in" in again.text
     assert "Day 1 is on its way to your inbox now" in first.text
     assert "Your lessons keep coming as before" in again.text
+    assert [m for m in sent(client) if b"Subject: Day 1" in m.data]
     with Session(db) as session:
         assert session.exec(select(Subscriber.status)).one() == "active"
         assert session.exec(select(Enrollment.status)).one() == "active"
         lessons = session.exec(select(Delivery).where(Delivery.kind == "lesson")).all()
-        assert [d.key for d in lessons] == ["upper-back-shoulders"]
+        assert [(d.key, d.status) for d in lessons] == [
+            ("upper-back-shoulders", "sent"),
+            ("hips", "scheduled"),
+        ]
 
 
 @pytest.mark.parametrize(
@@ -416,6 +420,7 @@ def test_get_never_unsubscribes_post_does_at_once(client: TestClient, db: Engine
     """GET shows a button only; an RFC 8058 one-click POST unsubscribes and cancels lessons."""
     client.post("/subscribe", json={"email": "u@example.org"})
     client.post(link(client, "confirm"))
+    sent(client)  # day 1 went out at once; day 2 waits
     path = _unsubscribe_path(db, "u@example.org")
     page = client.get(path)
     assert page.status_code == 200 and "<button" in page.text
@@ -430,7 +435,10 @@ def test_get_never_unsubscribes_post_does_at_once(client: TestClient, db: Engine
     assert subscribers(client)[0].status == "unsubscribed"
     with Session(db) as session:
         lessons = session.exec(select(Delivery).where(Delivery.kind == "lesson")).all()
-        assert {d.status for d in lessons} == {"cancelled"}
+        assert [(d.key, d.status) for d in lessons] == [
+            ("upper-back-shoulders", "sent"),
+            ("hips", "cancelled"),
+        ]
 
 
 def test_resubscribe_resumes_at_the_next_unsent_day(client: TestClient, db: Engine) -> None:
@@ -640,7 +648,10 @@ def test_metrics_are_off_unless_enabled_and_count_from_the_database(tmp_path: An
     assert "drip_signups_total 1.0" in text
     assert "drip_confirmations_total 1.0" in text
     assert 'drip_emails_sent_total{kind="confirm"} 1.0' in text
-    assert 'drip_queue_depth{kind="lesson"} 1.0' in text  # day 1, due, not yet sent
+    assert 'drip_emails_sent_total{kind="lesson"} 1.0' in text  # day 1, at once
+    # nothing due: every kind still has a sample, 0
+    assert 'drip_queue_depth{kind="lesson"} 0.0' in text
+    assert 'drip_oldest_due_seconds{kind="confirm"} 0.0' in text
     assert 'drip_subscribers{status="active"} 1.0' in text
 
 

@@ -53,7 +53,7 @@ async def confirm(token: str, request: Request, st: State) -> Response:
         return _expired(st, request, token, error)
     except InvalidToken as error:
         return page(st, request, "error.html", 400, message=str(error))
-    st.prompt.wake()
+    st.prompt.wake(enrollment_id=confirmed.enrollment_id)  # day 1 now, as the page says
     plan = confirmed.next_lesson
     when = None
     if plan is not None and plan.due_at is not None and plan.day_id is not None:
