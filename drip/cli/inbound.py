@@ -19,8 +19,6 @@ if TYPE_CHECKING:
 
 #: the exit code that makes an MTA keep the email and try again later (sysexits EX_TEMPFAIL)
 TEMPFAIL = 75
-#: a raw email larger than this is not a bounce drip needs to read
-MAX_BYTES = 10 * 1024 * 1024
 
 
 def inbound(
@@ -52,16 +50,13 @@ def inbound(
     if imap is not None:
         _poll(imap)
         return
-    if source == "-":
-        raw = sys.stdin.buffer.read(MAX_BYTES + 1)
-    else:
-        try:
-            raw = Path(source).read_bytes()[: MAX_BYTES + 1]
-        except OSError as error:
-            raise typer.BadParameter(f"cannot read {source}: {error.strerror}") from None
-    if len(raw) > MAX_BYTES:
-        say("ignored: larger than 10 MiB")
-        return
+    from drip.feedback.inbound import MAX_BYTES
+
+    try:
+        with sys.stdin.buffer if source == "-" else Path(source).open("rb") as stream:
+            raw = stream.read(MAX_BYTES + 1)  # one byte more tells it is too large
+    except OSError as error:
+        raise typer.BadParameter(f"cannot read {source}: {error.strerror}") from None
     with _database_busy_is_tempfail():
         handled = _handler(to or ())(raw)
     say(f"{handled.what}: {handled.detail}")
@@ -107,7 +102,7 @@ def _poll(url: str) -> None:
     # the database first: a busy database is also a TimeoutError, hence an OSError
     with _database_busy_is_tempfail():
         try:
-            results = poll(config, lambda raw: _said(_sized(raw, handle)))
+            results = poll(config, lambda raw: _said(handle(raw)))
         except (OSError, imaplib.IMAP4.error, ImapToolsError) as error:
             if _unavailable(error):
                 raise
@@ -115,12 +110,6 @@ def _poll(url: str) -> None:
             raise typer.Exit(1) from None
     handled = sum(result.what != "ignored" for result in results)
     say(f"{len(results)} read, {handled} handled and deleted, {len(results) - handled} left")
-
-
-def _sized(raw: bytes, handle: Callable[[bytes], Handled]) -> Handled:
-    from drip.feedback.inbound import Handled
-
-    return handle(raw) if len(raw) <= MAX_BYTES else Handled("ignored", "larger than 10 MiB")
 
 
 def _said(handled: Handled) -> Handled:

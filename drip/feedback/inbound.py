@@ -14,6 +14,8 @@ complaint).
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,13 +33,18 @@ from drip.core.courses import Catalog
 from drip.core.exceptions import InvalidToken
 from drip.core.states import MailEventKind
 from drip.core.tokens import Purpose, Tokens
-from drip.feedback.bounces import delivery_of, record
+from drip.feedback.bounces import delivery_of, first_time, record
 from drip.lifecycle.enrollment import Member, find_member, unsubscribe
 
 logger = logging.getLogger("drip.inbound")
 # its detectors' tracebacks on malformed email: drip answers "ignored" instead
 logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
 
+#: the largest email read: a bounce or complaint quotes one email of drip's (some 20 KiB);
+#: anything larger is ignored, saying so, and never parsed
+MAX_BYTES = 1024 * 1024
+#: the most MIME parts read: a bounce or a complaint has two or three
+MAX_PARTS = 100
 #: headers naming who an inbound email was delivered to, most reliable first
 _RECIPIENT_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "To")
 
@@ -82,7 +89,11 @@ def _handle(
     now: datetime,
     recipients: Iterable[str],
 ) -> Handled:
+    if len(raw) > MAX_BYTES:
+        return Handled("ignored", f"larger than {MAX_BYTES // 1024} KiB: no bounce is")
     message = message_from_bytes(raw, policy=policy.compat32)
+    if sum(1 for _ in itertools.islice(message.walk(), MAX_PARTS + 1)) > MAX_PARTS:
+        return Handled("ignored", f"more than {MAX_PARTS} MIME parts: no bounce has")
     tagged = _tagged(message, recipients, settings, tokens)
     if tagged is not None and tagged[0] == Purpose.MAILTO_UNSUBSCRIBE:
         member = _member(connection, tagged[1])
@@ -99,7 +110,12 @@ def _handle(
             member = quoted if quoted.email in sent_to else None
         if member is None:
             return Handled("ignored", "a complaint about no email drip can identify")
-        action = _record(connection, member, original, MailEventKind.COMPLAINT, "", settings, now)
+        if not _first_time(connection, message, raw, now):
+            return Handled("ignored", "a complaint already handled (the same report again)")
+        diagnostic = _feedback(message)
+        action = _record(
+            connection, member, original, MailEventKind.COMPLAINT, diagnostic, settings, now
+        )
         return Handled("complaint", f"{member.email} {action} (complaint)")
     try:
         temporary, permanent = all_failures(message)
@@ -117,6 +133,8 @@ def _handle(
         member = quoted
     if member is None:
         return Handled("ignored", "a bounce for no subscriber drip can identify")
+    if not _first_time(connection, message, raw, now):
+        return Handled("ignored", "a bounce already handled (the same report again)")
     hard = member.email in {a.decode(errors="replace").lower() for a in permanent} or (
         tagged is not None and bool(permanent)
     )
@@ -230,6 +248,43 @@ def _member(connection: Connection, enrollment_uid: str) -> Member | None:
         return find_member(connection, enrollment_uid=enrollment_uid)
     except InvalidToken:
         return None
+
+
+def _first_time(connection: Connection, message: Message, raw: bytes, now: datetime) -> bool:
+    """Note a report as handled, by its own Message-ID (else its bytes): False when the
+    same report was handled before (a mailbox provider sending it twice, a mailbox read
+    again)."""
+    report_id = _header(message, "Message-ID") or hashlib.sha256(raw).hexdigest()
+    return first_time(connection, provider="inbound", event_id=report_id, now=now)
+
+
+def _feedback(message: Message) -> str:
+    """What an ARF report says of itself: its Feedback-Type and who reported it."""
+    for part in message.walk():
+        if part.get_content_type() == "message/feedback-report":
+            fields = _feedback_fields(part)
+            kind = fields.get("feedback-type", "unknown")
+            agent = fields.get("user-agent") or fields.get("reporting-mta") or "unknown agent"
+            return f"Feedback-Type: {kind}; reported by {agent}"
+    return ""
+
+
+def _feedback_fields(part: Message) -> dict[str, str]:
+    """The ``Name: value`` fields of a ``message/feedback-report`` part, lower-case names."""
+    payload = part.get_payload()
+    if isinstance(payload, list):  # parsed as a message: its headers are the fields
+        blocks = [block for block in payload if isinstance(block, Message)]
+        items = [(name, str(value)) for block in blocks for name, value in block.items()]
+    else:
+        text = part.get_payload(decode=True)
+        text = text if isinstance(text, bytes) else b""
+        items = [
+            (name, value)
+            for line in text.decode(errors="replace").splitlines()
+            for name, sep, value in [line.partition(":")]
+            if sep
+        ]
+    return {name.strip().lower(): " ".join(value.split())[:200] for name, value in items}
 
 
 def _diagnostic(message: Message) -> str:

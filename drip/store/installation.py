@@ -10,10 +10,13 @@ from drip.core.models import Setting
 from drip.store.statements import insert_for
 
 
-def read(connection: Connection, name: str) -> str | None:
-    return connection.execute(
-        select(col(Setting.value)).where(col(Setting.name) == name)
-    ).scalar_one_or_none()
+def read(connection: Connection, name: str, *, lock: bool = False) -> str | None:
+    """The value of ``name``; with ``lock``, held until the transaction ends (PostgreSQL;
+    SQLite has one writer), for a read-modify-write."""
+    query = select(col(Setting.value)).where(col(Setting.name) == name)
+    if lock:
+        query = query.with_for_update()
+    return connection.execute(query).scalar_one_or_none()
 
 
 def write(connection: Connection, name: str, value: str) -> None:

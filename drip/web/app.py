@@ -7,9 +7,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from drip.core.config import Settings
@@ -119,6 +121,18 @@ def create_app(settings: Settings, *, scheduler: bool = False, new_key: bool = F
         senders=senders,
         admin=admin.Gate(settings.secret_keys(), secure=settings.base_url.startswith("https://")),
     )
+
+    # Starlette's own trailing-slash redirect builds its Location from the Host header a
+    # client sends; this one stays on the same origin whatever the client claims.
+    app.router.redirect_slashes = False
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _not_found(request: Request, error: StarletteHTTPException) -> Response:
+        path = request.url.path
+        if error.status_code == 404 and len(path) > 1 and path.endswith("/"):
+            query = f"?{request.url.query}" if request.url.query else ""
+            return RedirectResponse(path.rstrip("/") + query, status_code=307)
+        return await http_exception_handler(request, error)
 
     @app.exception_handler(DatabaseBusy)
     async def _busy(request: Request, error: DatabaseBusy) -> Response:

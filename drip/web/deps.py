@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import Engine
 
@@ -23,6 +25,16 @@ from drip.web.writes import WriteGate
 
 if TYPE_CHECKING:
     from drip.web.admin.auth import Gate
+
+
+class PageRoute(APIRoute):
+    """A route that answers HEAD wherever it answers GET (the same headers, no body: the
+    server drops it), as a web page should."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        if self.methods and "GET" in self.methods:
+            self.methods.add("HEAD")
 
 
 @dataclass

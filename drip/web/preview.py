@@ -1,16 +1,20 @@
 """``drip course preview --serve``: every email of every course in the browser, on loopback.
 
 Each page reads the course files and templates afresh, so it shows what is on disk now;
-``/events`` (server-sent events, fed by ``watchfiles``) tells open pages to reload when a
-course file or template changes. A course that does not validate shows its problems as
-``file:line: key: message``; a template error shows its message; nothing is cached.
+``/events`` (server-sent events) tells open pages to reload when a course file or template
+changes: one ``watchfiles`` watcher for the app, however many pages listen. A course that
+does not validate shows its problems as ``file:line: key: message``; a template error
+shows its message; nothing is cached.
 Links in the emails are signed with a throwaway key: a preview never mints a working one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -37,7 +41,16 @@ def create_preview_app(settings: Settings, *, host: str = "127.0.0.1") -> FastAP
     courses_dir = settings.courses_dir
     templates_dir = settings.templates_dir or default_templates_dir()
     pages = Jinja2Templates(directory=Path(__file__).parent / "templates")
-    app = FastAPI(title="drip preview", docs_url=None, redoc_url=None, openapi_url=None)
+    changes = Changes(courses_dir, templates_dir)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await changes.close()
+
+    app = FastAPI(
+        title="drip preview", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+    )
     # Loopback is not enough: a page elsewhere could rebind its own name to 127.0.0.1.
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", host])
 
@@ -98,7 +111,7 @@ def create_preview_app(settings: Settings, *, host: str = "127.0.0.1") -> FastAP
     @app.get("/events")
     async def events() -> StreamingResponse:
         return StreamingResponse(
-            _changes(courses_dir, templates_dir),
+            changes.listen(),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store"},
         )
@@ -106,13 +119,42 @@ def create_preview_app(settings: Settings, *, host: str = "127.0.0.1") -> FastAP
     return app
 
 
-async def _changes(*paths: Path) -> AsyncIterator[str]:
-    """One server-sent event per batch of changes to the files under ``paths``."""
-    from watchfiles import awatch
+class Changes:
+    """One watcher of the files under ``paths`` (an inotify instance, a thread), started
+    with the first listener; every listener gets one server-sent event per batch of
+    changes. A listener that has not read the last one yet gets no second."""
 
-    yield ": watching\n\n"
-    async for _ in awatch(*paths):
-        yield "data: changed\n\n"
+    def __init__(self, *paths: Path) -> None:
+        self.paths = paths
+        self.listeners: set[asyncio.Queue[None]] = set()
+        self._watching: asyncio.Task[None] | None = None
+
+    async def listen(self) -> AsyncIterator[str]:
+        queue: asyncio.Queue[None] = asyncio.Queue(maxsize=1)
+        self.listeners.add(queue)
+        if self._watching is None or self._watching.done():
+            self._watching = asyncio.create_task(self._watch())
+        try:
+            yield ": watching\n\n"
+            while True:
+                await queue.get()
+                yield "data: changed\n\n"
+        finally:
+            self.listeners.discard(queue)
+
+    async def _watch(self) -> None:
+        from watchfiles import awatch
+
+        async for _ in awatch(*self.paths):
+            for queue in list(self.listeners):
+                if queue.empty():
+                    queue.put_nowait(None)
+
+    async def close(self) -> None:
+        if self._watching is not None:
+            self._watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watching
 
 
 def _page(

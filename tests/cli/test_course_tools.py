@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from drip.core.courses import load_course
 from drip.sending.compose import Composer, render_problems
 from drip.sending.render import default_templates_dir
 from drip.testing import SmtpSink
-from drip.web.preview import _changes, create_preview_app
+from drip.web.preview import Changes, create_preview_app
 from tests.fixtures import SHIPPED_COURSE, TEST_SECRET, make_settings
 
 runner = CliRunner()
@@ -187,24 +188,45 @@ def test_the_preview_server_shows_what_is_on_disk_now(
     assert "yin-immersion.yaml:13: send_at" in client.get("/").text
 
 
-def test_the_preview_pages_hear_of_every_change(tmp_path: Path) -> None:
-    """``/events`` sends an event when a watched file changes (the page then reloads)."""
+def _inotify_instances() -> int:
+    """This process's inotify instances (each a file descriptor, and a kernel quota)."""
+    fds = Path("/proc/self/fd")
+    count = 0
+    for fd in fds.iterdir():
+        try:
+            count += os.readlink(fd) == "anon_inode:inotify"
+        except OSError:  # closed meanwhile
+            pass
+    return count
+
+
+def test_every_preview_page_hears_of_a_change_through_one_watcher(tmp_path: Path) -> None:
+    """``/events``: however many pages listen (50 here), one watcher (one inotify
+    instance) serves them, and each gets an event when a watched file changes."""
     watched = tmp_path / "courses"
     watched.mkdir()
+    before = _inotify_instances()
 
-    async def scenario() -> str:
-        stream = _changes(watched)
-        assert await anext(stream) == ": watching\n\n"
-        event = asyncio.ensure_future(anext(stream))
+    async def scenario() -> tuple[list[str], int]:
+        changes = Changes(watched)
+        streams = [changes.listen() for _ in range(50)]
+        for stream in streams:
+            assert await anext(stream) == ": watching\n\n"
+        events = [asyncio.ensure_future(anext(stream)) for stream in streams]
         for attempt in range(40):  # until the watcher, started in the background, sees one
             (watched / "course.yaml").write_text(f"edit {attempt}")
-            done, _ = await asyncio.wait({event}, timeout=0.25)
-            if done:
+            _, pending = await asyncio.wait(events, timeout=0.25)
+            if not pending:
                 break
-        await stream.aclose() if not event.done() else None
-        return event.result()
+        watching = _inotify_instances() - before
+        for stream in streams:
+            await stream.aclose()
+        await changes.close()
+        return [event.result() for event in events], watching
 
-    assert asyncio.run(scenario()) == "data: changed\n\n"
+    received, watching = asyncio.run(scenario())
+    assert received == ["data: changed\n\n"] * 50
+    assert watching == 1
 
 
 def test_previews_are_served_on_loopback_only(courses: Path) -> None:

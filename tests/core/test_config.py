@@ -96,3 +96,35 @@ def test_a_redirect_origin_must_be_scheme_and_host(origin: str) -> None:
         allowed_redirect_origins="HTTPS://A.example:8443/",
         _env_file=None,  # type: ignore[arg-type]
     ).allowed_redirect_origins == ["https://a.example:8443"]
+
+
+@pytest.mark.parametrize(
+    ("url", "read_as"),
+    [
+        ("postgres://u:p@db/drip", "postgresql+psycopg://u:p@db/drip"),
+        ("postgresql://u:p@db:5433/drip", "postgresql+psycopg://u:p@db:5433/drip"),
+        ("postgresql+psycopg://u@db/drip", "postgresql+psycopg://u@db/drip"),
+        ("sqlite:////srv/drip/drip.db", "sqlite:////srv/drip/drip.db"),
+    ],
+)
+def test_database_urls_are_read_with_drips_driver(url: str, read_as: str) -> None:
+    """postgres:// and postgresql://, as hosting providers write them, use psycopg."""
+    assert Settings(database_url=url, _env_file=None).database_url == read_as  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("mysql://u:hunter2@h/x", "drip keeps its data in SQLite (sqlite:///PATH) or PostgreSQL"),
+        ("/srv/drip.db", "not a database URL: write sqlite:///PATH for a SQLite file"),
+    ],
+)
+def test_other_databases_are_refused_in_drips_words(
+    url: str, said: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another database or a bare path: one line saying what to write, never a driver's
+    error, and never the password it carries."""
+    monkeypatch.setenv("DRIP_DATABASE_URL", url)
+    with pytest.raises(ConfigError) as raised:
+        get_settings()
+    assert said in str(raised.value) and "hunter2" not in str(raised.value)

@@ -202,3 +202,36 @@ def test_a_broken_course_stops_only_itself_and_edits_are_picked_up(tmp_path: Pat
     os.utime(broken, (time.time() + 5, time.time() + 5))
     assert catalog.refresh() is True
     assert sorted(c.slug for c in catalog) == ["other", "yin-immersion"] and not catalog.problems
+
+
+def test_an_unclosed_quote_is_reported_where_it_was_opened(tmp_path: Path) -> None:
+    """A subject whose quote is never closed: the parser trips lines later, but the error
+    names the line that opened the quote and says to close it."""
+    path, text = _broken(
+        tmp_path,
+        'subject: "Day 1: Soften the upper back and shoulders"',
+        'subject: "Day 1: Soften the upper back and shoulders',
+    )
+    line = _line_of(text, 'subject: "Day 1')
+    with pytest.raises(InvalidCourse) as caught:
+        load_course(path)
+    assert str(caught.value) == (
+        f"broken.yaml:{line}: invalid YAML: a quoted value starts here and its quote is "
+        "never closed: close it"
+    )
+
+
+def test_an_unquoted_colon_in_a_value_says_how_to_quote_it(tmp_path: Path) -> None:
+    """`subject: Day 1: Hips` (a second ': ' unquoted) names its line and shows the fix."""
+    path, text = _broken(
+        tmp_path,
+        'subject: "Day 1: Soften the upper back and shoulders"',
+        "subject: Day 1: Soften the upper back and shoulders",
+    )
+    line = _line_of(text, "subject: Day 1")
+    with pytest.raises(InvalidCourse) as caught:
+        load_course(path)
+    assert str(caught.value) == (
+        f"broken.yaml:{line}: invalid YAML: a value with ': ' in it must be quoted, e.g. "
+        'subject: "Day 1: Hips"'
+    )

@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from drip.core.courses import Catalog, Course
-from drip.core.models import Delivery, MailEvent, Subscriber
+from drip.core.models import Delivery, Enrollment, MailEvent, Subscriber
 from drip.core.signatures import drip_signature
 from drip.runner import make_sender
 from drip.sending.mailer import memory
@@ -543,3 +543,117 @@ def test_sns_certificates_must_name_sns(tmp_path: Path, monkeypatch: pytest.Monk
     with pytest.raises(ses.Forged):
         ses.check_sns(bounce, TOPIC)
     assert ses._certificates == {}
+
+
+def test_a_mailgun_signature_is_accepted_once(client: TestClient, db: Engine) -> None:
+    """Mailgun's signature covers its timestamp and token, not the event: a signed request
+    posted again with another event in it (by anyone who saw it) changes nothing."""
+    url = "/webhooks/bounces/mailgun"
+    genuine = _mailgun(
+        {"id": "first", "event": "failed", "severity": "permanent", "recipient": "cat@example.org"}
+    )
+    assert client.post(url, json=genuine).json() == {"handled": 1, "ignored": 0}
+    reused = {
+        **genuine,
+        "event-data": {"id": "new", "event": "complained", "recipient": "dan@example.org"},
+    }
+    assert client.post(url, json=reused).json() == {"handled": 0, "ignored": 1}
+    assert _state(db)["dan"] == "active"
+    assert _events(db) == [("cat", "hard", "mailgun", DAY_1)]
+
+
+def test_nested_json_and_odd_certificate_urls_get_a_4xx_before_any_proof(
+    tmp_path: Path, sns_fetches: list[str]
+) -> None:
+    """A body nested 100,000 deep (to every provider, signed or not) and an SNS
+    certificate URL with empty user info get a 4xx, never a 500; nothing is fetched."""
+    settings = make_settings(
+        tmp_path,
+        bounce_webhook_secret=SECRET,
+        mailgun_signing_key=MAILGUN_KEY,
+        sendgrid_verification_key=SENDGRID_PUBLIC,
+        ses_topic_arn=TOPIC,
+    )
+    deep = b"[" * 100_000
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        for provider in ("mailgun", "ses", "postmark", "sendgrid"):
+            answer = client.post(
+                f"/webhooks/bounces/{provider}", content=deep, headers=_basic(SECRET)
+            )
+            assert 400 <= answer.status_code < 500, (provider, answer.status_code)
+        signed = {"X-Drip-Signature": drip_signature(deep, SECRET, now=time.time())}
+        answer = client.post("/webhooks/bounces/generic", content=deep, headers=signed)
+        assert answer.status_code == 422
+        bounce = _sns("Notification", {"Message": _ses_bounce("a@example.org", "<x@y>")})
+        for url in (
+            "https://:x@sns.us-east-1.amazonaws.com/x.pem",
+            "https://@sns.us-east-1.amazonaws.com/x.pem",
+        ):
+            answer = client.post("/webhooks/bounces/ses", json={**bounce, "SigningCertURL": url})
+            assert answer.status_code == 401, url
+    assert sns_fetches == []
+
+
+def test_a_notification_signed_for_another_topic_is_refused(
+    tmp_path: Path, course: Course, sns_fetches: list[str]
+) -> None:
+    """A genuine SNS notification, correctly signed by Amazon, but from a topic that is not
+    DRIP_SES_TOPIC_ARN (another account's SES, say) is refused and changes nothing."""
+    settings = make_settings(tmp_path, ses_topic_arn=TOPIC)
+    with TestClient(create_app(settings)) as client:
+        db = client.app.state.drip.engine  # type: ignore[attr-defined]
+        enrol(db, course, "ana@example.org", now=NOW)
+        elsewhere = _sns(
+            "Notification",
+            {
+                "TopicArn": "arn:aws:sns:eu-west-1:999999999999:someone-else",
+                "Message": _ses_bounce("ana@example.org", "<x@y>"),
+            },
+        )
+        assert client.post("/webhooks/bounces/ses", json=elsewhere).status_code == 401
+        assert _state(db)["ana"] == "active"
+
+
+def test_the_generic_webhook_takes_only_drips_timestamped_signature(
+    client: TestClient, db: Engine
+) -> None:
+    """A Tally or Typeform signature carries no time (it could be replayed for ever): the
+    generic bounce webhook refuses it, even made with the right secret."""
+    body = json.dumps({"email": "ana@example.org", "type": "hard"}).encode()
+    digest = base64.b64encode(hmac.new(SECRET.encode(), body, hashlib.sha256).digest()).decode()
+    for header in ({"Tally-Signature": digest}, {"Typeform-Signature": f"sha256={digest}"}):
+        answer = client.post("/webhooks/bounces/generic", content=body, headers=header)
+        assert answer.status_code == 401, header
+    assert _state(db)["ana"] == "active"
+
+
+def test_an_event_for_one_person_naming_anothers_email_counts_for_their_own(
+    client: TestClient, db: Engine
+) -> None:
+    """A provider's event for ana that carries ben's Message-ID is put down to ana's own
+    last email, never to ben's: a Message-ID only names an email sent to that address."""
+    postmark = {**POSTMARK_BOUNCE, "ID": 99, "Email": "ana@example.org"}
+    mailgun = _mailgun(
+        {
+            "id": "cross",
+            "event": "failed",
+            "severity": "permanent",
+            "recipient": "cat@example.org",
+            "message": {"headers": {"message-id": _message_id("ben").strip("<>")}},
+        }
+    )
+    answer = client.post("/webhooks/bounces/postmark", json=postmark, headers=_basic(SECRET))
+    assert answer.json()["handled"] == 1
+    assert client.post("/webhooks/bounces/mailgun", json=mailgun).json()["handled"] == 1
+    assert _events(db) == [("ana", "hard", "postmark", DAY_1), ("cat", "hard", "mailgun", DAY_1)]
+    with Session(db) as session:
+        ben = session.exec(select(Subscriber).where(Subscriber.email == "ben@example.org")).one()
+        cat_delivery = session.exec(
+            select(MailEvent.delivery_id).where(MailEvent.source == "mailgun")
+        ).one()
+        bens = session.exec(
+            select(Delivery.id)
+            .join(Enrollment, Enrollment.id == Delivery.enrollment_id)  # type: ignore[arg-type]
+            .where(Enrollment.subscriber_id == ben.id)
+        ).all()
+    assert cat_delivery not in bens and ben.status == "active"

@@ -610,3 +610,72 @@ def test_a_bounce_while_the_database_is_locked_exits_75_in_both_modes(
     done = runner.invoke(app, ["inbound", "--imap", url])
     assert done.exit_code == 0 and "ana@example.org suppressed" in done.output
     assert _subscriber(engine, "ana@example.org").status == SubscriberStatus.SUPPRESSED
+
+
+def test_the_same_report_twice_is_recorded_once_with_who_sent_it(
+    verp_settings: Settings, course: Course
+) -> None:
+    """An ARF report delivered twice (or a mailbox read again) is one complaint; its
+    diagnostic keeps the Feedback-Type and the reporting agent. A DSN twice is one bounce."""
+    engine = engine_for(verp_settings)
+    enrol(engine, course, "ana@example.org", now=NOW)
+    enrol(engine, course, "ben@example.org", now=NOW)
+    sent = {m.recipient: m for m in _send(engine, verp_settings, course, NOW)}
+    ana, ben = sent["ana@example.org"], sent["ben@example.org"]
+    report = arf(ana, to="fbl@mail.example.com", return_path=ana.envelope_from)
+    first = _handle(engine, verp_settings, course, report)
+    again = _handle(engine, verp_settings, course, report)
+    assert first.what == "complaint" and again.what == "ignored"
+    assert "already handled" in again.detail
+    bounce = dsn(ben, to=ben.envelope_from)
+    assert _handle(engine, verp_settings, course, bounce).what == "bounce"
+    assert _handle(engine, verp_settings, course, bounce).what == "ignored"
+    with Session(engine) as session:
+        events = session.exec(select(MailEvent.kind, MailEvent.diagnostic)).all()
+    assert sorted(kind for kind, _ in events) == ["complaint", "hard"]
+    [complaint] = [diagnostic for kind, diagnostic in events if kind == "complaint"]
+    assert complaint == "Feedback-Type: abuse; reported by FBL/1.0"
+
+
+def test_a_complaint_quoting_ones_email_but_sent_to_another_names_nobody(
+    settings: Settings, engine: Engine, course: Course
+) -> None:
+    """Without return addresses, a complaint is put down to the subscriber whose email it
+    quotes only when the quoted To is that subscriber: A's Message-ID with B's address
+    in To (a forged or mangled report) suppresses nobody."""
+    enrol(engine, course, "ana@example.org", now=NOW)
+    enrol(engine, course, "ben@example.org", now=NOW)
+    sent = {m.recipient: m for m in _send(engine, settings, course, NOW)}
+    ana = sent["ana@example.org"]
+    forged = arf(ana, to="fbl@mail.example.com").replace(
+        b"To: ana@example.org", b"To: ben@example.org"
+    )
+    assert b"To: ben@example.org" in forged
+    handled = _handle(engine, settings, course, forged)
+    assert handled == Handled("ignored", "a complaint about no email drip can identify")
+    assert {_subscriber(engine, e).status for e in ("ana@example.org", "ben@example.org")} == {
+        "active"
+    }
+    genuine = _handle(engine, settings, course, arf(ana, to="fbl@mail.example.com"))
+    assert genuine.what == "complaint"  # the same report, unaltered, is attributed
+
+
+def test_an_email_too_large_or_of_too_many_parts_is_ignored_unread(
+    settings: Settings, engine: Engine, course: Course
+) -> None:
+    """Over 1 MiB, or over 100 MIME parts, an email is ignored with the reason, before any
+    bounce detector reads it; a whole file is never read into memory by the command."""
+    from drip.feedback.inbound import MAX_BYTES, MAX_PARTS
+
+    big = b"From: MAILER-DAEMON@x\r\nSubject: failure\r\n\r\n" + b"a" * MAX_BYTES
+    handled = _handle(engine, settings, course, big)
+    assert handled == Handled("ignored", "larger than 1024 KiB: no bounce is")
+    parts = b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n" * MAX_PARTS
+    many = (
+        b"From: MAILER-DAEMON@x\r\nSubject: x\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+        + parts
+        + b"--b--\r\n"
+    )
+    assert len(many) < MAX_BYTES
+    handled = _handle(engine, settings, course, many)
+    assert handled == Handled("ignored", "more than 100 MIME parts: no bounce has")

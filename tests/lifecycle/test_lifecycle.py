@@ -68,7 +68,7 @@ def _subscriber(client: TestClient) -> Subscriber:
 
 
 def test_welcome_once_on_confirming_goodbye_once_on_leaving(client: TestClient) -> None:
-    """Confirming sends the welcome (and day 1 is queued); a second press sends nothing
+    """Confirming sends the welcome, and day 1 at once; a second press sends nothing
     more; unsubscribing sends one goodbye, a second one-click POST none."""
     client.post("/subscribe", json={"email": "w@example.org", "timezone": "Asia/Tokyo"})
     confirm = _link(client, "confirm")
@@ -77,14 +77,15 @@ def test_welcome_once_on_confirming_goodbye_once_on_leaving(client: TestClient) 
     assert _subjects(client) == [
         "Please confirm: 7-Day Yin Yoga Immersion",
         "Welcome to 7-Day Yin Yoga Immersion",
+        "Day 1: Soften the upper back and shoulders",
     ]
-    welcome = message_from_bytes(_sent(client)[-1].data, policy=policy.default)
+    welcome = message_from_bytes(_sent(client)[1].data, policy=policy.default)
     assert welcome["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert "(Asia/Tokyo time)" in welcome.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     leave = _link(client, "unsubscribe")
     for _ in range(2):
         assert client.post(leave).status_code == 200
-    assert _subjects(client)[2:] == ["You are unsubscribed from 7-Day Yin Yoga Immersion"], (
+    assert _subjects(client)[3:] == ["You are unsubscribed from 7-Day Yin Yoga Immersion"], (
         _subjects(client)
     )
     goodbye = message_from_bytes(_sent(client)[-1].data, policy=policy.default)
@@ -93,7 +94,7 @@ def test_welcome_once_on_confirming_goodbye_once_on_leaving(client: TestClient) 
     assert subscriber.status == SubscriberStatus.UNSUBSCRIBED and subscriber.unsubscribed_at
     with Session(client.app.state.drip.engine) as session:  # type: ignore[attr-defined]
         kinds = sorted(d.kind for d in session.exec(select(Delivery)))
-    assert kinds == ["confirm", "goodbye", "lesson", "welcome"]
+    assert kinds == ["confirm", "goodbye", "lesson", "lesson", "welcome"]  # day 2 cancelled
 
 
 def test_a_confirmation_link_older_than_the_unsubscribe_is_refused(client: TestClient) -> None:

@@ -32,6 +32,7 @@ from drip.store.engine import engine_for
 from drip.testing import SmtpSink
 from drip.web import create_app
 from drip.web.admin import charts
+from drip.web.admin.auth import SESSION_COOKIE
 from drip.web.admin.charts import FUNNEL, Group, bar_chart, funnel_chart
 from tests.fixtures import (
     COURSES_DIR,
@@ -255,11 +256,21 @@ def test_a_forged_or_stale_session_cookie_is_refused(client: TestClient) -> None
 
 
 def test_logout_ends_the_session(client: TestClient) -> None:
-    """Signing out (a POST with the session's token) clears the cookie."""
+    """Signing out (a POST with the session's token) clears the cookie and ends the
+    session on the server: a copy of the cookie taken before opens nothing, and the login
+    page shows its form to it; another session goes on."""
+    phone = TestClient(client.app, follow_redirects=False)  # the same teacher, elsewhere
+    login(phone)
     token = login(client)
+    kept = client.cookies.get(SESSION_COOKIE)
     answer = client.post("/admin/logout", data={"csrf": token})
     assert (answer.status_code, answer.headers["location"]) == (303, "/admin/login")
     assert client.get("/admin").status_code == 303
+    replay = TestClient(client.app, follow_redirects=False)
+    replay.cookies.set(SESSION_COOKIE, kept, path="/admin")
+    assert replay.get("/admin").status_code == 303
+    assert replay.get("/admin/login").status_code == 200  # the form, not a redirect loop
+    assert phone.get("/admin").status_code == 200
 
 
 # -- CSRF ----------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from drip.core.tokens import Purpose
 from drip.sending.mailer import memory
 from drip.sending.message import Outgoing
 from drip.web import create_app
+from drip.web.ratelimit import RateLimiter
 from tests.fixtures import SHIPPED_COURSE, TEST_SECRET, app_client, make_settings
 
 WEBHOOK_SECRET = "webhook-secret-for-tests"
@@ -679,3 +680,47 @@ def test_with_several_courses_the_signup_page_offers_them(tmp_path: Any) -> None
         assert missing.status_code == 422 and '<option value="yin-two">' in missing.text
         with Session(client.app.state.drip.engine) as session:  # type: ignore[attr-defined]
             assert [s.course_slug for s in session.exec(select(Signup))] == ["yin-two"]
+
+
+def test_pages_answer_head_as_they_answer_get(client: TestClient, db: Engine) -> None:
+    """HEAD on a page (the signup page, a confirmation, an unsubscribe, a lesson page, the
+    health check) answers as GET would, without a body, and changes nothing."""
+    client.post("/subscribe", json={"email": "h@example.org"})
+    confirm = link(client, "confirm")
+    for path in ("/", "/healthz", confirm, _unsubscribe_path(db, "h@example.org")):
+        get, head = client.get(path), client.head(path)
+        assert head.status_code == get.status_code == 200, path
+        assert head.content == b"" and head.headers["content-type"] == get.headers["content-type"]
+    assert subscribers(client)[0].status == "pending"  # HEAD on the link confirmed nothing
+
+
+def test_a_trailing_slash_redirects_on_the_same_origin_whatever_the_host_header(
+    client: TestClient,
+) -> None:
+    """`GET /thanks/yin-immersion/` with a forged Host header is redirected to a path, never
+    to the host the client named."""
+    answer = client.get("/thanks/yin-immersion/?x=1", headers={"Host": "evil.example"})
+    assert answer.status_code == 307
+    assert answer.headers["location"] == "/thanks/yin-immersion?x=1"
+    assert client.get("/nowhere/").status_code == 307  # then a 404, on the same origin
+    assert client.get("/nowhere").status_code == 404
+
+
+def test_the_rate_limiter_forgets_idle_clients_and_stays_bounded() -> None:
+    """Each key gets ``limit`` hits per window; a key idle for a window is forgotten
+    (memory stays bounded however many clients were seen), and past ``max_keys`` the
+    longest idle goes first."""
+    now = [0.0]
+    limiter = RateLimiter(limit=2, window_seconds=60, clock=lambda: now[0], max_keys=1000)
+    assert [limiter.hit("a"), limiter.hit("a")] == [0.0, 0.0]
+    assert limiter.hit("a") == 60.0  # the first of the two leaves the window in 60 s
+    for n in range(500):
+        limiter.hit(f"client-{n}")
+    assert len(limiter) == 501
+    now[0] = 61.0
+    limiter.hit("late")  # every key idle for a window is dropped on the way
+    assert len(limiter) == 1
+    assert limiter.hit("a") == 0.0  # "a" starts afresh
+    for n in range(2000):
+        limiter.hit(f"flood-{n}")
+    assert len(limiter) == 1000

@@ -1,7 +1,8 @@
 """Who may use the dashboard: its session cookie, CSRF tokens and the login rate limit.
 
 A session is a cookie signed with the installation's keys (itsdangerous, its own salt,
-12 hours), bound to the password hash in force: a new password ends every session.
+12 hours), bound to the password hash in force: a new password ends every session, and
+signing out ends that one on the server too (its nonce is kept as signed out).
 Every POST under /admin carries a ``csrf`` field, an HMAC of the session's random nonce
 (on the login form, of a pre-session cookie's), compared in constant time. The cookies
 are HttpOnly, SameSite=Strict, limited to /admin, and Secure when drip is served over
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from fastapi.responses import Response
@@ -66,9 +68,11 @@ class Gate:
             {"nonce": secrets.token_urlsafe(16), "password": _fingerprint(password_hash)}
         )
 
-    def read_session(self, cookie: str | None, password_hash: str) -> Admin | None:
-        """The session ``cookie`` holds, if it is well signed, younger than 12 hours and
-        was made under the password in force; else None."""
+    def read_session(
+        self, cookie: str | None, password_hash: str, signed_out: Collection[str] = ()
+    ) -> Admin | None:
+        """The session ``cookie`` holds, if it is well signed, younger than 12 hours, made
+        under the password in force and not signed out; else None."""
         if not cookie:
             return None
         try:
@@ -78,6 +82,8 @@ class Gate:
         if not isinstance(data, dict) or not isinstance(data.get("nonce"), str):
             return None
         if not hmac.compare_digest(str(data.get("password")), _fingerprint(password_hash)):
+            return None
+        if data["nonce"] in signed_out:
             return None
         return Admin(nonce=data["nonce"], csrf=self.csrf_token("session", data["nonce"]))
 

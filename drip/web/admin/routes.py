@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import policy
 from email.parser import BytesParser
 from functools import partial
@@ -33,11 +33,11 @@ from drip.sending.compose import Composer, emails_of, preview
 from drip.sending.testsend import send_test
 from drip.store import passwords
 from drip.store.engine import READ_ONLY
-from drip.web.admin.auth import LOGIN_COOKIE, SESSION_COOKIE, Admin, new_nonce
+from drip.web.admin.auth import LOGIN_COOKIE, SESSION_COOKIE, SESSION_SECONDS, Admin, new_nonce
 from drip.web.admin.charts import funnel_chart, signups_chart
-from drip.web.deps import State, WebState, client_ip, page, read_body
+from drip.web.deps import PageRoute, State, WebState, client_ip, page, read_body
 
-router = APIRouter(prefix="/admin")
+router = APIRouter(prefix="/admin", route_class=PageRoute)
 
 #: preview widths: a phone's and a desktop's
 WIDTHS = (375, 1200)
@@ -74,8 +74,15 @@ def _password_hash(st: State) -> str:
 PasswordHash = Annotated[str, Depends(_password_hash)]
 
 
+def _session(request: Request, st: WebState, password_hash: str) -> Admin | None:
+    """The request's session, if its cookie is good and it was not signed out."""
+    with _reading(st) as connection:
+        gone = passwords.signed_out(connection, now=datetime.now(UTC))
+    return st.admin.read_session(request.cookies.get(SESSION_COOKIE), password_hash, gone)
+
+
 def _signed_in(request: Request, st: State, password_hash: PasswordHash) -> Admin:
-    admin = st.admin.read_session(request.cookies.get(SESSION_COOKIE), password_hash)
+    admin = _session(request, st, password_hash)
     if admin is None:
         raise HTTPException(status_code=303, headers={"Location": "/admin/login"})
     return admin
@@ -117,7 +124,7 @@ async def _form(
 
 @router.get("/login", response_class=HTMLResponse)
 def login_page(request: Request, st: State, password_hash: PasswordHash) -> Response:
-    if st.admin.read_session(request.cookies.get(SESSION_COOKIE), password_hash):
+    if _session(request, st, password_hash):
         return RedirectResponse("/admin", status_code=303)
     return _login_form(st, request)
 
@@ -153,6 +160,9 @@ async def login(request: Request, st: State, password_hash: PasswordHash) -> Res
 @router.post("/logout")
 async def logout(request: Request, st: State, admin: SignedIn) -> Response:
     await _form(request, st, purpose="session", nonce=admin.nonce)
+    now = datetime.now(UTC)
+    until = now + timedelta(seconds=SESSION_SECONDS)  # it can live no longer anyway
+    await st.writes.run(partial(passwords.sign_out, nonce=admin.nonce, until=until, now=now))
     response = RedirectResponse("/admin/login", status_code=303)
     st.admin.delete_cookie(response, SESSION_COOKIE)
     return response

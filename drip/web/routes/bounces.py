@@ -17,9 +17,9 @@ from fastapi.responses import JSONResponse
 from drip.feedback.bounces import apply_reports
 from drip.feedback.providers import PROVIDERS
 from drip.feedback.providers.base import MAX_BODY, Forged, Malformed, Report
-from drip.web.deps import State, read_body
+from drip.web.deps import PageRoute, State, read_body
 
-router = APIRouter()
+router = APIRouter(route_class=PageRoute)
 
 
 @router.post("/webhooks/bounces/{provider}")

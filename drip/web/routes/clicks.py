@@ -14,10 +14,10 @@ from fastapi.responses import RedirectResponse
 from drip.core.exceptions import DatabaseBusy, InvalidToken
 from drip.core.states import ClickLink
 from drip.feedback.clicks import record_click
-from drip.web.deps import State
+from drip.web.deps import PageRoute, State
 
 logger = logging.getLogger("drip.web")
-router = APIRouter()
+router = APIRouter(route_class=PageRoute)
 
 
 @router.api_route("/c/{token}", methods=["GET", "HEAD"])

@@ -8,10 +8,10 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from drip.store.engine import ping
-from drip.web.deps import State
+from drip.web.deps import PageRoute, State
 
 logger = logging.getLogger("drip.web")
-router = APIRouter()
+router = APIRouter(route_class=PageRoute)
 
 
 @router.get("/metrics")

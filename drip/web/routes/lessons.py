@@ -17,9 +17,9 @@ from drip.core.states import DeliveryStatus
 from drip.reporting.outbox import sent_lessons
 from drip.sending.render import markdown_html
 from drip.store.engine import READ_ONLY
-from drip.web.deps import State, page
+from drip.web.deps import PageRoute, State, page
 
-router = APIRouter()
+router = APIRouter(route_class=PageRoute)
 
 
 @router.get("/lessons/{token}", response_class=HTMLResponse)

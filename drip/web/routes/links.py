@@ -18,9 +18,9 @@ from drip.core.entries import normalize_email
 from drip.core.exceptions import ExpiredToken, InvalidSubscriber, InvalidToken, StaleToken
 from drip.lifecycle import enrollment
 from drip.lifecycle.forms import parse
-from drip.web.deps import State, WebState, client_ip, page, read_body
+from drip.web.deps import PageRoute, State, WebState, client_ip, page, read_body
 
-router = APIRouter()
+router = APIRouter(route_class=PageRoute)
 
 
 @router.get("/confirm/{token}", response_class=HTMLResponse)

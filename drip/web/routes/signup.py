@@ -21,10 +21,10 @@ from drip.core.entries import Entry
 from drip.core.exceptions import InvalidSubscriber, UnknownCourse
 from drip.lifecycle.forms import SignupRequest, parse, verify
 from drip.lifecycle.signup import Consent, record
-from drip.web.deps import State, WebState, client_ip, page, read_body
+from drip.web.deps import PageRoute, State, WebState, client_ip, page, read_body
 
 logger = logging.getLogger("drip.web")
-router = APIRouter()
+router = APIRouter(route_class=PageRoute)
 
 
 @router.post("/subscribe", response_model=None)
