@@ -3,8 +3,9 @@
 It goes through the configured transport (``DRIP_SMTP_URL``) at once and outside the
 outbox: it belongs to no subscriber, writes no row and is not retried. The subject starts
 with "[Test]" and an ``X-Drip-Test: yes`` header marks it; its links are signed with the
-real key for a made-up subscriber, so the class link leads to the class and the others
-to a page saying the link is not valid.
+real key for a made-up subscriber: the class link leads to the class, the unsubscribe
+and confirmation links open their pages, and their buttons answer that the link belongs
+to nobody (nothing is changed).
 """
 
 from __future__ import annotations
