@@ -8,7 +8,7 @@ the line it came from.
 from __future__ import annotations
 
 import re
-from datetime import time
+from datetime import datetime, time
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,6 +32,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from drip.core.exceptions import InvalidCourse, UnknownCourse
+from drip.core.schedule import Pace
 from drip.core.states import EmailKind
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -88,6 +89,33 @@ class ClassLink(_Strict):
     thumbnail: Url | None = None
 
 
+class SendIf(_Strict):
+    """A day sent only to those who followed (``clicked``), or did not follow
+    (``not_clicked``), an earlier day's class link in this run of the course, as it stands
+    right before the day is sent."""
+
+    clicked: str | None = Field(default=None, pattern=SLUG)
+    not_clicked: str | None = Field(default=None, pattern=SLUG)
+
+    @model_validator(mode="after")
+    def _one(self) -> SendIf:
+        if (self.clicked is None) == (self.not_clicked is None):
+            raise ValueError("give one of clicked: DAY_ID or not_clicked: DAY_ID")
+        return self
+
+    @property
+    def day_id(self) -> str:
+        """The earlier day whose class link decides."""
+        return str(self.clicked or self.not_clicked)
+
+    def wants(self, clicked: bool) -> bool:
+        """Is the day wanted, given whether that earlier day's link was followed?"""
+        return clicked if self.clicked is not None else not clicked
+
+    def __str__(self) -> str:
+        return f"clicked {self.clicked}" if self.clicked else f"not_clicked {self.not_clicked}"
+
+
 class Day(_Strict):
     id: str = Field(pattern=SLUG)
     subject: Line
@@ -96,6 +124,8 @@ class Day(_Strict):
     class_: ClassLink = Field(alias="class")
     body: str = Field(min_length=1)
     template: str = Field(default="lesson", pattern=r"^[a-z0-9_-]+$")
+    #: send this day only if an earlier day's class link was (not) followed
+    send_if: SendIf | None = None
 
     @field_validator("id")
     @classmethod
@@ -176,7 +206,15 @@ class Course(_Strict):
         seen: set[str] = set()
         for index, day in enumerate(self.days):
             if day.id in seen:
-                raise _DuplicateDay(index, day.id)
+                raise _DayProblem(index, ["id"], f"duplicate day id {day.id!r}")
+            if day.send_if is not None and day.send_if.day_id not in seen:
+                which = "clicked" if day.send_if.clicked else "not_clicked"
+                where = "a later day" if self.day(day.send_if.day_id) else "no day of this course"
+                raise _DayProblem(
+                    index,
+                    ["send_if", which],
+                    f"{day.send_if.day_id!r} is {where}: name an earlier day's id",
+                )
             seen.add(day.id)
         return self
 
@@ -192,6 +230,27 @@ class Course(_Strict):
         """A subscriber's own IANA zone, else the course default."""
         return ZoneInfo(timezone) if timezone else self.zone
 
+    def send_time_for(self, send_at: str | None) -> time:
+        """A subscriber's own hour for lessons (``HH:MM``), else the course's."""
+        return time.fromisoformat(send_at) if send_at else self.send_at
+
+    def pace(
+        self,
+        *,
+        timezone: str | None,
+        send_at: str | None = None,
+        run: int = 1,
+        paused_until: datetime | None = None,
+    ) -> Pace:
+        """When an enrollment of this course gets its lessons (``schedule.Pace``)."""
+        return Pace(
+            zone=self.zone_for(timezone),
+            send_at=self.send_time_for(send_at),
+            weekdays=self.weekdays,
+            run=run,
+            paused_until=paused_until,
+        )
+
     @cached_property
     def weekdays(self) -> frozenset[int]:
         """Allowed send days as ``date.weekday()`` numbers (Monday is 0)."""
@@ -205,10 +264,13 @@ class Course(_Strict):
         return next(i for i, day in enumerate(self.days, start=1) if day.id == day_id)
 
 
-class _DuplicateDay(ValueError):
-    def __init__(self, index: int, day_id: str) -> None:
-        super().__init__(f"duplicate day id {day_id!r}")
+class _DayProblem(ValueError):
+    """A problem of the day at ``index``, at ``path`` inside it."""
+
+    def __init__(self, index: int, path: list[str], message: str) -> None:
+        super().__init__(message)
         self.index = index
+        self.path = path
 
 
 def is_timezone(name: str) -> bool:
@@ -304,8 +366,8 @@ def _describe(label: str, data: CommentedMap, error: Any) -> str:
     loc = list(error["loc"])
     message = error["msg"].removeprefix("Value error, ")
     ctx_error = (error.get("ctx") or {}).get("error")
-    if isinstance(ctx_error, _DuplicateDay):
-        loc = ["days", ctx_error.index, "id"]
+    if isinstance(ctx_error, _DayProblem):
+        loc = ["days", ctx_error.index, *ctx_error.path]
     if error["type"] == "extra_forbidden":
         message = "unknown key"
     elif error["type"] == "missing":

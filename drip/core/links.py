@@ -27,6 +27,10 @@ class Links:
         """A lesson's "view in browser" page."""
         return f"{self.base_url}/lessons/{self.tokens.lesson_token(uid, day_id)}"
 
+    def me(self, uid: str) -> str:
+        """The subscriber's own page: pause, resume, restart, change the hour."""
+        return f"{self.base_url}/me/{self.tokens.me_token(uid)}"
+
     def tracked_class(self, uid: str, course: Course, day: Day) -> str:
         """The day's class through drip (``/c/…``), which notes the first click."""
         return f"{self.base_url}/c/{self.tokens.click_token(uid, course.slug, day.id)}"

@@ -178,6 +178,16 @@ class Enrollment(SQLModel, table=True):
     started_at: datetime | None = Field(default=None, sa_column=_ts())
     completed_at: datetime | None = Field(default=None, sa_column=_ts())
     cancelled_at: datetime | None = Field(default=None, sa_column=_ts())
+    #: which run of the course: 1, then one more for each restart (a lesson's row key
+    #: carries it from the second run on: ``drip.outbox.kinds.lesson_key``)
+    run: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
+    #: no lesson before this time (a pause the subscriber asked for)
+    paused_until: datetime | None = Field(default=None, sa_column=_ts())
+    #: the subscriber's own local hour for lessons (``HH:MM``), instead of the course's
+    send_at: str | None = Field(default=None, sa_column=Column(String(5)))
+    #: how many times the subscriber paused, and restarted, the course
+    pauses: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    restarts: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
 
 
 class Delivery(SQLModel, table=True):

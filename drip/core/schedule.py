@@ -1,11 +1,12 @@
 """Pure scheduling: when a lesson is due, from plain values and ``now``. No I/O.
 
 A subscriber gets day 1 as soon as they confirm. Every later day is due at the course's
-``send_at`` in the subscriber's own zone, on the first allowed weekday *after* the local
-calendar day on which the previous lesson went out. Because the next due time is computed
-from when the previous lesson was actually sent, an outage shifts the schedule instead of
-producing a burst, and a DST change can neither skip nor double a day: the arithmetic is
-on local calendar dates, converted to UTC only at the end.
+``send_at`` (or the subscriber's own hour) in the subscriber's own zone, on the first
+allowed weekday *after* the local calendar day on which the previous lesson went out.
+Because the next due time is computed from when the previous lesson was actually sent, an
+outage shifts the schedule instead of producing a burst, and a DST change can neither skip
+nor double a day: the arithmetic is on local calendar dates, converted to UTC only at the
+end.
 """
 
 from __future__ import annotations
@@ -14,6 +15,28 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
+
+
+@dataclass(frozen=True)
+class Pace:
+    """When one enrollment's lessons go: the subscriber's zone and hour (hers, else the
+    course's), the course's allowed weekdays, which run of the course this is (one more
+    per restart), and a pause (no lesson before ``paused_until``)."""
+
+    zone: ZoneInfo
+    send_at: time
+    weekdays: frozenset[int]
+    run: int = 1
+    paused_until: datetime | None = None
+
+    def earliest(self, now: datetime) -> datetime | None:
+        """No lesson before this: the first allowed slot once a pause is over."""
+        if self.paused_until is None or self.paused_until <= now:
+            return None
+        return next_slot(
+            now=self.paused_until, zone=self.zone, send_at=self.send_at, weekdays=self.weekdays
+        )
+
 
 #: first retry after a temporary failure; doubles per attempt
 RETRY_BASE = timedelta(minutes=5)

@@ -33,6 +33,10 @@ class DeliveryStatus(StrEnum):
     SKIPPED = "skipped"  #: its day was removed from the course
 
 
+#: the start of a skipped lesson's ``last_error`` when its ``send_if`` ruled it out (the
+#: funnel counts these apart from days removed from the course)
+CONDITION_NOT_MET = "condition not met"
+
 #: statuses from which a delivery may still go out
 PENDING_DELIVERY = (DeliveryStatus.SCHEDULED, DeliveryStatus.SENDING)
 

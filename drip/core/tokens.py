@@ -1,12 +1,12 @@
 """Signed, purpose-bound tokens for confirmation, unsubscribe and class links (itsdangerous).
 
 Each purpose has its own salt, so an unsubscribe token can never confirm and vice versa.
-Return addresses and "view in browser" links carry a bare HMAC tag instead (shorter, and
-cheap to make for every lesson). Tokens carry a random ``uid`` (a signup's for
-confirmation links, an enrollment's for the others, with the lesson's day id for class
-and "view in browser" links), never a row id or an email address. Confirmation tokens
-expire; the others do not, because links in old mail must keep working.
-``DRIP_SECRET_KEY`` may list several keys: the first signs, all verify.
+Return addresses, "view in browser" links and the subscriber's own page carry a bare HMAC
+tag instead (shorter, and cheap to make for every lesson). Tokens carry a random ``uid``
+(a signup's for confirmation links, an enrollment's for the others, with the lesson's day
+id for class and "view in browser" links), never a row id or an email address.
+Confirmation tokens expire; the others do not, because links in old mail must keep
+working. ``DRIP_SECRET_KEY`` may list several keys: the first signs, all verify.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class Purpose(StrEnum):
     UNSUBSCRIBE = "drip.unsubscribe"  #: List-Unsubscribe and footer links; never expires
     CLICK = "drip.click"  #: a lesson's class link, through drip; never expires
     LESSON = "drip.lesson"  #: a lesson's "view in browser" page; never expires
+    ME = "drip.me"  #: the subscriber's own page (pause, restart, hour); never expires
     BOUNCE = "drip.bounce"  #: the envelope sender's tag: a bounce names its enrollment
     MAILTO_UNSUBSCRIBE = "drip.mailto-unsubscribe"  #: List-Unsubscribe's mailto address
 
@@ -99,6 +100,20 @@ class Tokens:
             for key in self._keys:
                 if hmac.compare_digest(_tag(key, Purpose.LESSON, f"{uid}:{day_id}", 32), tag):
                     return uid, day_id
+        raise InvalidToken("this link is not valid")
+
+    def me_token(self, uid: str) -> str:
+        """``UID.TAG``: a bare HMAC (128 bits) naming the enrollment whose page it opens."""
+        return f"{uid}.{_tag(self._keys[0], Purpose.ME, uid, 32)}"
+
+    def read_me(self, token: str) -> str:
+        """The enrollment uid of a subscriber's own page's token."""
+        match = re.fullmatch(r"([0-9a-zA-Z]{1,32})\.([0-9a-f]{32})", token)
+        if match is not None:
+            uid, tag = match.groups()
+            for key in self._keys:
+                if hmac.compare_digest(_tag(key, Purpose.ME, uid, 32), tag):
+                    return uid
         raise InvalidToken("this link is not valid")
 
     def return_address(self, bounce_address: str, purpose: Purpose, uid: str) -> str:

@@ -23,10 +23,13 @@ from sqlmodel import col
 
 from drip.core.config import BouncePolicy
 from drip.core.models import Delivery, Enrollment, MailEvent, Subscriber, WebhookEvent
-from drip.core.states import DeliveryStatus, MailEventKind, SubscriberStatus
+from drip.core.states import DeliveryStatus, EmailKind, MailEventKind, SubscriberStatus
 from drip.feedback.providers.base import Report
 from drip.lifecycle.enrollment import stop_subscriber
 from drip.store.statements import insert_new
+
+#: the kinds whose keys are ``kind:uid`` (written ``kind.uid`` in a Message-ID)
+OTHER_KINDS = frozenset(kind.value for kind in EmailKind if kind != EmailKind.LESSON)
 
 
 def delivery_of(connection: Connection, message_id: str | None, subscriber_id: int) -> int | None:
@@ -36,7 +39,9 @@ def delivery_of(connection: Connection, message_id: str | None, subscriber_id: i
     uid, _, key = local.partition(".")
     if not uid.isalnum() or not key:
         return None
-    kind, dot, rest = key.partition(".")  # a lesson's key is its day id; others kind:uid
+    kind, dot, rest = key.partition(".")  # others' keys are kind:uid; a lesson's DAY[.RUN]
+    if kind not in OTHER_KINDS:
+        dot = ""
     return connection.execute(
         select(col(Delivery.id))
         .join(Enrollment, col(Enrollment.id) == col(Delivery.enrollment_id))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, or_, select
 from sqlmodel import col
 
 from drip.core.models import Click, Delivery, Enrollment
@@ -29,11 +29,14 @@ def record_click(
         .join(Enrollment, col(Enrollment.id) == col(Delivery.enrollment_id))
         .where(
             col(Enrollment.uid) == enrollment_uid,
-            col(Delivery.key) == day_id,
+            # the day's lesson in any run of the course (``DAY``, ``DAY.2`` …): the latest
+            or_(col(Delivery.key) == day_id, col(Delivery.key).startswith(f"{day_id}.")),
             col(Delivery.kind) == EmailKind.LESSON,
             # a lesson received: sent, or being sent (its receipt waits for its window)
             col(Delivery.status).in_([DeliveryStatus.SENT, DeliveryStatus.SENDING]),
         )
+        .order_by(col(Delivery.id).desc())
+        .limit(1)
     ).scalar()
     if delivery_id is None:
         return False

@@ -15,14 +15,14 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, bindparam, exists, func, or_, select, update
+from sqlalchemy import Connection, String, bindparam, case, cast, exists, func, or_, select, update
 from sqlmodel import col
 
 from drip.core import schedule
 from drip.core.courses import Catalog, Course
 from drip.core.exceptions import InvalidToken, StaleToken
 from drip.core.models import Delivery, Enrollment, Signup, Subscriber
-from drip.core.schedule import NextLesson
+from drip.core.schedule import NextLesson, Pace
 from drip.core.states import EmailKind, EnrollmentStatus, SubscriberStatus
 from drip.outbox import deliveries
 from drip.outbox.kinds import row_key
@@ -43,6 +43,10 @@ class Member:
     enrollment_uid: str
     enrollment_status: str
     course_slug: str
+    #: the enrollment's run of the course, own hour (``HH:MM``) and pause
+    run: int
+    send_at: str | None
+    paused_until: datetime | None
 
     @classmethod
     @functools.cache
@@ -59,6 +63,18 @@ class Member:
             col(Enrollment.uid),
             col(Enrollment.status),
             col(Enrollment.course_slug),
+            col(Enrollment.run),
+            col(Enrollment.send_at),
+            col(Enrollment.paused_until),
+        )
+
+    def pace(self, course: Course, *, timezone: str | None = None) -> Pace:
+        """When this enrollment's lessons go (``timezone``: one about to be applied)."""
+        return course.pace(
+            timezone=timezone or self.timezone,
+            send_at=self.send_at,
+            run=self.run,
+            paused_until=self.paused_until,
         )
 
     @classmethod
@@ -278,7 +294,7 @@ def activate_many(
             connection,
             enrollment_id=member.enrollment_id,
             course=course,
-            zone=course.zone_for(_zone_after(member, signup)),
+            pace=member.pace(course, timezone=_zone_after(member, signup)),
             now=now,
             history=history,
             last_sent_at=last_sent,
@@ -322,7 +338,13 @@ def extend_evergreen(
         return 0
     behind = list(
         connection.execute(
-            select(col(Enrollment.id), col(Subscriber.timezone))
+            select(
+                col(Enrollment.id),
+                col(Subscriber.timezone),
+                col(Enrollment.run),
+                col(Enrollment.send_at),
+                col(Enrollment.paused_until),
+            )
             .join(Subscriber, col(Subscriber.id) == col(Enrollment.subscriber_id))
             .where(
                 col(Enrollment.course_slug) == course.slug,
@@ -332,9 +354,13 @@ def extend_evergreen(
                     col(Subscriber.unsubscribed_at).is_(None),
                     col(Subscriber.unsubscribed_at) < col(Enrollment.completed_at),
                 ),
-                ~exists().where(
+                ~exists().where(  # the last day's row, in the enrollment's run
                     col(Delivery.enrollment_id) == col(Enrollment.id),
-                    col(Delivery.key) == course.days[-1].id,
+                    col(Delivery.key)
+                    == case(
+                        (col(Enrollment.run) <= 1, course.days[-1].id),
+                        else_=course.days[-1].id + "." + cast(col(Enrollment.run), String),
+                    ),
                 ),
             )
             .order_by(col(Enrollment.id))
@@ -343,12 +369,17 @@ def extend_evergreen(
     )
     if not behind:
         return 0
-    zones: dict[int, str | None] = dict(behind)  # type: ignore[arg-type]
+    paces = {
+        enrollment_id: course.pace(
+            timezone=zone, send_at=send_at, run=run, paused_until=paused_until
+        )
+        for enrollment_id, zone, run, send_at, paused_until in behind
+    }
     restarted: list[int] = list(
         connection.execute(  # type: ignore[arg-type]
             update(Enrollment)
             .where(
-                col(Enrollment.id).in_(zones),
+                col(Enrollment.id).in_(paces),
                 col(Enrollment.status) == EnrollmentStatus.COMPLETED,  # not if restarted meanwhile
             )
             .values(status=EnrollmentStatus.ACTIVE, completed_at=None)
@@ -358,17 +389,17 @@ def extend_evergreen(
     histories = deliveries.lesson_histories(connection, restarted)
     for enrollment_id in restarted:
         history, last_sent = histories.get(enrollment_id, ({}, None))
-        zone = course.zone_for(zones[enrollment_id])
+        pace = paces[enrollment_id]
         deliveries.queue_next_lesson(
             connection,
             enrollment_id=enrollment_id,
             course=course,
-            zone=zone,
+            pace=pace,
             now=now,
             history=history,
             last_sent_at=last_sent,
             not_before=schedule.next_slot(
-                now=now, zone=zone, send_at=course.send_at, weekdays=course.weekdays
+                now=now, zone=pace.zone, send_at=pace.send_at, weekdays=pace.weekdays
             ),
         )
     return len(behind)

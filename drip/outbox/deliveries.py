@@ -14,7 +14,6 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     BindParameter,
@@ -36,6 +35,7 @@ from drip.core import schedule
 from drip.core.courses import Course
 from drip.core.models import (
     TRANSACTIONAL_PENDING,
+    Click,
     Delivery,
     Enrollment,
     Signup,
@@ -43,11 +43,12 @@ from drip.core.models import (
 )
 from drip.core.states import (
     PENDING_DELIVERY,
+    ClickLink,
     DeliveryStatus,
     EmailKind,
     EnrollmentStatus,
 )
-from drip.outbox.kinds import KINDS, row_key
+from drip.outbox.kinds import KINDS, lesson_day, lesson_key, row_key
 from drip.store.statements import Compiled, Prepared, insert_for
 
 
@@ -69,10 +70,28 @@ class Claimed:
     email: str
     name: str
     timezone: str | None
+    #: the enrollment's run of the course, own hour (``HH:MM``) and pause
+    run: int = 1
+    send_at: str | None = None
+    paused_until: datetime | None = None
     #: the signup a confirmation belongs to (its link names it)
     signup_uid: str | None = None
-    #: lesson day id → status of every lesson row of this enrollment, at claim time
+    #: lesson key → status of every lesson row of this enrollment, at claim time
     history: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def day_id(self) -> str:
+        """A lesson's day id (its key without the run)."""
+        return lesson_day(self.key)[0]
+
+    def pace(self, course: Course) -> schedule.Pace:
+        """When this enrollment's lessons go."""
+        return course.pace(
+            timezone=self.timezone,
+            send_at=self.send_at,
+            run=self.run,
+            paused_until=self.paused_until,
+        )
 
 
 # -- claiming -------------------------------------------------------------------------------
@@ -180,6 +199,9 @@ def claim(
                     col(Subscriber.name),
                     col(Subscriber.timezone),
                     col(Signup.uid),
+                    col(Enrollment.run),
+                    col(Enrollment.send_at),
+                    col(Enrollment.paused_until),
                 )
             )
             .outerjoin(Signup, col(Signup.id) == Delivery.signup_id)
@@ -209,6 +231,9 @@ def claim(
             name=row[9],
             timezone=row[10],
             signup_uid=row[11],
+            run=row[12],
+            send_at=row[13],
+            paused_until=row[14],
             history=history.get(row[1], {}),
         )
         for row in rows
@@ -231,6 +256,18 @@ class _Statements:
         #: (PostgreSQL; under SQLite's write lock nothing else writes meanwhile)
         self.check_holding = Prepared(checking.with_for_update(of=[Enrollment]), dialect)
         self.dialect = dialect
+        #: was the class link of an enrollment's lesson (by key) followed?
+        self.clicked = Prepared(
+            select(col(Click.id))
+            .join(Delivery, col(Delivery.id) == col(Click.delivery_id))
+            .where(
+                col(Delivery.enrollment_id) == bindparam("enrollment"),
+                col(Delivery.key) == bindparam("key"),
+                col(Click.link) == ClickLink.CLASS.value,
+            )
+            .limit(1),
+            dialect,
+        )
         self.mark_sent = Prepared(
             update(Delivery)
             .where(col(Delivery.id) == bindparam("id"), *lease)
@@ -329,6 +366,13 @@ def check(connection: Connection, item: Claimed, *, holding: bool = False) -> bo
     if row is None:
         return None
     return KINDS[item.kind].wants(row[0], row[1])
+
+
+def clicked(connection: Connection, *, enrollment_id: int, key: str) -> bool:
+    """Was the class link of the enrollment's lesson ``key`` followed? A read of its own,
+    outside any transaction (as ``check``), right before SMTP."""
+    params = {"enrollment": enrollment_id, "key": key}
+    return _statements(connection.dialect).clicked.read_alone(connection, params) is not None
 
 
 def mark_sent(
@@ -490,12 +534,23 @@ def lesson_histories(
     return found
 
 
+def run_history(history: Mapping[str, str], run: int) -> dict[str, str]:
+    """Day id → status of the lessons of one run of the course, from lesson key →
+    status (``lesson_histories``)."""
+    found = {}
+    for key, status in history.items():
+        day_id, key_run = lesson_day(key)
+        if key_run == run:
+            found[day_id] = status
+    return found
+
+
 def queue_next_lesson(
     connection: Connection,
     *,
     enrollment_id: int,
     course: Course,
-    zone: ZoneInfo,
+    pace: schedule.Pace,
     now: datetime,
     history: Mapping[str, str],
     closed: str | None = None,
@@ -506,28 +561,33 @@ def queue_next_lesson(
 ) -> schedule.NextLesson | None:
     """Queue an enrollment's next lesson (``schedule.plan_next``), or complete it.
 
-    The one rule for what comes next, used when a lesson is closed (``closed``: sent,
-    failed or skipped; ``last_sent_at`` when it was sent) and when an enrollment
-    (re)starts (``resuming``). ``history``: day id → status (``lesson_histories``).
-    At most one lesson per enrollment is ever queued: None when one already is.
-    Completing queues the course's ``after_course`` email, once per enrollment ever.
-    With ``batch``, a new lesson is added there (``queue``'s keyword arguments) for the
-    caller's ``queue_many``, instead of queued at once.
+    The one rule for what comes next, used when a lesson is closed (``closed``: the key
+    of a lesson sent, failed or skipped; ``last_sent_at`` when it was sent) and when an
+    enrollment (re)starts (``resuming``). ``history``: lesson key → status
+    (``lesson_histories``); only ``pace.run``'s lessons count. The lesson goes at the
+    enrollment's own hour, in its zone, and not before a pause ends. At most one lesson
+    per enrollment is ever queued: None when one already is. Completing queues the
+    course's ``after_course`` email, once per enrollment ever. With ``batch``, a new
+    lesson is added there (``queue``'s keyword arguments) for the caller's
+    ``queue_many``, instead of queued at once.
     """
-    statuses = dict(history)
+    statuses = run_history(history, pace.run)
     if closed is not None:
-        statuses[closed] = DeliveryStatus.SENT  # done, whatever its row says now
+        statuses[lesson_day(closed)[0]] = DeliveryStatus.SENT  # done, whatever its row says
     if any(status in PENDING_DELIVERY for status in statuses.values()):
         return None
+    pause_over = pace.earliest(now)
+    if pause_over is not None:
+        not_before = max(not_before or pause_over, pause_over)
     plan = schedule.plan_next(
         day_ids=[day.id for day in course.days],
         done={day for day, status in statuses.items() if status != DeliveryStatus.CANCELLED},
         last_sent_at=last_sent_at,
         resuming=resuming,
         now=now,
-        zone=zone,
-        send_at=course.send_at,
-        weekdays=course.weekdays,
+        zone=pace.zone,
+        send_at=pace.send_at,
+        weekdays=pace.weekdays,
         not_before=not_before,
     )
     if plan.day_id is None or plan.due_at is None:
@@ -540,13 +600,15 @@ def queue_next_lesson(
             .values(status=EnrollmentStatus.COMPLETED, completed_at=now)
         ).rowcount
         if completed and course.after_course is not None:
-            # the allowed day after the last lesson, at the course's hour
+            # the allowed day after the last lesson, at the subscriber's hour
             due = schedule.next_due(
                 last_sent_at=last_sent_at or now,
-                zone=zone,
-                send_at=course.send_at,
-                weekdays=course.weekdays,
+                zone=pace.zone,
+                send_at=pace.send_at,
+                weekdays=pace.weekdays,
             )
+            if pause_over is not None:
+                due = max(due, pause_over)
             queued = queue_email(
                 connection,
                 enrollment_id=enrollment_id,
@@ -556,13 +618,15 @@ def queue_next_lesson(
             )
             if not queued:  # cancelled while an evergreen course's new days went out
                 _revive(connection, enrollment_id, row_key(EmailKind.AFTER_COURSE, now=now), due)
-    elif plan.day_id in statuses:  # cancelled by an earlier unsubscribe: revive it
-        _revive(connection, enrollment_id, plan.day_id, plan.due_at)
+        return plan
+    key = lesson_key(plan.day_id, pace.run)
+    if plan.day_id in statuses:  # cancelled by an earlier unsubscribe: revive it
+        _revive(connection, enrollment_id, key, plan.due_at)
     else:
         email: dict[str, Any] = {
             "enrollment_id": enrollment_id,
             "kind": EmailKind.LESSON,
-            "key": plan.day_id,
+            "key": key,
             "due_at": plan.due_at,
             "now": now,
         }

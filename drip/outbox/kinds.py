@@ -21,7 +21,9 @@ class Repeats(StrEnum):
     EVERY_TIME = "every-time"  #: ``kind:RANDOM``: each one queued is sent
     HOURLY = "hourly"  #: ``kind:YYYYMMDDHH``: at most one an hour
     ONCE = "once"  #: ``kind:once``: at most one per enrollment, ever
-    PER_DAY = "per-day"  #: a lesson: its key is its day's id (day ids never contain a colon)
+    #: a lesson: its key is its day's id, ``DAY.RUN`` from the course's second run on
+    #: (day ids never contain a colon or a dot)
+    PER_DAY = "per-day"
 
 
 @dataclass(frozen=True)
@@ -99,13 +101,24 @@ KINDS: dict[EmailKind, Kind] = {
 }
 
 
-def row_key(kind: EmailKind, *, now: datetime, day_id: str | None = None) -> str:
-    """The outbox key of a new email of ``kind`` (a lesson's: its ``day_id``)."""
+def lesson_key(day_id: str, run: int) -> str:
+    """The outbox key of a lesson: its day id in the first run of the course, and
+    ``DAY.RUN`` after a restart, so each day goes once per run (and with a Message-ID of
+    its own, which receivers do not drop as a duplicate)."""
+    return day_id if run <= 1 else f"{day_id}.{run}"
+
+
+def lesson_day(key: str) -> tuple[str, int]:
+    """(day id, run) of a lesson's outbox key."""
+    day_id, _, run = key.partition(".")
+    return day_id, int(run) if run.isdigit() else 1
+
+
+def row_key(kind: EmailKind, *, now: datetime) -> str:
+    """The outbox key of a new email of ``kind`` (lessons have ``lesson_key``)."""
     repeats = KINDS[kind].repeats
     if repeats is Repeats.PER_DAY:
-        if day_id is None:
-            raise ValueError("a lesson's key is its day id")
-        return day_id
+        raise ValueError("a lesson's key is lesson_key(day id, run)")
     if repeats is Repeats.ONCE:
         return f"{kind}:once"
     if repeats is Repeats.HOURLY:

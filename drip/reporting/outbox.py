@@ -11,6 +11,7 @@ from sqlmodel import col
 from drip.core.models import Delivery, Enrollment, Subscriber
 from drip.core.states import DeliveryStatus, EmailKind
 from drip.outbox.deliveries import is_due, joined
+from drip.outbox.kinds import lesson_day
 
 
 def due(connection: Connection, *, now: datetime, limit: int | None) -> list[dict[str, object]]:
@@ -64,4 +65,10 @@ def sent_lessons(
     ).all()
     if not rows:
         return None
-    return rows[0][0], {day_id: status for _, day_id, status in rows if day_id is not None}
+    received: dict[str, str] = {}
+    for _, key, status in rows:  # a day sent in any run of the course
+        if key is not None:
+            day_id = lesson_day(key)[0]
+            if received.get(day_id) != DeliveryStatus.SENT:
+                received[day_id] = status
+    return rows[0][0], received

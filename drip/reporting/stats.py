@@ -23,6 +23,7 @@ from sqlmodel import col
 from drip.core.courses import Course
 from drip.core.models import Click, Delivery, Enrollment, MailEvent, Subscriber
 from drip.core.states import (
+    CONDITION_NOT_MET,
     ClickLink,
     DeliveryStatus,
     EmailKind,
@@ -30,6 +31,7 @@ from drip.core.states import (
     MailEventKind,
     SubscriberStatus,
 )
+from drip.outbox.kinds import lesson_day
 
 
 def funnel(
@@ -72,15 +74,25 @@ def funnel(
         .where(*cohort, col(Delivery.kind) == EmailKind.LESSON)
     )
     outcomes: Counter[tuple[str, str]] = Counter()
-    for day_id, status, count in connection.execute(
+    for key, status, count in connection.execute(
         lessons.add_columns(col(Delivery.status), func.count())
         .where(col(Delivery.status).in_([DeliveryStatus.SENT, DeliveryStatus.FAILED]))
         .group_by(col(Delivery.key), col(Delivery.status))
     ):
-        outcomes[day_id, status] += count
+        outcomes[lesson_day(key)[0], status] += count
+    # lessons a day's send_if ruled out (the next day went in their slot)
+    for key, count in connection.execute(
+        lessons.add_columns(func.count())
+        .where(
+            col(Delivery.status) == DeliveryStatus.SKIPPED,
+            col(Delivery.last_error).startswith(CONDITION_NOT_MET),
+        )
+        .group_by(col(Delivery.key))
+    ):
+        outcomes[lesson_day(key)[0], "skipped"] += count
     # lessons a hard bounce or a complaint came back for (at the SMTP conversation, by
     # email or by a provider's webhook): a refused one is counted bounced, not failed
-    for day_id, kind, status, count in connection.execute(
+    for key, kind, status, count in connection.execute(
         lessons.add_columns(
             col(MailEvent.kind), col(Delivery.status), func.count(distinct(col(Delivery.id)))
         )
@@ -88,22 +100,23 @@ def funnel(
         .where(col(MailEvent.kind).in_([MailEventKind.HARD, MailEventKind.COMPLAINT]))
         .group_by(col(Delivery.key), col(MailEvent.kind), col(Delivery.status))
     ):
+        day_id = lesson_day(key)[0]
         if kind == MailEventKind.COMPLAINT:
             outcomes[day_id, "complained"] += count
             continue
         outcomes[day_id, "bounced"] += count
         if status == DeliveryStatus.FAILED:
             outcomes[day_id, DeliveryStatus.FAILED] -= count
-    for day_id, count in connection.execute(
+    for key, count in connection.execute(
         lessons.add_columns(func.count())
         .join(Click, col(Click.delivery_id) == col(Delivery.id))
         .where(col(Click.link) == ClickLink.CLASS)
         .group_by(col(Delivery.key))
     ):
-        outcomes[day_id, "clicked"] += count
+        outcomes[lesson_day(key)[0], "clicked"] += count
     # who left, and the lessons they were sent: each counts after their last one
     last_lesson: dict[int | None, str] = {}
-    for enrollment_id, day_id in connection.execute(
+    for enrollment_id, key in connection.execute(
         select(col(Enrollment.id), col(Delivery.key))
         .join(Delivery, col(Delivery.enrollment_id) == col(Enrollment.id))
         .join(Subscriber, col(Subscriber.id) == col(Enrollment.subscriber_id))
@@ -116,7 +129,7 @@ def funnel(
         )
         .order_by(col(Delivery.sent_at), col(Delivery.id))
     ):
-        last_lesson[enrollment_id] = day_id  # in sending order: the last one stays
+        last_lesson[enrollment_id] = lesson_day(key)[0]  # in sending order: the last stays
     for day_id in last_lesson.values():
         outcomes[day_id, "unsubscribed"] += 1
     days = []
@@ -134,9 +147,19 @@ def funnel(
                 "bounced": outcomes[day.id, "bounced"],
                 "complained": outcomes[day.id, "complained"],
                 "failed": outcomes[day.id, DeliveryStatus.FAILED],
+                "skipped": outcomes[day.id, "skipped"],
             }
         )
     completed = statuses[EnrollmentStatus.COMPLETED]
+    paused, pauses, restarted, restarts, own_hour = connection.execute(
+        select(
+            func.count(col(Enrollment.id)).filter(col(Enrollment.pauses) > 0),
+            func.coalesce(func.sum(col(Enrollment.pauses)), 0),
+            func.count(col(Enrollment.id)).filter(col(Enrollment.restarts) > 0),
+            func.coalesce(func.sum(col(Enrollment.restarts)), 0),
+            func.count(col(Enrollment.send_at)),
+        ).where(*cohort)
+    ).one()
     return {
         "course": course.slug,
         "since": since.isoformat() if since else None,
@@ -146,6 +169,15 @@ def funnel(
         "completion_rate": _rate(completed, confirmed),
         "subscribers": dict(sorted(people.items())),
         "enrollments": dict(sorted(statuses.items())),
+        # the subscribers' own controls: who paused (and how often), restarted, or moved
+        # their lessons to another hour
+        "controls": {
+            "paused": int(paused),
+            "pauses": int(pauses),
+            "restarted": int(restarted),
+            "restarts": int(restarts),
+            "own_hour": int(own_hour),
+        },
         "days": days,
     }
 

@@ -63,6 +63,7 @@ SLOTS = (
     "timezone",
     "class_url",
     "view_url",
+    "me_url",
 )
 _MARKERS = {slot: f"\x00drip:{slot}\x00" for slot in SLOTS}
 #: recipients whose full render must equal the spliced one before splicing is trusted
@@ -76,6 +77,7 @@ _SPLICE_SAMPLES = (
         "timezone": "Europe/London",
         "class_url": "https://drip.invalid/c/a.b",
         "view_url": "https://drip.invalid/lessons/a.b.c",
+        "me_url": "https://drip.invalid/me/a.b",
     },
     {
         "name": 'Zoë & "Co" <b>',
@@ -86,6 +88,7 @@ _SPLICE_SAMPLES = (
         "timezone": "America/Argentina/Buenos_Aires",
         "class_url": "https://drip.invalid/c/c.d?x=1&y=<2>",
         "view_url": "https://drip.invalid/lessons/c.d.e?x=1&y=<2>",
+        "me_url": "https://drip.invalid/me/c.d?x=1&y=<2>",
     },
 )
 
@@ -121,20 +124,30 @@ class Composer:
             self._prepared.clear()
 
     # -- emails --------------------------------------------------------------------------
-    def lesson(self, *, course: Course, day: Day, recipient: Recipient, now: datetime) -> Outgoing:
-        """The lesson for ``day``; its Message-ID is the same on every retry."""
+    def lesson(
+        self,
+        *,
+        course: Course,
+        day: Day,
+        recipient: Recipient,
+        now: datetime,
+        key: str | None = None,
+    ) -> Outgoing:
+        """The lesson for ``day``; its Message-ID, made from its outbox ``key`` (the day id
+        by default; ``DAY.RUN`` after a restart), is the same on every retry."""
         prepared = self._prepare(course, day.id, lambda: self._lesson_parts(course, day))
         unsubscribe_url = self.links.unsubscribe(recipient.uid)
         values = {
             "unsubscribe_url": unsubscribe_url,
             "view_url": self.links.lesson(recipient.uid, day.id),
+            "me_url": self.links.me(recipient.uid),
         }
         if course.track_clicks:
             values["class_url"] = self.links.tracked_class(recipient.uid, course, day)
         return self._finish(
             prepared,
             recipient,
-            key=day.id,
+            key=key or day.id,
             now=now,
             values=values,
             headers=self._list_headers(recipient, unsubscribe_url),
@@ -156,7 +169,10 @@ class Composer:
         and, from the lesson ``history``, tells a returning subscriber where they resume."""
         spec = KINDS[kind]
         prepared = self._prepare(course, kind, lambda: self._transactional_parts(course, spec))
-        values: dict[str, str] = {"timezone": recipient.timezone}
+        values: dict[str, str] = {
+            "timezone": recipient.timezone,
+            "me_url": self.links.me(recipient.uid),
+        }
         headers: list[tuple[str, str]] = []
         if spec.unsubscribe:
             values["unsubscribe_url"] = self.links.unsubscribe(recipient.uid)
@@ -233,7 +249,13 @@ class Composer:
             "body_html": markdown_html(day.body),
             "body_text": markdown_text(day.body),
         }
-        slots: tuple[str, ...] = ("name", "greeting_name", "unsubscribe_url", "view_url")
+        slots: tuple[str, ...] = (
+            "name",
+            "greeting_name",
+            "unsubscribe_url",
+            "view_url",
+            "me_url",
+        )
         if course.track_clicks:
             slots += ("class_url",)
         else:
@@ -254,6 +276,10 @@ class Composer:
                 "body_text": markdown_text(after.body),
             }
         slots = ["name", "greeting_name", "timezone"]
+        if spec.template == "after_course":  # what comes next: pause, restart, another hour
+            slots.append("me_url")
+        else:
+            context["me_url"] = None
         if spec.unsubscribe:
             slots.append("unsubscribe_url")
         else:

@@ -42,9 +42,10 @@ from drip.core.config import Settings
 from drip.core.courses import Catalog, Course
 from drip.core.exceptions import ConfigError, DripError, PermanentFailure, TemporaryFailure
 from drip.core.logs import log_event
-from drip.core.states import DeliveryStatus, EmailKind
+from drip.core.states import CONDITION_NOT_MET, DeliveryStatus, EmailKind
 from drip.outbox import deliveries
 from drip.outbox.deliveries import Claimed
+from drip.outbox.kinds import lesson_key
 from drip.sending.mailer import Mailer, mailer_from_url, transport_for
 from drip.sending.mailer.base import Settled
 from drip.store.statements import generic_plans
@@ -388,6 +389,12 @@ class _Worker:
         if not self._still_wanted(item):
             self._count(SendOutcome.CANCELLED)
             return
+        ruled_out = self._ruled_out(item, course)
+        if ruled_out:  # its send_if says no: skipped, and the next day takes its slot
+            with self._transaction() as connection:
+                skipped = DeliveryStatus.SKIPPED
+                self._count(self._close(connection, item, course, skipped, error=ruled_out))
+            return
         if self.report.stopped:  # the message in flight, settled for the check, found SMTP gone
             self._release([item])
             return
@@ -432,9 +439,11 @@ class _Worker:
         recipient = Recipient(item.email, item.name, item.uid, course.zone_name_for(item.timezone))
         composer = self.sender.composer
         if item.kind == EmailKind.LESSON:
-            day = course.day(item.key)
+            day = course.day(item.day_id)
             assert day is not None  # checked by the caller
-            return composer.lesson(course=course, day=day, recipient=recipient, now=self.now)
+            return composer.lesson(
+                course=course, day=day, recipient=recipient, now=self.now, key=item.key
+            )
         return composer.transactional(
             item.kind,
             course=course,
@@ -442,7 +451,7 @@ class _Worker:
             key=item.key,
             now=self.now,
             signup_uid=item.signup_uid,
-            history=item.history,
+            history=deliveries.run_history(item.history, item.run),
         )
 
     @contextmanager
@@ -491,6 +500,20 @@ class _Worker:
                 )
         return bool(wanted)
 
+    def _ruled_out(self, item: Claimed, course: Course) -> str | None:
+        """Why a lesson's ``send_if`` rules it out now, if it does: decided right before
+        SMTP, so a click up to this moment counts (the earlier day of the same run)."""
+        day = course.day(item.day_id) if item.kind == EmailKind.LESSON else None
+        condition = day.send_if if day is not None else None
+        if condition is None:
+            return None
+        followed = deliveries.clicked(
+            self.connection,
+            enrollment_id=item.enrollment_id,
+            key=lesson_key(condition.day_id, item.run),
+        )
+        return None if condition.wants(followed) else f"{CONDITION_NOT_MET}: {condition}"
+
     # -- recording ------------------------------------------------------------------------
 
     def _write_receipts(self, accepted: list[_Accepted]) -> None:
@@ -536,7 +559,7 @@ class _Worker:
             connection,
             enrollment_id=item.enrollment_id,
             course=course,
-            zone=course.zone_for(item.timezone),
+            pace=item.pace(course),
             now=self.now,
             history=item.history,
             closed=item.key,
@@ -627,7 +650,7 @@ class _Worker:
 
 def _removed(item: Claimed, course: Course) -> str | None:
     """Why this email no longer exists in its course, if it does not."""
-    if item.kind == EmailKind.LESSON and course.day(item.key) is None:
+    if item.kind == EmailKind.LESSON and course.day(item.day_id) is None:
         return "day removed"
     if item.kind == EmailKind.AFTER_COURSE and course.after_course is None:
         return "after_course removed"

@@ -109,13 +109,14 @@ def test_the_funnel_counts_a_scripted_history(
         # complained) suppressed; dan left
         "subscribers": {"active": 3, "pending": 1, "suppressed": 2, "unsubscribed": 1},
         "enrollments": {"cancelled": 2, "completed": 4, "pending": 1},
+        "controls": {"paused": 0, "pauses": 0, "restarted": 0, "restarts": 0, "own_hour": 0},
         "days": [
             {"day": 1, "id": ids[0], "sent": 4, "clicked": 2, "click_rate": 0.5,
-             "unsubscribed": 1, "bounced": 1, "complained": 0, "failed": 1},
+             "unsubscribed": 1, "bounced": 1, "complained": 0, "failed": 1, "skipped": 0},
             {"day": 2, "id": ids[1], "sent": 3, "clicked": 1, "click_rate": 0.333,
-             "unsubscribed": 0, "bounced": 0, "complained": 0, "failed": 1},
+             "unsubscribed": 0, "bounced": 0, "complained": 0, "failed": 1, "skipped": 0},
             {"day": 3, "id": ids[2], "sent": 3, "clicked": 0, "click_rate": 0.0,
-             "unsubscribed": 0, "bounced": 0, "complained": 1, "failed": 1},
+             "unsubscribed": 0, "bounced": 0, "complained": 1, "failed": 1, "skipped": 0},
         ],
     }  # fmt: skip
 
