@@ -386,6 +386,91 @@ def suppress(
     say(f"{subscriber.email}: {'suppressed' if changed else 'already suppressed'}")
 
 
+def _control(
+    email: str, control: str, now: str | None, days: int | None = None, send_at: str | None = None
+) -> None:
+    """Apply one of the subscriber's own controls for them, and say what happens next."""
+    from datetime import time
+
+    from drip.lifecycle import actions
+    from drip.lifecycle.controls import Control
+
+    hour = None
+    if send_at is not None:
+        try:
+            hour = time.fromisoformat(send_at) if len(send_at.strip()) == 5 else None
+        except ValueError:
+            hour = None
+        if hour is None:
+            raise typer.BadParameter(f"{send_at!r} is not a time as HH:MM, e.g. 18:30")
+    when = parse_now(now)
+    courses = catalog(strict=False)
+    with engine().begin() as connection:
+        subscriber = actions.find(connection, email=email)
+        done = actions.control(
+            connection,
+            subscriber=subscriber,
+            catalog=courses,
+            control=Control(control),
+            now=when,
+            days=days,
+            send_at=hour,
+        )
+    if done.refused:
+        say(f"{subscriber.email}: nothing changed: {done.refused}")
+        raise typer.Exit(1)
+    what = {"pause": "paused", "resume": "resumed", "restart": "restarted", "time": "moved"}
+    nxt = done.next_lesson
+    after = f"; next lesson at {nxt.due_at:%Y-%m-%d %H:%M} UTC" if nxt and nxt.due_at else ""
+    say(f"{subscriber.email}: {what[control] if done.changed else 'nothing to change'}{after}")
+
+
+@app.command()
+def pause(
+    email: Annotated[str, typer.Argument()],
+    days: Annotated[int, typer.Option("--days", min=1, max=30, help="Mornings without a lesson.")],
+    now: NowOption = None,
+) -> None:
+    """Pause a subscriber's lessons for some mornings, as their own page would: the next
+    lesson goes on the first allowed morning after them, the rest one a day after it.
+
+    Example: drip subscribers pause ana@example.org --days 7
+    """
+    _control(email, "pause", now, days=days)
+
+
+@app.command()
+def resume(email: Annotated[str, typer.Argument()], now: NowOption = None) -> None:
+    """End a subscriber's pause: the next lesson on the next allowed morning.
+
+    Example: drip subscribers resume ana@example.org
+    """
+    _control(email, "resume", now)
+
+
+@app.command()
+def restart(email: Annotated[str, typer.Argument()], now: NowOption = None) -> None:
+    """Start a subscriber's course again from day 1, on the next allowed morning, one a
+    day (each day once per run; the after-course email still once).
+
+    Example: drip subscribers restart ana@example.org
+    """
+    _control(email, "restart", now)
+
+
+@app.command("set-time")
+def set_time(
+    email: Annotated[str, typer.Argument()],
+    send_at: Annotated[str, typer.Argument(metavar="HH:MM", help="Local time, e.g. 18:30.")],
+    now: NowOption = None,
+) -> None:
+    """Send a subscriber's lessons at another local hour from now on (in their zone).
+
+    Example: drip subscribers set-time ana@example.org 18:30
+    """
+    _control(email, "time", now, send_at=send_at)
+
+
 @app.command()
 def delete(
     email: Annotated[str, typer.Argument()],

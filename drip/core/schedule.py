@@ -152,3 +152,30 @@ def next_slot(
     if due < now:
         due = local_send_time(next_allowed_day(day, weekdays), send_at, zone)
     return due
+
+
+def pause_end(*, now: datetime, days: int, zone: ZoneInfo, send_at: time) -> datetime:
+    """When a pause of ``days`` mornings asked for at ``now`` ends (aware UTC): the local
+    midnight after the last morning skipped. The first morning skipped is today's when
+    today's ``send_at`` is still to come, else tomorrow's."""
+    today = now.astimezone(zone).date()
+    first = today if local_send_time(today, send_at, zone) >= now else today + timedelta(days=1)
+    return datetime.combine(first + timedelta(days=days), time(0), tzinfo=zone).astimezone(UTC)
+
+
+def next_morning(*, now: datetime, pace: Pace, last_sent_at: datetime | None) -> datetime:
+    """The next allowed slot at ``pace``'s hour, never on a day a lesson already went out
+    (one a day) and never inside a pause: where a rescheduled lesson goes."""
+    due = next_slot(now=now, zone=pace.zone, send_at=pace.send_at, weekdays=pace.weekdays)
+    if last_sent_at is not None:
+        due = max(
+            due,
+            next_due(
+                last_sent_at=last_sent_at,
+                zone=pace.zone,
+                send_at=pace.send_at,
+                weekdays=pace.weekdays,
+            ),
+        )
+    earliest = pace.earliest(now)
+    return max(due, earliest) if earliest is not None else due

@@ -1,6 +1,6 @@
 """What the operator does to one subscriber, whichever door it comes through: the CLI
-(``drip subscribers unsubscribe|suppress|resend-confirmation|delete``) and the dashboard
-call these same functions, so every door behaves the same.
+(``drip subscribers unsubscribe|suppress|resend-confirmation|delete|pause|resume|restart|
+set-time``) and the dashboard call these same functions, so every door behaves the same.
 
 Each runs in the caller's transaction on a Core ``Connection``; an email it sets off (a
 goodbye, a confirmation) is queued in the outbox, never sent here. A subscriber is named
@@ -10,7 +10,7 @@ by address (the CLI) or by public uid (the dashboard): ``find``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time
 
 from sqlalchemy import Connection, select
 from sqlalchemy import delete as sql_delete
@@ -21,7 +21,7 @@ from drip.core.entries import normalize_email
 from drip.core.exceptions import SubscriberNotFound
 from drip.core.models import Delivery, Enrollment, Subscriber
 from drip.core.states import SubscriberStatus
-from drip.lifecycle import enrollment
+from drip.lifecycle import controls, enrollment
 from drip.reporting.metrics import record_erasure
 
 
@@ -125,6 +125,33 @@ def delete(connection: Connection, *, subscriber: Target) -> None:
     ).all()
     record_erasure(connection, subscriber_id=held)
     connection.execute(sql_delete(Subscriber).where(col(Subscriber.id) == held))
+
+
+def control(
+    connection: Connection,
+    *,
+    subscriber: Target,
+    catalog: Catalog,
+    control: controls.Control,
+    now: datetime,
+    days: int | None = None,
+    send_at: time | None = None,
+) -> controls.Changed:
+    """Pause, resume, restart or move the hour of the subscriber's latest course, as her
+    own page would (``drip.lifecycle.controls``)."""
+    member = _latest_member(connection, subscriber)
+    course = catalog.find(member.course_slug) if member is not None else None
+    if member is None or course is None:
+        return controls.Changed(False, refused="they are on no course drip still offers")
+    return controls.apply(
+        connection,
+        member=member,
+        course=course,
+        control=control,
+        now=now,
+        days=days,
+        send_at=send_at,
+    )
 
 
 def _latest_member(connection: Connection, subscriber: Target) -> enrollment.Member | None:

@@ -84,13 +84,14 @@ class Claimed:
         """A lesson's day id (its key without the run)."""
         return lesson_day(self.key)[0]
 
-    def pace(self, course: Course) -> schedule.Pace:
-        """When this enrollment's lessons go."""
+    def pace(self, course: Course, standing: Standing | None = None) -> schedule.Pace:
+        """When this enrollment's lessons go: as at the claim, or as ``standing`` says now."""
+        now = standing or Standing(self.run, self.send_at, self.paused_until)
         return course.pace(
             timezone=self.timezone,
-            send_at=self.send_at,
-            run=self.run,
-            paused_until=self.paused_until,
+            send_at=now.send_at,
+            run=now.run,
+            paused_until=now.paused_until,
         )
 
 
@@ -509,6 +510,31 @@ def queue_many(connection: Connection, emails: Sequence[Mapping[str, Any]]) -> N
         statements.insert_rows(len(chunk)).execute(connection, params)
 
 
+@dataclass(frozen=True)
+class Standing:
+    """An enrollment's pace as it stands now (a control may have changed it since a claim
+    was made): its run, its own hour and its pause."""
+
+    run: int
+    send_at: str | None
+    paused_until: datetime | None
+
+
+def standings(connection: Connection, enrollment_ids: Collection[int]) -> dict[int, Standing]:
+    """Each enrollment's run, own hour and pause, read in the caller's transaction."""
+    if not enrollment_ids:
+        return {}
+    rows: Sequence[Any] = connection.execute(
+        select(
+            col(Enrollment.id),
+            col(Enrollment.run),
+            col(Enrollment.send_at),
+            col(Enrollment.paused_until),
+        ).where(col(Enrollment.id).in_(enrollment_ids))
+    ).all()
+    return {row[0]: Standing(*row[1:]) for row in rows}
+
+
 def lesson_histories(
     connection: Connection, enrollment_ids: Collection[int]
 ) -> dict[int, tuple[dict[str, str], datetime | None]]:
@@ -573,7 +599,9 @@ def queue_next_lesson(
     """
     statuses = run_history(history, pace.run)
     if closed is not None:
-        statuses[lesson_day(closed)[0]] = DeliveryStatus.SENT  # done, whatever its row says
+        day_id, run = lesson_day(closed)
+        if run == pace.run:  # (a lesson of a run since restarted is no day of this one)
+            statuses[day_id] = DeliveryStatus.SENT  # done, whatever its row says now
     if any(status in PENDING_DELIVERY for status in statuses.values()):
         return None
     pause_over = pace.earliest(now)

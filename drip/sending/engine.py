@@ -523,10 +523,13 @@ class _Worker:
             now=self.now,
         )
         next_lessons: list[dict[str, Any]] = []
+        lessons = {e.item.enrollment_id for e in accepted if e.item.kind == EmailKind.LESSON}
+        now_standing = deliveries.standings(self.connection, lessons)
         for each in accepted:
             item = each.item
             if item.delivery_id in recorded:
-                self._queue_next(self.connection, item, each.course, batch=next_lessons)
+                standing = now_standing.get(item.enrollment_id)
+                self._queue_next(self.connection, item, each.course, standing, batch=next_lessons)
                 continue
             # Unsubscribed between the check and the send, or the lease was taken over.
             log_event(
@@ -545,6 +548,7 @@ class _Worker:
         connection: Connection,
         item: Claimed,
         course: Course,
+        standing: deliveries.Standing | None,
         *,
         skipped: bool = False,
         batch: list[dict[str, Any]] | None = None,
@@ -552,14 +556,16 @@ class _Worker:
         """After a lesson is closed, its enrollment's next one (other kinds end here): due
         the next allowed local day after now, or, in place of a day removed from the
         course (``skipped``), at once: the removed day's row was due no earlier than the
-        day after the last lesson, so none went out today."""
+        day after the last lesson, so none went out today. ``standing``: the enrollment's
+        pace as it is now, read in this transaction (a pause, another hour or a restart
+        since the claim count)."""
         if item.kind != EmailKind.LESSON:
             return
         deliveries.queue_next_lesson(
             connection,
             enrollment_id=item.enrollment_id,
             course=course,
-            pace=item.pace(course),
+            pace=item.pace(course, standing),
             now=self.now,
             history=item.history,
             closed=item.key,
@@ -583,7 +589,12 @@ class _Worker:
             values["failed_at"] = self.now
         if not deliveries.update_claimed(connection, item, values):
             return SendOutcome.CANCELLED  # unsubscribed meanwhile, or the lease was taken over
-        self._queue_next(connection, item, course, skipped=status == DeliveryStatus.SKIPPED)
+        if item.kind == EmailKind.LESSON:
+            standing = deliveries.standings(connection, [item.enrollment_id]).get(
+                item.enrollment_id
+            )
+            skipped = status == DeliveryStatus.SKIPPED
+            self._queue_next(connection, item, course, standing, skipped=skipped)
         log_event(
             logger,
             logging.WARNING,
