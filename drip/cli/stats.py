@@ -62,6 +62,8 @@ def _percent(rate: float | None) -> str:
 def _print(result: dict[str, Any]) -> None:
     from rich.table import Table
 
+    from drip.reporting.stats import controls_line
+
     out = console()
     since = f" (signed up since {result['since'][:10]})" if result["since"] else ""
     out.print(cell(f"{result['course']}{since}"))
@@ -71,7 +73,8 @@ def _print(result: dict[str, Any]) -> None:
             f"{result['completed']} ({_percent(result['completion_rate'])} of confirmed)"
         )
     )
-    table = Table("day", "sent", "clicked", "left", "bounced", "spam", "failed", "id")
+    out.print(cell(controls_line(result)))
+    table = Table("day", "sent", "clicked", "left", "bounced", "spam", "failed", "skipped", "id")
     for day in result["days"]:
         table.add_row(
             str(day["day"]),
@@ -81,6 +84,7 @@ def _print(result: dict[str, Any]) -> None:
             str(day["bounced"]),
             str(day["complained"]),
             str(day["failed"]),
+            str(day["skipped"]),
             cell(day["id"]),
         )
     out.print(table)

@@ -390,19 +390,15 @@ def _control(
     email: str, control: str, now: str | None, days: int | None = None, send_at: str | None = None
 ) -> None:
     """Apply one of the subscriber's own controls for them, and say what happens next."""
-    from datetime import time
-
     from drip.lifecycle import actions
-    from drip.lifecycle.controls import Control
+    from drip.lifecycle.controls import Control, read_hour
 
     hour = None
     if send_at is not None:
         try:
-            hour = time.fromisoformat(send_at) if len(send_at.strip()) == 5 else None
+            hour = read_hour(send_at)
         except ValueError:
-            hour = None
-        if hour is None:
-            raise typer.BadParameter(f"{send_at!r} is not a time as HH:MM, e.g. 18:30")
+            raise typer.BadParameter(f"{send_at!r} is not a time as HH:MM, e.g. 18:30") from None
     when = parse_now(now)
     courses = catalog(strict=False)
     with engine().begin() as connection:
@@ -419,10 +415,10 @@ def _control(
     if done.refused:
         say(f"{subscriber.email}: nothing changed: {done.refused}")
         raise typer.Exit(1)
-    what = {"pause": "paused", "resume": "resumed", "restart": "restarted", "time": "moved"}
     nxt = done.next_lesson
     after = f"; next lesson at {nxt.due_at:%Y-%m-%d %H:%M} UTC" if nxt and nxt.due_at else ""
-    say(f"{subscriber.email}: {what[control] if done.changed else 'nothing to change'}{after}")
+    what = Control(control).done if done.changed else "nothing to change"
+    say(f"{subscriber.email}: {what}{after}")
 
 
 @app.command()

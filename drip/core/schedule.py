@@ -159,7 +159,7 @@ def pause_end(*, now: datetime, days: int, zone: ZoneInfo, send_at: time) -> dat
     midnight after the last morning skipped. The first morning skipped is today's when
     today's ``send_at`` is still to come, else tomorrow's."""
     today = now.astimezone(zone).date()
-    first = today if local_send_time(today, send_at, zone) >= now else today + timedelta(days=1)
+    first = today if local_send_time(today, send_at, zone) > now else today + timedelta(days=1)
     return datetime.combine(first + timedelta(days=days), time(0), tzinfo=zone).astimezone(UTC)
 
 

@@ -10,6 +10,8 @@ run is queued; the send engine does the rest, one a day, as always.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, time
 from enum import StrEnum
@@ -37,6 +39,42 @@ class Control(StrEnum):
     RESUME = "resume"  #: a pause ends now
     RESTART = "restart"  #: the course again from day 1
     TIME = "time"  #: lessons at another local hour
+
+    @property
+    def done(self) -> str:
+        """What it did, in a word: "paused", "resumed", "restarted", "moved"."""
+        return {"pause": "paused", "resume": "resumed", "restart": "restarted"}.get(
+            self.value, "moved"
+        )
+
+
+_HOUR = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
+
+
+def read_inputs(control: Control, fields: Mapping[str, str]) -> tuple[int | None, time | None]:
+    """(days, send_at) for ``control`` from a form's ``days`` and ``send_at`` fields;
+    ``ValueError`` naming the field when one is wrong."""
+    if control == Control.PAUSE:
+        return read_days(fields.get("days", "")), None
+    if control == Control.TIME:
+        return None, read_hour(fields.get("send_at", ""))
+    return None, None
+
+
+def read_days(raw: str) -> int:
+    """A pause's length: a whole number of mornings, 1 to ``MAX_PAUSE_DAYS``."""
+    raw = raw.strip()
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAUSE_DAYS:
+        raise ValueError(f"days: choose a pause of 1 to {MAX_PAUSE_DAYS} mornings")
+    return int(raw)
+
+
+def read_hour(raw: str) -> time:
+    """A local hour as HH:MM (00:00 to 23:59)."""
+    match = _HOUR.fullmatch(raw.strip())
+    if match is None:
+        raise ValueError("send_at: give a time as HH:MM, e.g. 18:30")
+    return time(int(match[1]), int(match[2]))
 
 
 @dataclass(frozen=True)
@@ -171,8 +209,7 @@ def restart(connection: Connection, *, member: Member, course: Course, now: date
         )
         .values(status=DeliveryStatus.CANCELLED, cancelled_at=now)
     )
-    histories = deliveries.lesson_histories(connection, [member.enrollment_id])
-    history, last_sent = histories.get(member.enrollment_id, ({}, None))
+    history, last_sent = _history(connection, member, now)
     pace = course.pace(timezone=member.timezone, send_at=member.send_at, run=run)
     plan = deliveries.queue_next_lesson(
         connection,
@@ -208,9 +245,7 @@ def _reschedule(
         run=member.run,
         paused_until=paused_until,
     )
-    _, last_sent = deliveries.lesson_histories(connection, [member.enrollment_id]).get(
-        member.enrollment_id, ({}, None)
-    )
+    _, last_sent = _history(connection, member, now)
     due = schedule.next_morning(now=now, pace=pace, last_sent_at=last_sent)
     connection.execute(
         update(Delivery)
@@ -218,6 +253,19 @@ def _reschedule(
         .values(due_at=due)
     )
     return NextLesson(lesson_day(queued.key)[0], due)
+
+
+def _history(
+    connection: Connection, member: Member, now: datetime
+) -> tuple[dict[str, str], datetime | None]:
+    """The enrollment's lessons by key with their status, and when the last one went:
+    ``now`` when one is being sent at this moment (it goes today, so nothing else may)."""
+    history, last_sent = deliveries.lesson_histories(connection, [member.enrollment_id]).get(
+        member.enrollment_id, ({}, None)
+    )
+    if DeliveryStatus.SENDING in history.values():
+        last_sent = now
+    return history, last_sent
 
 
 def _queued(connection: Connection, member: Member) -> Any:

@@ -182,6 +182,20 @@ def funnel(
     }
 
 
+def controls_line(result: dict[str, Any]) -> str:
+    """The subscribers' own controls in a ``funnel`` as one line, for people."""
+    c = result["controls"]
+
+    def times(n: int, what: str) -> str:
+        return f"{n} {what}{'' if n == 1 else 's'}"
+
+    return (
+        f"paused {c['paused']} ({times(c['pauses'], 'pause')}) · "
+        f"restarted {c['restarted']} ({times(c['restarts'], 'restart')}) · "
+        f"own hour {c['own_hour']}"
+    )
+
+
 def _rate(part: int, whole: int) -> float | None:
     """``part / whole`` rounded for people (3 decimals); None when there is no whole."""
     return round(part / whole, 3) if whole else None

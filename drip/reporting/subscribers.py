@@ -102,7 +102,11 @@ def history(*, session: Session, subscriber: Subscriber) -> list[DeliveryView]:
 
 def enrollments_of(*, session: Session, subscriber: Subscriber) -> list[Enrollment]:
     return list(
-        session.exec(select(Enrollment).where(Enrollment.subscriber_id == subscriber.id)).all()
+        session.exec(
+            select(Enrollment)
+            .where(Enrollment.subscriber_id == subscriber.id)
+            .order_by(col(Enrollment.id))
+        ).all()
     )
 
 

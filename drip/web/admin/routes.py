@@ -27,8 +27,10 @@ from starlette.requests import ClientDisconnect
 from drip.core.courses import Course
 from drip.core.exceptions import DripError, SubscriberNotFound
 from drip.core.tokens import Tokens
-from drip.lifecycle import actions
+from drip.lifecycle import actions, controls
+from drip.lifecycle.controls import MAX_PAUSE_DAYS, Control
 from drip.reporting import dashboard
+from drip.reporting.stats import controls_line
 from drip.sending.compose import Composer, emails_of, preview
 from drip.sending.testsend import send_test
 from drip.store import passwords
@@ -51,6 +53,15 @@ DONE = {
     "not-pending": "Nothing queued: they are not waiting for a confirmation.",
     "confirm-delete": "Not deleted: tick the box to confirm.",
     "deleted": "Deleted, with their whole history.",
+    "paused": "Paused: their next lesson moves past the pause, the others follow one a day.",
+    "resumed": "Resumed: their next lesson goes on the next allowed morning.",
+    "restarted": "Restarted: day 1 again on the next allowed morning, one lesson a day.",
+    "moved": "Their lessons now come at the new hour, in their own time zone.",
+    "unchanged": "Nothing changed: that was already so.",
+    "refused": "Nothing changed: they are not receiving a course now (pending, left or "
+    "suppressed), or they have had every lesson, when only a restart applies.",
+    "bad-days": f"Not paused: choose 1 to {MAX_PAUSE_DAYS} mornings.",
+    "bad-time": "Not changed: give the hour as HH:MM.",
 }
 
 
@@ -181,7 +192,7 @@ def overview(request: Request, st: State, admin: SignedIn) -> Response:
         "overview.html",
         admin=admin,
         courses=[
-            (course, result, funnel_chart(result))
+            (course, result, funnel_chart(result), controls_line(result))
             for course, result in zip(st.catalog, seen.funnels, strict=True)
         ],
         signups=signups_chart(seen.signups),
@@ -223,6 +234,8 @@ def subscriber(uid: str, request: Request, st: State, admin: SignedIn) -> Respon
         "subscriber.html",
         admin=admin,
         record=record,
+        now=datetime.now(UTC),
+        max_pause=MAX_PAUSE_DAYS,
         done=DONE.get(request.query_params.get("done", "")),
     )
 
@@ -261,6 +274,36 @@ async def delete(uid: str, request: Request, st: State, admin: SignedIn) -> Resp
         return _done(uid, "confirm-delete")
     await _act(st, uid, actions.delete)
     return RedirectResponse("/admin/subscribers?done=deleted", status_code=303)
+
+
+@router.post("/subscribers/{uid}/control/{control}")
+async def control(uid: str, control: str, request: Request, st: State, admin: SignedIn) -> Response:
+    """Pause (``days``), resume, restart or move the hour (``send_at``) of their latest
+    course, as their own page would."""
+    form = await _form(request, st, purpose="session", nonce=admin.nonce)
+    try:
+        chosen = Control(control)
+    except ValueError:
+        raise Refused(404, "No such control.") from None
+    try:
+        days, send_at = controls.read_inputs(chosen, form)
+    except ValueError:
+        return _done(uid, "bad-days" if chosen == Control.PAUSE else "bad-time")
+    changed = await _act(
+        st,
+        uid,
+        partial(
+            actions.control,
+            catalog=st.catalog,
+            control=chosen,
+            now=datetime.now(UTC),
+            days=days,
+            send_at=send_at,
+        ),
+    )
+    if changed.refused:
+        return _done(uid, "refused")
+    return _done(uid, chosen.done if changed.changed else "unchanged")
 
 
 async def _act(st: WebState, uid: str, action: Callable[..., Any]) -> Any:

@@ -7,8 +7,7 @@ says what happens next."""
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime
 from functools import partial
 from urllib.parse import parse_qs
 
@@ -18,14 +17,13 @@ from starlette.requests import ClientDisconnect
 
 from drip.core.exceptions import InvalidToken
 from drip.lifecycle import controls
-from drip.lifecycle.controls import MAX_PAUSE_DAYS, Control
+from drip.lifecycle.controls import Control
 from drip.store.engine import READ_ONLY
 from drip.web.deps import PageRoute, State, WebState, page, read_body
 
 router = APIRouter(route_class=PageRoute)
 #: the pauses the page offers, in mornings
 PAUSES = (1, 2, 3, 5, 7, 14, 30)
-_HOUR = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 
 
 def _overview(st: WebState, uid: str) -> controls.Overview | None:
@@ -88,9 +86,10 @@ async def act(token: str, control: str, request: Request, st: State) -> Response
     found = _overview(st, uid)
     if found is None:
         return page(st, request, "error.html", 404, message="this course is no longer here")
-    days, send_at, problem = _inputs(chosen, fields)
-    if problem is not None:
-        return _page(st, request, token, found, 422, problem=problem)
+    try:
+        days, send_at = controls.read_inputs(chosen, fields)
+    except ValueError as problem:
+        return _page(st, request, token, found, 422, problem=str(problem))
     changed = await st.writes.run(
         partial(
             controls.apply,
@@ -104,18 +103,3 @@ async def act(token: str, control: str, request: Request, st: State) -> Response
     )
     after = _overview(st, uid) or found
     return _page(st, request, token, after, done=chosen.value, changed=changed, days=days)
-
-
-def _inputs(control: Control, fields: dict[str, str]) -> tuple[int | None, time | None, str | None]:
-    """(days, send_at, what is wrong with them) for ``control``."""
-    if control == Control.PAUSE:
-        raw = fields.get("days", "").strip()
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAUSE_DAYS:
-            return None, None, f"days: choose a pause of 1 to {MAX_PAUSE_DAYS} mornings"
-        return int(raw), None, None
-    if control == Control.TIME:
-        match = _HOUR.fullmatch(fields.get("send_at", "").strip())
-        if match is None:
-            return None, None, "send_at: give a time as HH:MM, e.g. 18:30"
-        return None, time(int(match[1]), int(match[2])), None
-    return None, None, None
