@@ -387,18 +387,14 @@ def suppress(
 
 
 def _control(
-    email: str, control: str, now: str | None, days: int | None = None, send_at: str | None = None
+    email: str, control: str, now: str | None, days: str | None = None, send_at: str | None = None
 ) -> None:
     """Apply one of the subscriber's own controls for them, and say what happens next."""
     from drip.lifecycle import actions
-    from drip.lifecycle.controls import Control, read_hour
+    from drip.lifecycle.controls import Control, read_days, read_hour
 
-    hour = None
-    if send_at is not None:
-        try:
-            hour = read_hour(send_at)
-        except ValueError:
-            raise typer.BadParameter(f"{send_at!r} is not a time as HH:MM, e.g. 18:30") from None
+    pause = read_days(days) if days is not None else None
+    hour = read_hour(send_at) if send_at is not None else None
     when = parse_now(now)
     courses = catalog(strict=False)
     with engine().begin() as connection:
@@ -409,7 +405,7 @@ def _control(
             catalog=courses,
             control=Control(control),
             now=when,
-            days=days,
+            days=pause,
             send_at=hour,
         )
     if done.refused:
@@ -424,7 +420,7 @@ def _control(
 @app.command()
 def pause(
     email: Annotated[str, typer.Argument()],
-    days: Annotated[int, typer.Option("--days", min=1, max=30, help="Mornings without a lesson.")],
+    days: Annotated[str, typer.Option("--days", metavar="1-30", help="Mornings without a lesson.")],
     now: NowOption = None,
 ) -> None:
     """Pause a subscriber's lessons for some mornings, as their own page would: the next

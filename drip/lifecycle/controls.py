@@ -22,7 +22,7 @@ from sqlmodel import col
 
 from drip.core import schedule
 from drip.core.courses import Catalog, Course
-from drip.core.exceptions import InvalidToken
+from drip.core.exceptions import InvalidSubscriber, InvalidToken
 from drip.core.models import Delivery, Enrollment
 from drip.core.schedule import NextLesson
 from drip.core.states import DeliveryStatus, EmailKind, EnrollmentStatus, SubscriberStatus
@@ -53,7 +53,7 @@ _HOUR = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 
 def read_inputs(control: Control, fields: Mapping[str, str]) -> tuple[int | None, time | None]:
     """(days, send_at) for ``control`` from a form's ``days`` and ``send_at`` fields;
-    ``ValueError`` naming the field when one is wrong."""
+    ``InvalidSubscriber`` naming the field when one is wrong."""
     if control == Control.PAUSE:
         return read_days(fields.get("days", "")), None
     if control == Control.TIME:
@@ -65,7 +65,9 @@ def read_days(raw: str) -> int:
     """A pause's length: a whole number of mornings, 1 to ``MAX_PAUSE_DAYS``."""
     raw = raw.strip()
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAUSE_DAYS:
-        raise ValueError(f"days: choose a pause of 1 to {MAX_PAUSE_DAYS} mornings")
+        raise InvalidSubscriber(
+            f"days: choose a pause of 1 to {MAX_PAUSE_DAYS} mornings, not {raw!r}", field="days"
+        )
     return int(raw)
 
 
@@ -73,7 +75,9 @@ def read_hour(raw: str) -> time:
     """A local hour as HH:MM (00:00 to 23:59)."""
     match = _HOUR.fullmatch(raw.strip())
     if match is None:
-        raise ValueError("send_at: give a time as HH:MM, e.g. 18:30")
+        raise InvalidSubscriber(
+            f"send_at: give a time as HH:MM, e.g. 18:30, not {raw.strip()!r}", field="send_at"
+        )
     return time(int(match[1]), int(match[2]))
 
 

@@ -479,3 +479,63 @@ def test_doctor_and_send_due_read_a_wrong_smtp_url_alike(monkeypatch: pytest.Mon
     doctor = runner.invoke(app, ["doctor"])
     assert doctor.exit_code == 1
     assert "problem: smtp: DRIP_SMTP_URL: unsupported scheme 'smtpp'" in doctor.output
+
+
+def test_the_subscribers_controls_from_the_command_line(tmp_path: Path) -> None:
+    """pause, resume, set-time and restart say what comes next; the next lesson moves as
+    her own page would move it; someone who left is refused with exit 1 and one line."""
+    now = "2026-11-23T07:00:00Z"  # a Monday, 07:00 in London
+    add = ["subscribers", "add", "cli@example.org", "--confirmed", "--now", now]
+    assert runner.invoke(app, add).exit_code == 0
+    assert runner.invoke(app, ["send-due", "--now", now]).exit_code == 0
+
+    def control(*args: str, at: str = "2026-11-23T12:00:00Z") -> str:
+        result = runner.invoke(app, ["subscribers", *args, "--now", at])
+        assert result.exit_code == 0, result.output
+        assert "Traceback" not in result.output
+        return " ".join(result.output.split())
+
+    assert control("pause", "cli@example.org", "--days", "3") == (
+        "cli@example.org: paused; next lesson at 2026-11-27 07:00 UTC"
+    )
+    assert control("resume", "cli@example.org") == (
+        "cli@example.org: resumed; next lesson at 2026-11-24 07:00 UTC"
+    )
+    assert control("resume", "cli@example.org").startswith("cli@example.org: nothing to change")
+    assert control("set-time", "cli@example.org", "18:30") == (
+        "cli@example.org: moved; next lesson at 2026-11-24 18:30 UTC"
+    )
+    assert control("restart", "cli@example.org") == (
+        "cli@example.org: restarted; next lesson at 2026-11-24 18:30 UTC"
+    )
+    shown = json.loads(
+        runner.invoke(app, ["subscribers", "show", "cli@example.org", "--json"]).output
+    )
+    assert "upper-back-shoulders.2" in json.dumps(shown)
+
+    assert runner.invoke(app, ["subscribers", "unsubscribe", "cli@example.org"]).exit_code == 0
+    refused = runner.invoke(app, ["subscribers", "restart", "cli@example.org", "--now", now])
+    assert refused.exit_code == 1
+    assert refused.output.strip() == (
+        "cli@example.org: nothing changed: this address is not receiving this course, "
+        "so nothing was changed"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["pause", "a@example.org", "--days", "0"], "error: days: choose a pause of 1 to 30"),
+        (["pause", "a@example.org", "--days", "31"], "1 to 30 mornings, not '31'"),
+        (["pause", "a@example.org", "--days", "a week"], "1 to 30 mornings, not 'a week'"),
+        (["pause", "a@example.org"], "Missing option '--days'"),
+        (["set-time", "a@example.org", "25:00"], "error: send_at: give a time as HH:MM"),
+        (["set-time", "a@example.org", "7pm"], "e.g. 18:30, not '7pm'"),
+    ],
+)
+def test_a_control_given_bad_input_exits_2_with_one_line(args: list[str], message: str) -> None:
+    runner.invoke(app, ["subscribers", "add", "a@example.org", "--confirmed"])
+    result = runner.invoke(app, ["subscribers", *args])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output

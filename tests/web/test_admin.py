@@ -659,3 +659,67 @@ def test_the_password_hash_from_the_environment_wins(tmp_path: Path) -> None:
     assert make_settings(tmp_path, admin_password_hash=" ").admin_password_hash is None
     with pytest.raises(ValueError, match="not an argon2 hash"):
         make_settings(tmp_path, admin_password_hash="plain-text-password")
+
+
+def _enrollment(db: Engine, email: str) -> Enrollment:
+    with Session(db) as session:
+        return session.exec(
+            select(Enrollment)
+            .join(Subscriber, col(Subscriber.id) == Enrollment.subscriber_id)
+            .where(Subscriber.email == email)
+        ).one()
+
+
+def test_the_subscriber_page_pauses_resumes_restarts_and_moves_the_hour(
+    client: TestClient, db: Engine
+) -> None:
+    """Each button acts on that subscriber only, through the operator action, and the
+    overview then counts it; bad input and a stale form change nothing."""
+    course = client.app.state.drip.catalog.get("yin-immersion")  # type: ignore[attr-defined]
+    for name in ("ana", "ben"):
+        enrol(db, course, f"{name}@example.org", now=datetime.now(UTC))
+    token = login(client)
+    ben = uid_of(db, "ben@example.org")
+    page = client.get(f"/admin/subscribers/{ben}").text
+    for control in ("pause", "resume", "restart", "time"):
+        assert f'action="/admin/subscribers/{ben}/control/{control}"' in page
+
+    def press(control: str, **fields: str) -> str:
+        answer = client.post(
+            f"/admin/subscribers/{ben}/control/{control}", data={"csrf": token, **fields}
+        )
+        assert answer.status_code == 303, answer.text
+        return client.get(answer.headers["location"]).text
+
+    assert "Paused:" in press("pause", days="5")
+    assert _enrollment(db, "ben@example.org").paused_until is not None
+    assert "paused until" in client.get(f"/admin/subscribers/{ben}").text
+    assert "Resumed:" in press("resume")
+    assert _enrollment(db, "ben@example.org").paused_until is None
+    assert "new hour" in press("time", send_at="19:15")
+    assert "Nothing changed: that was already so." in press("time", send_at="19:15")
+    assert "Restarted:" in press("restart")
+    ben_now = _enrollment(db, "ben@example.org")
+    assert (ben_now.run, ben_now.send_at, ben_now.pauses, ben_now.restarts) == (2, "19:15", 1, 1)
+    ana = _enrollment(db, "ana@example.org")
+    assert (ana.run, ana.send_at, ana.pauses, ana.restarts) == (1, None, 0, 0)
+
+    before = _enrollment(db, "ben@example.org")
+    assert "Not paused: choose 1 to 30 mornings." in press("pause", days="45")
+    assert "Not changed: give the hour as HH:MM." in press("time", send_at="nine")
+    stale = client.post(
+        f"/admin/subscribers/{ben}/control/pause", data={"csrf": "forged", "days": "3"}
+    )
+    assert stale.status_code == 403
+    assert (
+        client.post(f"/admin/subscribers/{ben}/control/delete", data={"csrf": token}).status_code
+        == 404
+    )
+    assert _enrollment(db, "ben@example.org") == before
+
+    overview = client.get("/admin").text
+    assert "paused 1 (1 pause) · restarted 1 (1 restart) · own hour 1" in overview
+    assert "<th>skipped</th>" in overview
+
+    client.post(f"/admin/subscribers/{ben}/unsubscribe", data={"csrf": token})
+    assert "Nothing changed: they are not receiving a course now" in press("restart")
