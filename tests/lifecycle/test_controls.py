@@ -29,7 +29,8 @@ from drip.runner import make_sender
 from drip.sending.compose import Composer
 from drip.sending.engine import Sender
 from drip.sending.mailer import memory
-from drip.store.engine import engine_for
+from drip.store.engine import make_engine
+from drip.store.schema import upgrade
 from tests.fixtures import enrol, make_settings
 
 LONDON = ZoneInfo("Europe/London")
@@ -473,14 +474,15 @@ def test_send_if_must_name_an_earlier_day(course: Course) -> None:
 
 
 def test_fourteen_days_of_controls_across_dst_with_overlapping_runs_send_each_day_once(
-    tmp_path: Path, course: Course
+    tmp_path: Path, course: Course, database_url: str
 ) -> None:
     """Six subscribers, 14 days across the end of BST, two `send-due` runs at every step
     (each with its own engine, at the same moment), controls used in between: no day twice
     in one run of the course, never two lessons on one local morning, nothing to someone
     after she left, nothing inside a pause, and each message went out once."""
-    settings = make_settings(tmp_path)
-    engines = [engine_for(settings), engine_for(settings)]
+    settings = make_settings(tmp_path, database_url=database_url)
+    engines = [make_engine(database_url), make_engine(database_url)]
+    upgrade(engines[0])
     main = engines[0]
     start = at("2026-10-19T07:00")  # a Monday; the clocks go back on Sunday the 25th
     people = ["pause", "hour", "restart", "again", "leave", "plain"]
