@@ -75,6 +75,18 @@ class InvalidToken(DripError, ValueError):
     pass
 
 
+class InvalidWebhook(DripError, ValueError):
+    """A webhook endpoint drip will not post to (its URL, its event types), or none such."""
+
+    exit_code = 2
+
+
+class InvalidApiKey(DripError, ValueError):
+    """An API key name that is taken, malformed, or names no key."""
+
+    exit_code = 2
+
+
 class ExpiredToken(InvalidToken):
     """A correctly signed token past its age limit; ``payload`` is still usable to resend."""
 

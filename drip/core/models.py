@@ -1,7 +1,9 @@
 """Tables: Subscriber, Signup (one form post: details and proof of consent), Enrollment
 (a subscriber on a course), Delivery (one email), Click (a lesson's class link followed),
-MailEvent (a bounce or complaint), WebhookEvent (a provider's event already handled) and
-ErasedCount (what erased subscribers had added to the metrics' counters).
+MailEvent (a bounce or complaint), WebhookEvent (a provider's event already handled),
+ErasedCount (what erased subscribers had added to the metrics' counters),
+WebhookEndpoint and WebhookMessage (events drip posts out: one row per event and
+endpoint, the webhooks' outbox) and ApiKey (who may use ``/api/v1``).
 
 The Delivery row is the outbox: every email drip sends (lesson, confirmation, welcome,
 goodbye) is one row, unique per (enrollment, key), carrying one status, one timestamp
@@ -325,3 +327,78 @@ class WebhookEvent(SQLModel, table=True):
     provider: str = Field(sa_column=Column(String(32), nullable=False))
     event_id: str = Field(sa_column=Column(String(255), nullable=False))
     received_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+#: webhook messages waiting for their time, and claims in flight
+WEBHOOK_PENDING = text("status IN ('scheduled', 'sending')")
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """A URL drip posts events to, signed with its secret (Standard Webhooks)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    url: str = Field(sa_column=Column(String(2048), nullable=False))
+    description: str = Field(default="", sa_column=Column(String(500), nullable=False))
+    #: the event types it gets, comma-separated; empty: every type
+    events: str = Field(default="", sa_column=Column(Text, nullable=False))
+    #: ``whsec_`` + base64 of the key (the receiver's copy is the same string)
+    secret: str = Field(sa_column=Column(String(100), nullable=False))
+    #: after a rotation, the old secret, still signing beside the new one until
+    #: ``previous_until``
+    previous_secret: str | None = Field(default=None, sa_column=Column(String(100)))
+    previous_until: datetime | None = Field(default=None, sa_column=_ts())
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    #: the first failure since the last success: failing for 3 days turns it off
+    failing_since: datetime | None = Field(default=None, sa_column=_ts())
+    last_success_at: datetime | None = Field(default=None, sa_column=_ts())
+    disabled_at: datetime | None = Field(default=None, sa_column=_ts())
+    disabled_reason: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class WebhookMessage(SQLModel, table=True):
+    """One event for one endpoint: the webhooks' outbox, claimed with a lease as emails
+    are. ``event_id`` is the ``webhook-id`` header, the same on every retry."""
+
+    __table_args__ = (
+        UniqueConstraint("event_id", "endpoint_id", name="uq_webhookmessage_event_endpoint"),
+        Index(
+            "ix_webhookmessage_pending",
+            "due_at",
+            "id",
+            sqlite_where=WEBHOOK_PENDING,
+            postgresql_where=WEBHOOK_PENDING,
+        ),
+        Index("ix_webhookmessage_endpoint", "endpoint_id", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(sa_column=Column(String(64), nullable=False))
+    endpoint_id: int = Field(
+        sa_column=Column(
+            Integer, ForeignKey("webhookendpoint.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    type: str = Field(sa_column=Column(String(64), nullable=False))
+    #: the request body, exactly as signed and sent
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(sa_column=Column(String(16), nullable=False))
+    due_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, default=0))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    claimed_until: datetime | None = Field(default=None, sa_column=_ts())
+    delivered_at: datetime | None = Field(default=None, sa_column=_ts())
+    failed_at: datetime | None = Field(default=None, sa_column=_ts())
+    #: the last attempt's HTTP status (none when there was no answer)
+    last_status: int | None = Field(default=None, sa_column=Column(Integer))
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class ApiKey(SQLModel, table=True):
+    """A key for ``/api/v1``: only its SHA-256 is kept (the key itself is shown once)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=Column(String(100), unique=True, nullable=False))
+    key_hash: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
+    read_only: bool = Field(default=False)
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    last_used_at: datetime | None = Field(default=None, sa_column=_ts())

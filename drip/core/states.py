@@ -58,3 +58,28 @@ class MailEventKind(StrEnum):
 
 class ClickLink(StrEnum):
     CLASS = "class"  #: a lesson's link to the day's class (the one link counted)
+
+
+class EventType(StrEnum):
+    """What drip tells the webhook endpoints about (``drip.outbox.webhooks``)."""
+
+    SUBSCRIBER_PENDING = "subscriber.pending"  #: signed up; a confirmation is queued
+    SUBSCRIBER_CONFIRMED = "subscriber.confirmed"  #: confirmed, or added confirmed
+    SUBSCRIBER_UNSUBSCRIBED = "subscriber.unsubscribed"  #: left, by any door
+    SUBSCRIBER_BOUNCED = "subscriber.bounced"  #: a bounce came back (hard or soft)
+    SUBSCRIBER_COMPLAINED = "subscriber.complained"  #: marked an email as spam
+    LESSON_SENT = "lesson.sent"  #: the mail server accepted a lesson
+    LESSON_CLICKED = "lesson.clicked"  #: a lesson's class link followed, the first time
+    COURSE_COMPLETED = "course.completed"  #: the last lesson went out
+    ENROLLMENT_PAUSED = "enrollment.paused"  #: the subscriber paused her lessons
+    ENROLLMENT_RESUMED = "enrollment.resumed"  #: a pause ended early
+    ENROLLMENT_RESTARTED = "enrollment.restarted"  #: the course begins again from day 1
+
+
+class WebhookStatus(StrEnum):
+    """One event on its way to one endpoint."""
+
+    SCHEDULED = "scheduled"  #: waiting for due_at (also between retries)
+    SENDING = "sending"  #: claimed by a worker until claimed_until
+    DELIVERED = "delivered"  #: the endpoint answered 2xx
+    FAILED = "failed"  #: given up: three days of failures, or the endpoint turned off

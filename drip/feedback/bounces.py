@@ -23,9 +23,16 @@ from sqlmodel import col
 
 from drip.core.config import BouncePolicy
 from drip.core.models import Delivery, Enrollment, MailEvent, Subscriber, WebhookEvent
-from drip.core.states import DeliveryStatus, EmailKind, MailEventKind, SubscriberStatus
+from drip.core.states import (
+    DeliveryStatus,
+    EmailKind,
+    EventType,
+    MailEventKind,
+    SubscriberStatus,
+)
 from drip.feedback.providers.base import Report
 from drip.lifecycle.enrollment import stop_subscriber
+from drip.outbox import webhooks
 from drip.store.statements import insert_new
 
 #: the kinds whose keys are ``kind:uid`` (written ``kind.uid`` in a Message-ID)
@@ -166,6 +173,23 @@ def record(
             created_at=now,
         )
     )
+    report = {"kind": kind.value, "source": source, "diagnostic": diagnostic[:2000]}
+    if kind == MailEventKind.COMPLAINT:
+        webhooks.emit(
+            connection,
+            EventType.SUBSCRIBER_COMPLAINED,
+            subscriber_id=subscriber_id,
+            now=now,
+            complaint=report,
+        )
+    else:
+        webhooks.emit(
+            connection,
+            EventType.SUBSCRIBER_BOUNCED,
+            subscriber_id=subscriber_id,
+            now=now,
+            bounce=report,
+        )
     if kind == MailEventKind.SOFT:
         # emails that soft-bounced, each once however often it was reported
         emails = func.coalesce(col(MailEvent.delivery_id), -col(MailEvent.id))

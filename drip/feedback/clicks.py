@@ -14,18 +14,26 @@ from sqlalchemy import Connection, or_, select
 from sqlmodel import col
 
 from drip.core.models import Click, Delivery, Enrollment
-from drip.core.states import DeliveryStatus, EmailKind
+from drip.core.states import DeliveryStatus, EmailKind, EventType
+from drip.outbox import webhooks
 from drip.store.statements import insert_new
 
 
 def record_click(
-    connection: Connection, *, enrollment_uid: str, day_id: str, link: str, now: datetime
+    connection: Connection,
+    *,
+    enrollment_uid: str,
+    day_id: str,
+    link: str,
+    now: datetime,
+    day_number: int | None = None,
 ) -> bool:
-    """Note that ``link`` of the lesson ``day_id`` sent to ``enrollment_uid`` was followed,
-    unless it already was; True when this was the first time. A lesson not sent (or no
-    longer there: the subscriber was erased) records nothing."""
-    delivery_id = connection.execute(
-        select(col(Delivery.id))
+    """Note that ``link`` of the lesson ``day_id`` (the ``day_number``-th of its course,
+    when known) sent to ``enrollment_uid`` was followed, unless it already was; True when
+    this was the first time, told to the webhooks as ``lesson.clicked``. A lesson not sent
+    (or no longer there: the subscriber was erased) records nothing."""
+    found = connection.execute(
+        select(col(Delivery.id), col(Delivery.enrollment_id))
         .join(Enrollment, col(Enrollment.id) == col(Delivery.enrollment_id))
         .where(
             col(Enrollment.uid) == enrollment_uid,
@@ -37,12 +45,23 @@ def record_click(
         )
         .order_by(col(Delivery.id).desc())
         .limit(1)
-    ).scalar()
-    if delivery_id is None:
+    ).one_or_none()
+    if found is None:
         return False
-    return insert_new(
+    delivery_id, enrollment_id = found
+    first = insert_new(
         connection,
         Click,
         {"delivery_id": delivery_id, "link": link, "clicked_at": now},
         unique=["delivery_id", "link"],
     )
+    if first:
+        webhooks.emit(
+            connection,
+            EventType.LESSON_CLICKED,
+            enrollment_id=enrollment_id,
+            now=now,
+            day={"id": day_id, "number": day_number},
+            link=link,
+        )
+    return first

@@ -25,9 +25,15 @@ from drip.core.courses import Catalog, Course
 from drip.core.exceptions import InvalidSubscriber, InvalidToken
 from drip.core.models import Delivery, Enrollment
 from drip.core.schedule import NextLesson
-from drip.core.states import DeliveryStatus, EmailKind, EnrollmentStatus, SubscriberStatus
+from drip.core.states import (
+    DeliveryStatus,
+    EmailKind,
+    EnrollmentStatus,
+    EventType,
+    SubscriberStatus,
+)
 from drip.lifecycle.enrollment import Member, find_member
-from drip.outbox import deliveries
+from drip.outbox import deliveries, webhooks
 from drip.outbox.kinds import lesson_day
 
 #: the longest pause, in mornings
@@ -148,7 +154,9 @@ def pause(
         .where(col(Enrollment.id) == member.enrollment_id)
         .values(paused_until=until, pauses=col(Enrollment.pauses) + 1)
     )
-    return Changed(True, _reschedule(connection, member, course, now=now, paused_until=until))
+    plan = _reschedule(connection, member, course, now=now, paused_until=until)
+    _tell(connection, EventType.ENROLLMENT_PAUSED, member, course, plan, now, paused_until=until)
+    return Changed(True, plan)
 
 
 def resume(connection: Connection, *, member: Member, course: Course, now: datetime) -> Changed:
@@ -162,7 +170,9 @@ def resume(connection: Connection, *, member: Member, course: Course, now: datet
         .where(col(Enrollment.id) == member.enrollment_id)
         .values(paused_until=None)
     )
-    return Changed(True, _reschedule(connection, member, course, now=now, paused_until=None))
+    plan = _reschedule(connection, member, course, now=now, paused_until=None)
+    _tell(connection, EventType.ENROLLMENT_RESUMED, member, course, plan, now)
+    return Changed(True, plan)
 
 
 def set_time(
@@ -226,7 +236,31 @@ def restart(connection: Connection, *, member: Member, course: Course, now: date
         resuming=True,
         not_before=schedule.next_morning(now=now, pace=pace, last_sent_at=last_sent),
     )
+    _tell(connection, EventType.ENROLLMENT_RESTARTED, member, course, plan, now)
     return Changed(True, plan)
+
+
+def _tell(
+    connection: Connection,
+    event: EventType,
+    member: Member,
+    course: Course,
+    plan: NextLesson | None,
+    now: datetime,
+    **data: Any,
+) -> None:
+    """The webhooks' event for a control: with the next lesson (day and when), if any."""
+    day_id = plan.day_id if plan is not None else None
+    webhooks.emit(
+        connection,
+        event,
+        enrollment_id=member.enrollment_id,
+        now=now,
+        next_lesson=None
+        if plan is None or day_id is None
+        else {"day": {"id": day_id, "number": course.day_number(day_id)}, "due_at": plan.due_at},
+        **data,
+    )
 
 
 def _reschedule(

@@ -23,9 +23,10 @@ from drip.core.courses import Catalog, Course
 from drip.core.exceptions import InvalidToken, StaleToken
 from drip.core.models import Delivery, Enrollment, Signup, Subscriber
 from drip.core.schedule import NextLesson, Pace
-from drip.core.states import EmailKind, EnrollmentStatus, SubscriberStatus
-from drip.outbox import deliveries
+from drip.core.states import EmailKind, EnrollmentStatus, EventType, SubscriberStatus
+from drip.outbox import deliveries, webhooks
 from drip.outbox.kinds import row_key
+from drip.outbox.webhooks import Event
 
 
 @dataclass(frozen=True)
@@ -304,6 +305,14 @@ def activate_many(
             deliveries.queue_email(
                 connection, enrollment_id=member.enrollment_id, kind=EmailKind.WELCOME, now=now
             )
+    webhooks.emit_many(
+        connection,
+        [
+            Event(EventType.SUBSCRIBER_CONFIRMED, enrollment_id=member.enrollment_id)
+            for member, _ in starting
+        ],
+        now=now,
+    )
     return [
         (
             member.enrollment_id in plans
@@ -602,4 +611,9 @@ def stop_subscriber(
         .where(col(Subscriber.id) == subscriber_id, col(Subscriber.status).not_in(leaving))
         .values(status=status, **values)
     )
-    return bool(result.rowcount)
+    changed = bool(result.rowcount)
+    if changed and status == SubscriberStatus.UNSUBSCRIBED:
+        webhooks.emit(
+            connection, EventType.SUBSCRIBER_UNSUBSCRIBED, subscriber_id=subscriber_id, now=now
+        )
+    return changed

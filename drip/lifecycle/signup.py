@@ -47,7 +47,7 @@ from sqlmodel import col
 from drip.core.courses import Catalog, Course
 from drip.core.entries import Entry
 from drip.core.models import UNPROCESSED, Enrollment, Signup, Subscriber, UTCDateTime, new_uids
-from drip.core.states import EnrollmentStatus, SubscriberStatus
+from drip.core.states import EnrollmentStatus, EventType, SubscriberStatus
 from drip.lifecycle.enrollment import (
     Member,
     SignupDetails,
@@ -55,6 +55,8 @@ from drip.lifecycle.enrollment import (
     may_resend,
     queue_confirmations,
 )
+from drip.outbox import webhooks
+from drip.outbox.webhooks import Event
 from drip.store.statements import Compiled, Prepared, insert_for
 
 
@@ -309,6 +311,14 @@ def _process(
             confirming.append((member, signup_id))
         outcomes.append(SignupResult(row["email"], action, was))
     queue_confirmations(connection, confirming, now=now)
+    webhooks.emit_many(
+        connection,
+        [
+            Event(EventType.SUBSCRIBER_PENDING, enrollment_id=member.enrollment_id)
+            for member, _ in confirming
+        ],
+        now=now,
+    )
     activate_many(connection, activating, course=course, now=now)
     return outcomes
 

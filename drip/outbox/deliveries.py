@@ -47,7 +47,9 @@ from drip.core.states import (
     DeliveryStatus,
     EmailKind,
     EnrollmentStatus,
+    EventType,
 )
+from drip.outbox import webhooks
 from drip.outbox.kinds import KINDS, lesson_day, lesson_key, row_key
 from drip.store.statements import Compiled, Prepared, insert_for
 
@@ -627,6 +629,10 @@ def queue_next_lesson(
             )
             .values(status=EnrollmentStatus.COMPLETED, completed_at=now)
         ).rowcount
+        if completed:
+            webhooks.emit(
+                connection, EventType.COURSE_COMPLETED, enrollment_id=enrollment_id, now=now
+            )
         if completed and course.after_course is not None:
             # the allowed day after the last lesson, at the subscriber's hour
             due = schedule.next_due(

@@ -42,10 +42,11 @@ from drip.core.config import Settings
 from drip.core.courses import Catalog, Course
 from drip.core.exceptions import ConfigError, DripError, PermanentFailure, TemporaryFailure
 from drip.core.logs import log_event
-from drip.core.states import CONDITION_NOT_MET, DeliveryStatus, EmailKind
-from drip.outbox import deliveries
+from drip.core.states import CONDITION_NOT_MET, DeliveryStatus, EmailKind, EventType
+from drip.outbox import deliveries, webhooks
 from drip.outbox.deliveries import Claimed
 from drip.outbox.kinds import lesson_key
+from drip.outbox.webhooks import Event
 from drip.sending.mailer import Mailer, mailer_from_url, transport_for
 from drip.sending.mailer.base import Settled
 from drip.store.statements import generic_plans
@@ -542,6 +543,27 @@ class _Worker:
                 message_id=each.message_id,
             )
         deliveries.queue_many(self.connection, next_lessons)
+        webhooks.emit_many(
+            self.connection,
+            [
+                Event(
+                    EventType.LESSON_SENT,
+                    {
+                        "day": {
+                            "id": each.item.day_id,
+                            "number": each.course.day_number(each.item.day_id),
+                        },
+                        "message_id": each.message_id,
+                    },
+                    enrollment_id=each.item.enrollment_id,
+                )
+                for each in accepted
+                if each.item.delivery_id in recorded
+                and each.item.kind == EmailKind.LESSON
+                and each.course.day(each.item.day_id) is not None
+            ],
+            now=self.now,
+        )
 
     def _queue_next(
         self,

@@ -36,6 +36,7 @@ async def class_link(token: str, st: State) -> RedirectResponse:
                 record_click,
                 enrollment_uid=uid,
                 day_id=day_id,
+                day_number=course.day_number(day_id) if course is not None else None,
                 link=ClickLink.CLASS,
                 now=datetime.now(UTC),
             )
