@@ -7,7 +7,19 @@ from typing import Annotated
 
 import typer
 
-from drip.cli import admin, course, db, doctor, inbound, send, serve, stats, subscribers
+from drip.cli import (
+    admin,
+    apikeys,
+    course,
+    db,
+    doctor,
+    inbound,
+    send,
+    serve,
+    stats,
+    subscribers,
+    webhooks,
+)
 from drip.cli._common import DripGroup
 
 app = typer.Typer(
@@ -55,6 +67,8 @@ app.add_typer(db.app, name="db")
 app.add_typer(course.app, name="course")
 app.add_typer(subscribers.app, name="subscribers")
 app.add_typer(admin.app, name="admin")
+app.add_typer(webhooks.app, name="webhooks")
+app.add_typer(apikeys.app, name="api-keys")
 app.command("serve")(serve.serve)
 app.command("send-due")(send.send_due)
 app.command("run")(send.run)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -72,20 +73,29 @@ def send_due(
         console().print(table)
         typer.echo(f"{len(rows)} email(s) due at {when.isoformat()}")
         return
-    sender = make_sender(
-        engine=signing_engine(new_key=new_key), settings=settings(), catalog=catalog(strict=False)
-    )
+    from drip.sending.webhooks import Dispatcher, run_beside
+
+    database = signing_engine(new_key=new_key)
+    sender = make_sender(engine=database, settings=settings(), catalog=catalog(strict=False))
     interrupted = stop_on_signals(sender.stopping.set)
-    if is_tty() and not as_json:
-        report = _with_progress(sender, when, limit)
-    else:
-        report = sender.send_due(now=when, limit=limit)
+    dispatcher = Dispatcher(database)
+    try:
+        if is_tty() and not as_json:
+            job = partial(_with_progress, sender, when, limit)
+        else:
+            job = partial(sender.send_due, now=when, limit=limit)
+        report, posted = run_beside(dispatcher, job, now=when, stop=sender.stopping)
+    finally:
+        dispatcher.close()
     for problem in report.course_problems:
         typer.echo(plain(problem), err=True)
     if as_json:
-        typer.echo(json.dumps({**report.as_dict(), "ok": report.ok}))
+        typer.echo(json.dumps({**report.as_dict(), "ok": report.ok, "webhooks": dict(posted)}))
     else:
-        typer.echo(summary(report))
+        posts = ", ".join(
+            f"{n} {what.replace('_', ' ')}" for what, n in sorted(posted.items()) if n
+        )
+        typer.echo(summary(report) + (f"; webhooks: {posts}" if posts else ""))
     if report.config_error:
         raise ConfigError(report.config_error)
     if interrupted:
@@ -137,19 +147,24 @@ def run(
     """
     from drip.core.logs import configure as configure_logging
     from drip.runner import make_sender
-    from drip.sending.loop import make_scheduler, run_now, stop
+    from drip.sending.loop import WebhookLoop, make_scheduler, run_now, stop
+    from drip.sending.webhooks import Dispatcher
 
     configure_logging("INFO")
     config = settings()
-    sender = make_sender(
-        engine=signing_engine(new_key=new_key, create=True),
-        settings=config,
-        catalog=catalog(strict=False),
-    )
+    database = signing_engine(new_key=new_key, create=True)
+    sender = make_sender(engine=database, settings=config, catalog=catalog(strict=False))
     scheduler = make_scheduler(
         sender, interval_seconds=interval or config.send_interval_seconds, background=False
     )
-    stop_on_signals(lambda: stop(scheduler, sender))
+    posting = WebhookLoop(Dispatcher(database))
+
+    def stop_all() -> None:
+        stop(scheduler, sender)
+        posting.stop()
+
+    stop_on_signals(stop_all)
+    posting.start()
     # SIGHUP: run now (course files changed are read again at the start of every run)
     signal.signal(signal.SIGHUP, lambda *_: run_now(scheduler))
     typer.echo(

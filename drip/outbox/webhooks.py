@@ -18,39 +18,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, insert, or_, select, update
+from sqlalchemy import Connection, and_, insert, or_, select, update
 from sqlmodel import col
 
 from drip.core import schedule
 from drip.core.exceptions import InvalidWebhook
 from drip.core.models import Enrollment, Subscriber, WebhookEndpoint, WebhookMessage
 from drip.core.states import EventType, WebhookStatus
-from drip.core.webhooks import check_url, new_event_id, new_secret, read_event_types, wants
+from drip.core.webhooks import new_event_id, wants
 
 #: how long a message is retried, and an endpoint may fail, before drip gives up on it
 GIVE_UP_AFTER = timedelta(days=3)
-#: how long the old secret signs beside the new one after a rotation
-ROTATION_OVERLAP = timedelta(hours=24)
 
 
 # -- endpoints -------------------------------------------------------------------------------
-
-
-def add_endpoint(
-    connection: Connection, *, url: str, events: str | None, description: str, now: datetime
-) -> WebhookEndpoint:
-    """A new endpoint (its URL checked, its event types known); its secret is in the
-    returned row, to be shown once."""
-    row: dict[str, Any] = {
-        "url": check_url(url),
-        "events": read_event_types(events),
-        "description": " ".join(description.split())[:500],
-        "secret": new_secret(),
-        "created_at": now,
-    }
-    endpoint_id = connection.execute(insert(WebhookEndpoint).values(**row)).inserted_primary_key
-    assert endpoint_id is not None
-    return WebhookEndpoint(id=endpoint_id[0], **row)
 
 
 def _endpoint_rows(connection: Connection, *where: Any) -> list[WebhookEndpoint]:
@@ -69,39 +50,6 @@ def endpoint(connection: Connection, endpoint_id: int) -> WebhookEndpoint:
     if not found:
         raise InvalidWebhook(f"no webhook endpoint {endpoint_id} (see `drip webhooks list`)")
     return found[0]
-
-
-def remove_endpoint(connection: Connection, endpoint_id: int) -> None:
-    """Remove an endpoint with every message for it, delivered or waiting."""
-    endpoint(connection, endpoint_id)
-    connection.execute(delete(WebhookEndpoint).where(col(WebhookEndpoint.id) == endpoint_id))
-
-
-def rotate_secret(connection: Connection, endpoint_id: int, *, now: datetime) -> str:
-    """A new secret for the endpoint; the old one keeps signing beside it for
-    ``ROTATION_OVERLAP``, so the receiver can switch without losing a message."""
-    old = endpoint(connection, endpoint_id)
-    secret = new_secret()
-    connection.execute(
-        update(WebhookEndpoint)
-        .where(col(WebhookEndpoint.id) == endpoint_id)
-        .values(secret=secret, previous_secret=old.secret, previous_until=now + ROTATION_OVERLAP)
-    )
-    return secret
-
-
-def enable_endpoint(connection: Connection, endpoint_id: int) -> bool:
-    """Turn an endpoint that was turned off back on (events from now on reach it); False
-    when it was on."""
-    found = endpoint(connection, endpoint_id)
-    if found.disabled_at is None:
-        return False
-    connection.execute(
-        update(WebhookEndpoint)
-        .where(col(WebhookEndpoint.id) == endpoint_id)
-        .values(disabled_at=None, disabled_reason=None, failing_since=None)
-    )
-    return True
 
 
 def signing_secrets(found: WebhookEndpoint, now: datetime) -> list[str]:
@@ -268,6 +216,14 @@ def _due(now: datetime) -> Any:
             col(WebhookMessage.status) == WebhookStatus.SENDING,
             col(WebhookMessage.claimed_until) <= now,
         ),
+    )
+
+
+def any_due(connection: Connection, *, now: datetime) -> bool:
+    """Is a message due at ``now``? A read, so an idle poll takes no write lock."""
+    return (
+        connection.execute(select(col(WebhookMessage.id)).where(_due(now)).limit(1)).first()
+        is not None
     )
 
 

@@ -1,5 +1,6 @@
 """The long-running send loops: ``drip run`` / ``drip serve --scheduler`` on APScheduler 3,
-and the web process's ``PromptSender`` for emails a visitor is waiting for.
+the web process's ``PromptSender`` for emails a visitor is waiting for, and the
+``WebhookLoop`` that posts events to webhook endpoints in both.
 
 One interval job calls ``Sender.send_due`` with the clock's ``now``; ``max_instances=1``
 and ``coalesce=True`` mean a slow run is never overlapped by the next, and missed ticks
@@ -20,6 +21,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from drip.core.exceptions import DripError
 from drip.core.logs import log_event
 from drip.sending.engine import RunReport, Sender
+from drip.sending.webhooks import Dispatcher
 
 logger = logging.getLogger("drip.loop")
 JOB_ID = "drip-send-due"
@@ -152,3 +154,42 @@ class PromptSender:
         except Exception:  # keep the thread alive; the traceback goes to the log
             logger.exception("event=prompt-send-crash")
         return None
+
+
+class WebhookLoop:
+    """Posts webhook messages as they fall due, in a thread of its own (so lessons and
+    confirmations never wait for a slow endpoint): every ``interval_seconds``, and at once
+    when woken."""
+
+    def __init__(self, dispatcher: Dispatcher, *, interval_seconds: float = 5.0) -> None:
+        self.dispatcher = dispatcher
+        self.interval_seconds = interval_seconds
+        self._stop = threading.Event()
+        self._woken = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="drip-webhooks", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._woken.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Post nothing more; the messages in flight are settled (each waits at most its
+        timeout), the rest wait for the next process."""
+        self._stop.set()
+        self._woken.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self.dispatcher.close()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.dispatcher.run_due(datetime.now(UTC), stop=self._stop)
+            except DripError as error:
+                log_event(logger, logging.ERROR, "webhooks-error", error=str(error))
+            except Exception:  # keep the thread alive; the traceback goes to the log
+                logger.exception("event=webhooks-crash")
+            self._woken.wait(self.interval_seconds)
+            self._woken.clear()

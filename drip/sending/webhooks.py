@@ -12,6 +12,7 @@ failure; at most ``MAX_RESPONSE`` bytes of an answer are read.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import socket
 import ssl
@@ -20,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -30,9 +31,11 @@ from sqlalchemy import Engine
 from drip import __version__
 from drip.core.exceptions import InvalidWebhook
 from drip.core.logs import log_event
-from drip.core.webhooks import refused_address, signature
+from drip.core.models import WebhookEndpoint
+from drip.core.webhooks import new_event_id, refused_address, signature
 from drip.outbox import webhooks
 from drip.outbox.webhooks import Attempt, Claimed
+from drip.store.engine import READ_ONLY
 
 logger = logging.getLogger("drip.webhooks")
 
@@ -158,6 +161,10 @@ class Dispatcher:
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="drip-webhook") as pool:
             while stop is None or not stop.is_set():
                 with self.engine.connect() as connection:
+                    reading = connection.execution_options(**{READ_ONLY: True})
+                    if not webhooks.any_due(reading, now=now):
+                        break
+                with self.engine.connect() as connection:
                     claimed = webhooks.claim(
                         connection, now=now, limit=self.batch, lease=self.lease
                     )
@@ -203,3 +210,33 @@ def run_beside(
         beside.join()
     counts.update(dispatcher.run_due(now, stop=stop))
     return result, counts
+
+
+#: the type of the event ``drip webhooks test`` sends, whatever types the endpoint chose
+TEST_EVENT = "webhook.test"
+
+
+def send_test(poster: Poster, found: WebhookEndpoint, *, now: datetime) -> Attempt:
+    """POST a ``webhook.test`` event to ``found`` at once (no outbox row): what its
+    receiver answered."""
+    body = json.dumps(
+        {
+            "type": TEST_EVENT,
+            "timestamp": now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "data": {"endpoint": found.id, "message": "a test event from drip"},
+        },
+        separators=(",", ":"),
+    )
+    return poster.post(
+        Claimed(
+            message_id=0,
+            event_id=new_event_id(),
+            body=body,
+            attempts=1,
+            created_at=now,
+            lease=now,
+            endpoint_id=found.id or 0,
+            url=found.url,
+            secrets=webhooks.signing_secrets(found, now),
+        )
+    )

@@ -20,7 +20,8 @@ from drip.core.exceptions import DatabaseBusy
 from drip.runner import make_sender
 from drip.sending.compose import Composer
 from drip.sending.engine import Throttle
-from drip.sending.loop import PromptSender, make_scheduler, stop
+from drip.sending.loop import PromptSender, WebhookLoop, make_scheduler, stop
+from drip.sending.webhooks import Dispatcher
 from drip.store.engine import engine_for
 from drip.store.keys import check_key
 from drip.web import admin
@@ -82,6 +83,7 @@ def create_app(settings: Settings, *, scheduler: bool = False, new_key: bool = F
         ),
         idle_seconds=settings.send_interval_seconds,
     )
+    posting = WebhookLoop(Dispatcher(sending))
     senders = [prompt.sender]
     if scheduler:
         lessons = make_sender(
@@ -93,6 +95,7 @@ def create_app(settings: Settings, *, scheduler: bool = False, new_key: bool = F
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         prompt.start()
         prompt.wake()  # anything queued before a restart
+        posting.start()
         loop = None
         if scheduler:
             loop = make_scheduler(
@@ -103,6 +106,7 @@ def create_app(settings: Settings, *, scheduler: bool = False, new_key: bool = F
             yield
         finally:
             prompt.stop()
+            posting.stop()
             if loop is not None:
                 stop(loop, lessons)
             sending.dispose()
