@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     allowed_redirect_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     #: signups per IP per minute before answering 429
     signup_rate_per_minute: int = Field(default=10, ge=1)
+    #: requests per API key per minute before ``/api/v1`` answers 429
+    api_rate_per_minute: int = Field(default=600, ge=1)
     #: minimum seconds between two confirmation emails to the same pending address
     confirm_resend_seconds: int = Field(default=600, ge=0)
     confirm_max_age_days: int = Field(default=7, ge=1)

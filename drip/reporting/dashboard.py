@@ -13,13 +13,13 @@ from sqlalchemy import Connection, func, select
 from sqlmodel import Session, col
 
 from drip.core.courses import Catalog
-from drip.core.exceptions import SubscriberNotFound
 from drip.core.models import Delivery, Enrollment, MailEvent, Subscriber
 from drip.core.states import DeliveryStatus
 from drip.outbox.deliveries import status_is
 from drip.reporting.stats import funnel
 from drip.reporting.subscribers import (
     DeliveryView,
+    by_uid,
     enrollments_of,
     history,
     mail_events,
@@ -145,13 +145,6 @@ def search(connection: Connection, *, query: str, limit: int = SEARCH_LIMIT) -> 
         statement = statement.where(col(Subscriber.email).contains(text, autoescape=True))
     with Session(bind=connection) as session:
         return list(session.exec(statement))
-
-
-def by_uid(session: Session, uid: str) -> Subscriber:
-    subscriber = session.exec(sqlmodel.select(Subscriber).where(col(Subscriber.uid) == uid)).first()
-    if subscriber is None:
-        raise SubscriberNotFound("no such subscriber (deleted, or never here)")
-    return subscriber
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlmodel import Session, col, select
 
 from drip.core.entries import normalize_email
@@ -23,6 +24,13 @@ def get_by_email(*, session: Session, email: str) -> Subscriber:
     subscriber = find_by_email(session=session, email=normalize_email(email))
     if subscriber is None:
         raise SubscriberNotFound(f"no subscriber with email {email!r}")
+    return subscriber
+
+
+def by_uid(session: Session, uid: str) -> Subscriber:
+    subscriber = session.exec(select(Subscriber).where(col(Subscriber.uid) == uid)).first()
+    if subscriber is None:
+        raise SubscriberNotFound("no such subscriber (deleted, or never here)")
     return subscriber
 
 
@@ -155,3 +163,76 @@ def describe(*, session: Session, email: str) -> dict[str, Any]:
             for event in mail_events(session=session, subscriber=subscriber)
         ],
     }
+
+
+def api_dict(subscriber: Subscriber, enrollments: list[Enrollment]) -> dict[str, Any]:
+    """The subscriber as ``/api/v1`` shows them: ``id`` is their public uid."""
+    return {
+        "id": subscriber.uid,
+        **{k: v for k, v in public_dict(subscriber).items() if not k.startswith("consent_")},
+        "consent": {
+            "at": _iso(subscriber.consent_at),
+            "source": subscriber.consent_source,
+        },
+        "enrollments": [
+            {
+                "course": e.course_slug,
+                "status": e.status,
+                "run": e.run,
+                "started_at": _iso(e.started_at),
+                "completed_at": _iso(e.completed_at),
+                "paused_until": _iso(e.paused_until),
+                "send_at": e.send_at,
+            }
+            for e in enrollments
+        ],
+    }
+
+
+def api_page(
+    connection: Connection,
+    *,
+    after: int,
+    limit: int,
+    email: str | None = None,
+    course: str | None = None,
+    status: str | None = None,
+) -> tuple[list[dict[str, Any]], int | None]:
+    """Up to ``limit`` subscribers after row id ``after``, in signup order, with the last
+    one's row id when there may be more (the next page's ``after``)."""
+    session = Session(bind=connection)
+    query = select(Subscriber).where(col(Subscriber.id) > after).order_by(col(Subscriber.id))
+    if email:
+        query = query.where(Subscriber.email == normalize_email(email))
+    if status:
+        query = query.where(Subscriber.status == status)
+    if course:
+        query = query.where(
+            col(Subscriber.id).in_(
+                select(Enrollment.subscriber_id).where(Enrollment.course_slug == course)
+            )
+        )
+    found = list(session.exec(query.limit(limit)).all())
+    courses: dict[int, list[Enrollment]] = {}
+    if found:
+        for e in session.exec(
+            select(Enrollment)
+            .where(col(Enrollment.subscriber_id).in_([s.id for s in found]))
+            .order_by(col(Enrollment.id))
+        ):
+            courses.setdefault(e.subscriber_id, []).append(e)
+    items = [api_dict(s, courses.get(s.id or 0, [])) for s in found]
+    return items, (found[-1].id if len(found) == limit else None)
+
+
+def api_one(
+    connection: Connection, *, uid: str | None = None, email: str | None = None
+) -> dict[str, Any]:
+    """One subscriber, by uid or address, as ``/api/v1`` shows them."""
+    session = Session(bind=connection)
+    subscriber = (
+        by_uid(session, uid)
+        if uid is not None
+        else get_by_email(session=session, email=email or "")
+    )
+    return api_dict(subscriber, enrollments_of(session=session, subscriber=subscriber))

@@ -62,8 +62,8 @@ def revoke(connection: Connection, *, name: str) -> None:
         raise InvalidApiKey(f"no key named {name!r} (see `drip api-keys list`)")
 
 
-def authenticate(connection: Connection, key: str, *, now: datetime) -> Caller | None:
-    """The caller ``key`` belongs to, or None; notes when it was last used."""
+def find(connection: Connection, key: str) -> tuple[Caller, datetime | None] | None:
+    """The caller ``key`` belongs to and when the key was last used, or None (a read)."""
     if not key.startswith(PREFIX) or len(key) > 200:
         return None
     row = connection.execute(
@@ -75,6 +75,13 @@ def authenticate(connection: Connection, key: str, *, now: datetime) -> Caller |
         return None
     key_id, name, read_only, last_used = row
     assert key_id is not None
-    if last_used is None or now - last_used >= LAST_USED_EVERY:
-        connection.execute(update(ApiKey).where(col(ApiKey.id) == key_id).values(last_used_at=now))
-    return Caller(key_id, name, bool(read_only))
+    return Caller(key_id, name, bool(read_only)), last_used
+
+
+def stale(last_used: datetime | None, now: datetime) -> bool:
+    """Is the key's "last used" worth writing again (at most every ``LAST_USED_EVERY``)?"""
+    return last_used is None or now - last_used >= LAST_USED_EVERY
+
+
+def touch(connection: Connection, *, key_id: int, now: datetime) -> None:
+    connection.execute(update(ApiKey).where(col(ApiKey.id) == key_id).values(last_used_at=now))

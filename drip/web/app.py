@@ -25,12 +25,11 @@ from drip.sending.webhooks import Dispatcher
 from drip.store.engine import engine_for
 from drip.store.keys import check_key
 from drip.web import admin
-from drip.web.deps import WebState, page
+from drip.web.api import make_api
+from drip.web.deps import RETRY_AFTER_SECONDS, WebState, page
 from drip.web.ratelimit import RateLimiter
 from drip.web.routes import router
 from drip.web.writes import WriteGate
-
-RETRY_AFTER_SECONDS = 5
 
 
 class SecurityHeaders:
@@ -156,6 +155,7 @@ def create_app(settings: Settings, *, scheduler: bool = False, new_key: bool = F
             allow_headers=["Content-Type"],
         )
     app.include_router(router)
+    app.mount("/api/v1", make_api(app.state.drip))
     admin.install(app)
     return app
 

@@ -81,6 +81,8 @@ def page(st: WebState, request: Request, name: str, status: int = 200, **context
     return st.pages.TemplateResponse(request, name, context, status_code=status)
 
 
+#: what a 503 for a busy database asks a client to wait, in seconds
+RETRY_AFTER_SECONDS = 5
 MAX_BODY = 16 * 1024
 #: how long a client may take to send its body (nginx's client_body_timeout is 60 s)
 BODY_SECONDS = 30.0
