@@ -11,10 +11,12 @@ import os
 import select as socket_select
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
@@ -174,3 +176,72 @@ class WithholdingServer:
                 return
             else:
                 queued.append(b"250 ok\r\n")
+
+
+class WebhookReceiver:
+    """A real HTTP server on 127.0.0.1 that keeps every POST (headers and body) and
+    answers with ``replies`` in turn (a status, or ("hold", seconds) to wait before a
+    200, or ("redirect", url)), then 200 for the rest."""
+
+    def __init__(self) -> None:
+        import http.server
+
+        self.received: list[tuple[dict[str, str], bytes, str]] = []
+        self.replies: list[Any] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 (the standard library's name)
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length)
+                with receiver.lock:
+                    receiver.received.append(
+                        ({k.lower(): v for k, v in self.headers.items()}, body, self.path)
+                    )
+                    reply = receiver.replies.pop(0) if receiver.replies else 200
+                headers: dict[str, str] = {}
+                if isinstance(reply, tuple) and reply[0] == "hold":
+                    time.sleep(reply[1])
+                    reply = 200
+                elif isinstance(reply, tuple) and reply[0] == "redirect":
+                    headers["Location"] = reply[1]
+                    reply = 302
+                elif isinstance(reply, tuple) and reply[0] == "big":
+                    payload = b"x" * reply[1]
+                    self.send_response(500)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                self.send_response(int(reply))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.server.handle_error = lambda *_: None  # type: ignore[method-assign] # a client gone
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def events(self) -> list[dict[str, Any]]:
+        import json
+
+        with self.lock:
+            return [json.loads(body) for _, body, _ in self.received]
+
+    def types(self) -> list[str]:
+        return [event["type"] for event in self.events()]

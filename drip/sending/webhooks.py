@@ -60,12 +60,29 @@ class Poster:
         self.timeout = timeout
         self.resolve = resolve
         self.clock = clock
-        self.client = httpx.Client(
-            timeout=timeout, follow_redirects=False, trust_env=False, verify=verify
-        )
+        self.verify = verify
+        #: one connection pool per endpoint host name: connections are made to a pinned
+        #: address, so a pool shared by names could hand one name's TLS session to another
+        self._clients: dict[str, httpx.Client] = {}
+        self._lock = threading.Lock()
+
+    def _client(self, host: str) -> httpx.Client:
+        with self._lock:
+            client = self._clients.get(host)
+            if client is None:
+                client = self._clients[host] = httpx.Client(
+                    timeout=self.timeout,
+                    follow_redirects=False,
+                    trust_env=False,
+                    verify=self.verify,
+                )
+            return client
 
     def close(self) -> None:
-        self.client.close()
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
 
     def post(self, item: Claimed) -> Attempt:
         parts = urlsplit(item.url)
@@ -88,7 +105,7 @@ class Poster:
         extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
         deadline = time.monotonic() + self.timeout
         try:
-            with self.client.stream(
+            with self._client(parts.hostname or "").stream(
                 "POST",
                 pinned,
                 content=item.body.encode("utf-8"),
