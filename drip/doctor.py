@@ -18,6 +18,8 @@ from drip.core.config import is_loopback_host
 from drip.core.exceptions import DripError
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from drip.core.config import Settings
 
 
@@ -67,6 +69,32 @@ def _database(settings: Settings) -> Iterator[Finding]:
     yield Finding(Level.OK, f"database {engine.url.render_as_string()} at schema {head}")
     check_key(engine, settings.secret_keys())
     yield Finding(Level.OK, "the signing key verifies the links already sent")
+    yield from _webhooks(engine)
+
+
+def _webhooks(engine: Engine) -> Iterator[Finding]:
+    """Each webhook endpoint drip turned off, or that has been failing."""
+    from drip.reporting.webhooks import endpoint_views
+
+    with engine.connect() as connection:
+        views = endpoint_views(connection)
+    for view in views:
+        e = view.endpoint
+        if e.disabled_at is not None:
+            yield Finding(
+                Level.PROBLEM,
+                f"webhook endpoint {e.id} ({e.url}) is off: {e.disabled_reason}; fix the "
+                f"receiver, then `drip webhooks enable {e.id}`",
+            )
+        elif e.failing_since is not None:
+            yield Finding(
+                Level.WARNING,
+                f"webhook endpoint {e.id} ({e.url}) has been failing since "
+                f"{e.failing_since:%Y-%m-%d %H:%M} UTC: it is turned off after 3 days",
+            )
+    healthy = all(v.endpoint.disabled_at is None and not v.endpoint.failing_since for v in views)
+    if views and healthy:
+        yield Finding(Level.OK, f"{len(views)} webhook endpoint(s) answering")
 
 
 def _courses(settings: Settings) -> Iterator[Finding]:

@@ -369,6 +369,7 @@ class WebhookMessage(SQLModel, table=True):
             postgresql_where=WEBHOOK_PENDING,
         ),
         Index("ix_webhookmessage_endpoint", "endpoint_id", "id"),
+        Index("ix_webhookmessage_subscriber", "subscriber_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -377,6 +378,11 @@ class WebhookMessage(SQLModel, table=True):
         sa_column=Column(
             Integer, ForeignKey("webhookendpoint.id", ondelete="CASCADE"), nullable=False
         )
+    )
+    #: who the event is about: erasing them erases it too (its body names them)
+    subscriber_id: int | None = Field(
+        default=None,
+        sa_column=Column(Integer, ForeignKey("subscriber.id", ondelete="CASCADE")),
     )
     type: str = Field(sa_column=Column(String(64), nullable=False))
     #: the request body, exactly as signed and sent

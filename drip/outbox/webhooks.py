@@ -16,7 +16,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, and_, insert, or_, select, update
 from sqlmodel import col
@@ -109,8 +109,9 @@ def emit_many(connection: Connection, events: Sequence[Event], *, now: datetime)
         found = about.get(_key(event))
         if found is None:  # erased in this very transaction: nobody to tell about
             continue
+        subscriber_id, data = found
         body = json.dumps(
-            {"type": event.type.value, "timestamp": stamp, "data": {**found, **event.data}},
+            {"type": event.type.value, "timestamp": stamp, "data": {**data, **event.data}},
             separators=(",", ":"),
             ensure_ascii=False,
             default=_json_default,
@@ -120,6 +121,7 @@ def emit_many(connection: Connection, events: Sequence[Event], *, now: datetime)
             {
                 "event_id": event_id,
                 "endpoint_id": endpoint_id,
+                "subscriber_id": subscriber_id,
                 "type": event.type.value,
                 "body": body,
                 "status": WebhookStatus.SCHEDULED,
@@ -160,21 +162,22 @@ def _key(event: Event) -> tuple[int | None, int | None]:
 
 def _about(
     connection: Connection, events: Sequence[Event]
-) -> dict[tuple[int | None, int | None], dict[str, Any]]:
-    """Each event's subscriber (and course and run), keyed by ``_key``."""
+) -> dict[tuple[int | None, int | None], tuple[int, dict[str, Any]]]:
+    """Each event's subscriber row id and data (the subscriber, and course and run),
+    keyed by ``_key``."""
 
     def person(row: Sequence[Any]) -> dict[str, Any]:
         _, uid, email, name, zone, status = row
         return {"id": uid, "email": email, "name": name, "timezone": zone, "status": status}
 
-    found: dict[tuple[int | None, int | None], dict[str, Any]] = {}
+    found: dict[tuple[int | None, int | None], tuple[int, dict[str, Any]]] = {}
     people = {e.subscriber_id for e in events if e.enrollment_id is None}
     if people:
         rows: Sequence[Any] = connection.execute(
             select(*_PERSON).where(col(Subscriber.id).in_(people))
         ).all()
         for row in rows:
-            found[row[0], None] = {"subscriber": person(row)}
+            found[row[0], None] = row[0], {"subscriber": person(row)}
     enrollments = {e.enrollment_id for e in events if e.enrollment_id is not None}
     if enrollments:
         rows = connection.execute(
@@ -183,8 +186,9 @@ def _about(
             .where(col(Enrollment.id).in_(enrollments))
         ).all()
         for row in rows:
-            enrollment_id, course, run, *rest = row
-            found[None, enrollment_id] = {"subscriber": person(rest), "course": course, "run": run}
+            enrollment_id, course, run, *rest = cast(Sequence[Any], row)
+            data: dict[str, Any] = {"subscriber": person(rest), "course": course, "run": run}
+            found[None, enrollment_id] = int(rest[0]), data
     return found
 
 

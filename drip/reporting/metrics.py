@@ -19,8 +19,17 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from sqlalchemy import Connection, Engine, case, func, literal_column, select
 from sqlmodel import col
 
-from drip.core.models import Delivery, Enrollment, ErasedCount, MailEvent, Signup, Subscriber
-from drip.core.states import PENDING_DELIVERY, DeliveryStatus
+from drip.core.models import (
+    Delivery,
+    Enrollment,
+    ErasedCount,
+    MailEvent,
+    Signup,
+    Subscriber,
+    WebhookEndpoint,
+    WebhookMessage,
+)
+from drip.core.states import PENDING_DELIVERY, DeliveryStatus, WebhookStatus
 from drip.outbox.kinds import KINDS
 from drip.store.engine import READ_ONLY
 from drip.store.statements import insert_for
@@ -42,13 +51,34 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         "inbound mail or a provider's webhook.",
         ("kind",),
     ),
+    "drip_webhooks_delivered": ("Webhook messages an endpoint answered with a 2xx.", ()),
+    "drip_webhooks_given_up": (
+        "Webhook messages given up: three days without a 2xx, or the endpoint turned off.",
+        (),
+    ),
 }
 #: (counter, comma-separated label values) → count
 Counts = Counter[tuple[str, str]]
 
 
-def counter_values(connection: Connection, *, subscriber_id: int | None = None) -> Counts:
-    """Every counter as the rows count it: the whole database's, or one subscriber's share."""
+def counter_values(
+    connection: Connection, *, subscriber_id: int | None = None, endpoint_id: int | None = None
+) -> Counts:
+    """Every counter as the rows count it: the whole database's, one subscriber's share,
+    or (``endpoint_id``) one webhook endpoint's share of the webhooks' counters."""
+    counts = Counts()
+    hooks = select(col(WebhookMessage.status), func.count()).where(
+        col(WebhookMessage.status).in_([WebhookStatus.DELIVERED, WebhookStatus.FAILED])
+    )
+    if subscriber_id is not None:
+        hooks = hooks.where(col(WebhookMessage.subscriber_id) == subscriber_id)
+    if endpoint_id is not None:
+        hooks = hooks.where(col(WebhookMessage.endpoint_id) == endpoint_id)
+    for status, count in connection.execute(hooks.group_by(col(WebhookMessage.status))):
+        name = "delivered" if status == WebhookStatus.DELIVERED else "given_up"
+        counts[f"drip_webhooks_{name}", ""] = count
+    if endpoint_id is not None:
+        return counts
     signups = select(func.count(), func.count(col(Signup.confirmed_at)))
     # the engine writes "gave up after N attempts: …" when the attempts ran out
     # literals, not parameters: PostgreSQL matches the grouped expression to the selected one
@@ -70,7 +100,6 @@ def counter_values(connection: Connection, *, subscriber_id: int | None = None) 
             for query in (sent, failed)
         )
         bounces = bounces.where(col(MailEvent.subscriber_id) == subscriber_id)
-    counts = Counts()
     signed_up, confirmed = connection.execute(signups).one()
     counts["drip_signups", ""] = signed_up
     counts["drip_confirmations", ""] = confirmed
@@ -86,11 +115,19 @@ def counter_values(connection: Connection, *, subscriber_id: int | None = None) 
 def record_erasure(connection: Connection, *, subscriber_id: int) -> None:
     """Before a subscriber's rows are erased: add their share of the counters to what
     erased subscribers had counted, in the caller's transaction."""
+    _keep(connection, counter_values(connection, subscriber_id=subscriber_id))
+
+
+def record_endpoint_removal(connection: Connection, *, endpoint_id: int) -> None:
+    """Before a webhook endpoint and its messages are removed: keep their share of the
+    webhooks' counters, in the caller's transaction."""
+    _keep(connection, counter_values(connection, endpoint_id=endpoint_id))
+
+
+def _keep(connection: Connection, counts: Counts) -> None:
     rows = [
         {"counter": counter, "labels": labels, "count": count}
-        for (counter, labels), count in sorted(
-            counter_values(connection, subscriber_id=subscriber_id).items()
-        )
+        for (counter, labels), count in sorted(counts.items())
         if count
     ]
     if not rows:
@@ -129,6 +166,17 @@ class _FromDatabase:
                 by_status = connection.execute(
                     select(col(Subscriber.status), func.count()).group_by(col(Subscriber.status))
                 ).all()
+                hooks_waiting = connection.execute(
+                    select(func.count()).where(
+                        col(WebhookMessage.status).in_(
+                            [WebhookStatus.SCHEDULED, WebhookStatus.SENDING]
+                        ),
+                        col(WebhookMessage.due_at) <= now,
+                    )
+                ).scalar_one()
+                endpoints_off = connection.execute(
+                    select(func.count()).where(col(WebhookEndpoint.disabled_at).is_not(None))
+                ).scalar_one()
                 waiting = connection.execute(
                     select(col(Delivery.kind), func.count(), func.min(col(Delivery.due_at)))
                     .where(col(Delivery.status).in_(PENDING_DELIVERY), col(Delivery.due_at) <= now)
@@ -160,6 +208,16 @@ class _FromDatabase:
             age.add_metric([kind], max(0.0, waited))
         yield depth
         yield age
+        yield GaugeMetricFamily(
+            "drip_webhooks_waiting",
+            "Webhook messages due now and not yet delivered.",
+            value=hooks_waiting,
+        )
+        yield GaugeMetricFamily(
+            "drip_webhook_endpoints_off",
+            "Webhook endpoints drip turned off after three days of failures.",
+            value=endpoints_off,
+        )
 
 
 def _aware(value: datetime) -> datetime:

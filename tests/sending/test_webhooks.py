@@ -30,12 +30,14 @@ from drip.core.exceptions import InvalidWebhook
 from drip.core.models import WebhookEndpoint, WebhookMessage
 from drip.core.states import EventType, MailEventKind, WebhookStatus
 from drip.core.webhooks import check_url
+from drip.doctor import examine
 from drip.feedback.bounces import BouncePolicy, record
 from drip.feedback.clicks import record_click
 from drip.lifecycle import actions
 from drip.lifecycle.controls import Control
 from drip.lifecycle.signup import Consent, sign_up
 from drip.outbox.webhooks import GIVE_UP_AFTER, Claimed
+from drip.reporting.metrics import exposition
 from drip.runner import make_sender
 from drip.sending import endpoints
 from drip.sending.mailer import memory
@@ -253,7 +255,7 @@ def test_a_failed_delivery_is_retried_later_with_the_same_webhook_id(
 
 
 def test_three_days_of_failures_give_up_and_turn_the_endpoint_off(
-    engine: Engine, course: Course, receiver: WebhookReceiver
+    engine: Engine, settings: Settings, course: Course, receiver: WebhookReceiver
 ) -> None:
     add(engine, receiver.url)
     healthy = add(engine, receiver.url + "/other", events="subscriber.unsubscribed")
@@ -277,12 +279,37 @@ def test_three_days_of_failures_give_up_and_turn_the_endpoint_off(
     assert on.disabled_at is None and on.id == healthy.id
     tries = len(receiver.received)
     assert 10 <= tries <= 25, "backoff, not a try every hour"
+    said = [str(f) for f in examine(settings, dns=lambda _: None)]
+    assert any("webhook endpoint 1" in line and "is off" in line for line in said), said
+    metrics = exposition(engine).decode()
+    assert "drip_webhooks_given_up_total 1.0" in metrics
+    assert "drip_webhook_endpoints_off 1.0" in metrics
     enrol(engine, course, "later@example.org", now=now)
     assert len(messages(engine)) == 1, "an endpoint turned off gets nothing new"
     with engine.begin() as connection:
         assert endpoints.enable_endpoint(connection, off.id or 0)
     enrol(engine, course, "after@example.org", now=now)
     assert len(messages(engine)) == 2
+
+
+def test_erasing_a_subscriber_erases_what_was_to_be_told_about_them_and_counts_stay(
+    engine: Engine, course: Course, receiver: WebhookReceiver
+) -> None:
+    endpoint = add(engine, receiver.url)
+    enrol(engine, course, "told@example.org", now=NOW)
+    dispatcher(engine).run_due(NOW)
+    enrol(engine, course, "erased@example.org", now=NOW)
+    assert len(messages(engine)) == 2
+    with engine.begin() as connection:
+        actions.delete(connection, subscriber=actions.find(connection, email="erased@example.org"))
+    assert [m.status for m in messages(engine)] == [WebhookStatus.DELIVERED]
+    assert "erased@example.org" not in str(messages(engine))
+    before = exposition(engine).decode()
+    assert "drip_webhooks_delivered_total 1.0" in before
+    with engine.begin() as connection:
+        endpoints.remove_endpoint(connection, endpoint.id or 0)
+    assert messages(engine) == []
+    assert "drip_webhooks_delivered_total 1.0" in exposition(engine).decode(), "never down"
 
 
 def test_two_dispatchers_at_once_post_each_message_once(

@@ -723,3 +723,41 @@ def test_the_subscriber_page_pauses_resumes_restarts_and_moves_the_hour(
 
     client.post(f"/admin/subscribers/{ben}/unsubscribe", data={"csrf": token})
     assert "Nothing changed: they are not receiving a course now" in press("restart")
+
+
+def test_the_webhooks_page_lists_endpoints_and_what_was_given_up(
+    client: TestClient, db: Engine
+) -> None:
+    from drip.core.models import WebhookMessage
+    from drip.sending import endpoints
+
+    now = datetime.now(UTC)
+    with db.begin() as connection:
+        found = endpoints.add_endpoint(
+            connection,
+            url="https://crm.example.com/hooks?<b>",
+            events="course.completed",
+            description="<script>x</script>",
+            now=now,
+        )
+        connection.execute(
+            WebhookMessage.__table__.insert().values(  # type: ignore[attr-defined]
+                event_id="msg_given_up",
+                endpoint_id=found.id,
+                type="course.completed",
+                body="{}",
+                status="failed",
+                due_at=now,
+                attempts=14,
+                created_at=now,
+                failed_at=now,
+                last_error="HTTP 503: <i>down</i>",
+            )
+        )
+    login(client)
+    page = client.get("/admin/webhooks")
+    assert page.status_code == 200
+    assert "https://crm.example.com/hooks?&lt;b&gt;" in page.text
+    assert "&lt;script&gt;" in page.text and "<script>x" not in page.text
+    assert "msg_given_up" in page.text and "HTTP 503: &lt;i&gt;down&lt;/i&gt;" in page.text
+    assert found.secret not in page.text

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from typing import Any
 
@@ -184,3 +185,29 @@ def test_after_she_leaves_the_controls_change_nothing_and_say_so(
         assert response.status_code == 200
         assert "Nothing changed:" in response.text
     assert standing(db) == before
+
+
+def test_the_web_process_posts_its_events_by_itself(tmp_path: Any) -> None:
+    """`drip serve` posts what its requests cause (a signup's subscriber.pending) without
+    any send-due run."""
+    import time as clock
+
+    from drip.sending import endpoints
+    from drip.store.engine import engine_for
+    from tests.fixtures import WebhookReceiver
+
+    settings = make_settings(tmp_path)
+    receiver = WebhookReceiver()
+    try:
+        with engine_for(settings).begin() as connection:
+            endpoints.add_endpoint(
+                connection, url=receiver.url, events=None, description="", now=datetime.now(UTC)
+            )
+        with app_client(settings) as web:
+            web.post("/subscribe", json={"email": "loop@example.org"})
+            deadline = clock.monotonic() + 15
+            while "subscriber.pending" not in receiver.types() and clock.monotonic() < deadline:
+                clock.sleep(0.1)
+        assert "subscriber.pending" in receiver.types()
+    finally:
+        receiver.close()

@@ -29,7 +29,7 @@ from drip.core.exceptions import DripError, SubscriberNotFound
 from drip.core.tokens import Tokens
 from drip.lifecycle import actions, controls
 from drip.lifecycle.controls import MAX_PAUSE_DAYS, Control
-from drip.reporting import dashboard
+from drip.reporting import dashboard, webhooks
 from drip.reporting.stats import controls_line
 from drip.sending.compose import Composer, emails_of, preview
 from drip.sending.testsend import send_test
@@ -323,6 +323,17 @@ async def _act(st: WebState, uid: str, action: Callable[..., Any]) -> Any:
 
 def _done(uid: str, what: str) -> Response:
     return RedirectResponse(f"/admin/subscribers/{uid}?done={what}", status_code=303)
+
+
+# -- webhooks ------------------------------------------------------------------------------
+
+
+@router.get("/webhooks", response_class=HTMLResponse)
+def webhooks_page(request: Request, st: State, admin: SignedIn) -> Response:
+    with _reading(st) as connection:
+        views = webhooks.endpoint_views(connection)
+        failures = webhooks.given_up(connection)
+    return _page(st, request, "webhooks.html", admin=admin, views=views, failures=failures)
 
 
 # -- a course's emails -------------------------------------------------------------------

@@ -44,6 +44,12 @@ def upgrade() -> None:
             sa.ForeignKey("webhookendpoint.id", ondelete="CASCADE"),
             nullable=False,
         ),
+        sa.Column(
+            "subscriber_id",
+            sa.Integer(),
+            sa.ForeignKey("subscriber.id", ondelete="CASCADE"),
+            nullable=True,
+        ),
         sa.Column("type", sa.String(64), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
@@ -65,6 +71,7 @@ def upgrade() -> None:
         postgresql_where=WEBHOOK_PENDING,
     )
     op.create_index("ix_webhookmessage_endpoint", "webhookmessage", ["endpoint_id", "id"])
+    op.create_index("ix_webhookmessage_subscriber", "webhookmessage", ["subscriber_id"])
     op.create_table(
         "apikey",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -78,6 +85,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("apikey")
+    op.drop_index("ix_webhookmessage_subscriber", "webhookmessage")
     op.drop_index("ix_webhookmessage_endpoint", "webhookmessage")
     op.drop_index("ix_webhookmessage_pending", "webhookmessage")
     op.drop_table("webhookmessage")
