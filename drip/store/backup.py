@@ -33,6 +33,9 @@ TABLES = (
     "click",
     "mailevent",
     "webhookevent",
+    "apikey",
+    "webhookendpoint",
+    "webhookmessage",
 )
 BATCH = 5000
 
