@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -80,8 +81,17 @@ class PromptSender:
     (read again at the start of each run) are picked up.
     """
 
-    def __init__(self, sender: Sender, *, idle_seconds: float, batch_limit: int = 1000) -> None:
+    def __init__(
+        self,
+        sender: Sender,
+        *,
+        idle_seconds: float,
+        batch_limit: int = 1000,
+        after_run: Callable[[], object] | None = None,
+    ) -> None:
         self.sender = sender
+        #: called after each run (the webhook loop's wake: a run may have told of events)
+        self.after_run = after_run
         self.idle_seconds = idle_seconds
         self.batch_limit = batch_limit
         self._changed = threading.Condition()
@@ -134,6 +144,8 @@ class PromptSender:
                     return
                 target = self._woken
             report = self._run()
+            if self.after_run is not None:
+                self.after_run()
             # a run that used up its limit has left more behind: go on at once
             more = report is not None and sum(report.counts.values()) >= self.batch_limit
             if not more:

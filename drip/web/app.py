@@ -69,6 +69,7 @@ def create_app(settings: Settings, *, scheduler: bool = False, new_key: bool = F
     catalog = Catalog.from_dir(settings.courses_dir, strict=False)
     composer = Composer(settings=settings)
     throttle = Throttle(settings.send_rate)  # DRIP_SEND_RATE holds across both senders
+    posting = WebhookLoop(Dispatcher(sending))
     prompt = PromptSender(
         make_sender(
             engine=sending,
@@ -81,8 +82,8 @@ def create_app(settings: Settings, *, scheduler: bool = False, new_key: bool = F
             transactional_only=True,
         ),
         idle_seconds=settings.send_interval_seconds,
+        after_run=posting.wake,
     )
-    posting = WebhookLoop(Dispatcher(sending))
     senders = [prompt.sender]
     if scheduler:
         lessons = make_sender(

@@ -516,7 +516,22 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def test_the_webhooks_commands(cli_env: dict[str, str], receiver: WebhookReceiver) -> None:
+def test_the_webhooks_commands(
+    cli_env: dict[str, str], receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from drip.cli import app
+
+    for name, value in cli_env.items():
+        if name.startswith("DRIP_"):
+            monkeypatch.setenv(name, value)
+    runner = CliRunner()
+
+    def _drip(_: dict[str, str], *args: str) -> Any:
+        result = runner.invoke(app, list(args))
+        return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.output)
+
     added = _drip(cli_env, "webhooks", "add", receiver.url, "--description", "crm")
     assert added.returncode == 0, added.stderr
     secret = added.stdout.strip().splitlines()[-1]
