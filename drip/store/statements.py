@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar, cast
 
 from sqlalchemy import Connection, Dialect
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -139,10 +140,12 @@ def insert_new(
     connection: Connection, table: Any, values: dict[str, Any], *, unique: list[str]
 ) -> bool:
     """Insert the row unless one with the same ``unique`` columns exists; True if it was
-    new."""
+    new. (Told by the row it returns: PostgreSQL's driver gives no row count for an
+    INSERT that returns the key it made.)"""
     statement = insert_for(connection.dialect)(table).values(**values)
-    result = connection.execute(statement.on_conflict_do_nothing(index_elements=unique))
-    return bool(result.rowcount == 1)
+    statement = statement.on_conflict_do_nothing(index_elements=unique)
+    key = list(sa_inspect(table).primary_key)
+    return connection.execute(statement.returning(*key)).first() is not None
 
 
 @contextmanager

@@ -102,14 +102,14 @@ def dispatcher(engine: Engine, **kwargs: Any) -> Dispatcher:
 
 
 def test_every_event_type_reaches_a_receiver_that_verifies_it(
-    engine: Engine, settings: Settings, course: Course, receiver: WebhookReceiver
+    any_engine: Engine, settings: Settings, course: Course, receiver: WebhookReceiver
 ) -> None:
     """Each kind of change, through the doors that make it, reaches the endpoint signed as
     the specification says, with its documented data, and the timestamps are the real
     clock's although the run was given another ``now``."""
-    endpoint = add(engine, receiver.url)
+    endpoint = add(any_engine, receiver.url)
     catalog = Catalog({course.slug: course})
-    with engine.begin() as connection:  # pending: a confirmation is queued
+    with any_engine.begin() as connection:  # pending: a confirmation is queued
         sign_up(
             connection,
             course=course,
@@ -118,11 +118,11 @@ def test_every_event_type_reaches_a_receiver_that_verifies_it(
             by_operator=True,
             now=NOW,
         )
-    uid = enrol(engine, course, "ana@example.org", now=NOW)  # confirmed
-    enrol(engine, course, "bea@example.org", now=NOW)
-    sender = make_sender(engine=engine, settings=settings, catalog=catalog)
+    uid = enrol(any_engine, course, "ana@example.org", now=NOW)  # confirmed
+    enrol(any_engine, course, "bea@example.org", now=NOW)
+    sender = make_sender(engine=any_engine, settings=settings, catalog=catalog)
     sender.send_due(now=NOW)  # lesson.sent (day 1), twice
-    with engine.begin() as connection:
+    with any_engine.begin() as connection:
         record_click(
             connection,
             enrollment_uid=uid,
@@ -140,7 +140,7 @@ def test_every_event_type_reaches_a_receiver_that_verifies_it(
     for _ in range(7):  # ana completes the course
         day += timedelta(days=1)
         sender.send_due(now=day)
-    with engine.begin() as connection:
+    with any_engine.begin() as connection:
         ana = actions.find(connection, email="ana@example.org")
         actions.control(
             connection, subscriber=ana, catalog=catalog, control=Control.RESTART, now=day
@@ -163,10 +163,10 @@ def test_every_event_type_reaches_a_receiver_that_verifies_it(
             catalog=catalog,
             now=day,
         )
-    counts = dispatcher(engine).run_due(day)
+    counts = dispatcher(any_engine).run_due(day)
 
     events = verified(receiver, endpoint.secret)
-    assert counts["delivered"] == len(events) == len(messages(engine))
+    assert counts["delivered"] == len(events) == len(messages(any_engine))
     assert {e["type"] for e in events} == {t.value for t in EventType}
     by_type = {e["type"]: e for e in events}
     sent = by_type["lesson.sent"]
@@ -236,14 +236,14 @@ def test_a_change_rolled_back_tells_nothing(
 
 
 def test_a_failed_delivery_is_retried_later_with_the_same_webhook_id(
-    engine: Engine, course: Course, receiver: WebhookReceiver
+    any_engine: Engine, course: Course, receiver: WebhookReceiver
 ) -> None:
-    endpoint = add(engine, receiver.url)
-    enrol(engine, course, "retry@example.org", now=NOW)
+    endpoint = add(any_engine, receiver.url)
+    enrol(any_engine, course, "retry@example.org", now=NOW)
     receiver.replies = [500]
-    posting = dispatcher(engine)
+    posting = dispatcher(any_engine)
     assert posting.run_due(NOW)["retried"] == 1
-    [waiting] = messages(engine)
+    [waiting] = messages(any_engine)
     assert waiting.status == WebhookStatus.SCHEDULED and waiting.last_status == 500
     assert waiting.due_at == NOW + timedelta(minutes=5)
     assert posting.run_due(NOW + timedelta(minutes=4)) == Counter(), "not before its time"
@@ -251,7 +251,7 @@ def test_a_failed_delivery_is_retried_later_with_the_same_webhook_id(
     first, second = (headers["webhook-id"] for headers, _, _ in receiver.received)
     assert first == second == waiting.event_id
     assert len(verified(receiver, endpoint.secret)) == 2
-    assert messages(engine)[0].status == WebhookStatus.DELIVERED
+    assert messages(any_engine)[0].status == WebhookStatus.DELIVERED
 
 
 def test_three_days_of_failures_give_up_and_turn_the_endpoint_off(
@@ -313,13 +313,13 @@ def test_erasing_a_subscriber_erases_what_was_to_be_told_about_them_and_counts_s
 
 
 def test_two_dispatchers_at_once_post_each_message_once(
-    engine: Engine, course: Course, receiver: WebhookReceiver
+    any_engine: Engine, course: Course, receiver: WebhookReceiver
 ) -> None:
-    add(engine, receiver.url)
+    add(any_engine, receiver.url)
     for n in range(12):
-        enrol(engine, course, f"p{n}@example.org", now=NOW)
+        enrol(any_engine, course, f"p{n}@example.org", now=NOW)
     receiver.replies = [("hold", 0.05)] * 12
-    both = [dispatcher(engine, concurrency=2), dispatcher(engine, concurrency=2)]
+    both = [dispatcher(any_engine, concurrency=2), dispatcher(any_engine, concurrency=2)]
     runs = [threading.Thread(target=d.run_due, args=(NOW,)) for d in both]
     for run in runs:
         run.start()
@@ -327,7 +327,7 @@ def test_two_dispatchers_at_once_post_each_message_once(
         run.join()
     ids = [headers["webhook-id"] for headers, _, _ in receiver.received]
     assert len(ids) == 12 and len(set(ids)) == 12
-    assert {m.status for m in messages(engine)} == {WebhookStatus.DELIVERED}
+    assert {m.status for m in messages(any_engine)} == {WebhookStatus.DELIVERED}
 
 
 def test_a_slow_endpoint_does_not_hold_the_send_run(

@@ -268,3 +268,14 @@ def _explain_generic(statement: str, parameters: Any, *, name: str) -> tuple[Any
         sql.SQL("PREPARE {} AS {}").format(sql.Identifier(name), sql.SQL(numbered)),  # type: ignore[arg-type]
         sql.SQL("EXPLAIN EXECUTE {}({})").format(sql.Identifier(name), values),
     )
+
+
+def test_insert_new_tells_a_new_row_from_one_already_there(any_engine: Engine) -> None:
+    """On every database (PostgreSQL's driver gives no row count for an INSERT that
+    returns its key): a provider's event is new once, a click is first once."""
+    from drip.feedback.bounces import first_time
+
+    with any_engine.begin() as connection:
+        assert first_time(connection, provider="postmark", event_id="e1", now=NOW)
+        assert not first_time(connection, provider="postmark", event_id="e1", now=NOW)
+        assert first_time(connection, provider="mailgun", event_id="e1", now=NOW)
