@@ -32,7 +32,9 @@ $(TOOLS_STAMP): | $(STAMP)
 	fi
 	touch $@
 
-## make test: the whole suite (SQLite; PostgreSQL too when DRIP_TEST_POSTGRES_URL is set).
+## make test: the whole suite (SQLite; PostgreSQL too when DRIP_TEST_POSTGRES_URL is set),
+## on two workers (pytest-xdist); PYTEST_ARGS="tests/sending -k window" runs a part.
+PYTEST_ARGS ?= -n 2
 test: $(STAMP) $(TOOLS_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
