@@ -38,7 +38,7 @@ from drip.reporting.stats import funnel
 from drip.store import apikeys
 from drip.store.apikeys import Caller
 from drip.store.engine import READ_ONLY
-from drip.web.deps import RETRY_AFTER_SECONDS, WebState, client_ip
+from drip.web.deps import RETRY_AFTER_SECONDS, WebState
 from drip.web.ratelimit import RateLimiter
 
 #: most subscribers one page lists
@@ -187,9 +187,7 @@ def make_api(state: WebState) -> FastAPI:
             return _found(partial(subscribers.api_one, connection, uid=subscriber_id))
 
     @api.post("/subscribers", status_code=201)
-    async def add_subscriber(
-        body: SubscriberIn, request: Request, st: State, caller: Writer
-    ) -> Response:
+    async def add_subscriber(body: SubscriberIn, st: State, caller: Writer) -> Response:
         """Sign someone up, as the CLI's `drip subscribers add` does: pending with a
         confirmation email queued, or with `"confirmed": true` enrolled at once. Nobody
         who unsubscribed or was suppressed is added back (409). 201 for a new address,
@@ -203,7 +201,8 @@ def make_api(state: WebState) -> FastAPI:
             return _invalid_field(error.field, str(error))
         except UnknownCourse as error:
             return _invalid_field("course", str(error))
-        consent = Consent(source=f"api:{caller.name}", ip=client_ip(st, request))
+        # the caller's address is not the person's: the consent is the key's name alone
+        consent = Consent(source=f"api:{caller.name}")
         [result] = await st.writes.run(
             partial(
                 sign_up,
