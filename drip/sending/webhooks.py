@@ -22,10 +22,9 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 from sqlalchemy import Engine
 
 from drip import __version__
@@ -36,6 +35,9 @@ from drip.core.webhooks import new_event_id, refused_address, signature
 from drip.outbox import webhooks
 from drip.outbox.webhooks import Attempt, Claimed
 from drip.store.engine import READ_ONLY
+
+if TYPE_CHECKING:  # httpx is imported when a message is posted: cron's idle run never pays it
+    import httpx
 
 logger = logging.getLogger("drip.webhooks")
 
@@ -67,6 +69,8 @@ class Poster:
         self._lock = threading.Lock()
 
     def _client(self, host: str) -> httpx.Client:
+        import httpx
+
         with self._lock:
             client = self._clients.get(host)
             if client is None:
@@ -102,6 +106,8 @@ class Poster:
             "webhook-timestamp": str(timestamp),
             "webhook-signature": signature(item.secrets, item.event_id, timestamp, item.body),
         }
+        import httpx
+
         extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
         deadline = time.monotonic() + self.timeout
         try:
