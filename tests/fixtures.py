@@ -181,7 +181,7 @@ class WithholdingServer:
 class WebhookReceiver:
     """A real HTTP server on 127.0.0.1 that keeps every POST (headers and body) and
     answers with ``replies`` in turn (a status, or ("hold", seconds) to wait before a
-    200, or ("redirect", url)), then 200 for the rest."""
+    200, ("redirect", url), ("say", status, body), ("big", size)), then 200 for the rest."""
 
     def __init__(self) -> None:
         import http.server
@@ -209,6 +209,12 @@ class WebhookReceiver:
                 elif isinstance(reply, tuple) and reply[0] == "redirect":
                     headers["Location"] = reply[1]
                     reply = 302
+                elif isinstance(reply, tuple) and reply[0] == "say":
+                    self.send_response(reply[1])
+                    self.send_header("Content-Length", str(len(reply[2])))
+                    self.end_headers()
+                    self.wfile.write(reply[2])
+                    return
                 elif isinstance(reply, tuple) and reply[0] == "big":
                     payload = b"x" * reply[1]
                     self.send_response(500)

@@ -154,12 +154,17 @@ def next_slot(
     return due
 
 
-def pause_end(*, now: datetime, days: int, zone: ZoneInfo, send_at: time) -> datetime:
+def pause_end(
+    *, now: datetime, days: int, zone: ZoneInfo, send_at: time, last_sent_at: datetime | None
+) -> datetime:
     """When a pause of ``days`` mornings asked for at ``now`` ends (aware UTC): the local
     midnight after the last morning skipped. The first morning skipped is today's when
-    today's ``send_at`` is still to come, else tomorrow's."""
+    today's ``send_at`` is still to come and no lesson went out today (one that did leaves
+    nothing to skip today), else tomorrow's."""
     today = now.astimezone(zone).date()
-    first = today if local_send_time(today, send_at, zone) > now else today + timedelta(days=1)
+    had_today = last_sent_at is not None and last_sent_at.astimezone(zone).date() == today
+    still_to_come = local_send_time(today, send_at, zone) > now and not had_today
+    first = today if still_to_come else today + timedelta(days=1)
     return datetime.combine(first + timedelta(days=days), time(0), tzinfo=zone).astimezone(UTC)
 
 

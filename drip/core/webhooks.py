@@ -101,15 +101,40 @@ def check_url(url: str) -> str:
 def refused_address(
     address: ipaddress.IPv4Address | ipaddress.IPv6Address, scheme: str
 ) -> str | None:
-    """Why drip will not connect to ``address`` for an endpoint, if it will not."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """Why drip will not connect to ``address`` for an endpoint, if it will not. An IPv6
+    address carrying an IPv4 one (mapped, compatible, 6to4, Teredo, NAT64) is judged by
+    both."""
+    if address.is_loopback:
+        return None
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = _embedded_ipv4(address)
+        if inner is not None:  # judged as the IPv4 address it reaches
+            why = refused_address(inner, scheme)
+            return f"{address} carries {inner}: {why}" if why else None
     if address.is_link_local:
         return f"{address} is link-local (where cloud metadata services answer)"
-    if address.is_multicast or address.is_unspecified:
+    if address.is_multicast or address.is_unspecified or address.is_reserved:
         return f"{address} is not a web server's address"
     if scheme == "http" and not address.is_loopback:
         return f"plain http:// only to this machine, not {address}: use https://"
+    return None
+
+
+#: IPv6 prefixes that carry an IPv4 address in their last 32 bits
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if address in _NAT64 or address in _NAT64_LOCAL or address in _COMPATIBLE:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
 
 

@@ -70,7 +70,7 @@ def read_inputs(control: Control, fields: Mapping[str, str]) -> tuple[int | None
 def read_days(raw: str) -> int:
     """A pause's length: a whole number of mornings, 1 to ``MAX_PAUSE_DAYS``."""
     raw = raw.strip()
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAUSE_DAYS:
+    if not re.fullmatch(r"[0-9]{1,2}", raw) or not 1 <= int(raw) <= MAX_PAUSE_DAYS:
         raise InvalidSubscriber(
             f"days: choose a pause of 1 to {MAX_PAUSE_DAYS} mornings, not {raw!r}", field="days"
         )
@@ -148,7 +148,10 @@ def pause(
     if why := refusal(member, Control.PAUSE):
         return Changed(False, refused=why)
     pace = member.pace(course)
-    until = schedule.pause_end(now=now, days=days, zone=pace.zone, send_at=pace.send_at)
+    _, last_sent = _history(connection, member, now)
+    until = schedule.pause_end(
+        now=now, days=days, zone=pace.zone, send_at=pace.send_at, last_sent_at=last_sent
+    )
     connection.execute(
         update(Enrollment)
         .where(col(Enrollment.id) == member.enrollment_id)

@@ -126,8 +126,9 @@ class Poster:
         status = response.status_code
         if 200 <= status < 300:
             return Attempt(item, status, None)
-        where = f" to {response.headers.get('location', '')[:200]}" if 300 <= status < 400 else ""
-        said = answer.decode("utf-8", "replace").strip()[:300]
+        location = _printable(response.headers.get("location", "")[:200])
+        where = f" to {location}" if 300 <= status < 400 else ""
+        said = _printable(answer.decode("utf-8", "replace")).strip()[:300]
         return Attempt(item, status, f"HTTP {status}{where}{': ' + said if said else ''}")
 
     def _address(self, host: str, port: int | None, scheme: str) -> str:
@@ -155,6 +156,12 @@ class Poster:
             if len(kept) >= MAX_RESPONSE or time.monotonic() > deadline:
                 break
         return kept
+
+
+def _printable(text: str) -> str:
+    """A receiver's words made safe to print and store: every control character (a
+    terminal's escape codes, line breaks) becomes a space."""
+    return "".join(c if c.isprintable() else " " for c in text)
 
 
 class Dispatcher:

@@ -12,6 +12,7 @@ a subscriber or course that is not there, 409 for an address drip will not add b
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -23,11 +24,13 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from sqlalchemy import Connection
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from drip import __version__
-from drip.core.entries import Entry, clean_timezone
+from drip.core.entries import Entry, clean_timezone, normalize_email
 from drip.core.exceptions import DatabaseBusy, InvalidSubscriber, SubscriberNotFound, UnknownCourse
 from drip.core.states import SubscriberStatus
 from drip.lifecycle import actions, controls
@@ -41,9 +44,65 @@ from drip.store.engine import READ_ONLY
 from drip.web.deps import RETRY_AFTER_SECONDS, WebState
 from drip.web.ratelimit import RateLimiter
 
+logger = logging.getLogger("drip.web")
 #: most subscribers one page lists
 MAX_PAGE = 200
+#: the largest request body read (a signup is a few hundred bytes)
+MAX_BODY = 64 * 1024
 _bearer = HTTPBearer(auto_error=False, description="A key from `drip api-keys create`.")
+
+
+class _Gate:
+    """Before a body is read: a request with no Bearer key is a 401 (nothing is parsed for
+    a stranger), and a body over ``MAX_BODY`` a 413, declared or streamed."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = str(scope["path"]).removeprefix(str(scope.get("root_path", "")))
+        if scope["type"] != "http" or path == "/openapi.json":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        if not headers.get("authorization", "").lower().startswith("bearer "):
+            response: Response = JSONResponse(
+                {"detail": "send a key as `Authorization: Bearer KEY`"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="drip"'},
+            )
+            await response(scope, receive, send)
+            return
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY:
+            await _too_large(scope, receive, send)
+            return
+        seen = 0
+
+        async def bounded() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > MAX_BODY:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, bounded, send)
+        except _TooLarge:
+            await _too_large(scope, receive, send)
+
+
+class _TooLarge(HTTPException):
+    """Raised while the body streams in: FastAPI lets an HTTPException through as it is."""
+
+    def __init__(self) -> None:
+        super().__init__(413, f"the body is over {MAX_BODY // 1024} KiB")
+
+
+async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
+    answer = JSONResponse({"detail": f"the body is over {MAX_BODY // 1024} KiB"}, status_code=413)
+    await answer(scope, receive, send)
 
 
 def _state(request: Request) -> WebState:
@@ -111,24 +170,24 @@ class SubscriberIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    email: str = Field(max_length=320)
-    name: str = Field(default="", max_length=500)
+    email: StrictStr = Field(max_length=320)
+    name: StrictStr = Field(default="", max_length=500)
     #: the course's slug; default: ``DRIP_DEFAULT_COURSE`` or the only course
-    course: str | None = Field(default=None, max_length=100)
+    course: StrictStr | None = Field(default=None, max_length=100)
     #: an IANA zone (``Europe/Madrid``); default: the course's
-    timezone: str | None = Field(default=None, max_length=64)
+    timezone: StrictStr | None = Field(default=None, max_length=64)
     #: true when the caller holds the person's consent: enrolled at once, no confirmation
     #: email (recorded as consent from ``api:KEY NAME``); false: a confirmation is queued
-    confirmed: bool = False
+    confirmed: StrictBool = False
 
 
 class ControlIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     #: mornings without a lesson (pause), 1 to 30
-    days: int | None = None
+    days: StrictInt | None = None
     #: the subscriber's own local hour for lessons (time), HH:MM
-    send_at: str | None = None
+    send_at: StrictStr | None = None
 
 
 # -- the routes ----------------------------------------------------------------------------
@@ -145,10 +204,22 @@ def make_api(state: WebState) -> FastAPI:
     )
     api.state.drip = state
     api.state.limiter = RateLimiter(limit=state.settings.api_rate_per_minute)
+    api.add_middleware(_Gate)
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> Response:
-        return JSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)
+        # where and what, never the value sent back (it may not even be JSON: NaN, a
+        # lone surrogate)
+        problems = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+            for e in error.errors()
+        ]
+        return JSONResponse({"detail": jsonable_encoder(problems)}, status_code=422)
+
+    @api.exception_handler(Exception)
+    async def _crash(request: Request, error: Exception) -> Response:
+        logger.exception("event=api-error path=%s", request.url.path)
+        return JSONResponse({"detail": "internal error: see drip's log"}, status_code=500)
 
     @api.exception_handler(DatabaseBusy)
     async def _busy(request: Request, error: DatabaseBusy) -> Response:
@@ -170,6 +241,11 @@ def make_api(state: WebState) -> FastAPI:
     ) -> dict[str, Any]:
         """Subscribers in signup order, `limit` at a time; `next` is the cursor of the
         page after, null on the last one."""
+        if email is not None:
+            try:
+                normalize_email(email)
+            except InvalidSubscriber as error:
+                raise HTTPException(422, [_problem("query", "email", str(error))]) from None
         with _reading(st) as connection:
             items, last = subscribers.api_page(
                 connection,

@@ -156,6 +156,20 @@ def test_a_pause_asked_before_todays_lesson_starts_with_today(
     ]
 
 
+def test_a_pause_asked_on_a_morning_that_already_had_its_lesson_starts_tomorrow(
+    engine: Engine, settings: Settings, course: Course
+) -> None:
+    """Day 1 went out at 06:00 on confirming; a one-morning pause at 06:30 skips Tuesday
+    (not today, which has nothing left to skip), so it changes something."""
+    start = at("2026-11-23T06:00")
+    enrol(engine, course, "dawn@example.org", now=start)
+    sender = sender_for(engine, settings, course)
+    walk(sender, start, at("2026-11-23T06:30"), step=timedelta(minutes=30))
+    changed = control(engine, course, "dawn@example.org", "pause", at("2026-11-23T06:30"), days=1)
+    assert changed.next_lesson is not None
+    assert changed.next_lesson.due_at == at("2026-11-25T07:00")
+
+
 def test_resume_ends_a_pause_at_the_next_morning(
     engine: Engine, settings: Settings, course: Course
 ) -> None:
@@ -375,7 +389,7 @@ def test_inputs_are_read_in_one_place_with_the_field_named() -> None:
     assert read_inputs(Control.TIME, {"send_at": "18:30"}) == (None, time(18, 30))
     assert read_inputs(Control.RESTART, {"days": "x"}) == (None, None)
     assert read_days("30") == 30 and read_days("1") == 1
-    for bad in ["0", "31", "-1", "7.5", "", "seven"]:
+    for bad in ["0", "31", "-1", "7.5", "", "seven", "²", "٣", "３", "007"]:
         with pytest.raises(ValueError, match="^days: "):
             read_days(bad)
     assert read_hour("00:00") == time(0) and read_hour("23:59") == time(23, 59)

@@ -385,6 +385,11 @@ def test_a_rotated_secret_signs_beside_the_old_one_for_a_day(
         ("https://169.254.169.254/latest/meta-data", "link-local"),
         ("https://[fe80::1]/hook", "link-local"),
         ("https://[::ffff:169.254.169.254]/", "link-local"),
+        ("https://[::169.254.169.254]/", "link-local"),
+        ("https://[64:ff9b::a9fe:a9fe]/", "link-local"),
+        ("https://[2002:a9fe:a9fe::]/", "link-local"),
+        ("https://255.255.255.255/", "not a web server's address"),
+        ("http://[::ffff:8.8.8.8]/", "plain http:// only to this machine"),
         ("https://0.0.0.0/hook", "not a web server's address"),
         ("https://224.0.0.1/hook", "not a web server's address"),
         ("https://user:pass@crm.example.com/hook", "no user or password"),
@@ -448,6 +453,15 @@ def test_a_redirect_is_an_answer_never_followed(receiver: WebhookReceiver) -> No
         assert elsewhere.received == []
     finally:
         elsewhere.close()
+
+
+def test_a_receivers_answer_is_kept_without_control_characters(
+    receiver: WebhookReceiver,
+) -> None:
+    receiver.replies = [("say", 500, b"oops \x1b[31mred\x1b[0m\r\nX-Injected: 1")]
+    attempt = Poster().post(_claimed(receiver.url))
+    assert attempt.error is not None and "\x1b" not in attempt.error
+    assert "\n" not in attempt.error and "red" in attempt.error
 
 
 def test_no_answer_in_time_and_a_huge_answer_are_failures_read_no_further(

@@ -232,8 +232,10 @@ def test_courses_their_funnel_and_the_api_document(api: Api) -> None:
     assert {"/subscribers", "/subscribers/{subscriber_id}", "/courses"} <= set(document["paths"])
     assert "HTTPBearer" in document["components"]["securitySchemes"]
     root = api.url.removesuffix("/api/v1")
-    for path in ("/openapi.json", "/docs", "/redoc", "/api/v1/docs"):
+    for path in ("/openapi.json", "/docs", "/redoc"):
         assert httpx.get(root + path).status_code == 404
+    assert api.call("GET", "/docs").status_code == 404
+    assert httpx.get(api.url + "/docs").status_code == 401, "nothing but the document unkeyed"
 
 
 def test_a_key_notes_when_it_was_last_used(api: Api) -> None:
@@ -243,3 +245,63 @@ def test_a_key_notes_when_it_was_last_used(api: Api) -> None:
     with api.engine.connect() as connection:
         used = dict(connection.execute(select(ApiKey.name, ApiKey.last_used_at)).all())
     assert used["crm"] is not None and used["reports"] is None
+
+
+def test_a_stranger_cannot_make_the_api_read_or_parse_a_body(api: Api) -> None:
+    import socket
+
+    host, port = api.url.split("//")[1].split("/")[0].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        raw.sendall(
+            b"POST /api/v1/subscribers HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 400000000\r\n\r\n{"
+        )
+        answer = raw.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 401")
+    bad_json = httpx.post(api.url + "/subscribers", content=b"{nope", headers={})
+    assert bad_json.status_code == 401
+    big = api.call("POST", "/subscribers", content=b"[" + b"1," * 40_000 + b"1]")
+    assert big.status_code == 413
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"email": "a@example.org", "name": "'
+        for _ in range(100):
+            yield b"x" * 1024
+        yield b'"}'
+
+    streamed = httpx.post(
+        api.url + "/subscribers",
+        content=chunks(),
+        headers={"Authorization": f"Bearer {api.key}", "Content-Type": "application/json"},
+    )
+    assert streamed.status_code == 413
+    assert _people(api.engine) == {}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "params"),
+    [
+        ("/subscribers/x/pause", b'{"days": NaN}', None),
+        ("/subscribers", b'{"email": NaN}', None),
+        ("/subscribers", b'{"email": 1e400}', None),
+        ("/subscribers", b'{"email": "\\ud800@example.org"}', None),
+        ("/subscribers", b'{"email": "a@example.org", "confirmed": "yes"}', None),
+        ("/subscribers/x/pause", b'{"days": true}', None),
+        ("/subscribers", None, {"email": "foo"}),
+        ("/subscribers", None, {"email": "\x00"}),
+    ],
+)
+def test_odd_input_is_a_422_never_a_500(
+    api: Api, path: str, body: bytes | None, params: dict[str, str] | None
+) -> None:
+    if body is None:
+        response = api.call("GET", path, params=params)
+    else:
+        response = httpx.post(
+            api.url + path,
+            content=body,
+            headers={"Authorization": f"Bearer {api.key}", "Content-Type": "application/json"},
+        )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"]
+    assert _people(api.engine) == {}
