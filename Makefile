@@ -33,10 +33,16 @@ $(TOOLS_STAMP): | $(STAMP)
 	touch $@
 
 ## make test: the whole suite (SQLite; PostgreSQL too when DRIP_TEST_POSTGRES_URL is set),
-## on two workers (pytest-xdist); PYTEST_ARGS="tests/sending -k window" runs a part.
-PYTEST_ARGS ?= -n 2
+## on two workers (pytest-xdist), then the tests that compare durations alone;
+## PYTEST_ARGS="tests/sending -k window" runs a part, in one process.
+PYTEST_ARGS ?=
 test: $(STAMP) $(TOOLS_STAMP)
+ifeq ($(strip $(PYTEST_ARGS)),)
+	$(BIN)/python -m pytest -n 2 -m "not timing"
+	$(BIN)/python -m pytest -m timing
+else
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+endif
 
 ## make lint: ruff, mypy, and the layers between drip's packages (import-linter)
 lint: $(STAMP)

@@ -135,6 +135,7 @@ connection.execute("ROLLBACK")
 """
 
 
+@pytest.mark.timing
 def test_a_write_lock_held_elsewhere_delays_only_writers(
     tmp_path: Path, smtp_sink: SmtpSink
 ) -> None:
@@ -257,6 +258,7 @@ def _median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
 
 
+@pytest.mark.timing
 def test_signup_costs_the_same_whatever_the_address_state(
     tmp_path: Path, smtp_sink: SmtpSink, course: Course
 ) -> None:

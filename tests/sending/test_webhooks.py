@@ -330,6 +330,7 @@ def test_two_dispatchers_at_once_post_each_message_once(
     assert {m.status for m in messages(any_engine)} == {WebhookStatus.DELIVERED}
 
 
+@pytest.mark.timing
 def test_a_slow_endpoint_does_not_hold_the_send_run(
     engine: Engine, settings: Settings, course: Course, receiver: WebhookReceiver
 ) -> None:

@@ -112,6 +112,7 @@ def test_a_failed_commit_writes_nothing_and_lets_the_next_writer_in(db: Engine) 
         assert reader.execute(text("SELECT count(*) FROM parent")).scalar() == 1
 
 
+@pytest.mark.timing
 def test_a_reader_never_waits_for_a_writer(db: Engine) -> None:
     """A READ_ONLY connection reads while a writer holds the lock (WAL: a plain BEGIN)."""
     with db.connect() as writer, writer.begin():
