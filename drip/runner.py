@@ -18,6 +18,7 @@ from drip.feedback import bounces
 from drip.lifecycle import chores
 from drip.outbox.deliveries import Claimed
 from drip.sending.engine import Chore, Sender
+from drip.store import tallies
 
 
 def make_sender(
@@ -28,9 +29,9 @@ def make_sender(
     transactional_only: bool = False,
     **options: Any,
 ) -> Sender:
-    """A ``Sender`` that first processes recorded signups and (unless
-    ``transactional_only``: the web process's prompt sender) restarts evergreen courses,
-    and suppresses a recipient the mail server refuses for good. ``options`` go to
+    """A ``Sender`` that first processes recorded signups, (unless ``transactional_only``:
+    the web process's prompt sender) restarts evergreen courses, folds the tallies
+    (PostgreSQL), and suppresses a recipient the mail server refuses for good. ``options`` go to
     ``Sender`` as they are (a composer, a mailer factory, a throttle, a clock)."""
     work: list[Chore] = [
         partial(
@@ -42,6 +43,8 @@ def make_sender(
     ]
     if not transactional_only:
         work.append(partial(chores.restart_evergreen, engine, catalog=catalog))
+    if engine.dialect.name == "postgresql":
+        work.append(partial(_fold_tallies, engine))
     return Sender(
         engine=engine,
         settings=settings,
@@ -51,6 +54,12 @@ def make_sender(
         transactional_only=transactional_only,
         **options,
     )
+
+
+def _fold_tallies(engine: Engine, *, now: datetime, stopping: object) -> None:
+    """PostgreSQL: fold the tallies' appended changes (``drip.store.tallies``)."""
+    with engine.begin() as connection:
+        tallies.fold(connection)
 
 
 def _refused(

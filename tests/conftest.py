@@ -18,7 +18,7 @@ from drip.sending.compose import Composer
 from drip.store.engine import engine_for, make_engine
 from drip.store.schema import upgrade
 from drip.testing import SmtpSink
-from tests.fixtures import COURSES_DIR, PG_URL, SHIPPED_COURSE, make_settings
+from tests.fixtures import COURSES_DIR, PG_URL, SHIPPED_COURSE, assert_tallies_hold, make_settings
 
 
 @pytest.fixture(autouse=True)
@@ -98,6 +98,7 @@ def settings(tmp_path: Path) -> Settings:
 def engine(settings: Settings) -> Iterator[Engine]:
     engine = engine_for(settings)
     yield engine
+    assert_tallies_hold(engine)  # whatever the test did, the counts kept add up
     engine.dispose()
 
 
@@ -107,6 +108,7 @@ def any_engine(database_url: str) -> Iterator[Engine]:
     engine = make_engine(database_url)
     upgrade(engine)
     yield engine
+    assert_tallies_hold(engine)  # whatever the test did, the counts kept add up
     engine.dispose()
 
 

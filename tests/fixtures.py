@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, inspect, select
+from sqlalchemy.exc import OperationalError
 
 from drip.core.config import Settings
 from drip.core.courses import Course
@@ -28,6 +29,7 @@ from drip.core.models import Enrollment, Subscriber
 from drip.lifecycle import actions
 from drip.lifecycle.signup import Consent, sign_up
 from drip.sending.mailer import memory
+from drip.store import tallies
 from drip.web import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,6 +89,24 @@ def erase(engine: Engine, email: str) -> None:
         actions.delete(connection, subscriber=actions.find(connection, email=email))
 
 
+def assert_tallies_hold(engine: Engine) -> None:
+    """The counts the triggers kept (``drip.store.tallies``) are what the rows count:
+    the same for what the rows hold, at least as many for events (an erased subscriber's
+    stay counted). Nothing to check where the schema was never made or was taken apart."""
+    try:
+        with engine.begin() as connection:
+            if not inspect(connection).has_table("tally"):
+                return
+            tallies.fold(connection)
+            kept, counted = tallies.totals(connection), tallies.recount(connection)
+    except OperationalError:
+        return  # a database a test left locked or broken on purpose
+    state = {key: n for key, n in kept.items() if not key[0].startswith("drip_")}
+    assert state == {key: n for key, n in counted.items() if not key[0].startswith("drip_")}
+    short = {key: (kept[key], n) for key, n in counted.items() if kept[key] < n}
+    assert not short, f"event counts the triggers missed: {short}"
+
+
 @contextmanager
 def app_client(settings: Settings) -> Iterator[TestClient]:
     """The web app through TestClient (its start-up and shutdown run), redirects not
@@ -94,6 +114,7 @@ def app_client(settings: Settings) -> Iterator[TestClient]:
     memory.outbox.clear()
     with TestClient(create_app(settings), follow_redirects=False) as client:
         yield client
+        assert_tallies_hold(client.app.state.drip.engine)  # type: ignore[attr-defined]
     memory.outbox.clear()
 
 

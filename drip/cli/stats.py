@@ -40,12 +40,12 @@ def stats(
     start = _since(since)
     courses = catalog()
     chosen = [courses.get(course_slug)] if course_slug else list(courses)
-    from drip.reporting.stats import funnel
+    from drip.reporting.stats import funnels
     from drip.store.engine import READ_ONLY
 
     with engine().connect() as connection:
         reading = connection.execution_options(**{READ_ONLY: True})
-        results = [funnel(reading, course, since=start) for course in chosen]
+        results = funnels(reading, chosen, since=start)
     if as_json:
         typer.echo(json.dumps(results[0] if course_slug else results, indent=2))
         return

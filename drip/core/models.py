@@ -1,7 +1,7 @@
 """Tables: Subscriber, Signup (one form post: details and proof of consent), Enrollment
 (a subscriber on a course), Delivery (one email), Click (a lesson's class link followed),
 MailEvent (a bounce or complaint), WebhookEvent (a provider's event already handled),
-ErasedCount (what erased subscribers had added to the metrics' counters),
+Tally and TallyChange (counts kept by triggers: ``drip.store.tallies``),
 WebhookEndpoint and WebhookMessage (events drip posts out: one row per event and
 endpoint, the webhooks' outbox) and ApiKey (who may use ``/api/v1``).
 
@@ -190,6 +190,9 @@ class Enrollment(SQLModel, table=True):
     #: how many times the subscriber paused, and restarted, the course
     pauses: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
     restarts: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    #: when the subscriber unsubscribed: the outbox key of the last lesson they had
+    #: (sent, or going out), for the funnel's "left after day N"
+    left_after: str | None = Field(default=None, sa_column=Column(String(100)))
 
 
 class Delivery(SQLModel, table=True):
@@ -302,17 +305,26 @@ class MailEvent(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
 
 
-class ErasedCount(SQLModel, table=True):
-    """What erased subscribers had added to one of ``/metrics``' counters
-    (``drip.reporting.metrics``):
-    the counters are read from the rows, and a counter must never go down, so an erasure
-    adds its rows' share here first. Holds no personal data."""
+class Tally(SQLModel, table=True):
+    """One count the database keeps as its rows change (``drip.store.tallies``): the
+    metrics' counters, subscribers by status, each course's funnel. Holds no personal
+    data."""
 
-    #: the counter's name, e.g. ``drip_emails_sent``
-    counter: str = Field(sa_column=Column(String(64), primary_key=True))
-    #: its label values, comma-separated (``lesson``; ``lesson,refused``), or ``""``
-    labels: str = Field(sa_column=Column(String(128), primary_key=True))
-    count: int = Field(sa_column=Column(Integer, nullable=False))
+    #: the count's name, e.g. ``drip_emails_sent``, ``lessons``
+    name: str = Field(sa_column=Column(String(64), primary_key=True))
+    #: its label values, comma-separated (``lesson``; ``yin,day-1,sent``), or ``""``
+    labels: str = Field(sa_column=Column(String(400), primary_key=True))
+    n: int = Field(sa_column=Column(Integer, nullable=False))
+
+
+class TallyChange(SQLModel, table=True):
+    """PostgreSQL: a change to a ``Tally``, appended by a trigger and folded into it
+    later (concurrent writers never wait on one another's counts). Empty on SQLite."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=Column(String(64), nullable=False))
+    labels: str = Field(sa_column=Column(String(400), nullable=False))
+    n: int = Field(sa_column=Column(Integer, nullable=False))
 
 
 class WebhookEvent(SQLModel, table=True):

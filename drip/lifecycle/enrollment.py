@@ -592,13 +592,16 @@ def stop_subscriber(
     # goodbye the first unsubscribe queued; a suppressed address gets nothing at all.
     keep = (EmailKind.GOODBYE,) if status == SubscriberStatus.UNSUBSCRIBED else ()
     deliveries.cancel_pending(connection, subscriber_id=subscriber_id, now=now, keep=keep)
+    left: dict[str, object] = {}
+    if status == SubscriberStatus.UNSUBSCRIBED:  # the funnel's "left after day N"
+        left = {"left_after": deliveries.last_lesson_key(Enrollment.id)}
     connection.execute(
         update(Enrollment)
         .where(
             col(Enrollment.subscriber_id) == subscriber_id,
             col(Enrollment.status).in_((EnrollmentStatus.PENDING, EnrollmentStatus.ACTIVE)),
         )
-        .values(status=EnrollmentStatus.CANCELLED, cancelled_at=now)
+        .values(status=EnrollmentStatus.CANCELLED, cancelled_at=now, **left)
     )
     if status == SubscriberStatus.SUPPRESSED:
         values: dict[str, object] = {"suppressed_at": now, "suppressed_reason": reason}

@@ -20,6 +20,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Dialect,
+    ScalarSelect,
     Select,
     and_,
     bindparam,
@@ -689,6 +690,22 @@ def _revive(connection: Connection, enrollment_id: int, key: str, due_at: dateti
             claimed_until=None,
             last_error=None,
         )
+    )
+
+
+def last_lesson_key(enrollment_id: Any) -> ScalarSelect[str]:
+    """The outbox key of the last lesson an enrollment had, sent or going out (a claimed
+    one may already be in the inbox), as a subquery; lessons are queued in order."""
+    return (
+        select(col(Delivery.key))
+        .where(
+            col(Delivery.enrollment_id) == enrollment_id,
+            col(Delivery.kind) == EmailKind.LESSON,
+            col(Delivery.status).in_([DeliveryStatus.SENT, DeliveryStatus.SENDING]),
+        )
+        .order_by(col(Delivery.id).desc())
+        .limit(1)
+        .scalar_subquery()
     )
 
 

@@ -16,7 +16,7 @@ from drip.core.courses import Catalog
 from drip.core.models import Delivery, Enrollment, MailEvent, Subscriber
 from drip.core.states import DeliveryStatus
 from drip.outbox.deliveries import status_is
-from drip.reporting.stats import funnel
+from drip.reporting.stats import funnels
 from drip.reporting.subscribers import (
     DeliveryView,
     by_uid,
@@ -70,7 +70,7 @@ class Overview:
 
 def overview(connection: Connection, *, catalog: Catalog, now: datetime) -> Overview:
     return Overview(
-        funnels=[funnel(connection, course) for course in catalog],
+        funnels=funnels(connection, catalog),
         signups=signups_per_day(connection, now=now),
         failures=recent_failures(connection),
         events=recent_events(connection),

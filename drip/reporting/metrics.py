@@ -2,37 +2,29 @@
 
 Every process (web, ``drip run``, cron's ``send-due``) records what it does in the
 database, so figures read from there are the whole installation's, whichever process
-the scrape reaches. The counters are counted from the rows, plus what erased subscribers
-had added (``ErasedCount``): erasing someone never makes a counter go down, which
-Prometheus would read as a reset. Off unless ``DRIP_METRICS=true``; keep it off the
-public internet (serve it on an internal port, or have the proxy refuse ``/metrics``).
+the scrape reaches. The counters and the subscribers by status are tallies the database
+keeps as its rows change (``drip.store.tallies``): a scrape costs the same for ten
+subscribers or a million, and erasing someone never makes a counter go down (Prometheus
+would read that as a reset). The queue's gauges read the due emails from their index.
+Off unless ``DRIP_METRICS=true``; keep it off the public internet (serve it on an
+internal port, or have the proxy refuse ``/metrics``).
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from sqlalchemy import Connection, Engine, case, func, literal_column, select
+from sqlalchemy import Engine, func, select
 from sqlmodel import col
 
-from drip.core.models import (
-    Delivery,
-    Enrollment,
-    ErasedCount,
-    MailEvent,
-    Signup,
-    Subscriber,
-    WebhookEndpoint,
-    WebhookMessage,
-)
-from drip.core.states import PENDING_DELIVERY, DeliveryStatus, WebhookStatus
+from drip.core.models import Delivery, WebhookEndpoint, WebhookMessage
+from drip.core.states import PENDING_DELIVERY, WebhookStatus
 from drip.outbox.kinds import KINDS
+from drip.store import tallies
 from drip.store.engine import READ_ONLY
-from drip.store.statements import insert_for
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -57,98 +49,6 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         (),
     ),
 }
-#: (counter, comma-separated label values) → count
-Counts = Counter[tuple[str, str]]
-
-
-def counter_values(
-    connection: Connection, *, subscriber_id: int | None = None, endpoint_id: int | None = None
-) -> Counts:
-    """Every counter as the rows count it: the whole database's, one subscriber's share,
-    or (``endpoint_id``) one webhook endpoint's share of the webhooks' counters."""
-    counts = Counts()
-    hooks = select(col(WebhookMessage.status), func.count()).where(
-        col(WebhookMessage.status).in_([WebhookStatus.DELIVERED, WebhookStatus.FAILED])
-    )
-    if subscriber_id is not None:
-        hooks = hooks.where(col(WebhookMessage.subscriber_id) == subscriber_id)
-    if endpoint_id is not None:
-        hooks = hooks.where(col(WebhookMessage.endpoint_id) == endpoint_id)
-    for status, count in connection.execute(hooks.group_by(col(WebhookMessage.status))):
-        name = "delivered" if status == WebhookStatus.DELIVERED else "given_up"
-        counts[f"drip_webhooks_{name}", ""] = count
-    if endpoint_id is not None:
-        return counts
-    signups = select(func.count(), func.count(col(Signup.confirmed_at)))
-    # the engine writes "gave up after N attempts: …" when the attempts ran out
-    # literals, not parameters: PostgreSQL matches the grouped expression to the selected one
-    gave_up = col(Delivery.last_error).like(literal_column("'gave up after %'"))
-    reason = case((gave_up, literal_column("'gave_up'")), else_=literal_column("'refused'"))
-    sent = select(col(Delivery.kind), func.count()).where(
-        col(Delivery.status) == DeliveryStatus.SENT
-    )
-    failed = select(col(Delivery.kind), reason, func.count()).where(
-        col(Delivery.status) == DeliveryStatus.FAILED
-    )
-    bounces = select(col(MailEvent.kind), func.count())
-    if subscriber_id is not None:
-        signups = signups.where(col(Signup.subscriber_id) == subscriber_id)
-        sent, failed = (
-            query.join(Enrollment, col(Enrollment.id) == col(Delivery.enrollment_id)).where(
-                col(Enrollment.subscriber_id) == subscriber_id
-            )
-            for query in (sent, failed)
-        )
-        bounces = bounces.where(col(MailEvent.subscriber_id) == subscriber_id)
-    signed_up, confirmed = connection.execute(signups).one()
-    counts["drip_signups", ""] = signed_up
-    counts["drip_confirmations", ""] = confirmed
-    for kind, count in connection.execute(sent.group_by(col(Delivery.kind))):
-        counts["drip_emails_sent", kind] = count
-    for kind, why, count in connection.execute(failed.group_by(col(Delivery.kind), reason)):
-        counts["drip_emails_failed", f"{kind},{why}"] = count
-    for kind, count in connection.execute(bounces.group_by(col(MailEvent.kind))):
-        counts["drip_bounces", kind] = count
-    return counts
-
-
-def record_erasure(connection: Connection, *, subscriber_id: int) -> None:
-    """Before a subscriber's rows are erased: add their share of the counters to what
-    erased subscribers had counted, in the caller's transaction."""
-    _keep(connection, counter_values(connection, subscriber_id=subscriber_id))
-
-
-def record_endpoint_removal(connection: Connection, *, endpoint_id: int) -> None:
-    """Before a webhook endpoint and its messages are removed: keep their share of the
-    webhooks' counters, in the caller's transaction."""
-    _keep(connection, counter_values(connection, endpoint_id=endpoint_id))
-
-
-def _keep(connection: Connection, counts: Counts) -> None:
-    rows = [
-        {"counter": counter, "labels": labels, "count": count}
-        for (counter, labels), count in sorted(counts.items())
-        if count
-    ]
-    if not rows:
-        return
-    statement = insert_for(connection.dialect)(ErasedCount)
-    connection.execute(
-        statement.on_conflict_do_update(
-            index_elements=["counter", "labels"],
-            set_={"count": col(ErasedCount.count) + statement.excluded.count},
-        ),
-        rows,
-    )
-
-
-def _counter_totals(connection: Connection) -> Counts:
-    totals = counter_values(connection)
-    for counter, labels, count in connection.execute(
-        select(col(ErasedCount.counter), col(ErasedCount.labels), col(ErasedCount.count))
-    ):
-        totals[counter, labels] += count
-    return totals
 
 
 class _FromDatabase:
@@ -162,10 +62,7 @@ class _FromDatabase:
             if connection.dialect.name == "postgresql":  # one snapshot, not one per statement
                 connection = connection.execution_options(isolation_level="REPEATABLE READ")
             with connection.begin():  # one snapshot for every figure (SQLite: a read in WAL)
-                totals = _counter_totals(connection)
-                by_status = connection.execute(
-                    select(col(Subscriber.status), func.count()).group_by(col(Subscriber.status))
-                ).all()
+                totals = tallies.totals(connection)
                 hooks_waiting = connection.execute(
                     select(func.count()).where(
                         col(WebhookMessage.status).in_(
@@ -191,8 +88,9 @@ class _FromDatabase:
         subscribers = GaugeMetricFamily(
             "drip_subscribers", "Subscribers by status.", labels=["status"]
         )
-        for status, count in by_status:
-            subscribers.add_metric([status], count)
+        for (name, status), count in sorted(totals.items()):
+            if name == "subscribers":
+                subscribers.add_metric([status], count)
         yield subscribers
         depth = GaugeMetricFamily(
             "drip_queue_depth", "Emails due now and not yet sent.", labels=["kind"]

@@ -13,7 +13,6 @@ from sqlmodel import col
 from drip.core.models import WebhookEndpoint
 from drip.core.webhooks import check_url, new_secret, read_event_types
 from drip.outbox.webhooks import endpoint
-from drip.reporting.metrics import record_endpoint_removal
 
 #: how long the old secret signs beside the new one after a rotation
 ROTATION_OVERLAP = timedelta(hours=24)
@@ -37,9 +36,9 @@ def add_endpoint(
 
 
 def remove_endpoint(connection: Connection, endpoint_id: int) -> None:
-    """Remove an endpoint with every message for it, delivered or waiting."""
+    """Remove an endpoint with every message for it, delivered or waiting (the metrics'
+    counters keep what they counted)."""
     endpoint(connection, endpoint_id)
-    record_endpoint_removal(connection, endpoint_id=endpoint_id)
     connection.execute(delete(WebhookEndpoint).where(col(WebhookEndpoint.id) == endpoint_id))
 
 

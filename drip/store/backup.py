@@ -19,13 +19,14 @@ from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
 from drip.core.exceptions import ConfigError
+from drip.store import tallies
 from drip.store.engine import READ_ONLY
 from drip.store.schema import current_revision, head_revision
 
-#: every table, parents before children (foreign keys point backwards in this list)
+#: every table but the tallies, parents before children (foreign keys point backwards in
+#: this list)
 TABLES = (
     "setting",
-    "erasedcount",
     "subscriber",
     "signup",
     "enrollment",
@@ -130,6 +131,9 @@ def copy_database(source: Engine, target: Engine) -> dict[str, int]:
                 writing.execute(insert(table), [dict(row._mapping) for row in batch])
                 count += len(batch)
             copied[name] = count
+        # the rows' triggers counted them as they went in; the source's tallies also hold
+        # what its erased rows had counted
+        tallies.replace(writing, tallies.totals(reading))
         if writing.dialect.name == "postgresql":  # new rows continue after the copied ids
             for name in TABLES:
                 if "id" in tables[name].c:

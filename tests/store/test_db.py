@@ -279,3 +279,67 @@ def test_insert_new_tells_a_new_row_from_one_already_there(any_engine: Engine) -
         assert first_time(connection, provider="postmark", event_id="e1", now=NOW)
         assert not first_time(connection, provider="postmark", event_id="e1", now=NOW)
         assert first_time(connection, provider="mailgun", event_id="e1", now=NOW)
+
+
+def test_the_tallies_migration_counts_the_history_and_keeps_erased_counts(
+    database_url: str,
+) -> None:
+    """0009 → 0010 on a database with history: the tallies start at what the rows count
+    plus what erased subscribers had added; who had left is placed after their last
+    lesson; and back down to 0009, the erased share is where it was."""
+    from alembic import command
+
+    from drip.store import tallies
+    from drip.store.schema import alembic_config
+
+    engine = make_engine(database_url)
+    config = alembic_config(engine)
+    command.upgrade(config, "0009")
+    at = NOW.replace(tzinfo=None)
+    with engine.begin() as connection:
+        for statement, rows in (
+            (
+                "INSERT INTO subscriber (id, uid, email, name, status, created_at)"
+                " VALUES (:id, :uid, :email, '', :status, :at)",
+                [
+                    {"id": 1, "uid": "u1", "email": "a@x.org", "status": "active", "at": at},
+                    {"id": 2, "uid": "u2", "email": "b@x.org", "status": "unsubscribed", "at": at},
+                ],
+            ),
+            (
+                "INSERT INTO enrollment (id, uid, subscriber_id, course_slug, status,"
+                " created_at, started_at) VALUES (:id, :uid, :id, 'c', :status, :at, :at)",
+                [
+                    {"id": 1, "uid": "e1", "status": "active", "at": at},
+                    {"id": 2, "uid": "e2", "status": "cancelled", "at": at},
+                ],
+            ),
+            (
+                "INSERT INTO delivery (id, enrollment_id, key, kind, status, due_at, attempts,"
+                " created_at) VALUES (:id, :e, :key, 'lesson', 'sent', :at, 1, :at)",
+                [
+                    {"id": 1, "e": 1, "key": "d1", "at": at},
+                    {"id": 2, "e": 2, "key": "d1", "at": at},
+                    {"id": 3, "e": 2, "key": "d2", "at": at},
+                ],
+            ),
+            (
+                "INSERT INTO erasedcount (counter, labels, count) VALUES (:c, :l, :n)",
+                [{"c": "drip_emails_sent", "l": "lesson", "n": 5}],
+            ),
+        ):
+            connection.execute(text(statement), rows)
+    command.upgrade(config, "head")
+    with engine.connect() as connection:
+        kept = tallies.totals(connection)
+        assert kept == tallies.recount(connection) + tallies.Tallies(
+            {("drip_emails_sent", "lesson"): 5}
+        )
+    assert kept["drip_emails_sent", "lesson"] == 8
+    assert kept["lessons", "c,d2,unsubscribed"] == 1 and kept["lessons", "c,d1,sent"] == 2
+    command.downgrade(config, "0009")
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT counter, labels, count FROM erasedcount")).all() == [
+            ("drip_emails_sent", "lesson", 5)
+        ]
+    engine.dispose()

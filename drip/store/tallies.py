@@ -1,0 +1,398 @@
+"""Tallies: counts the database keeps up to date as its rows change, so that the
+operator's reads (``/metrics``, the dashboard, ``drip stats``) cost what the courses and
+their days cost, not what the list costs.
+
+Each rule below (a ``Part``) says what one row of a table adds to which count; triggers
+on the tables apply it in the transaction of the change itself, whichever door made it:
+an insert adds the new row's parts, a delete takes the old row's away, an update does
+both. Two kinds of count:
+
+- **state** (``STATE``): what the rows hold now (subscribers by status, a course's
+  enrollments, a day's lessons sent): erasing a subscriber takes their share away;
+- **events** (``EVENTS``, the metrics' counters): what happened, never decremented, so a
+  counter never goes down (Prometheus would read that as a reset), not even when the
+  rows that counted are erased.
+
+``recount`` counts the same parts from the rows (the reference, and what a cohort read
+with ``since`` uses); tests hold the triggers to it. A row's part may read other rows
+(its enrollment's course); those reads must still find them, which is why a subscriber
+is erased children first (``drip.lifecycle.actions.delete``) and deletes are counted
+before the row goes.
+
+SQLite has one writer at a time: its triggers add to ``tally`` in place. On PostgreSQL
+concurrent writers would queue on (and could deadlock over) the same few ``tally`` rows,
+so its triggers append to ``tallychange`` instead, and ``fold`` moves those into
+``tally`` now and then (each ``send-due`` and the chores of ``drip run``); reads add both.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, bindparam, text
+
+from drip.core.models import UTCDateTime
+from drip.core.states import (
+    CONDITION_NOT_MET,
+    ClickLink,
+    DeliveryStatus,
+    EmailKind,
+    EnrollmentStatus,
+    MailEventKind,
+    WebhookStatus,
+)
+
+#: (name, labels) → count; labels are comma-separated values, "" for none
+Tallies = Counter[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Part:
+    """What one row (``{r}`` in the SQL) adds to the count ``name``: ``n`` under the
+    labels ``labels`` when ``where`` holds, reading ``tables`` beside it."""
+
+    name: str
+    labels: str = "''"
+    n: str = "1"
+    tables: str = ""
+    where: str = "1 = 1"
+    #: the alias of the enrollment the count belongs to (a course's count), if any
+    enrollment: str | None = None
+    #: False: only the change of another row's count, seen from this table (it never
+    #: holds a count of its own, so ``recount`` skips it)
+    owns: bool = True
+
+
+def _q(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _lesson(alias: str, outcome: str) -> str:
+    """Labels of a lesson's count: course, outbox key (day id and run), outcome."""
+    return f"e.course_slug || ',' || {alias}.key || ',' || {outcome}"
+
+
+_HARD, _COMPLAINT = _q(MailEventKind.HARD), _q(MailEventKind.COMPLAINT)
+_LESSON = f"d.kind = {_q(EmailKind.LESSON)}"
+_OF_DELIVERY = "d.id = {r}.delivery_id AND e.id = d.enrollment_id AND " + _LESSON
+
+
+def _first(kind: str) -> str:
+    """No other event of ``kind`` for the same email: this one decides its count."""
+    return (
+        "NOT EXISTS (SELECT 1 FROM mailevent m WHERE m.delivery_id = {r}.delivery_id"
+        f" AND m.kind = {kind} AND m.id <> {{r}}.id)"
+    )
+
+
+def _has(kind: str) -> str:
+    return f"EXISTS (SELECT 1 FROM mailevent m WHERE m.delivery_id = {{r}}.id AND m.kind = {kind})"
+
+
+_COURSE = "{r}.course_slug"
+_CONTROLS = [
+    Part("paused", _COURSE, where="{r}.pauses > 0", enrollment="{r}"),
+    Part("pauses", _COURSE, n="{r}.pauses", enrollment="{r}"),
+    Part("restarted", _COURSE, where="{r}.restarts > 0", enrollment="{r}"),
+    Part("restarts", _COURSE, n="{r}.restarts", enrollment="{r}"),
+    Part("own_hour", _COURSE, where="{r}.send_at IS NOT NULL", enrollment="{r}"),
+]
+#: table → its state parts
+STATE: dict[str, list[Part]] = {
+    "subscriber": [
+        Part("subscribers", "{r}.status"),
+        Part(
+            "people",
+            "e.course_slug || ',' || {r}.status",
+            tables="enrollment e",
+            where="e.subscriber_id = {r}.id",
+            enrollment="e",
+            owns=False,
+        ),
+    ],
+    "enrollment": [
+        Part("enrollments", _COURSE + " || ',' || {r}.status", enrollment="{r}"),
+        Part(
+            "people",
+            _COURSE + " || ',' || s.status",
+            tables="subscriber s",
+            where="s.id = {r}.subscriber_id",
+            enrollment="{r}",
+        ),
+        Part("confirmed", _COURSE, where="{r}.started_at IS NOT NULL", enrollment="{r}"),
+        *_CONTROLS,
+        # who left, after the last lesson they had (set when they unsubscribed)
+        Part(
+            "lessons",
+            _COURSE + " || ',' || {r}.left_after || ',unsubscribed'",
+            where=f"{{r}}.status = {_q(EnrollmentStatus.CANCELLED)}"
+            " AND {r}.left_after IS NOT NULL",
+            enrollment="{r}",
+        ),
+    ],
+    "delivery": [
+        Part(
+            "lessons",
+            _lesson("{r}", "{r}.status"),
+            tables="enrollment e",
+            where="e.id = {r}.enrollment_id AND {r}.kind = 'lesson' AND {r}.status IN "
+            f"({_q(DeliveryStatus.SENT)}, {_q(DeliveryStatus.FAILED)})",
+            enrollment="e",
+        ),
+        # ruled out by its day's send_if (the next day went in its slot)
+        Part(
+            "lessons",
+            _lesson("{r}", "'skipped'"),
+            tables="enrollment e",
+            where=f"e.id = {{r}}.enrollment_id AND {{r}}.kind = 'lesson' AND {{r}}.status = "
+            f"{_q(DeliveryStatus.SKIPPED)} AND substr({{r}}.last_error, 1, "
+            f"{len(CONDITION_NOT_MET)}) = {_q(CONDITION_NOT_MET)}",
+            enrollment="e",
+        ),
+        # a hard bounce or a complaint came back for it (counted once per lesson) …
+        *(
+            Part(
+                "lessons",
+                _lesson("{r}", _q(outcome)),
+                tables="enrollment e",
+                where=f"e.id = {{r}}.enrollment_id AND {{r}}.kind = 'lesson' AND {_has(kind)}",
+                enrollment="e",
+            )
+            for outcome, kind in (("bounced", _HARD), ("complained", _COMPLAINT))
+        ),
+        # … and of those bounced, the ones also given up (the funnel counts them bounced)
+        Part(
+            "lessons",
+            _lesson("{r}", "'bounced_failed'"),
+            tables="enrollment e",
+            where=f"e.id = {{r}}.enrollment_id AND {{r}}.kind = 'lesson' AND {{r}}.status = "
+            f"{_q(DeliveryStatus.FAILED)} AND {_has(_HARD)}",
+            enrollment="e",
+        ),
+    ],
+    "mailevent": [
+        *(
+            Part(
+                "lessons",
+                _lesson("d", _q(outcome)),
+                tables="delivery d, enrollment e",
+                where=f"{_OF_DELIVERY} AND {{r}}.kind = {kind} AND {_first(kind)}",
+                enrollment="e",
+                owns=False,
+            )
+            for outcome, kind in (("bounced", _HARD), ("complained", _COMPLAINT))
+        ),
+        Part(
+            "lessons",
+            _lesson("d", "'bounced_failed'"),
+            tables="delivery d, enrollment e",
+            where=f"{_OF_DELIVERY} AND {{r}}.kind = {_HARD} AND d.status = "
+            f"{_q(DeliveryStatus.FAILED)} AND {_first(_HARD)}",
+            enrollment="e",
+            owns=False,
+        ),
+    ],
+    "click": [
+        Part(
+            "lessons",
+            _lesson("d", "'clicked'"),
+            tables="delivery d, enrollment e",
+            where=f"{_OF_DELIVERY} AND {{r}}.link = {_q(ClickLink.CLASS)}",
+            enrollment="e",
+        ),
+    ],
+}
+#: table → its event parts (the metrics' counters)
+EVENTS: dict[str, list[Part]] = {
+    "signup": [
+        Part("drip_signups"),
+        Part("drip_confirmations", where="{r}.confirmed_at IS NOT NULL"),
+    ],
+    "delivery": [
+        Part("drip_emails_sent", "{r}.kind", where=f"{{r}}.status = {_q(DeliveryStatus.SENT)}"),
+        Part(
+            "drip_emails_failed",
+            # the engine writes "gave up after N attempts: …" when the attempts ran out
+            "{r}.kind || ',' || CASE WHEN {r}.last_error LIKE 'gave up after %'"
+            " THEN 'gave_up' ELSE 'refused' END",
+            where=f"{{r}}.status = {_q(DeliveryStatus.FAILED)}",
+        ),
+    ],
+    "mailevent": [Part("drip_bounces", "{r}.kind")],
+    "webhookmessage": [
+        Part("drip_webhooks_delivered", where=f"{{r}}.status = {_q(WebhookStatus.DELIVERED)}"),
+        Part("drip_webhooks_given_up", where=f"{{r}}.status = {_q(WebhookStatus.FAILED)}"),
+    ],
+}
+#: table → the columns whose change can change its parts (drip never changes a row's
+#: course, email key or kind, nor what it belongs to, once written)
+WATCHED: dict[str, tuple[str, ...]] = {
+    "subscriber": ("status",),
+    "signup": ("confirmed_at",),
+    "enrollment": ("status", "started_at", "pauses", "restarts", "send_at", "left_after"),
+    "delivery": ("status", "last_error"),
+    "mailevent": (),
+    "click": (),
+    "webhookmessage": ("status",),
+}
+
+
+def _select(part: Part, row: str, sign: str = "") -> str:
+    fill = {"r": row}
+    tables = f" FROM {part.tables}" if part.tables else ""
+    return (
+        f"SELECT {_q(part.name)} AS name, {part.labels.format(**fill)} AS labels, "
+        f"{sign}({part.n.format(**fill)}) AS n{tables} WHERE {part.where.format(**fill)}"
+    )
+
+
+def _adding(parts: Iterable[tuple[Part, str, str]], *, keep: str, dialect: str) -> str:
+    """One statement adding the parts (part, row, sign) up, per count, when ``keep``
+    holds for the sum."""
+    union = " UNION ALL ".join(_select(part, row, sign) for part, row, sign in parts)
+    grouped = f"SELECT name, labels, SUM(n) FROM ({union}) parts GROUP BY name, labels"
+    if dialect == "postgresql":
+        return f"INSERT INTO tallychange (name, labels, n) {grouped} HAVING SUM(n) {keep}"
+    return (
+        f"INSERT INTO tally (name, labels, n) {grouped} HAVING SUM(n) {keep}"
+        " ON CONFLICT (name, labels) DO UPDATE SET n = tally.n + excluded.n"
+    )
+
+
+def _triggers(dialect: str) -> list[tuple[str, str, str, list[str]]]:
+    """(trigger name, timing and event, table, statements) for every table."""
+    found = []
+    for table, columns in WATCHED.items():
+        state, events = STATE.get(table, []), EVENTS.get(table, [])
+        added = _adding([(p, "NEW", "") for p in state + events], keep="<> 0", dialect=dialect)
+        found.append((f"tally_{table}_insert", "AFTER INSERT", table, [added]))
+        if columns:
+            # a state count moves (the old parts out, the new in); an event count only grows
+            moved = [(p, row, sign) for p in state for row, sign in (("NEW", ""), ("OLD", "-"))]
+            grown = [(p, row, sign) for p in events for row, sign in (("NEW", ""), ("OLD", "-"))]
+            statements = [_adding(moved, keep="<> 0", dialect=dialect)] if moved else []
+            statements += [_adding(grown, keep="> 0", dialect=dialect)] if grown else []
+            when = f"AFTER UPDATE OF {', '.join(columns)}"
+            found.append((f"tally_{table}_update", when, table, statements))
+        if state:  # before the row goes: its parts read it and its neighbours
+            taken = _adding([(p, "OLD", "-") for p in state], keep="<> 0", dialect=dialect)
+            found.append((f"tally_{table}_delete", "BEFORE DELETE", table, [taken]))
+    return found
+
+
+def install(connection: Connection) -> None:
+    """(Re)create the triggers that keep the tallies."""
+    dialect = connection.dialect.name
+    for name, when, table, statements in _triggers(dialect):
+        body = "; ".join(statements)
+        if dialect == "postgresql":
+            back = "OLD" if when.startswith("BEFORE DELETE") else "NULL"
+            connection.execute(text(f"DROP FUNCTION IF EXISTS {name}() CASCADE"))
+            connection.execute(
+                text(
+                    f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS "
+                    f"$$ BEGIN {body}; RETURN {back}; END $$"
+                )
+            )
+            connection.execute(
+                text(
+                    f"CREATE TRIGGER {name} {when} ON {table} FOR EACH ROW "
+                    f"EXECUTE FUNCTION {name}()"
+                )
+            )
+        else:
+            connection.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
+            connection.execute(
+                text(f"CREATE TRIGGER {name} {when} ON {table} FOR EACH ROW BEGIN {body}; END")
+            )
+
+
+def uninstall(connection: Connection) -> None:
+    dialect = connection.dialect.name
+    for name, _, _, _ in _triggers(dialect):
+        if dialect == "postgresql":
+            connection.execute(text(f"DROP FUNCTION IF EXISTS {name}() CASCADE"))
+        else:
+            connection.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
+
+
+def recount(connection: Connection, *, since: datetime | None = None) -> Tallies:
+    """Every tally counted from the rows as they are (erased rows' events are not there
+    to count). With ``since``: only a course's counts, for the people who enrolled from
+    then on."""
+    counts = Tallies()
+    owned = [(t, p) for t, parts in STATE.items() for p in parts if p.owns]
+    if since is None:
+        owned += [(t, p) for t, parts in EVENTS.items() for p in parts]
+    for table, part in owned:
+        query = _from_table(part, table)
+        params: dict[str, object] = {}
+        if since is not None:
+            if part.enrollment is None:
+                continue
+            query += f" AND {part.enrollment.format(r='r')}.created_at >= :since"
+            params["since"] = since
+        statement = text(f"SELECT name, labels, SUM(n) FROM ({query}) parts GROUP BY name, labels")
+        if since is not None:  # stored as the column stores it
+            statement = statement.bindparams(bindparam("since", type_=UTCDateTime()))
+        for name, labels, n in connection.execute(statement, params):
+            counts[name, labels] += int(n or 0)
+    return +counts
+
+
+def _from_table(part: Part, table: str) -> str:
+    """The part counted over every row of ``table`` (aliased ``r``)."""
+    fill = {"r": "r"}
+    tables = f", {part.tables}" if part.tables else ""
+    return (
+        f"SELECT {_q(part.name)} AS name, {part.labels.format(**fill)} AS labels, "
+        f"{part.n.format(**fill)} AS n FROM {table} r{tables} WHERE {part.where.format(**fill)}"
+    )
+
+
+def totals(connection: Connection) -> Tallies:
+    """Every tally as the triggers keep it."""
+    counts = Tallies()
+    for name, labels, n in connection.execute(
+        text(
+            "SELECT name, labels, SUM(n) FROM (SELECT name, labels, n FROM tally UNION ALL "
+            "SELECT name, labels, n FROM tallychange) kept GROUP BY name, labels"
+        )
+    ):
+        counts[name, labels] = int(n)
+    return +counts
+
+
+def fold(connection: Connection) -> None:
+    """PostgreSQL: move the appended changes into ``tally`` (in the caller's
+    transaction). A second fold at the same moment waits, then finds nothing to move;
+    the rows are updated in one order, so folds never deadlock."""
+    if connection.dialect.name != "postgresql":
+        return
+    connection.execute(
+        text(
+            "WITH moved AS (DELETE FROM tallychange RETURNING name, labels, n) "
+            "INSERT INTO tally (name, labels, n) SELECT name, labels, SUM(n) FROM moved "
+            "GROUP BY name, labels ORDER BY name, labels "
+            "ON CONFLICT (name, labels) DO UPDATE SET n = tally.n + excluded.n"
+        )
+    )
+
+
+def rebuild(connection: Connection, *, kept: Tallies | None = None) -> None:
+    """Set the tallies to what the rows count, plus ``kept`` (events whose rows are gone)."""
+    replace(connection, recount(connection) + (kept or Tallies()))
+
+
+def replace(connection: Connection, counts: Tallies) -> None:
+    """Set the tallies to ``counts``."""
+    connection.execute(text("DELETE FROM tallychange"))
+    connection.execute(text("DELETE FROM tally"))
+    rows = [{"name": k[0], "labels": k[1], "n": n} for k, n in sorted(counts.items()) if n]
+    if rows:
+        connection.execute(
+            text("INSERT INTO tally (name, labels, n) VALUES (:name, :labels, :n)"), rows
+        )
