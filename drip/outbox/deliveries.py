@@ -25,6 +25,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    func,
     literal_column,
     or_,
     select,
@@ -139,6 +140,24 @@ def _stranded(now: datetime) -> ColumnElement[bool]:
 def is_due(now: datetime) -> ColumnElement[bool]:
     """Waiting for ``now``, or claimed with a lease that ran out."""
     return or_(_scheduled(now), _stranded(now))
+
+
+def waiting(connection: Connection, *, now: datetime) -> dict[str, tuple[int, datetime]]:
+    """Kind → (how many, the oldest due time) of the emails due at ``now`` and not yet
+    sent, in flight included: read along the two partial indexes (scheduled, sending),
+    so the cost is the queue's, not the outbox's."""
+    found: dict[str, tuple[int, datetime]] = {}
+    for status in (DeliveryStatus.SCHEDULED, DeliveryStatus.SENDING):
+        for kind, count, oldest in connection.execute(
+            select(col(Delivery.kind), func.count(), func.min(col(Delivery.due_at)))
+            .where(status_is(status), col(Delivery.due_at) <= now)
+            .group_by(col(Delivery.kind))
+        ):
+            before = found.get(kind)
+            if before is not None:
+                count, oldest = count + before[0], min(oldest, before[1])
+            found[kind] = (count, oldest)
+    return found
 
 
 def claim(

@@ -5,18 +5,18 @@ actions every door shares (``drip.lifecycle.actions``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import sqlmodel
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, select
 from sqlmodel import Session, col
 
 from drip.core.courses import Catalog
 from drip.core.models import Delivery, Enrollment, MailEvent, Subscriber
 from drip.core.states import DeliveryStatus
 from drip.outbox.deliveries import status_is
-from drip.reporting.stats import funnels
+from drip.reporting.stats import funnel_of
 from drip.reporting.subscribers import (
     DeliveryView,
     by_uid,
@@ -24,6 +24,7 @@ from drip.reporting.subscribers import (
     history,
     mail_events,
 )
+from drip.store import tallies
 
 #: most subscribers a search lists
 SEARCH_LIMIT = 50
@@ -69,33 +70,24 @@ class Overview:
 
 
 def overview(connection: Connection, *, catalog: Catalog, now: datetime) -> Overview:
+    counts = tallies.totals(connection)
     return Overview(
-        funnels=funnels(connection, catalog),
-        signups=signups_per_day(connection, now=now),
+        funnels=[funnel_of(counts, course) for course in catalog],
+        signups=signups_per_day(counts, now=now),
         failures=recent_failures(connection),
         events=recent_events(connection),
     )
 
 
 def signups_per_day(
-    connection: Connection, *, now: datetime, days: int = SIGNUP_DAYS
+    counts: tallies.Tallies, *, now: datetime, days: int = SIGNUP_DAYS
 ) -> list[tuple[date, int]]:
     """New enrollments per UTC day, for the ``days`` days up to ``now``'s, zeros included."""
     first = now.astimezone(UTC).date() - timedelta(days=days - 1)
-    created = col(Enrollment.created_at)
-    # SQLite stores UTC already; PostgreSQL converts in the session's zone unless told
-    day = func.date(
-        func.timezone("UTC", created) if connection.dialect.name == "postgresql" else created
-    )
-    counts = {
-        date.fromisoformat(str(key)): int(count)
-        for key, count in connection.execute(
-            select(day, func.count())
-            .where(created >= datetime.combine(first, time.min, UTC))
-            .group_by(day)
-        )
-    }
-    return [(first + timedelta(n), counts.get(first + timedelta(n), 0)) for n in range(days)]
+    return [
+        (day, counts["enrolled_on", day.isoformat()])
+        for day in (first + timedelta(n) for n in range(days))
+    ]
 
 
 def recent_failures(connection: Connection, *, limit: int = RECENT_LIMIT) -> list[Failure]:

@@ -20,8 +20,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from sqlalchemy import Engine, func, select
 from sqlmodel import col
 
-from drip.core.models import Delivery, WebhookEndpoint, WebhookMessage
-from drip.core.states import PENDING_DELIVERY, WebhookStatus
+from drip.core.models import WebhookEndpoint, WebhookMessage
+from drip.core.states import WebhookStatus
+from drip.outbox import deliveries
 from drip.outbox.kinds import KINDS
 from drip.store import tallies
 from drip.store.engine import READ_ONLY
@@ -74,11 +75,7 @@ class _FromDatabase:
                 endpoints_off = connection.execute(
                     select(func.count()).where(col(WebhookEndpoint.disabled_at).is_not(None))
                 ).scalar_one()
-                waiting = connection.execute(
-                    select(col(Delivery.kind), func.count(), func.min(col(Delivery.due_at)))
-                    .where(col(Delivery.status).in_(PENDING_DELIVERY), col(Delivery.due_at) <= now)
-                    .group_by(col(Delivery.kind))
-                ).all()
+                due = deliveries.waiting(connection, now=now)
         for name, (documentation, label_names) in COUNTERS.items():
             counter = CounterMetricFamily(name, documentation, labels=label_names)
             for (counter_name, labels), count in sorted(totals.items()):
@@ -98,7 +95,6 @@ class _FromDatabase:
         age = GaugeMetricFamily(
             "drip_oldest_due_seconds", "How long the oldest due email has waited.", labels=["kind"]
         )
-        due = {kind: (count, oldest) for kind, count, oldest in waiting}
         for kind in KINDS:  # every kind, 0 when none is waiting: an empty queue is a sample
             count, oldest = due.get(kind, (0, None))
             depth.add_metric([kind], count)

@@ -43,10 +43,13 @@ def funnels(
     counts = (
         tallies.totals(connection) if since is None else tallies.recount(connection, since=since)
     )
-    return [_funnel(counts, course, since) for course in courses]
+    return [funnel_of(counts, course, since=since) for course in courses]
 
 
-def _funnel(counts: tallies.Tallies, course: Course, since: datetime | None) -> dict[str, Any]:
+def funnel_of(
+    counts: tallies.Tallies, course: Course, *, since: datetime | None = None
+) -> dict[str, Any]:
+    """The course's funnel from tallies already read (``drip.store.tallies``)."""
     prefix = course.slug + ","
     statuses: Counter[str] = Counter()
     people: Counter[str] = Counter()

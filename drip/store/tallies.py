@@ -52,7 +52,8 @@ Tallies = Counter[tuple[str, str]]
 @dataclass(frozen=True)
 class Part:
     """What one row (``{r}`` in the SQL) adds to the count ``name``: ``n`` under the
-    labels ``labels`` when ``where`` holds, reading ``tables`` beside it."""
+    labels ``labels`` when ``where`` holds, reading ``tables`` beside it. ``{utc_day}``
+    in ``labels`` is the row's ``created_at`` as a UTC date (``YYYY-MM-DD``)."""
 
     name: str
     labels: str = "''"
@@ -115,6 +116,8 @@ STATE: dict[str, list[Part]] = {
     ],
     "enrollment": [
         Part("enrollments", _COURSE + " || ',' || {r}.status", enrollment="{r}"),
+        # new enrollments per UTC day, for the dashboard's chart of signups
+        Part("enrolled_on", "{utc_day}"),
         Part(
             "people",
             _COURSE + " || ',' || s.status",
@@ -240,8 +243,16 @@ WATCHED: dict[str, tuple[str, ...]] = {
 }
 
 
-def _select(part: Part, row: str, sign: str = "") -> str:
-    fill = {"r": row}
+def _fill(row: str, dialect: str) -> dict[str, str]:
+    if dialect == "postgresql":
+        day = f"to_char({row}.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+    else:  # stored as UTC text, "YYYY-MM-DD HH:MM:SS…"
+        day = f"substr({row}.created_at, 1, 10)"
+    return {"r": row, "utc_day": day}
+
+
+def _select(part: Part, row: str, dialect: str, sign: str = "") -> str:
+    fill = _fill(row, dialect)
     tables = f" FROM {part.tables}" if part.tables else ""
     return (
         f"SELECT {_q(part.name)} AS name, {part.labels.format(**fill)} AS labels, "
@@ -252,7 +263,7 @@ def _select(part: Part, row: str, sign: str = "") -> str:
 def _adding(parts: Iterable[tuple[Part, str, str]], *, keep: str, dialect: str) -> str:
     """One statement adding the parts (part, row, sign) up, per count, when ``keep``
     holds for the sum."""
-    union = " UNION ALL ".join(_select(part, row, sign) for part, row, sign in parts)
+    union = " UNION ALL ".join(_select(part, row, dialect, sign) for part, row, sign in parts)
     grouped = f"SELECT name, labels, SUM(n) FROM ({union}) parts GROUP BY name, labels"
     if dialect == "postgresql":
         return f"INSERT INTO tallychange (name, labels, n) {grouped} HAVING SUM(n) {keep}"
@@ -328,7 +339,7 @@ def recount(connection: Connection, *, since: datetime | None = None) -> Tallies
     if since is None:
         owned += [(t, p) for t, parts in EVENTS.items() for p in parts]
     for table, part in owned:
-        query = _from_table(part, table)
+        query = _from_table(part, table, connection.dialect.name)
         params: dict[str, object] = {}
         if since is not None:
             if part.enrollment is None:
@@ -343,9 +354,9 @@ def recount(connection: Connection, *, since: datetime | None = None) -> Tallies
     return +counts
 
 
-def _from_table(part: Part, table: str) -> str:
+def _from_table(part: Part, table: str, dialect: str) -> str:
     """The part counted over every row of ``table`` (aliased ``r``)."""
-    fill = {"r": "r"}
+    fill = _fill("r", dialect)
     tables = f", {part.tables}" if part.tables else ""
     return (
         f"SELECT {_q(part.name)} AS name, {part.labels.format(**fill)} AS labels, "

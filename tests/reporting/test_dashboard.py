@@ -4,8 +4,9 @@ course's goodbye an unsubscribe queues."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Engine, text, update
+from sqlalchemy import Engine, event, update
 from sqlmodel import Session, col, select
 
 from drip.core.courses import Catalog, Course
@@ -15,6 +16,7 @@ from drip.core.states import DeliveryStatus, EmailKind, SubscriberStatus
 from drip.lifecycle import actions
 from drip.lifecycle.signup import Consent, sign_up
 from drip.reporting import dashboard
+from drip.store import tallies
 from tests.fixtures import enrol
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -51,15 +53,21 @@ def test_search_matches_part_of_an_address_in_any_case(any_engine: Engine, cours
 
 
 def test_signups_per_day_counts_enrollments_by_utc_day(any_engine: Engine, course: Course) -> None:
-    """Each UTC day of the window gets its count, zeros included, whatever the database
-    session's own time zone."""
+    """Each UTC day of the window gets its count, zeros included, whatever the time zone
+    of the database session that wrote them."""
+    if any_engine.dialect.name == "postgresql":
+        any_engine.dispose()
+
+        @event.listens_for(any_engine, "connect")
+        def far_east(dbapi_connection: Any, _: object) -> None:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SET TIME ZONE 'Pacific/Auckland'")
+
     _add(any_engine, course, "late@example.org", now=datetime(2026, 11, 20, 23, 30, tzinfo=UTC))
     _add(any_engine, course, "early@example.org", now=datetime(2026, 11, 21, 0, 30, tzinfo=UTC))
     _add(any_engine, course, "old@example.org", now=datetime(2026, 11, 1, tzinfo=UTC))
     with any_engine.connect() as connection:
-        if connection.dialect.name == "postgresql":
-            connection.execute(text("SET TIME ZONE 'Pacific/Auckland'"))
-        counts = dashboard.signups_per_day(connection, now=NOW, days=3)
+        counts = dashboard.signups_per_day(tallies.totals(connection), now=NOW, days=3)
     assert counts == [(date(2026, 11, 19), 0), (date(2026, 11, 20), 1), (date(2026, 11, 21), 1)]
 
 
