@@ -65,6 +65,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/render.py
 	$(BIN)/python benchmarks/send_due.py
 	$(BIN)/python benchmarks/signup.py
+	$(BIN)/python benchmarks/scale.py
 
 ## make mutate: mutation testing of the modules that carry the guarantees, then the verdict
 ## (>= 90 % killed, every survivor listed in docs/development.md). Several hours on 2 cores;

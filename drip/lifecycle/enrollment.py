@@ -289,6 +289,7 @@ def activate_many(
         )
     histories = deliveries.lesson_histories(connection, [m.enrollment_id for m, _ in starting])
     plans: dict[int, NextLesson | None] = {}
+    emails: list[dict[str, Any]] = []  # queued together, in multi-row statements
     for member, signup in starting:
         history, last_sent = histories.get(member.enrollment_id, ({}, None))
         plans[member.enrollment_id] = deliveries.queue_next_lesson(
@@ -300,11 +301,19 @@ def activate_many(
             history=history,
             last_sent_at=last_sent,
             resuming=True,
+            batch=emails,
         )
         if course.welcome_email:
-            deliveries.queue_email(
-                connection, enrollment_id=member.enrollment_id, kind=EmailKind.WELCOME, now=now
+            emails.append(
+                {
+                    "enrollment_id": member.enrollment_id,
+                    "kind": EmailKind.WELCOME,
+                    "key": row_key(EmailKind.WELCOME, now=now),
+                    "due_at": now,
+                    "now": now,
+                }
             )
+    deliveries.queue_many(connection, emails)
     webhooks.emit_many(
         connection,
         [
