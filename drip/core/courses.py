@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -31,6 +30,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from drip.core import addresses
 from drip.core.exceptions import InvalidCourse, UnknownCourse
 from drip.core.schedule import Pace
 from drip.core.states import EmailKind
@@ -52,8 +52,8 @@ def _nonblank(value: str) -> str:
 
 def _email(value: str) -> str:
     try:
-        return validate_email(value, check_deliverability=False).normalized
-    except EmailNotValidError as error:
+        return addresses.normalized(value, smtputf8=True)
+    except addresses.AddressError as error:
         raise ValueError(f"not an email address ({error})") from None
 
 

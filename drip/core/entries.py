@@ -5,27 +5,14 @@ test sends.
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from dataclasses import dataclass
 
-from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
-
+from drip.core import addresses
 from drip.core.courses import is_timezone
 from drip.core.exceptions import InvalidSubscriber
 
 MAX_NAME = 100
-
-_ATOM = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+"
-#: a plain ASCII address (dot-atom local part, hostname labels, an alphabetic top-level
-#: domain): the common case, decided in a microsecond; anything else goes to
-#: email_validator, which accepts every address this does, in the same form
-_PLAIN = re.compile(
-    rf"(?P<local>{_ATOM}(?:\.{_ATOM})*)@"
-    r"(?P<domain>(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+(?P<tld>[a-z]{2,63}))",
-    re.ASCII,
-)
-_SPECIAL_USE = frozenset(SPECIAL_USE_DOMAIN_NAMES)
 
 
 def normalize_email(raw: str) -> str:
@@ -38,32 +25,10 @@ def normalize_email(raw: str) -> str:
         raise InvalidSubscriber("email is required", field="email")
     if len(raw) > 320 or any(ch in raw for ch in "\r\n\0"):
         raise InvalidSubscriber("email is not a valid address", field="email")
-    return _plain(raw) or validated(raw)
-
-
-def _plain(raw: str) -> str | None:
-    """A plain ASCII address, lower-cased; None for anything else."""
-    if not raw.isascii() or len(raw) > 254:
-        return None
-    lowered = raw.lower()
-    plain = _PLAIN.fullmatch(lowered)
-    if (
-        plain is None
-        or len(plain["local"]) > 64
-        or "--" in plain["domain"]  # punycode and reserved labels: the full check
-        or plain["tld"] in _SPECIAL_USE
-    ):
-        return None
-    return lowered
-
-
-def validated(raw: str) -> str:
-    """``normalize_email``'s full check, by email_validator."""
     try:
-        result = validate_email(raw, check_deliverability=False, allow_smtputf8=False)
-    except EmailNotValidError as error:
+        return addresses.normalized(raw).lower()
+    except addresses.AddressError as error:
         raise InvalidSubscriber(f"email is not a valid address: {error}", field="email") from None
-    return result.normalized.lower()
 
 
 def clean_name(raw: str | None) -> str:

@@ -131,9 +131,13 @@ class Compiled(Generic[T]):
 def insert_for(dialect: Dialect) -> Any:
     """The dialect's own ``insert`` (PostgreSQL's or SQLite's), which knows
     ``ON CONFLICT``."""
-    from sqlalchemy.dialects import postgresql, sqlite
+    if dialect.name == "postgresql":  # (each imported only where it is used)
+        from sqlalchemy.dialects import postgresql
 
-    return postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+        return postgresql.insert
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert
 
 
 def insert_new(
