@@ -62,6 +62,7 @@ def main() -> None:
         unsubscribe_url="https://x/u/t",
         class_url="https://x/c/t",  # per recipient when the course tracks clicks
         view_url="https://x/lessons/t",  # per recipient: the lesson's "view in browser" page
+        me_url="https://x/me/t",  # per recipient: the subscriber's own page
     )
     started = time.perf_counter()
     for _ in range(n):

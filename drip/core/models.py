@@ -292,10 +292,11 @@ class MailEvent(SQLModel, table=True):
             Integer, ForeignKey("subscriber.id", ondelete="CASCADE"), nullable=False, index=True
         )
     )
-    #: the email it is about, when known
+    #: the email it is about, when known (indexed: the funnel and its tallies look an
+    #: email's bounces up)
     delivery_id: int | None = Field(
         default=None,
-        sa_column=Column(Integer, ForeignKey("delivery.id", ondelete="SET NULL")),
+        sa_column=Column(Integer, ForeignKey("delivery.id", ondelete="SET NULL"), index=True),
     )
     #: ``hard``, ``soft`` or ``complaint``
     kind: str = Field(sa_column=Column(String(16), nullable=False))

@@ -26,6 +26,7 @@ from itsdangerous import (
     URLSafeSerializer,
     URLSafeTimedSerializer,
 )
+from itsdangerous.encoding import base64_encode
 
 from drip.core.exceptions import ExpiredToken, InvalidToken
 
@@ -182,9 +183,14 @@ class _KeyedSigner(Signer):
 
 class _SigningSerializer(URLSafeSerializer):
     """``URLSafeSerializer`` that signs with one ``_KeyedSigner`` made once: the same
-    tokens, made for every lesson without a new signer and key derivation each."""
+    tokens, made for every lesson without a new signer and key derivation each, and
+    without trying to compress payloads of a few dozen bytes (zlib never makes them
+    shorter; ``loads`` reads compressed tokens all the same)."""
 
     default_signer = _KeyedSigner
+
+    def dump_payload(self, obj: object) -> bytes:
+        return base64_encode(self.serializer.dumps(obj, **self.serializer_kwargs).encode())
 
     @functools.cached_property
     def _signer(self) -> Signer:

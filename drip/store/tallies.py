@@ -65,6 +65,9 @@ class Part:
     #: False: only the change of another row's count, seen from this table (it never
     #: holds a count of its own, so ``recount`` skips it)
     owns: bool = True
+    #: False: no update of the row can change it (it reads only columns drip never
+    #: changes, and other tables), so update triggers skip it
+    on_update: bool = True
 
 
 def _q(value: str) -> str:
@@ -163,6 +166,7 @@ STATE: dict[str, list[Part]] = {
                 tables="enrollment e",
                 where=f"e.id = {{r}}.enrollment_id AND {{r}}.kind = 'lesson' AND {_has(kind)}",
                 enrollment="e",
+                on_update=False,
             )
             for outcome, kind in (("bounced", _HARD), ("complained", _COMPLAINT))
         ),
@@ -273,32 +277,38 @@ def _adding(parts: Iterable[tuple[Part, str, str]], *, keep: str, dialect: str) 
     )
 
 
-def _triggers(dialect: str) -> list[tuple[str, str, str, list[str]]]:
-    """(trigger name, timing and event, table, statements) for every table."""
+def _triggers(dialect: str) -> list[tuple[str, str, str, str, list[str]]]:
+    """(trigger name, timing and event, table, condition or "", statements) for every
+    table."""
     found = []
     for table, columns in WATCHED.items():
         state, events = STATE.get(table, []), EVENTS.get(table, [])
         added = _adding([(p, "NEW", "") for p in state + events], keep="<> 0", dialect=dialect)
-        found.append((f"tally_{table}_insert", "AFTER INSERT", table, [added]))
+        found.append((f"tally_{table}_insert", "AFTER INSERT", table, "", [added]))
         if columns:
             # a state count moves (the old parts out, the new in); an event count only grows
-            moved = [(p, row, sign) for p in state for row, sign in (("NEW", ""), ("OLD", "-"))]
+            changing = [p for p in state if p.on_update]
+            moved = [(p, row, sign) for p in changing for row, sign in (("NEW", ""), ("OLD", "-"))]
             grown = [(p, row, sign) for p in events for row, sign in (("NEW", ""), ("OLD", "-"))]
             statements = [_adding(moved, keep="<> 0", dialect=dialect)] if moved else []
             statements += [_adding(grown, keep="> 0", dialect=dialect)] if grown else []
+            # only rows where a watched column changed (a claim's lease, say, does not)
+            differs = " IS DISTINCT FROM " if dialect == "postgresql" else " IS NOT "
+            changed = " OR ".join(f"OLD.{c}{differs}NEW.{c}" for c in columns)
             when = f"AFTER UPDATE OF {', '.join(columns)}"
-            found.append((f"tally_{table}_update", when, table, statements))
+            found.append((f"tally_{table}_update", when, table, changed, statements))
         if state:  # before the row goes: its parts read it and its neighbours
             taken = _adding([(p, "OLD", "-") for p in state], keep="<> 0", dialect=dialect)
-            found.append((f"tally_{table}_delete", "BEFORE DELETE", table, [taken]))
+            found.append((f"tally_{table}_delete", "BEFORE DELETE", table, "", [taken]))
     return found
 
 
 def install(connection: Connection) -> None:
     """(Re)create the triggers that keep the tallies."""
     dialect = connection.dialect.name
-    for name, when, table, statements in _triggers(dialect):
+    for name, when, table, condition, statements in _triggers(dialect):
         body = "; ".join(statements)
+        on = f"{when} ON {table} FOR EACH ROW" + (f" WHEN ({condition})" if condition else "")
         if dialect == "postgresql":
             back = "OLD" if when.startswith("BEFORE DELETE") else "NULL"
             connection.execute(text(f"DROP FUNCTION IF EXISTS {name}() CASCADE"))
@@ -308,22 +318,15 @@ def install(connection: Connection) -> None:
                     f"$$ BEGIN {body}; RETURN {back}; END $$"
                 )
             )
-            connection.execute(
-                text(
-                    f"CREATE TRIGGER {name} {when} ON {table} FOR EACH ROW "
-                    f"EXECUTE FUNCTION {name}()"
-                )
-            )
+            connection.execute(text(f"CREATE TRIGGER {name} {on} EXECUTE FUNCTION {name}()"))
         else:
             connection.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
-            connection.execute(
-                text(f"CREATE TRIGGER {name} {when} ON {table} FOR EACH ROW BEGIN {body}; END")
-            )
+            connection.execute(text(f"CREATE TRIGGER {name} {on} BEGIN {body}; END"))
 
 
 def uninstall(connection: Connection) -> None:
     dialect = connection.dialect.name
-    for name, _, _, _ in _triggers(dialect):
+    for name, *_ in _triggers(dialect):
         if dialect == "postgresql":
             connection.execute(text(f"DROP FUNCTION IF EXISTS {name}() CASCADE"))
         else:
