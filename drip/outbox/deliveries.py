@@ -42,6 +42,7 @@ from drip.core.models import (
     Enrollment,
     Signup,
     Subscriber,
+    UTCDateTime,
 )
 from drip.core.states import (
     PENDING_DELIVERY,
@@ -306,8 +307,28 @@ class _Statements:
         #: ``mark_sent`` for n rows at once, by n (the window size, and the last window's)
         self._mark_sent_many: dict[int, Prepared] = {}
         self._insert_rows: dict[int, Prepared] = {}
+        self._standings: dict[int, Prepared] = {}
+        #: a pause's end as the driver returns it → an aware datetime
+        self.read_paused_until = UTCDateTime().dialect_impl(dialect).result_processor(dialect, None)
         #: one email into the outbox
         self.insert = self.insert_rows(1)
+
+    def standings(self, n: int) -> Prepared:
+        """Run, own hour and pause of n enrollments (``id0``…)."""
+        found = self._standings.get(n)
+        if found is None:
+            ids: list[BindParameter[int]] = [bindparam(f"id{i}") for i in range(n)]
+            found = Prepared(
+                select(
+                    col(Enrollment.id),
+                    col(Enrollment.run),
+                    col(Enrollment.send_at),
+                    col(Enrollment.paused_until),
+                ).where(col(Enrollment.id).in_(ids)),
+                self.dialect,
+            )
+            found = self._standings.setdefault(n, found)
+        return found
 
     def insert_rows(self, n: int) -> Prepared:
         """One INSERT of n emails into the outbox, skipping any (enrollment, key) already
@@ -546,15 +567,13 @@ def standings(connection: Connection, enrollment_ids: Collection[int]) -> dict[i
     """Each enrollment's run, own hour and pause, read in the caller's transaction."""
     if not enrollment_ids:
         return {}
-    rows: Sequence[Any] = connection.execute(
-        select(
-            col(Enrollment.id),
-            col(Enrollment.run),
-            col(Enrollment.send_at),
-            col(Enrollment.paused_until),
-        ).where(col(Enrollment.id).in_(enrollment_ids))
-    ).all()
-    return {row[0]: Standing(*row[1:]) for row in rows}
+    statements = _statements(connection.dialect)
+    params = {f"id{i}": enrollment_id for i, enrollment_id in enumerate(enrollment_ids)}
+    read = statements.read_paused_until
+    return {
+        row[0]: Standing(row[1], row[2], read(row[3]) if read else row[3])
+        for row in statements.standings(len(params)).execute(connection, params).fetchall()
+    }
 
 
 def lesson_histories(

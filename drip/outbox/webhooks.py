@@ -26,6 +26,7 @@ from drip.core.exceptions import InvalidWebhook
 from drip.core.models import Enrollment, Subscriber, WebhookEndpoint, WebhookMessage
 from drip.core.states import EventType, WebhookStatus
 from drip.core.webhooks import new_event_id, wants
+from drip.store.statements import Compiled, Prepared
 
 #: how long a message is retried, and an endpoint may fail, before drip gives up on it
 GIVE_UP_AFTER = timedelta(days=3)
@@ -94,11 +95,7 @@ def emit_many(connection: Connection, events: Sequence[Event], *, now: datetime)
     """``emit`` for many events at once: with no endpoint listening, one small read."""
     if not events:
         return
-    listening = connection.execute(
-        select(col(WebhookEndpoint.id), col(WebhookEndpoint.events)).where(
-            col(WebhookEndpoint.disabled_at).is_(None)
-        )
-    ).all()
+    listening = _listening(connection.dialect).execute(connection, {}).fetchall()
     wanted = [e for e in events if any(wants(kinds, e.type) for _, kinds in listening)]
     if not wanted:
         return
@@ -134,6 +131,17 @@ def emit_many(connection: Connection, events: Sequence[Event], *, now: datetime)
         ]
     if rows:
         connection.execute(insert(WebhookMessage), rows)
+
+
+#: the endpoints turned on, (id, event types): read for every batch of events, compiled once
+_listening = Compiled(
+    lambda dialect: Prepared(
+        select(col(WebhookEndpoint.id), col(WebhookEndpoint.events)).where(
+            col(WebhookEndpoint.disabled_at).is_(None)
+        ),
+        dialect,
+    )
+)
 
 
 def _json_default(value: object) -> str:

@@ -100,6 +100,12 @@ def quoted_printable(text: str) -> bytes:
     lines of at most 76 columns (``binascii`` can exceed that before trailing
     whitespace), and a dot starting a line written ``=2E``, so DATA needs no dot-stuffing.
     """
+    if _PLAIN_QP.fullmatch(text):  # a link or a short plain word: encoded as it is
+        return text.encode("ascii")
+    return _encoded(text)
+
+
+def _encoded(text: str) -> bytes:
     normalized = text.replace("\r\n", "\n").replace("\r", "\n")
     lines = binascii.b2a_qp(normalized.encode("utf-8"), istext=True).split(b"\n")
     return CRLF.join(
@@ -109,6 +115,9 @@ def quoted_printable(text: str) -> bytes:
 
 
 SOFT_BREAK = b"=" + CRLF
+#: text quoted-printable leaves as it is: one line of printable ASCII but "=", at most
+#: 76 long, neither starting with a dot nor ending in a space
+_PLAIN_QP = re.compile(r"(?![.])[!-<>-~ ]{0,75}[!-<>-~]|", re.ASCII)
 QP_MAX_LINE = 76
 
 

@@ -90,6 +90,8 @@ class Prepared:
             cursor.executemany(self.sql, bound)
 
     def _bound(self, params: dict[str, Any], converted: dict[tuple[int, Any], Any]) -> Any:
+        if not self._names:
+            return [] if self._positional else {}
         taken = self._take({**self._fixed, **params} if self._fixed else params)
         values = list(taken) if len(self._names) > 1 else [taken]
         for index, process in self._convert:

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from drip.core.schedule import plan_next
-from drip.sending.message import Prototype, quoted_printable
+from drip.sending.message import Prototype, _encoded, quoted_printable
 
 ZONES = sorted(z for z in available_timezones() if "/" in z and not z.startswith("Etc/"))
 DAYS = [f"day-{n}" for n in range(1, 8)]
@@ -121,3 +121,15 @@ def test_any_name_and_subject_parse_back_without_injecting_headers(name: str, su
     to = parsed["To"]
     assert to.addresses[0].addr_spec == "ana@example.org"
     assert to.addresses[0].display_name == " ".join(name.split())
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.one_of(
+        st.text(alphabet="ab=. ~!<>?\t\u00e9-/:\r\n", max_size=90),
+        st.from_regex(r"https://[a-z.]{1,20}/[A-Za-z0-9._~=-]{0,70}", fullmatch=True),
+    )
+)
+def test_plain_text_is_quoted_printable_as_the_full_encoder_makes_it(text: str) -> None:
+    """Links and plain words skip the encoder; what they give is what it gives."""
+    assert quoted_printable(text) == _encoded(text)
