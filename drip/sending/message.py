@@ -11,6 +11,7 @@ folds CR/LF away, so a name or subject can never inject a header.
 from __future__ import annotations
 
 import binascii
+import functools
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -138,6 +139,12 @@ def _wire_safe(line: bytes) -> bytes:
     return CRLF.join([*pieces, line])
 
 
+@functools.lru_cache(maxsize=4)
+def _date(value: datetime) -> str:
+    """A Date header's value: a run's messages share their moment, formatted once."""
+    return format_datetime(value)
+
+
 class SplicedBody:
     """A body rendered once with placeholder slots, its static parts encoded once.
 
@@ -233,7 +240,7 @@ class Prototype:
         recipient = ascii_address(to_address)
         per_recipient = [
             ("To", address_header(to_name, to_address)),
-            ("Date", format_datetime(date)),
+            ("Date", _date(date)),
             ("Message-ID", f"<{message_id}>"),
             *headers,
         ]
