@@ -19,16 +19,16 @@ with ``since`` uses); tests hold the triggers to it. A row's part may read other
 is erased children first (``drip.lifecycle.actions.delete``) and deletes are counted
 before the row goes.
 
-SQLite has one writer at a time: its triggers add to ``tally`` in place. On PostgreSQL
-concurrent writers would queue on (and could deadlock over) the same few ``tally`` rows,
-so its triggers append to ``tallychange`` instead, and ``fold`` moves those into
-``tally`` now and then (each ``send-due`` and the chores of ``drip run``); reads add both.
+SQLite has one writer at a time: its triggers, one call per row, add to ``tally`` in
+place. On PostgreSQL concurrent writers would queue on (and could deadlock over) the
+same few ``tally`` rows, so its triggers append to ``tallychange`` instead, once per
+statement over its transition tables, and ``fold`` moves those into ``tally`` now and
+then (every send run); reads add both.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -255,19 +255,37 @@ def _fill(row: str, dialect: str) -> dict[str, str]:
     return {"r": row, "utc_day": day}
 
 
-def _select(part: Part, row: str, dialect: str, sign: str = "") -> str:
+def _select(part: Part, row: str, dialect: str, sign: str = "", source: str = "") -> str:
+    """The part for one row (``row``: a row trigger's NEW or OLD), or, with ``source``,
+    for every row of that table or transition table (aliased ``row``)."""
     fill = _fill(row, dialect)
-    tables = f" FROM {part.tables}" if part.tables else ""
+    tables = [f"{source} {row}"] if source else []
+    tables += [part.tables] if part.tables else []
+    found = f" FROM {', '.join(tables)}" if tables else ""
     return (
         f"SELECT {_q(part.name)} AS name, {part.labels.format(**fill)} AS labels, "
-        f"{sign}({part.n.format(**fill)}) AS n{tables} WHERE {part.where.format(**fill)}"
+        f"{sign}({part.n.format(**fill)}) AS n{found} WHERE {part.where.format(**fill)}"
     )
 
 
-def _adding(parts: Iterable[tuple[Part, str, str]], *, keep: str, dialect: str) -> str:
-    """One statement adding the parts (part, row, sign) up, per count, when ``keep``
-    holds for the sum."""
-    union = " UNION ALL ".join(_select(part, row, dialect, sign) for part, row, sign in parts)
+def _entered(part: Part, dialect: str) -> str:
+    """An event part for the rows of an UPDATE statement that hold it now and did not
+    before (a statement trigger's ``new_rows`` and ``old_rows``)."""
+    now, was = _fill("r", dialect), _fill("o", dialect)
+    held = (
+        f"o.id = r.id AND {part.where.format(**was)}"
+        f" AND {part.labels.format(**was)} = {part.labels.format(**now)}"
+    )
+    return (
+        _select(part, "r", dialect, source="new_rows")
+        + f" AND NOT EXISTS (SELECT 1 FROM old_rows o WHERE {held})"
+    )
+
+
+def _adding(selects: list[str], *, keep: str, dialect: str) -> str:
+    """One statement adding the parts' rows up, per count, when ``keep`` holds for the
+    sum."""
+    union = " UNION ALL ".join(selects)
     grouped = f"SELECT name, labels, SUM(n) FROM ({union}) parts GROUP BY name, labels"
     if dialect == "postgresql":
         return f"INSERT INTO tallychange (name, labels, n) {grouped} HAVING SUM(n) {keep}"
@@ -277,38 +295,58 @@ def _adding(parts: Iterable[tuple[Part, str, str]], *, keep: str, dialect: str) 
     )
 
 
-def _triggers(dialect: str) -> list[tuple[str, str, str, str, list[str]]]:
-    """(trigger name, timing and event, table, condition or "", statements) for every
-    table."""
-    found = []
+#: (trigger name, timing and event, table, "FOR EACH …" and what follows, statements)
+Trigger = tuple[str, str, str, str, list[str]]
+
+
+def _triggers(dialect: str) -> list[Trigger]:
+    """Every table's triggers. SQLite's fire for each row; PostgreSQL's inserts and
+    updates fire once per statement, over its transition tables (a receipt for a window
+    of emails is one call, not ten)."""
+    found: list[Trigger] = []
     for table, columns in WATCHED.items():
         state, events = STATE.get(table, []), EVENTS.get(table, [])
-        added = _adding([(p, "NEW", "") for p in state + events], keep="<> 0", dialect=dialect)
-        found.append((f"tally_{table}_insert", "AFTER INSERT", table, "", [added]))
+        changing = [p for p in state if p.on_update]  # a state count moves; events only grow
+        if dialect == "postgresql":
+            inserted = [_select(p, "r", dialect, source="new_rows") for p in state + events]
+            moved = [_select(p, "r", dialect, source="new_rows") for p in changing]
+            moved += [_select(p, "r", dialect, "-", source="old_rows") for p in changing]
+            grown = [_entered(p, dialect) for p in events]
+            on_insert = "REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT"
+            on_update = "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT"
+            timing = "AFTER UPDATE"
+        else:
+            inserted = [_select(p, "NEW", dialect) for p in state + events]
+            moved = [_select(p, row, dialect, sign) for p in changing for row, sign in _BOTH]
+            grown = [_select(p, row, dialect, sign) for p in events for row, sign in _BOTH]
+            on_insert = "FOR EACH ROW"
+            # only rows where a watched column changed (a claim's lease, say, does not)
+            changed = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in columns)
+            on_update = f"FOR EACH ROW WHEN ({changed})"
+            timing = f"AFTER UPDATE OF {', '.join(columns)}"
+        added = _adding(inserted, keep="<> 0", dialect=dialect)
+        found.append((f"tally_{table}_insert", "AFTER INSERT", table, on_insert, [added]))
         if columns:
-            # a state count moves (the old parts out, the new in); an event count only grows
-            changing = [p for p in state if p.on_update]
-            moved = [(p, row, sign) for p in changing for row, sign in (("NEW", ""), ("OLD", "-"))]
-            grown = [(p, row, sign) for p in events for row, sign in (("NEW", ""), ("OLD", "-"))]
             statements = [_adding(moved, keep="<> 0", dialect=dialect)] if moved else []
             statements += [_adding(grown, keep="> 0", dialect=dialect)] if grown else []
-            # only rows where a watched column changed (a claim's lease, say, does not)
-            differs = " IS DISTINCT FROM " if dialect == "postgresql" else " IS NOT "
-            changed = " OR ".join(f"OLD.{c}{differs}NEW.{c}" for c in columns)
-            when = f"AFTER UPDATE OF {', '.join(columns)}"
-            found.append((f"tally_{table}_update", when, table, changed, statements))
+            found.append((f"tally_{table}_update", timing, table, on_update, statements))
         if state:  # before the row goes: its parts read it and its neighbours
-            taken = _adding([(p, "OLD", "-") for p in state], keep="<> 0", dialect=dialect)
-            found.append((f"tally_{table}_delete", "BEFORE DELETE", table, "", [taken]))
+            taken = _adding(
+                [_select(p, "OLD", dialect, "-") for p in state], keep="<> 0", dialect=dialect
+            )
+            found.append((f"tally_{table}_delete", "BEFORE DELETE", table, "FOR EACH ROW", [taken]))
     return found
+
+
+_BOTH = (("NEW", ""), ("OLD", "-"))
 
 
 def install(connection: Connection) -> None:
     """(Re)create the triggers that keep the tallies."""
     dialect = connection.dialect.name
-    for name, when, table, condition, statements in _triggers(dialect):
+    for name, when, table, each, statements in _triggers(dialect):
         body = "; ".join(statements)
-        on = f"{when} ON {table} FOR EACH ROW" + (f" WHEN ({condition})" if condition else "")
+        on = f"{when} ON {table} {each}"
         if dialect == "postgresql":
             back = "OLD" if when.startswith("BEFORE DELETE") else "NULL"
             connection.execute(text(f"DROP FUNCTION IF EXISTS {name}() CASCADE"))
@@ -342,7 +380,7 @@ def recount(connection: Connection, *, since: datetime | None = None) -> Tallies
     if since is None:
         owned += [(t, p) for t, parts in EVENTS.items() for p in parts]
     for table, part in owned:
-        query = _from_table(part, table, connection.dialect.name)
+        query = _select(part, "r", connection.dialect.name, source=table)
         params: dict[str, object] = {}
         if since is not None:
             if part.enrollment is None:
@@ -355,16 +393,6 @@ def recount(connection: Connection, *, since: datetime | None = None) -> Tallies
         for name, labels, n in connection.execute(statement, params):
             counts[name, labels] += int(n or 0)
     return +counts
-
-
-def _from_table(part: Part, table: str, dialect: str) -> str:
-    """The part counted over every row of ``table`` (aliased ``r``)."""
-    fill = _fill("r", dialect)
-    tables = f", {part.tables}" if part.tables else ""
-    return (
-        f"SELECT {_q(part.name)} AS name, {part.labels.format(**fill)} AS labels, "
-        f"{part.n.format(**fill)} AS n FROM {table} r{tables} WHERE {part.where.format(**fill)}"
-    )
 
 
 def totals(connection: Connection) -> Tallies:
