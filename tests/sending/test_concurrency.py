@@ -18,10 +18,11 @@ from sqlmodel import Session
 
 from drip.core.models import Delivery, Enrollment, Subscriber
 from drip.core.states import DeliveryStatus
+from drip.store import tallies
 from drip.store.engine import make_engine
 from drip.store.schema import upgrade
 from drip.testing import SmtpSink
-from tests.fixtures import COURSES_DIR, TEST_SECRET
+from tests.fixtures import COURSES_DIR, TEST_SECRET, assert_tallies_hold
 
 DRIP = Path(sys.executable).with_name("drip")
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
@@ -136,6 +137,12 @@ def test_overlapping_runs_send_each_lesson_exactly_once(
     assert sum(sent_by) == COUNT, sent_by
     # every process did part of the work (they share, not serialise behind one another)
     assert all(n > 0 for n in sent_by), sent_by
+    # and the counts their triggers kept, concurrently, are what the rows count
+    engine = make_engine(database_url)
+    assert_tallies_hold(engine)
+    with engine.connect() as connection:
+        assert tallies.totals(connection)["drip_emails_sent", "lesson"] == COUNT
+    engine.dispose()
 
 
 def _sent(summary: bytes) -> int:
