@@ -55,7 +55,8 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-## make bench: throughput benchmarks; installs postfix's smtp-sink when it can (see README).
+## make bench: throughput benchmarks; installs postfix's smtp-sink when it can (see README);
+## PostgreSQL's figures when a server answers on 127.0.0.1:5432 (DRIP_BENCH_POSTGRES_URL).
 bench: $(STAMP)
 	-command -v smtp-sink >/dev/null 2>&1 || test -x /usr/sbin/smtp-sink || \
 		(test "$$(id -u)" = 0 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix >/dev/null 2>&1)
@@ -66,6 +67,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/send_due.py
 	$(BIN)/python benchmarks/signup.py
 	$(BIN)/python benchmarks/scale.py
+	-$(BIN)/python benchmarks/send_due.py --database postgresql --processes 1,2
 
 ## make mutate: mutation testing of the modules that carry the guarantees, then the verdict
 ## (>= 90 % killed, every survivor listed in docs/development.md). Several hours on 2 cores;

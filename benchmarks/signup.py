@@ -117,7 +117,7 @@ def main() -> None:
             f"p99 {b['p99']:.1f} ms (drip {rate / base_rate:.2f}x)"
         )
     print(
-        f"  import of {args.rows} rows (whole `drip subscribers import` process): "
+        f"  import of {args.rows} rows (whole `drip subscribers import --confirmed` process): "
         f"{imported['rows_per_second']:.0f} rows/s ({imported['import_seconds']:.1f} s); "
         f"/healthz meanwhile: worst {imported['worst_ms']:.1f} ms, "
         f"p99 {imported['p99_ms']:.1f} ms over {imported['polls']:.0f} polls"
@@ -283,7 +283,7 @@ def _import_beside_healthz(
     poller.start()
     started = time.perf_counter()
     subprocess.run(
-        [str(DRIP), "subscribers", "import", str(csv_path)],
+        [str(DRIP), "subscribers", "import", "--confirmed", str(csv_path)],
         env=env,
         check=True,
         capture_output=True,
