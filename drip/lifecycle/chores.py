@@ -22,8 +22,10 @@ from drip.lifecycle.enrollment import EVERGREEN_CHUNK, extend_evergreen
 from drip.lifecycle.signup import process_recorded
 
 logger = logging.getLogger("drip.lifecycle")
-#: recorded signups processed per transaction
-SIGNUP_BATCH = 25
+#: recorded signups processed per transaction: short turns on the writer lock, because the
+#: web process's signup requests wait behind each (p99 at 4 connections 19 ms, not 35;
+#: a burst's confirmations drain some 10 % slower: docs/benchmarks.md)
+SIGNUP_BATCH = 5
 
 
 def process_signups(
