@@ -286,6 +286,9 @@ class MailEvent(SQLModel, table=True):
     conversation, an inbound email or a provider's webhook; kept for the record and
     counted by the bounce policy (``drip.feedback.bounces``)."""
 
+    #: the dashboard's latest bounces and complaints, read from the index's end
+    __table_args__ = (Index("ix_mailevent_created_at", "created_at", "id"),)
+
     id: int | None = Field(default=None, primary_key=True)
     subscriber_id: int = Field(
         sa_column=Column(

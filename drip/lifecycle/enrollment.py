@@ -285,6 +285,7 @@ def activate_many(
                 status=EnrollmentStatus.ACTIVE,
                 started_at=func.coalesce(col(Enrollment.started_at), now),
                 cancelled_at=None,
+                left_after=None,  # back: no longer someone who left
             )
         )
     histories = deliveries.lesson_histories(connection, [m.enrollment_id for m, _ in starting])

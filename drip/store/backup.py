@@ -122,6 +122,8 @@ def copy_database(source: Engine, target: Engine) -> dict[str, int]:
     with source.connect() as reading, target.begin() as writing:
         # one read transaction: a consistent snapshot, even while drip keeps running
         reading = reading.execution_options(**{READ_ONLY: True})
+        if reading.dialect.name == "postgresql":  # one snapshot, not one per statement
+            reading = reading.execution_options(isolation_level="REPEATABLE READ")
         reading.begin()
         for name in TABLES:
             table = tables[name]

@@ -85,10 +85,11 @@ _OF_DELIVERY = "d.id = {r}.delivery_id AND e.id = d.enrollment_id AND " + _LESSO
 
 
 def _first(kind: str) -> str:
-    """No other event of ``kind`` for the same email: this one decides its count."""
+    """This event of ``kind`` decides its email's count: inserted, no earlier one (of
+    several inserted at once, the first); deleted, no other one left (``{other}``)."""
     return (
         "NOT EXISTS (SELECT 1 FROM mailevent m WHERE m.delivery_id = {r}.delivery_id"
-        f" AND m.kind = {kind} AND m.id <> {{r}}.id)"
+        f" AND m.kind = {kind} AND m.id {{other}} {{r}}.id)"
     )
 
 
@@ -252,7 +253,7 @@ def _fill(row: str, dialect: str) -> dict[str, str]:
         day = f"to_char({row}.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
     else:  # stored as UTC text, "YYYY-MM-DD HH:MM:SS…"
         day = f"substr({row}.created_at, 1, 10)"
-    return {"r": row, "utc_day": day}
+    return {"r": row, "utc_day": day, "other": "<>" if row == "OLD" else "<"}
 
 
 def _select(part: Part, row: str, dialect: str, sign: str = "", source: str = "") -> str:
@@ -295,6 +296,16 @@ def _adding(selects: list[str], *, keep: str, dialect: str) -> str:
     )
 
 
+#: PostgreSQL: what a statement inserting into the table locks first, so that the counts
+#: it reads from other rows are not changed under it by a transaction it cannot see yet:
+#: two bounces for one email (only one is its first), an enrollment made while its
+#: subscriber's status changes (the people count goes by the status it ends with)
+_PG_LOCKS = {
+    "mailevent": "PERFORM 1 FROM delivery WHERE id IN (SELECT delivery_id FROM new_rows)"
+    " ORDER BY id FOR NO KEY UPDATE",
+    "enrollment": "PERFORM 1 FROM subscriber WHERE id IN (SELECT subscriber_id FROM new_rows)"
+    " ORDER BY id FOR SHARE",
+}
 #: (trigger name, timing and event, table, "FOR EACH …" and what follows, statements)
 Trigger = tuple[str, str, str, str, list[str]]
 
@@ -324,8 +335,10 @@ def _triggers(dialect: str) -> list[Trigger]:
             changed = " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in columns)
             on_update = f"FOR EACH ROW WHEN ({changed})"
             timing = f"AFTER UPDATE OF {', '.join(columns)}"
-        added = _adding(inserted, keep="<> 0", dialect=dialect)
-        found.append((f"tally_{table}_insert", "AFTER INSERT", table, on_insert, [added]))
+        added = [_adding(inserted, keep="<> 0", dialect=dialect)]
+        if dialect == "postgresql" and table in _PG_LOCKS:
+            added.insert(0, _PG_LOCKS[table])
+        found.append((f"tally_{table}_insert", "AFTER INSERT", table, on_insert, added))
         if columns:
             statements = [_adding(moved, keep="<> 0", dialect=dialect)] if moved else []
             statements += [_adding(grown, keep="> 0", dialect=dialect)] if grown else []

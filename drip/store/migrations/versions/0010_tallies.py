@@ -1,7 +1,7 @@
 """Counts kept by triggers (``drip.store.tallies``), so the operator's reads do not grow
 with the list; what erased subscribers had added to the metrics' counters moves into
 them. An enrollment keeps the last lesson before its subscriber unsubscribed; an email's
-bounces are found by an index.
+bounces, and the latest bounces, are found by an index.
 
 Revision ID: 0010
 Revises: 0009
@@ -24,6 +24,7 @@ depends_on = None
 def upgrade() -> None:
     op.add_column("enrollment", sa.Column("left_after", sa.String(100), nullable=True))
     op.create_index("ix_mailevent_delivery_id", "mailevent", ["delivery_id"])
+    op.create_index("ix_mailevent_created_at", "mailevent", ["created_at", "id"])
     # the last lesson sent to each enrollment its subscriber left (as the funnel read it)
     op.execute(
         "UPDATE enrollment SET left_after = (SELECT d.key FROM delivery d"
@@ -86,5 +87,6 @@ def downgrade() -> None:
     tallies.uninstall(connection)
     op.drop_table("tallychange")
     op.drop_table("tally")
+    op.drop_index("ix_mailevent_created_at", "mailevent")
     op.drop_index("ix_mailevent_delivery_id", "mailevent")
     op.drop_column("enrollment", "left_after")

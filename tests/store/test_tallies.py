@@ -1,0 +1,190 @@
+"""The counts the triggers keep (``drip.store.tallies``) where rows change together:
+two transactions at once on PostgreSQL, and someone who leaves, comes back and is then
+suppressed. (Every test's database is also checked against a recount at teardown.)"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import Engine, insert, select, text, update
+from sqlmodel import col
+
+from drip.core.config import BouncePolicy
+from drip.core.courses import Catalog, Course
+from drip.core.entries import Entry
+from drip.core.models import Delivery, Enrollment, Signup, Subscriber
+from drip.core.states import MailEventKind, SubscriberStatus
+from drip.feedback import bounces
+from drip.lifecycle.enrollment import confirm, unsubscribe
+from drip.lifecycle.signup import Consent, sign_up
+from drip.reporting.stats import funnel
+from drip.runner import make_sender
+from drip.store import tallies
+from drip.store.engine import make_engine
+from drip.store.schema import upgrade
+from tests.fixtures import assert_tallies_hold, enrol, make_settings
+
+NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
+POLICY = BouncePolicy(3, 14)
+
+
+def _send(engine: Engine, course: Course, tmp_path: Path, now: datetime) -> None:
+    settings = make_settings(tmp_path, database_url=str(engine.url))
+    make_sender(engine=engine, settings=settings, catalog=Catalog({course.slug: course})).send_due(
+        now=now
+    )
+
+
+def _waits_or_ends(engine: Engine, thread: threading.Thread) -> None:
+    """Until ``thread`` waits for a lock in PostgreSQL, or has finished."""
+    deadline = time.monotonic() + 10
+    with engine.connect() as watcher:
+        while thread.is_alive() and time.monotonic() < deadline:
+            waiting = watcher.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+            watcher.rollback()
+            if waiting:
+                return
+            time.sleep(0.02)
+
+
+def test_two_bounces_for_one_lesson_at_once_count_it_once(
+    pg_url: str, course: Course, tmp_path: Path
+) -> None:
+    """PostgreSQL: a refusal and a provider's report for the same lesson, in two
+    transactions at once: the second waits for the first, so the lesson is bounced once."""
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    enrol(engine, course, "ana@example.org", now=NOW)
+    _send(engine, course, tmp_path, NOW)
+    with engine.connect() as connection:
+        subscriber_id, delivery_id = connection.execute(
+            select(col(Subscriber.id), col(Delivery.id))
+            .join(Enrollment, col(Enrollment.subscriber_id) == col(Subscriber.id))
+            .join(Delivery, col(Delivery.enrollment_id) == col(Enrollment.id))
+            .where(col(Delivery.kind) == "lesson", col(Delivery.status) == "sent")
+        ).one()
+
+    def bounce(connection: object, source: str) -> None:
+        bounces.record(
+            connection,  # type: ignore[arg-type]
+            subscriber_id=subscriber_id,
+            delivery_id=delivery_id,
+            kind=MailEventKind.HARD,
+            source=source,
+            diagnostic="550 5.1.1 no such user",
+            now=NOW + timedelta(hours=1),
+            policy=POLICY,
+        )
+
+    def second() -> None:
+        with engine.begin() as connection:
+            bounce(connection, "postmark")
+
+    with engine.connect() as first:
+        first.begin()
+        bounce(first, "smtp")
+        other = threading.Thread(target=second)
+        other.start()
+        _waits_or_ends(engine, other)
+        first.commit()
+    other.join(timeout=30)
+    assert not other.is_alive()
+    with engine.begin() as connection:
+        tallies.fold(connection)
+        kept = tallies.totals(connection)
+    assert kept["lessons", f"{course.slug},{course.days[0].id},bounced"] == 1
+    assert kept["drip_bounces", "hard"] == 2  # both came back: the metric counts each
+    assert_tallies_hold(engine)
+    engine.dispose()
+
+
+def test_an_enrollment_made_while_its_subscriber_leaves_counts_by_the_status_they_end_with(
+    pg_url: str, course: Course
+) -> None:
+    """PostgreSQL: a second course's enrollment is inserted while another transaction
+    changes the subscriber's status: the people counts end as the rows are."""
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    enrol(engine, course, "ana@example.org", now=NOW)
+    with engine.connect() as connection:
+        subscriber_id = connection.execute(select(col(Subscriber.id))).scalar_one()
+
+    def enrol_elsewhere() -> None:
+        with engine.begin() as connection:
+            connection.execute(
+                insert(Enrollment).values(
+                    uid="second0course0enrollment",
+                    subscriber_id=subscriber_id,
+                    course_slug="another-course",
+                    status="pending",
+                    created_at=NOW,
+                )
+            )
+
+    with engine.connect() as first:
+        first.begin()
+        first.execute(
+            update(Subscriber)
+            .where(col(Subscriber.id) == subscriber_id)
+            .values(status=SubscriberStatus.UNSUBSCRIBED)
+        )
+        other = threading.Thread(target=enrol_elsewhere)
+        other.start()
+        _waits_or_ends(engine, other)
+        first.commit()
+    other.join(timeout=30)
+    assert not other.is_alive()
+    with engine.connect() as connection:
+        kept = tallies.totals(connection)
+    assert kept["people", "another-course,unsubscribed"] == 1
+    assert kept["people", "another-course,active"] == 0
+    assert_tallies_hold(engine)
+    engine.dispose()
+
+
+def test_someone_who_came_back_and_then_bounced_did_not_leave(
+    any_engine: Engine, course: Course, tmp_path: Path
+) -> None:
+    """Left after day 1, came back (day 2 went out), then refused for good: suppressed,
+    not counted as someone who left after day 1."""
+    uid = enrol(any_engine, course, "ana@example.org", now=NOW)
+    _send(any_engine, course, tmp_path, NOW)
+    catalog = Catalog({course.slug: course})
+    with any_engine.begin() as connection:
+        unsubscribe(connection, enrollment_uid=uid, catalog=catalog, now=NOW + timedelta(hours=1))
+    with any_engine.connect() as connection:
+        assert funnel(connection, course)["days"][0]["unsubscribed"] == 1
+    back = NOW + timedelta(hours=2)
+    with any_engine.begin() as connection:  # signs up again, and confirms
+        entries = [Entry.clean(email="ana@example.org")]
+        sign_up(connection, course=course, entries=entries, consent=Consent(source="t"), now=back)
+        signup = connection.execute(
+            select(col(Signup.uid)).order_by(col(Signup.id).desc()).limit(1)
+        ).scalar_one()
+        confirm(connection, signup_uid=signup, issued_at=back, catalog=catalog, now=back)
+    _send(any_engine, course, tmp_path, NOW + timedelta(days=1))
+    with any_engine.begin() as connection:
+        subscriber_id = connection.execute(select(col(Subscriber.id))).scalar_one()
+        bounces.record(
+            connection,
+            subscriber_id=subscriber_id,
+            delivery_id=None,
+            kind=MailEventKind.HARD,
+            source="inbound",
+            diagnostic="550 gone",
+            now=NOW + timedelta(days=1, hours=1),
+            policy=POLICY,
+        )
+    with any_engine.connect() as connection:
+        days = funnel(connection, course)["days"]
+        assert connection.execute(select(col(Enrollment.left_after))).scalar_one() is None
+    assert [day["sent"] for day in days[:2]] == [1, 1]
+    assert [day["unsubscribed"] for day in days[:2]] == [0, 0]
