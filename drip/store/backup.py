@@ -13,8 +13,9 @@ import os
 import shlex
 import sqlite3
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, text
+from sqlalchemy import Engine, Select, func, insert, select, text
 from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
@@ -112,9 +113,19 @@ def copy_database(source: Engine, target: Engine) -> dict[str, int]:
         if current_revision(engine) != head_revision():
             raise ConfigError(f"{name} database is not at the newest schema: run `drip db upgrade`")
     tables = SQLModel.metadata.tables
+
+    def rows_of(name: str) -> Select[Any]:
+        """A table's rows but the setting naming each database's own counting triggers."""
+        query = select(tables[name])
+        if name == "setting":
+            query = query.where(tables[name].c.name != tallies.INSTALLED)
+        return query
+
     with target.connect() as connection:
         for name in TABLES:
-            if connection.execute(select(func.count()).select_from(tables[name])).scalar():
+            if connection.execute(
+                select(func.count()).select_from(rows_of(name).subquery())
+            ).scalar():
                 raise ConfigError(
                     f"the target database already has {name} rows: copy into an empty one"
                 )
@@ -127,7 +138,7 @@ def copy_database(source: Engine, target: Engine) -> dict[str, int]:
         reading.begin()
         for name in TABLES:
             table = tables[name]
-            rows = reading.execution_options(yield_per=BATCH).execute(select(table))
+            rows = reading.execution_options(yield_per=BATCH).execute(rows_of(name))
             count = 0
             for batch in rows.partitions():
                 writing.execute(insert(table), [dict(row._mapping) for row in batch])

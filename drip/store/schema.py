@@ -66,6 +66,7 @@ def upgrade(engine: Engine) -> tuple[str | None, str | None]:
     try:
         before = current_revision(engine)
         command.upgrade(alembic_config(engine), "head")
+        _tallies_up_to_date(engine)
         return before, current_revision(engine)
     except OperationalError as error:
         raise ConfigError(f"cannot open the database: {_first_line(error.orig)}") from None
@@ -84,12 +85,32 @@ def ensure_schema(engine: Engine) -> None:
         current = current_revision(engine)
     except OperationalError as error:
         raise ConfigError(f"cannot open the database: {_first_line(error.orig)}") from None
-    if current == head_revision():
+    if current == head_revision() and _tallies_current(engine):
         return
     if engine.dialect.name == "sqlite":
         upgrade(engine)
         return
+    if current == head_revision():
+        raise SchemaOutOfDate(
+            "the database's counting triggers are from another drip: run `drip db upgrade`"
+        )
     raise SchemaOutOfDate(
         f"the database schema is at {current or 'nothing'}, this drip needs "
         f"{head_revision()}: run `drip db upgrade`"
     )
+
+
+def _tallies_current(engine: Engine) -> bool:
+    from drip.store import tallies
+
+    with engine.connect() as connection:
+        return tallies.is_current(connection.execution_options(**{READ_ONLY: True}))
+
+
+def _tallies_up_to_date(engine: Engine) -> None:
+    """The counting triggers of this drip's rules, and the counts made again if they
+    were others (``drip.store.tallies``): part of every upgrade, after the migrations."""
+    from drip.store import tallies
+
+    with engine.begin() as connection:
+        tallies.bring_up_to_date(connection)

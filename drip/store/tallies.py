@@ -14,10 +14,14 @@ both. Two kinds of count:
   rows that counted are erased.
 
 ``recount`` counts the same parts from the rows (the reference, and what a cohort read
-with ``since`` uses); tests hold the triggers to it. A row's part may read other rows
-(its enrollment's course); those reads must still find them, which is why a subscriber
-is erased children first (``drip.lifecycle.actions.delete``) and deletes are counted
-before the row goes.
+with ``since`` uses); tests hold the triggers to it. The triggers are installed by every
+schema upgrade after the migrations (``bring_up_to_date``), from the rules of the drip
+running it, which counts again when they changed: a change of the rules needs no
+migration, and a migration never installs rules newer than its schema.
+
+A row's part may read other rows (its enrollment's course); those reads must still find
+them, which is why a subscriber is erased children first
+(``drip.lifecycle.actions.delete``) and deletes are counted before the row goes.
 
 SQLite has one writer at a time: its triggers, one call per row, add to ``tally`` in
 place. On PostgreSQL concurrent writers would queue on (and could deadlock over) the
@@ -28,6 +32,7 @@ then (every send run); reads add both.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
@@ -352,6 +357,46 @@ def _triggers(dialect: str) -> list[Trigger]:
 
 
 _BOTH = (("NEW", ""), ("OLD", "-"))
+
+
+#: the ``Setting`` naming the rules the installed triggers were made from
+INSTALLED = "tallies"
+
+
+def fingerprint(dialect: str) -> str:
+    """Which rules: a hash of every trigger they make for ``dialect``."""
+    made = "\n".join(repr(trigger) for trigger in _triggers(dialect))
+    return hashlib.sha256(made.encode()).hexdigest()[:16]
+
+
+def is_current(connection: Connection) -> bool:
+    """Were the installed triggers made from these rules?"""
+    from drip.store import installation
+
+    return installation.read(connection, INSTALLED) == fingerprint(connection.dialect.name)
+
+
+def bring_up_to_date(connection: Connection) -> bool:
+    """Install these rules' triggers if the database has others (or none), and count
+    again: what rows hold, from the rows; events, never fewer than were kept (what
+    erased rows had counted stays). Run by every schema upgrade; True if it changed
+    anything. A change of the rules therefore needs no migration of its own."""
+    from drip.store import installation
+
+    if is_current(connection):
+        return False
+    first = installation.read(connection, INSTALLED) is None
+    fold(connection)
+    kept = totals(connection)
+    install(connection)
+    counts = recount(connection)
+    for key, n in kept.items():
+        if key[0].startswith("drip_"):  # the metrics' events
+            # the first time, the tallies hold only what erased subscribers had counted
+            counts[key] = counts[key] + n if first else max(counts[key], n)
+    replace(connection, counts)
+    installation.write(connection, INSTALLED, fingerprint(connection.dialect.name))
+    return True
 
 
 def install(connection: Connection) -> None:

@@ -22,10 +22,10 @@ from drip.lifecycle.enrollment import confirm, unsubscribe
 from drip.lifecycle.signup import Consent, sign_up
 from drip.reporting.stats import funnel
 from drip.runner import make_sender
-from drip.store import tallies
-from drip.store.engine import make_engine
+from drip.store import installation, tallies
+from drip.store.engine import engine_for, make_engine
 from drip.store.schema import upgrade
-from tests.fixtures import assert_tallies_hold, enrol, make_settings
+from tests.fixtures import assert_tallies_hold, enrol, erase, make_settings
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
 POLICY = BouncePolicy(3, 14)
@@ -188,3 +188,31 @@ def test_someone_who_came_back_and_then_bounced_did_not_leave(
         assert connection.execute(select(col(Enrollment.left_after))).scalar_one() is None
     assert [day["sent"] for day in days[:2]] == [1, 1]
     assert [day["unsubscribed"] for day in days[:2]] == [0, 0]
+
+
+def test_other_rules_are_installed_and_counted_again_keeping_what_erased_rows_counted(
+    tmp_path: Path, course: Course
+) -> None:
+    """A drip whose counting rules differ from the database's triggers (an upgrade):
+    opening the database installs its own and counts again, from the rows, but for the
+    metrics' events, which keep what erased subscribers had counted."""
+    settings = make_settings(tmp_path)
+    engine = engine_for(settings)
+    for name in ("ana", "ben"):
+        enrol(engine, course, f"{name}@example.org", now=NOW)
+    erase(engine, "ben@example.org")
+    with engine.begin() as connection:
+        before = tallies.totals(connection)
+        installation.write(connection, tallies.INSTALLED, "rules of another drip")
+        connection.execute(text("DELETE FROM tally WHERE name = 'subscribers'"))
+        connection.execute(text("DROP TRIGGER tally_subscriber_insert"))
+    engine.dispose()
+    engine = engine_for(settings)  # opening it brings it up to date
+    with engine.connect() as connection:
+        assert tallies.is_current(connection)
+        assert tallies.totals(connection) == before
+        assert before["drip_signups", ""] == 2 > tallies.recount(connection)["drip_signups", ""]
+    enrol(engine, course, "cat@example.org", now=NOW)  # its trigger is back
+    with engine.connect() as connection:
+        assert tallies.totals(connection)["subscribers", "active"] == 2
+    engine.dispose()
