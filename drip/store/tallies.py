@@ -385,18 +385,29 @@ def bring_up_to_date(connection: Connection) -> bool:
 
     if is_current(connection):
         return False
+    # the first time, the tallies hold only what erased subscribers had counted
     first = installation.read(connection, INSTALLED) is None
+    install(connection)
+    count_again(connection, add_kept_events=first)
+    installation.write(connection, INSTALLED, fingerprint(connection.dialect.name))
+    return True
+
+
+def count_again(connection: Connection, *, add_kept_events: bool = False) -> Tallies:
+    """Set every count to what the rows count, but the metrics' events, which never go
+    down: each the larger of what was kept and what the rows count (with
+    ``add_kept_events``, their sum). ``drip db recount``, for a database that drifted
+    (rows edited by hand, say); the changes, count by count."""
     fold(connection)
     kept = totals(connection)
-    install(connection)
     counts = recount(connection)
     for key, n in kept.items():
         if key[0].startswith("drip_"):  # the metrics' events
-            # the first time, the tallies hold only what erased subscribers had counted
-            counts[key] = counts[key] + n if first else max(counts[key], n)
+            counts[key] = counts[key] + n if add_kept_events else max(counts[key], n)
     replace(connection, counts)
-    installation.write(connection, INSTALLED, fingerprint(connection.dialect.name))
-    return True
+    changes = Tallies(counts)
+    changes.subtract(kept)
+    return Tallies({key: n for key, n in changes.items() if n})
 
 
 def install(connection: Connection) -> None:

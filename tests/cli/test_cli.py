@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -539,3 +540,31 @@ def test_a_control_given_bad_input_exits_2_with_one_line(args: list[str], messag
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())
     assert "Traceback" not in result.output
+
+
+def test_db_recount_sets_counts_edited_by_hand_back_and_keeps_the_counters(
+    tmp_path: Path,
+) -> None:
+    """Rows changed below drip (an operator's SQL): `drip db recount` counts the figures
+    again from the rows, names what it changed, and leaves a metric counter that
+    counted more (an erased subscriber's signup) as it was."""
+    runner.invoke(app, ["subscribers", "add", "ana@example.org", "--confirmed"])
+    runner.invoke(app, ["subscribers", "add", "ben@example.org", "--confirmed"])
+    runner.invoke(app, ["subscribers", "delete", "ben@example.org", "--yes"])
+    database = sqlite3.connect(tmp_path / "cli.db")
+    with database:
+        database.execute("DROP TRIGGER tally_subscriber_update")
+        database.execute("UPDATE subscriber SET status = 'unsubscribed'")
+    assert runner.invoke(app, ["db", "recount"]).output.splitlines() == [
+        "people yin-immersion,active: -1",
+        "people yin-immersion,unsubscribed: +1",
+        "subscribers active: -1",
+        "subscribers unsubscribed: +1",
+    ]
+    assert runner.invoke(app, ["db", "recount"]).output.strip() == "every count was right"
+    runner.invoke(app, ["subscribers", "add", "cat@example.org", "--confirmed"])
+    runner.invoke(app, ["subscribers", "unsubscribe", "cat@example.org"])  # its trigger is back
+    assert runner.invoke(app, ["db", "recount"]).output.strip() == "every count was right"
+    signups = database.execute("SELECT n FROM tally WHERE name = 'drip_signups'").fetchone()
+    assert signups == (3,)  # ben's signup still counted, though his rows are gone
+    database.close()
