@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, inspect, select
+from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.exc import OperationalError
 
 from drip.core.config import Settings
@@ -87,6 +87,25 @@ def erase(engine: Engine, email: str) -> None:
     """Erase a subscriber as the operator does (``drip subscribers delete``)."""
     with engine.begin() as connection:
         actions.delete(connection, subscriber=actions.find(connection, email=email))
+
+
+def lock_waited(engine: Engine, *, unless: threading.Thread | None = None) -> bool:
+    """PostgreSQL: until a session of this database waits for a lock (True), or the
+    thread ``unless`` has finished, or 30 s have passed (False)."""
+    deadline = time.monotonic() + 30
+    with engine.connect() as watcher:
+        while time.monotonic() < deadline and (unless is None or unless.is_alive()):
+            waiting = watcher.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock'"
+                )
+            ).scalar_one()
+            watcher.rollback()
+            if waiting:
+                return True
+            time.sleep(0.02)
+    return False
 
 
 def assert_tallies_hold(engine: Engine) -> None:

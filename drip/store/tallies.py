@@ -186,27 +186,21 @@ STATE: dict[str, list[Part]] = {
             enrollment="e",
         ),
     ],
+    # the delivery's counts above, as an event's coming or going changes them
     "mailevent": [
-        *(
-            Part(
-                "lessons",
-                _lesson("d", _q(outcome)),
-                tables="delivery d, enrollment e",
-                where=f"{_OF_DELIVERY} AND {{r}}.kind = {kind} AND {_first(kind)}",
-                enrollment="e",
-                owns=False,
-            )
-            for outcome, kind in (("bounced", _HARD), ("complained", _COMPLAINT))
-        ),
         Part(
             "lessons",
-            _lesson("d", "'bounced_failed'"),
+            _lesson("d", _q(outcome)),
             tables="delivery d, enrollment e",
-            where=f"{_OF_DELIVERY} AND {{r}}.kind = {_HARD} AND d.status = "
-            f"{_q(DeliveryStatus.FAILED)} AND {_first(_HARD)}",
+            where=f"{_OF_DELIVERY} AND {{r}}.kind = {kind}{also} AND {_first(kind)}",
             enrollment="e",
             owns=False,
-        ),
+        )
+        for outcome, kind, also in (
+            ("bounced", _HARD, ""),
+            ("complained", _COMPLAINT, ""),
+            ("bounced_failed", _HARD, f" AND d.status = {_q(DeliveryStatus.FAILED)}"),
+        )
     ],
     "click": [
         Part(

@@ -4,12 +4,11 @@ subscriber never lowers (Prometheus would read a lower counter as a reset)."""
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, event
 from sqlmodel import Session
 
 from drip.core.config import BouncePolicy
@@ -23,7 +22,7 @@ from drip.store import tallies
 from drip.store.engine import make_engine
 from drip.store.schema import upgrade
 from drip.testing import SmtpSink
-from tests.fixtures import enrol, erase, make_settings
+from tests.fixtures import enrol, erase, lock_waited, make_settings
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
 
@@ -117,7 +116,7 @@ def test_an_erasure_racing_another_of_the_same_subscriber_counts_them_once(
     def start_second_once_counted(conn, cursor, statement, *_: object) -> None:  # noqa: ANN001
         if statement.startswith("DELETE FROM click") and not second.is_alive():
             second.start()
-            _wait_for_a_lock_wait(engine)
+            assert lock_waited(engine), "the second erasure never waited for the first"
 
     event.listen(engine, "after_cursor_execute", start_second_once_counted)
     erase_ana(engine)
@@ -159,21 +158,3 @@ def test_a_scrape_during_an_erasure_reads_one_snapshot(pg_url: str, course: Cour
     assert _gauges(during) != _gauges(_samples(engine))  # ana is gone at the next scrape
     engine.dispose()
     other.dispose()
-
-
-def _wait_for_a_lock_wait(engine: Engine) -> None:
-    """Until another session of this database waits for a lock (the second erasure)."""
-    deadline = time.monotonic() + 30
-    with engine.connect() as watcher:
-        while time.monotonic() < deadline:
-            waiting = watcher.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND wait_event_type = 'Lock'"
-                )
-            ).scalar_one()
-            watcher.rollback()
-            if waiting:
-                return
-            time.sleep(0.05)
-    raise AssertionError("the second erasure never waited for the first")

@@ -5,7 +5,6 @@ suppressed. (Every test's database is also checked against a recount at teardown
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from drip.runner import make_sender
 from drip.store import installation, tallies
 from drip.store.engine import engine_for, make_engine
 from drip.store.schema import upgrade
-from tests.fixtures import assert_tallies_hold, enrol, erase, make_settings
+from tests.fixtures import assert_tallies_hold, enrol, erase, lock_waited, make_settings
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
 POLICY = BouncePolicy(3, 14)
@@ -36,23 +35,6 @@ def _send(engine: Engine, course: Course, tmp_path: Path, now: datetime) -> None
     make_sender(engine=engine, settings=settings, catalog=Catalog({course.slug: course})).send_due(
         now=now
     )
-
-
-def _waits_or_ends(engine: Engine, thread: threading.Thread) -> None:
-    """Until ``thread`` waits for a lock in PostgreSQL, or has finished."""
-    deadline = time.monotonic() + 10
-    with engine.connect() as watcher:
-        while thread.is_alive() and time.monotonic() < deadline:
-            waiting = watcher.execute(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND wait_event_type = 'Lock'"
-                )
-            ).scalar_one()
-            watcher.rollback()
-            if waiting:
-                return
-            time.sleep(0.02)
 
 
 def test_two_bounces_for_one_lesson_at_once_count_it_once(
@@ -93,7 +75,7 @@ def test_two_bounces_for_one_lesson_at_once_count_it_once(
         bounce(first, "smtp")
         other = threading.Thread(target=second)
         other.start()
-        _waits_or_ends(engine, other)
+        lock_waited(engine, unless=other)
         first.commit()
     other.join(timeout=30)
     assert not other.is_alive()
@@ -138,7 +120,7 @@ def test_an_enrollment_made_while_its_subscriber_leaves_counts_by_the_status_the
         )
         other = threading.Thread(target=enrol_elsewhere)
         other.start()
-        _waits_or_ends(engine, other)
+        lock_waited(engine, unless=other)
         first.commit()
     other.join(timeout=30)
     assert not other.is_alive()
