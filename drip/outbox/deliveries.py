@@ -10,7 +10,7 @@ nothing. Statements run once per message are compiled once per database kind
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -31,6 +31,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.sql import ClauseElement
 from sqlmodel import col
 
 from drip.core import schedule
@@ -315,27 +316,24 @@ class _Statements:
 
     def standings(self, n: int) -> Prepared:
         """Run, own hour and pause of n enrollments (``id0``…)."""
-        found = self._standings.get(n)
-        if found is None:
+
+        def build(n: int) -> ClauseElement:
             ids: list[BindParameter[int]] = [bindparam(f"id{i}") for i in range(n)]
-            found = Prepared(
-                select(
-                    col(Enrollment.id),
-                    col(Enrollment.run),
-                    col(Enrollment.send_at),
-                    col(Enrollment.paused_until),
-                ).where(col(Enrollment.id).in_(ids)),
-                self.dialect,
-            )
-            found = self._standings.setdefault(n, found)
-        return found
+            return select(
+                col(Enrollment.id),
+                col(Enrollment.run),
+                col(Enrollment.send_at),
+                col(Enrollment.paused_until),
+            ).where(col(Enrollment.id).in_(ids))
+
+        return self._sized(self._standings, n, build)
 
     def insert_rows(self, n: int) -> Prepared:
         """One INSERT of n emails into the outbox, skipping any (enrollment, key) already
         there: ``enrollment``, ``key``, ``kind``, ``signup``, ``due``, ``now``, each with
         the row's number after it (none for a single row)."""
-        found = self._insert_rows.get(n)
-        if found is None:
+
+        def build(n: int) -> ClauseElement:
             names = ("enrollment", "key", "kind", "signup", "due", "now")
             rows = []
             for i in range(n):
@@ -355,21 +353,18 @@ class _Statements:
                     }
                 )
             statement = insert_for(self.dialect)(Delivery).values(rows)
-            found = Prepared(
-                statement.on_conflict_do_nothing(index_elements=["enrollment_id", "key"]),
-                self.dialect,
-            )
-            found = self._insert_rows.setdefault(n, found)  # a race compiles it twice: harmless
-        return found
+            return statement.on_conflict_do_nothing(index_elements=["enrollment_id", "key"])
+
+        return self._sized(self._insert_rows, n, build)
 
     def mark_sent_many(self, n: int) -> Prepared:
         """One UPDATE of n claimed rows of one lease (``id0``…, ``reply0``…, ``msgid0``…,
         ``lease``, ``now``), returning the ids it changed."""
-        found = self._mark_sent_many.get(n)
-        if found is None:
+
+        def build(n: int) -> ClauseElement:
             ids: list[BindParameter[Any]] = [bindparam(f"id{i}") for i in range(n)]
             by_id = col(Delivery.id)
-            found = Prepared(
+            return (
                 update(Delivery)
                 .where(by_id.in_(ids), *held(bindparam("lease")))
                 .values(
@@ -381,10 +376,19 @@ class _Statements:
                     ),
                     message_id=case(*((by_id == ids[i], bindparam(f"msgid{i}")) for i in range(n))),
                 )
-                .returning(by_id),
-                self.dialect,
+                .returning(by_id)
             )
-            found = self._mark_sent_many.setdefault(n, found)
+
+        return self._sized(self._mark_sent_many, n, build)
+
+    def _sized(
+        self, made: dict[int, Prepared], n: int, build: Callable[[int], ClauseElement]
+    ) -> Prepared:
+        """The statement ``build(n)`` makes, compiled once per n (a race compiles it
+        twice: harmless)."""
+        found = made.get(n)
+        if found is None:
+            found = made.setdefault(n, Prepared(build(n), self.dialect))
         return found
 
 

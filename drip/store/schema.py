@@ -85,18 +85,19 @@ def ensure_schema(engine: Engine) -> None:
         current = current_revision(engine)
     except OperationalError as error:
         raise ConfigError(f"cannot open the database: {_first_line(error.orig)}") from None
-    if current == head_revision() and _tallies_current(engine):
+    head = head_revision()  # (read from the migration files: once)
+    if current == head and _tallies_current(engine):
         return
     if engine.dialect.name == "sqlite":
         upgrade(engine)
         return
-    if current == head_revision():
+    if current == head:
         raise SchemaOutOfDate(
             "the database's counting triggers are from another drip: run `drip db upgrade`"
         )
     raise SchemaOutOfDate(
         f"the database schema is at {current or 'nothing'}, this drip needs "
-        f"{head_revision()}: run `drip db upgrade`"
+        f"{head}: run `drip db upgrade`"
     )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from drip.store import tallies
+from drip.store import installation, tallies
 
 revision = "0010"
 down_revision = "0009"
@@ -78,7 +78,7 @@ def downgrade() -> None:
             rows,
         )
     tallies.uninstall(connection)
-    op.execute(f"DELETE FROM setting WHERE name = '{tallies.INSTALLED}'")
+    installation.forget(connection, tallies.INSTALLED)
     op.drop_table("tallychange")
     op.drop_table("tally")
     op.drop_index("ix_mailevent_created_at", "mailevent")
