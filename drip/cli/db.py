@@ -31,9 +31,10 @@ def upgrade() -> None:
 
 @app.command()
 def recount() -> None:
-    """Count the dashboard's, `stats`' and /metrics' figures again from the rows, with the
-    triggers that keep them made anew: for a database whose rows were changed by hand.
-    The metrics' counters never go down.
+    """Count the dashboard's, stats' and /metrics' figures again from the rows.
+
+    The triggers that keep them are made anew: for a database whose rows were changed by
+    hand. The metrics' counters never go down.
 
     Example: drip db recount
     """
