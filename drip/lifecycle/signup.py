@@ -271,7 +271,11 @@ def _process(
         for found in connection.execute(
             Member.select()
             .add_columns(col(Subscriber.uid))
-            .where(col(Subscriber.email).in_(emails), col(Enrollment.course_slug) == course.slug)
+            # found by address: ``course_slug || ''`` is no index term, or a database
+            # without statistics (SQLite) would read every enrollment of the course
+            .where(
+                col(Subscriber.email).in_(emails), col(Enrollment.course_slug) + "" == course.slug
+            )
         )
     }
     signup_ids: dict[str, int] = dict(

@@ -343,3 +343,40 @@ def test_the_tallies_migration_counts_the_history_and_keeps_erased_counts(
             ("drip_emails_sent", "lesson", 5)
         ]
     engine.dispose()
+
+
+def test_a_signup_batch_finds_its_people_by_address_not_by_their_course(
+    any_engine: Engine,
+) -> None:
+    """Processing a batch of signups reads its people by their addresses, however many
+    others took the course: were the course's enrollments read instead (SQLite, without
+    statistics, takes ``course_slug = ?`` for a selective term), every batch of an
+    import would read the whole course and a large import would slow down row by row."""
+    from sqlalchemy import event
+
+    from drip.core.courses import load_course
+    from drip.core.entries import Entry
+    from drip.lifecycle.signup import Consent, sign_up
+    from tests.fixtures import SHIPPED_COURSE
+
+    reads: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+        if statement.lstrip().startswith("SELECT subscriber.id"):
+            reads.append((statement, parameters))
+
+    event.listen(any_engine, "before_cursor_execute", capture)
+    with any_engine.begin() as connection:
+        sign_up(
+            connection,
+            course=load_course(SHIPPED_COURSE),
+            entries=[Entry.clean(email=f"p{i}@example.org") for i in range(1000)],  # one batch
+            consent=Consent(source="test"),
+            by_operator=True,
+            confirmed=True,
+            now=NOW,
+        )
+    event.remove(any_engine, "before_cursor_execute", capture)
+    [(statement, parameters)] = reads
+    plan = _plan(any_engine, statement, parameters, name="members")
+    assert "ix_enrollment_course_slug" not in plan, plan
