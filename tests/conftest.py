@@ -37,11 +37,12 @@ def _no_drip_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
 def _fresh_statement_caches() -> None:
     """Each test compiles the statements it uses, as a new process would: a test never
     depends on which test ran first (and mutation testing sees every test that uses them)."""
-    from drip.lifecycle import signup
+    from drip.lifecycle import enrollment, signup
     from drip.outbox import deliveries
 
     deliveries._statements.clear()
     signup._statements.clear()
+    enrollment._statements.clear()
 
 
 @pytest.fixture(scope="session")

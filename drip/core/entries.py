@@ -35,8 +35,9 @@ def clean_name(raw: str | None) -> str:
     """A display name safe for headers and pages: no control characters, bounded length."""
     if not raw:
         return ""
-    text = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in raw)
-    return " ".join(text.split())[:MAX_NAME]
+    if not raw.isprintable():  # (a printable string has no control character at all)
+        raw = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in raw)
+    return " ".join(raw.split())[:MAX_NAME]
 
 
 def clean_timezone(raw: str | None) -> str | None:

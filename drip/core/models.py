@@ -14,6 +14,7 @@ All datetimes are aware UTC.
 from __future__ import annotations
 
 import secrets
+import time
 from datetime import UTC, datetime
 
 from sqlalchemy import (
@@ -64,18 +65,27 @@ def utcnow() -> datetime:
 
 
 def new_uid() -> str:
-    """A random public identifier, used in tokens and Message-IDs instead of row ids."""
-    return secrets.token_hex(UID_BYTES)
+    """A public identifier, used in tokens and Message-IDs instead of row ids."""
+    return new_uids(1)[0]
 
 
 def new_uids(count: int) -> list[str]:
-    """``count`` uids from one read of the system's random source (bulk imports)."""
-    text = secrets.token_hex(UID_BYTES * count)
-    width = 2 * UID_BYTES
-    return [text[i : i + width] for i in range(0, len(text), width)]
+    """``count`` uids: the time in milliseconds (10 hex digits, wrapping every 35 years),
+    then 56 random bits, from one read of the system's random source.
+
+    Time first, as in UUIDv7: the rows written together sit side by side in each uid
+    index, so a transaction of a thousand signups changes a few index pages instead of a
+    thousand scattered ones (SQLite writes every changed page at commit). Nothing is
+    granted by knowing a uid: every link carries a signature over it.
+    """
+    prefix = f"{time.time_ns() // 1_000_000 % 16**10:010x}"
+    text = secrets.token_hex(RANDOM_BYTES * count)
+    width = 2 * RANDOM_BYTES
+    return [prefix + text[i : i + width] for i in range(0, len(text), width)]
 
 
-UID_BYTES = 12
+#: the random part of a uid (24 hex digits in all, with the time)
+RANDOM_BYTES = 7
 
 
 def _ts(*, index: bool = False) -> Column:  # type: ignore[type-arg]

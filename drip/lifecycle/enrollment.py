@@ -15,7 +15,19 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, String, bindparam, case, cast, exists, func, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Dialect,
+    String,
+    bindparam,
+    case,
+    cast,
+    exists,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlmodel import col
 
 from drip.core import schedule
@@ -27,6 +39,7 @@ from drip.core.states import EmailKind, EnrollmentStatus, EventType, SubscriberS
 from drip.outbox import deliveries, webhooks
 from drip.outbox.kinds import row_key
 from drip.outbox.webhooks import Event
+from drip.store.statements import Compiled, Prepared
 
 
 @dataclass(frozen=True)
@@ -213,6 +226,30 @@ def activate(
     return result
 
 
+class _Statements:
+    """Activation's statements run once per member, compiled once per kind of database."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        #: the subscriber takes the signup's proof of consent, name and zone (a blank
+        #: name or zone keeps theirs)
+        self.consent = Prepared(
+            update(Subscriber)
+            .where(col(Subscriber.id) == bindparam("b_id"))
+            .values(
+                consent_at=bindparam("b_at"),
+                consent_ip=bindparam("b_ip"),
+                consent_user_agent=bindparam("b_agent"),
+                consent_source=bindparam("b_source"),
+                name=func.coalesce(func.nullif(bindparam("b_name"), ""), col(Subscriber.name)),
+                timezone=func.coalesce(bindparam("b_zone"), col(Subscriber.timezone)),
+            ),
+            dialect,
+        )
+
+
+_statements = Compiled(_Statements)
+
+
 def activate_many(
     connection: Connection,
     members: Sequence[tuple[Member, SignupDetails]],
@@ -239,18 +276,9 @@ def activate_many(
     connection.execute(
         update(Signup).where(col(Signup.id).in_(newly_confirmed)).values(confirmed_at=now)
     )
-    connection.execute(
-        update(Subscriber)
-        .where(col(Subscriber.id) == bindparam("b_id"))
-        .values(
-            consent_at=bindparam("b_at"),
-            consent_ip=bindparam("b_ip"),
-            consent_user_agent=bindparam("b_agent"),
-            consent_source=bindparam("b_source"),
-            name=func.coalesce(func.nullif(bindparam("b_name"), ""), col(Subscriber.name)),
-            timezone=func.coalesce(bindparam("b_zone"), col(Subscriber.timezone)),
-        ),
-        [
+    _statements(connection.dialect).consent.executemany(
+        connection,
+        (
             {
                 "b_id": m.subscriber_id,
                 "b_at": s.created_at,
@@ -261,7 +289,7 @@ def activate_many(
                 "b_zone": s.timezone,
             }
             for m, s in members
-        ],
+        ),
     )
     waking = [m.subscriber_id for m, _ in members if m.status != SubscriberStatus.ACTIVE]
     if waking:

@@ -3,6 +3,7 @@ send days and outages; message headers for any name and subject."""
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime, time, timedelta
 from email import message_from_bytes, policy
 from zoneinfo import ZoneInfo, available_timezones
@@ -10,6 +11,7 @@ from zoneinfo import ZoneInfo, available_timezones
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from drip.core.entries import MAX_NAME, clean_name
 from drip.core.schedule import plan_next
 from drip.sending.message import Prototype, _encoded, quoted_printable
 
@@ -133,3 +135,12 @@ def test_any_name_and_subject_parse_back_without_injecting_headers(name: str, su
 def test_plain_text_is_quoted_printable_as_the_full_encoder_makes_it(text: str) -> None:
     """Links and plain words skip the encoder; what they give is what it gives."""
     assert quoted_printable(text) == _encoded(text)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.text(max_size=120))
+def test_a_name_loses_every_control_character_and_nothing_else(name: str) -> None:
+    """A name is cleaned as if each control or format character (Unicode category C)
+    were a space, whatever way is taken to find out there is none."""
+    spaced = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in name)
+    assert clean_name(name) == " ".join(spaced.split())[:MAX_NAME]

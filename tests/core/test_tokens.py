@@ -221,3 +221,22 @@ def test_unsubscribe_and_class_tokens_are_itsdangerous_own() -> None:
         )
     )
     assert URLSafeSerializer([KEY], salt=Purpose.CLICK).loads(made.click_token(*repetitive))
+
+
+def test_uids_are_time_ordered_distinct_and_fit_every_link() -> None:
+    """A batch's uids share their time and sort after an earlier batch's (index pages
+    written together); each is 24 lowercase hex digits, the shape return addresses and
+    links read back, and no two are alike."""
+    import re
+
+    from drip.core.models import new_uid, new_uids
+
+    earlier = new_uid()
+    time.sleep(0.002)
+    batch = new_uids(1000)
+    assert len(set(batch)) == 1000
+    assert all(re.fullmatch(r"[0-9a-f]{24}", uid) for uid in [earlier, *batch])
+    assert len({uid[:10] for uid in batch}) == 1
+    assert earlier[:10] < batch[0][:10]
+    assert len({uid[10:] for uid in batch}) == 1000
+    assert tokens().read_me(tokens().me_token(batch[0])) == batch[0]
