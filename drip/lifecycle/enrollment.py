@@ -9,7 +9,7 @@ that same transaction, so a crash either keeps both or neither.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -317,15 +317,45 @@ def activate_many(
             )
         )
     histories = deliveries.lesson_histories(connection, [m.enrollment_id for m, _ in starting])
+    plans = start_many(
+        connection,
+        [(m, _zone_after(m, s)) for m, s in starting],
+        histories=histories,
+        course=course,
+        now=now,
+    )
+    return [
+        (
+            member.enrollment_id in plans
+            or member.status != SubscriberStatus.ACTIVE
+            or signup.id in newly_confirmed,
+            plans.get(member.enrollment_id),
+        )
+        for member, signup in members
+    ]
+
+
+def start_many(
+    connection: Connection,
+    starting: Sequence[tuple[Member, str | None]],
+    *,
+    histories: Mapping[int, tuple[dict[str, str], datetime | None]],
+    course: Course,
+    now: datetime,
+) -> dict[int, NextLesson | None]:
+    """What (re)starting enrollments of ``course`` queues, once each is active: its next
+    lesson (``histories``: ``deliveries.lesson_histories``; the zone beside each member:
+    the one their signup leaves them with), the course's welcome email when it has one,
+    and the ``subscriber.confirmed`` events. The lesson planned, by enrollment id."""
     plans: dict[int, NextLesson | None] = {}
     emails: list[dict[str, Any]] = []  # queued together, in multi-row statements
-    for member, signup in starting:
+    for member, zone in starting:
         history, last_sent = histories.get(member.enrollment_id, ({}, None))
         plans[member.enrollment_id] = deliveries.queue_next_lesson(
             connection,
             enrollment_id=member.enrollment_id,
             course=course,
-            pace=member.pace(course, timezone=_zone_after(member, signup)),
+            pace=member.pace(course, timezone=zone),
             now=now,
             history=history,
             last_sent_at=last_sent,
@@ -351,15 +381,7 @@ def activate_many(
         ],
         now=now,
     )
-    return [
-        (
-            member.enrollment_id in plans
-            or member.status != SubscriberStatus.ACTIVE
-            or signup.id in newly_confirmed,
-            plans.get(member.enrollment_id),
-        )
-        for member, signup in members
-    ]
+    return plans
 
 
 # -- evergreen courses ----------------------------------------------------------------------

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Generic, TypeVar, cast
 
-from sqlalchemy import Connection, Dialect
+from sqlalchemy import Connection, Dialect, text
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -174,3 +174,24 @@ def generic_plans(connection: Connection) -> Iterator[None]:
                 connection.exec_driver_sql("RESET plan_cache_mode")
         except Exception:  # a broken connection: never back to the pool with the setting
             connection.invalidate()
+
+
+def new_ids(connection: Connection, table: str, count: int) -> list[int]:
+    """``count`` ids for rows about to be inserted into ``table`` with their ids given
+    (rows that refer to each other, inserted in multi-row statements): PostgreSQL's from
+    the table's sequence; SQLite's after the largest, which the caller's transaction,
+    holding the one write lock, keeps to itself."""
+    if not count:
+        return []
+    if connection.dialect.name == "postgresql":
+        return list(
+            connection.execute(
+                text(
+                    f"SELECT nextval(pg_get_serial_sequence('{table}', 'id'))"
+                    " FROM generate_series(1, :count)"
+                ),
+                {"count": count},
+            ).scalars()
+        )
+    last = connection.execute(text(f"SELECT coalesce(max(id), 0) FROM {table}")).scalar_one()
+    return list(range(last + 1, last + 1 + count))

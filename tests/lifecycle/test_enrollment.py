@@ -735,3 +735,107 @@ def test_queueing_many_emails_puts_each_in_once(any_engine: Engine, course: Cour
     queued = {key: (due, created) for key, due, created in rows}
     assert queued[first_key] == (NOW, NOW)
     assert all(queued[f"extra-{i}"] == (later + timedelta(minutes=i), later) for i in range(count))
+
+
+def _welcoming(course: Course, *, double_opt_in: bool = True) -> Course:
+    data = course.model_dump(by_alias=True, mode="json")
+    return Course.model_validate({**data, "welcome_email": True, "double_opt_in": double_opt_in})
+
+
+def _people(engine: Engine, prefix: str) -> dict[str, list[dict[str, object]]]:
+    """Every row stored for the addresses starting with ``prefix``, by address (without
+    the prefix), as its columns say, but for ids, uids and the uid in a welcome's key."""
+    found: dict[str, list[dict[str, object]]] = {}
+    with Session(engine) as session:
+        rows = session.exec(
+            select(Subscriber, Enrollment)
+            .join(Enrollment, col(Enrollment.subscriber_id) == col(Subscriber.id))
+            .where(col(Subscriber.email).startswith(prefix))
+        ).all()
+        for subscriber, enrollment in rows:
+            signups = session.exec(select(Signup).where(Signup.subscriber_id == subscriber.id))
+            emails = session.exec(
+                select(Delivery)
+                .where(Delivery.enrollment_id == enrollment.id)
+                .order_by(col(Delivery.kind))
+            )
+            found[subscriber.email.removeprefix(prefix)] = [
+                subscriber.model_dump(exclude={"id", "uid", "email"}),
+                enrollment.model_dump(exclude={"id", "uid", "subscriber_id"}),
+                *(s.model_dump(exclude={"id", "uid", "subscriber_id", "email"}) for s in signups),
+                *(
+                    {**d.model_dump(exclude={"id", "enrollment_id"}), "key": d.key.split(":")[0]}
+                    for d in emails
+                ),
+            ]
+    return found
+
+
+def test_new_people_enrolled_at_once_are_stored_as_activation_leaves_them(
+    any_engine: Engine, course: Course
+) -> None:
+    """A list imported as confirmed writes its new people in final form, in a few
+    statements (``_enrol_new``); a signup recorded and then activated (a course without
+    double opt-in) goes the long way, row by row. Both leave the same rows, column by
+    column, the same emails queued, and the same counts (checked at teardown)."""
+    people = [
+        ("ana@example.org", "Ana", "Europe/Lisbon"),
+        ("ben@example.org", "", None),
+        ("zoe@b\u00fccher.example", "Zoë Ø", "America/Argentina/Buenos_Aires"),
+    ]
+    consent = Consent(source="import:list.csv", ip="192.0.2.4", user_agent="drip cli")
+    imported = _welcoming(course)
+    with any_engine.begin() as connection:
+        outcomes = sign_up(
+            connection,
+            course=imported,
+            entries=[Entry.clean(email=f"a.{e}", name=n, timezone=z) for e, n, z in people],
+            consent=consent,
+            by_operator=True,
+            confirmed=True,
+            now=NOW,
+        )
+    assert outcomes == [SignupResult(f"a.{e}", Action.ACTIVATE, None) for e, _, _ in people]
+    at_once = _welcoming(course, double_opt_in=False)
+    with any_engine.begin() as connection:
+        for email, name, zone in people:
+            entry = Entry.clean(email=f"b.{email}", name=name, timezone=zone)
+            record(connection, course=at_once, entry=entry, consent=consent, now=NOW)
+        catalog = Catalog({course.slug: at_once})
+        assert process_recorded(connection, catalog=catalog, now=NOW, resend_gap_seconds=0) == 3
+    direct, long_way = _people(any_engine, "a."), _people(any_engine, "b.")
+    assert set(direct) == {email for email, _, _ in people}
+    assert direct == long_way
+    kinds = [row.get("kind") for row in direct["ana@example.org"][3:]]
+    assert kinds == [EmailKind.LESSON, EmailKind.WELCOME]
+
+
+def test_an_address_taken_while_a_list_is_imported_takes_the_long_way(
+    any_engine: Engine, course: Course, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL lets another transaction add an address between the import's look-up
+    and its insert: that address is not written twice but decided as the known address it
+    has become (an operator's confirmed signup activates a pending subscriber)."""
+    from drip.lifecycle import signup
+
+    _pending(any_engine, course, "ana@example.org", now=NOW)
+    monkeypatch.setattr(signup, "_known", lambda connection, emails: set())  # the race
+    with any_engine.begin() as connection:
+        outcomes = sign_up(
+            connection,
+            course=course,
+            entries=[Entry.clean(email=e) for e in ("new@example.org", "ana@example.org")],
+            consent=Consent(source="import"),
+            by_operator=True,
+            confirmed=True,
+            now=NOW,
+        )
+    assert outcomes == [
+        SignupResult("new@example.org", Action.ACTIVATE, None),
+        SignupResult("ana@example.org", Action.ACTIVATE, SubscriberStatus.PENDING),
+    ]
+    with Session(any_engine) as session:
+        statuses = session.exec(select(Subscriber.email, Subscriber.status)).all()
+        lessons = session.exec(select(Delivery.key).where(Delivery.kind == EmailKind.LESSON))
+        assert sorted(statuses) == [("ana@example.org", "active"), ("new@example.org", "active")]
+        assert list(lessons) == [course.days[0].id] * 2

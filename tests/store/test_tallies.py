@@ -8,6 +8,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, insert, select, text, update
 from sqlmodel import col
 
@@ -198,3 +199,33 @@ def test_other_rules_are_installed_and_counted_again_keeping_what_erased_rows_co
     with engine.connect() as connection:
         assert tallies.totals(connection)["subscribers", "active"] == 2
     engine.dispose()
+
+
+def test_rows_counted_at_the_end_of_a_bulk_insert_count_as_the_triggers_would(
+    engine: Engine, course: Course
+) -> None:
+    """SQLite: while a bulk insert sets its tables' insert triggers aside, rows inserted
+    beside it count as before; at its end the new rows are counted, and every trigger
+    is back, even when the block failed (and the failure is not swallowed)."""
+    enrol(engine, course, "old@example.org", now=NOW)
+    installed = {t[0] for t in tallies._triggers("sqlite")}
+    with engine.begin() as connection:
+        with tallies.counted_at_the_end(connection, ("subscriber",)):
+            assert "tally_subscriber_insert" not in _trigger_names(connection)
+            connection.execute(
+                insert(Subscriber).values(
+                    uid="bulk1", email="bulk@example.org", name="", status="active"
+                )
+            )
+        assert _trigger_names(connection) == installed
+        assert tallies.totals(connection) == tallies.recount(connection)
+        assert tallies.totals(connection)["subscribers", "active"] == 2
+        with pytest.raises(RuntimeError, match="^half-way$"):
+            with tallies.counted_at_the_end(connection, ("subscriber", "enrollment")):
+                raise RuntimeError("half-way")
+        assert _trigger_names(connection) == installed
+
+
+def _trigger_names(connection: object) -> set[str]:
+    query = text("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+    return set(connection.execute(query).scalars())  # type: ignore[attr-defined]
