@@ -59,7 +59,7 @@ from drip.lifecycle.enrollment import (
 from drip.outbox import webhooks
 from drip.outbox.webhooks import Event
 from drip.store import tallies
-from drip.store.statements import Compiled, Prepared, insert_for, new_ids
+from drip.store.statements import Compiled, Prepared, analyze_if_grown, insert_for, new_ids
 
 
 class Action(StrEnum):
@@ -210,7 +210,7 @@ def _enrol_new(
             {**row, "now": now, "subscriber_id": id_}
             for row, id_ in zip(fresh, subscriber_ids, strict=True)
         ]
-        statements.new_subscriber.executemany(connection, fresh)
+        statements.new_subscriber.insert_many(connection, fresh)
         stored = set(
             connection.execute(
                 select(col(Subscriber.id)).where(
@@ -223,8 +223,8 @@ def _enrol_new(
         enrollment_ids = new_ids(connection, "enrollment", len(fresh))
         for row, id_ in zip(fresh, enrollment_ids, strict=True):
             row["enrollment_id"] = id_
-        statements.new_enrollment.executemany(connection, fresh)
-        statements.new_signup.executemany(connection, fresh)
+        statements.new_enrollment.insert_many(connection, fresh)
+        statements.new_signup.insert_many(connection, fresh)
         start_many(
             connection,
             [
@@ -253,6 +253,8 @@ def _enrol_new(
             course=course,
             now=now,
         )
+    if subscriber_ids:  # (the ids count the table's rows, give or take those erased)
+        analyze_if_grown(connection, _NEW_PEOPLE_TABLES, rows=max(subscriber_ids))
     left = [row for row in rows if row["email"] in known] + taken
     return left, [SignupResult(row["email"], Action.ACTIVATE, None) for row in fresh]
 

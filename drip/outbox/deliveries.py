@@ -541,19 +541,29 @@ def queue_email(
 
 def queue_many(connection: Connection, emails: Sequence[Mapping[str, Any]]) -> None:
     """``queue`` for many emails in multi-row statements (up to ``QUEUE_ROWS`` rows
-    each): each mapping has ``queue``'s keyword arguments (``signup_id`` optional)."""
+    each; on PostgreSQL, more than that in one COPY): each mapping has ``queue``'s
+    keyword arguments (``signup_id`` optional)."""
     statements = _statements(connection.dialect)
-    for start in range(0, len(emails), QUEUE_ROWS):
-        chunk = emails[start : start + QUEUE_ROWS]
-        params: dict[str, Any] = {}
-        for i, email in enumerate(chunk):
-            suffix = str(i) if len(chunk) > 1 else ""
-            params[f"enrollment{suffix}"] = email["enrollment_id"]
-            params[f"key{suffix}"] = email["key"]
-            params[f"kind{suffix}"] = EmailKind(email["kind"]).value
-            params[f"signup{suffix}"] = email.get("signup_id")
-            params[f"due{suffix}"] = email["due_at"]
-            params[f"now{suffix}"] = email["now"]
+    rows = [
+        {
+            "enrollment": email["enrollment_id"],
+            "key": email["key"],
+            "kind": EmailKind(email["kind"]).value,
+            "signup": email.get("signup_id"),
+            "due": email["due_at"],
+            "now": email["now"],
+        }
+        for email in emails
+    ]
+    if connection.dialect.name == "postgresql" and len(rows) > QUEUE_ROWS:
+        statements.insert.insert_many(connection, rows)
+        return
+    for start in range(0, len(rows), QUEUE_ROWS):
+        chunk = rows[start : start + QUEUE_ROWS]
+        if len(chunk) == 1:
+            statements.insert.execute(connection, chunk[0])
+            continue
+        params = {f"{name}{i}": value for i, row in enumerate(chunk) for name, value in row.items()}
         statements.insert_rows(len(chunk)).execute(connection, params)
 
 

@@ -10,8 +10,9 @@ as usual.
 from __future__ import annotations
 
 import operator
+import re
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Generic, TypeVar, cast
@@ -89,6 +90,37 @@ class Prepared:
             cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
             cursor.executemany(self.sql, bound)
 
+    def insert_many(self, connection: Connection, rows: list[dict[str, Any]]) -> None:
+        """This ``INSERT … VALUES`` once per parameter set, as fast as the database takes
+        many rows: SQLite's ``executemany``; on PostgreSQL one COPY, one statement for
+        them all (its statement triggers fire once, not once a row). An ``ON CONFLICT``
+        clause still applies: there the rows go through a temporary table."""
+        if connection.dialect.name != "postgresql":
+            self.executemany(connection, rows)
+            return
+        match = _INSERT.fullmatch(self.sql)
+        if match is None:
+            raise ValueError(f"not an INSERT … VALUES: {self.sql}")
+        table, columns, values, conflict = match.groups()
+        order = _PLACEHOLDER.findall(values)
+        converted: dict[tuple[int, Any], Any] = {}
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        target = f"_drip_copy_{table}" if conflict else table
+        if conflict:
+            cursor.execute(
+                f"CREATE TEMPORARY TABLE {target} ON COMMIT DROP AS"
+                f" SELECT {columns} FROM {table} WITH NO DATA"
+            )
+        with cursor.copy(f"COPY {target} ({columns}) FROM STDIN") as copy:
+            for params in rows:
+                bound = self._bound(params, converted)
+                copy.write_row([bound[name] for name in order])
+        if conflict:
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {target} {conflict}"
+            )
+            cursor.execute(f"DROP TABLE {target}")
+
     def _bound(self, params: dict[str, Any], converted: dict[tuple[int, Any], Any]) -> Any:
         if not self._names:
             return [] if self._positional else {}
@@ -104,6 +136,16 @@ class Prepared:
             else:
                 values[index] = process(value)
         return values if self._positional else dict(zip(self._names, values, strict=True))
+
+
+#: an INSERT … VALUES as compiled for PostgreSQL: table, columns, values, ON CONFLICT
+_INSERT = re.compile(
+    r"INSERT INTO (\w+) \(([\w, ]+)\) VALUES \((.*?)\)"
+    r"( ON CONFLICT .*?)?(?: RETURNING [\w., ]+)?",
+    re.DOTALL,
+)
+#: a parameter's name in psycopg's placeholders (``%(name)s``, a type cast after it)
+_PLACEHOLDER = re.compile(r"%\((.+?)\)s")
 
 
 class Compiled(Generic[T]):
@@ -195,3 +237,20 @@ def new_ids(connection: Connection, table: str, count: int) -> list[int]:
         )
     last = connection.execute(text(f"SELECT coalesce(max(id), 0) FROM {table}")).scalar_one()
     return list(range(last + 1, last + 1 + count))
+
+
+def analyze_if_grown(connection: Connection, tables: Sequence[str], *, rows: int) -> None:
+    """PostgreSQL, after a bulk insert: count the tables again (``ANALYZE``, as PostgreSQL
+    advises after a bulk load) once the first holds more than twice the ``rows`` its
+    statistics last counted. With a table believed small the planner reads the whole of
+    it for each batch (a thousand addresses looked up by a scan), and autovacuum comes
+    by only once a minute: an import grew slower batch by batch."""
+    if connection.dialect.name != "postgresql":
+        return
+    counted = connection.execute(
+        text("SELECT reltuples FROM pg_class WHERE oid = CAST(:table AS regclass)"),
+        {"table": tables[0]},
+    ).scalar_one()
+    if rows > 2 * max(counted, 1000):
+        for table in tables:
+            connection.execute(text(f"ANALYZE {table}"))

@@ -380,3 +380,83 @@ def test_a_signup_batch_finds_its_people_by_address_not_by_their_course(
     [(statement, parameters)] = reads
     plan = _plan(any_engine, statement, parameters, name="members")
     assert "ix_enrollment_course_slug" not in plan, plan
+
+
+def test_many_emails_queued_at_once_are_each_queued_once(any_engine: Engine) -> None:
+    """More emails than one statement takes (PostgreSQL: one COPY through a temporary
+    table, for its statement triggers to fire once): every one is queued, the one
+    already in the outbox is not queued twice, and nothing of the copy is left."""
+    from drip.core.courses import load_course
+    from drip.core.entries import Entry
+    from drip.core.states import EmailKind
+    from drip.lifecycle.signup import Consent, sign_up
+    from drip.outbox.deliveries import QUEUE_ROWS, queue_many
+    from tests.fixtures import SHIPPED_COURSE
+
+    with any_engine.begin() as connection:
+        sign_up(
+            connection,
+            course=load_course(SHIPPED_COURSE),
+            entries=[Entry.clean(email="ana@example.org")],
+            consent=Consent(source="test"),
+            by_operator=True,
+            confirmed=True,
+            now=NOW,
+        )
+        [enrollment_id] = connection.execute(select(Enrollment.id)).scalars()
+        emails = [
+            {
+                "enrollment_id": enrollment_id,
+                "kind": EmailKind.LINK,
+                "key": f"link:{i}",
+                "due_at": NOW,
+                "now": NOW,
+            }
+            for i in range(QUEUE_ROWS + 50)
+        ]
+        queue_many(connection, emails)
+        queue_many(connection, emails[:1] + [{**emails[0], "key": "link:new"}])
+    with any_engine.connect() as connection:
+        keys = list(
+            connection.execute(
+                select(Delivery.key).where(Delivery.kind == EmailKind.LINK).order_by(Delivery.id)
+            ).scalars()
+        )
+        tables = inspect(connection).get_table_names()
+    assert keys == [f"link:{i}" for i in range(QUEUE_ROWS + 50)] + ["link:new"]
+    assert not [table for table in tables if table.startswith("_drip_copy")]
+
+
+def test_a_large_import_keeps_postgresqls_statistics_up_with_it(pg_url: str) -> None:
+    """PostgreSQL: once an import has more than doubled what the planner last counted, the
+    tables are counted again (else, believing them small, it scans them for every batch)."""
+    from drip.core.courses import load_course
+    from drip.core.entries import Entry
+    from drip.lifecycle.signup import Consent, sign_up
+    from tests.fixtures import SHIPPED_COURSE
+
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    course = load_course(SHIPPED_COURSE)
+    for batch in range(3):
+        with engine.begin() as connection:
+            sign_up(
+                connection,
+                course=course,
+                entries=[Entry.clean(email=f"p{batch}.{i}@example.org") for i in range(1000)],
+                consent=Consent(source="test"),
+                by_operator=True,
+                confirmed=True,
+                now=NOW,
+            )
+    with engine.connect() as connection:
+        counted = dict(
+            connection.execute(
+                text(
+                    "SELECT relname, reltuples FROM pg_class WHERE relname IN"
+                    " ('subscriber', 'enrollment', 'signup', 'delivery')"
+                )
+            ).all()
+        )
+    engine.dispose()
+    assert counted == {"subscriber": 3000, "enrollment": 3000, "signup": 3000, "delivery": 3000}
