@@ -9,6 +9,8 @@ the same connections, is measured too: the wire's share of the work, apart from 
 check and receipt.
 
 Run: make bench (or .venv/bin/python benchmarks/send_due.py [--subscribers 100000])
+Where its time goes (py-spy from PyPI, sampling the whole process):
+     .venv/bin/python benchmarks/send_due.py --py-spy
 Over a network's round trip (a proxy on loopback delaying each byte; all figures through it):
      .venv/bin/python benchmarks/send_due.py --rtt-ms 10 --subscribers 1000
 PostgreSQL, several processes at once (see benchmarks/scale_out.py):
@@ -25,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -57,6 +60,12 @@ def main() -> None:
     parser.add_argument(
         "--processes", default="1", help="comma-separated: send-due processes at once, e.g. 1,2"
     )
+    parser.add_argument(
+        "--py-spy",
+        action="store_true",
+        help="profile the send-due process with py-spy (pip install py-spy) and print where "
+        "its threads spend their time",
+    )
     args = parser.parse_args()
     if args.database == "postgresql":
         from benchmarks.scale_out import main as scale_out
@@ -84,7 +93,14 @@ def main() -> None:
         )
         # drip runs first, while this process is small: Linux counts the parent's memory
         # at fork into the child's peak RSS.
-        elapsed, summary, rss_mib = _run_measured([str(DRIP), "send-due", "--now", due_at], env)
+        command = [str(DRIP), "send-due", "--now", due_at]
+        profile = Path(workdir) / "py-spy.txt"
+        if args.py_spy:
+            command = [_py_spy(), "record", "--format", "raw", "--output", str(profile), "--"]
+            command += [str(DRIP), "send-due", "--now", due_at]
+        elapsed, output, rss_mib = _run_measured(command, env)
+        summary = next(line for line in output.splitlines() if " sent, " in line)
+        stacks = profile.read_text() if args.py_spy else ""
         messages = _lessons(min(n, BASELINE_MAX))
         baseline = _raw_smtplib(url, messages)
         client = _drip_client(url, messages, args.connections)
@@ -110,6 +126,8 @@ def main() -> None:
         print(f"  ratio drip / smtp-source       : {ours / source:8.2f}x   (target >= 0.4x)")
         print(f"  ratio SMTP client / smtp-source: {client / source:8.2f}x")
     print(f"  peak RSS of drip send-due      : {rss_mib:8.0f} MiB")
+    if args.py_spy:
+        _print_profile(stacks)
 
 
 @contextmanager
@@ -137,6 +155,34 @@ def _run_measured(command: list[str], env: dict[str, str]) -> tuple[float, str, 
         if process.returncode != 0:
             sys.exit(f"send-due failed ({process.returncode}): {err.read()}")
         return elapsed, out.read().strip(), usage.ru_maxrss / 1024
+
+
+def _py_spy() -> str:
+    found = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(found).exists():
+        sys.exit("--py-spy needs py-spy: .venv/bin/pip install py-spy")
+    return found
+
+
+def _print_profile(stacks: str, top: int = 20) -> None:
+    """drip's functions the profiled process was in most: the share of the samples of
+    its busy threads in which each was on the stack (py-spy's raw output: folded stacks
+    of ``function (file:line)`` frames)."""
+    total, within = 0, Counter[str]()
+    for line in stacks.splitlines():
+        stack, _, count = line.rpartition(" ")
+        total += int(count)
+        frames = set()
+        for frame in stack.split(";"):
+            function, _, where = frame.rpartition(" (")
+            path = where.rpartition(":")[0]
+            if path.startswith("drip/"):  # (py-spy names files from their package)
+                frames.add(f"{function} ({path})")
+        for frame in frames:
+            within[frame] += int(count)
+    print(f"  py-spy, {total} samples of busy threads (the run above was slowed by it):")
+    for frame, count in within.most_common(top):
+        print(f"    {100 * count / total:5.1f} %  {frame}")
 
 
 def _smtp_source(url: str, n: int, size: int, connections: int) -> float | None:
