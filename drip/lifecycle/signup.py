@@ -22,6 +22,10 @@ a confirmation queued within the resend gap   nothing more (the queued one will 
 anyone else                                   a confirmation email is queued
 ============================================  =========================================
 
+An operator's signups that the table enrols at once (an import with ``--confirmed``)
+write the addresses drip does not know yet in final form, a batch at a time, as
+activation would leave them (``_enrol_new``); known ones go through the table.
+
 """
 
 from __future__ import annotations
@@ -253,8 +257,8 @@ def _enrol_new(
             course=course,
             now=now,
         )
-    if subscriber_ids:  # (the ids count the table's rows, give or take those erased)
-        analyze_if_grown(connection, _NEW_PEOPLE_TABLES, rows=max(subscriber_ids))
+    # (the largest id counts the table's rows, give or take those erased)
+    analyze_if_grown(connection, _NEW_PEOPLE_TABLES, rows=max(subscriber_ids))
     left = [row for row in rows if row["email"] in known] + taken
     return left, [SignupResult(row["email"], Action.ACTIVATE, None) for row in fresh]
 

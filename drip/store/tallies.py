@@ -359,18 +359,9 @@ _BOTH = (("NEW", ""), ("OLD", "-"))
 INSTALLED = "tallies"
 
 
-#: PostgreSQL: how the trigger functions' statements are planned. Each joins the rows of
-#: one statement (its transition table) to other tables by key, for which a probe of the
-#: key's index per row is the plan wanted at any size; but the planner's statistics lag
-#: behind a bulk load, and with a table believed small it hashes the whole of it, for
-#: every statement: an import grew slower row by row.
-_PG_PLANNING = "SET enable_hashjoin = off SET enable_mergejoin = off"
-
-
 def fingerprint(dialect: str) -> str:
     """Which rules: a hash of every trigger they make for ``dialect``."""
     made = "\n".join(repr(trigger) for trigger in _triggers(dialect))
-    made += _PG_PLANNING if dialect == "postgresql" else ""
     return hashlib.sha256(made.encode()).hexdigest()[:16]
 
 
@@ -467,8 +458,8 @@ def _create(connection: Connection, triggers: list[Trigger]) -> None:
             connection.execute(text(f"DROP FUNCTION IF EXISTS {name}() CASCADE"))
             connection.execute(
                 text(
-                    f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql "
-                    f"{_PG_PLANNING} AS $$ BEGIN {body}; RETURN {back}; END $$"
+                    f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS "
+                    f"$$ BEGIN {body}; RETURN {back}; END $$"
                 )
             )
             connection.execute(text(f"CREATE TRIGGER {name} {on} EXECUTE FUNCTION {name}()"))
