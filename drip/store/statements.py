@@ -45,9 +45,9 @@ class Prepared:
         self._fixed = {b.key: b.value for b in binds.values() if not b.required}
         keys = [binds[name].key for name in self._names]
         self._take = operator.itemgetter(*keys) if keys else (lambda params: ())
-        #: (position, type converter) of each value that needs converting
+        #: (position, type as written, converter) of each value that needs converting
         self._convert = [
-            (index, processor)
+            (index, repr(binds[name].type), processor)
             for index, name in enumerate(self._names)
             if (processor := binds[name].type.dialect_impl(dialect).bind_processor(dialect))
         ]
@@ -84,7 +84,7 @@ class Prepared:
 
     def executemany(self, connection: Connection, rows: Iterable[dict[str, Any]]) -> None:
         """Run once per parameter set, in one driver call."""
-        converted: dict[tuple[int, Any], Any] = {}
+        converted: dict[tuple[str, Any], Any] = {}
         bound = [self._bound(params, converted) for params in rows]
         if bound:
             cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
@@ -103,7 +103,7 @@ class Prepared:
             raise ValueError(f"not an INSERT … VALUES: {self.sql}")
         table, columns, values, conflict = match.groups()
         order = _PLACEHOLDER.findall(values)
-        converted: dict[tuple[int, Any], Any] = {}
+        converted: dict[tuple[str, Any], Any] = {}
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
         target = f"_drip_copy_{table}" if conflict else table
         if conflict:
@@ -121,15 +121,15 @@ class Prepared:
             )
             cursor.execute(f"DROP TABLE {target}")
 
-    def _bound(self, params: dict[str, Any], converted: dict[tuple[int, Any], Any]) -> Any:
+    def _bound(self, params: dict[str, Any], converted: dict[tuple[str, Any], Any]) -> Any:
         if not self._names:
             return [] if self._positional else {}
         taken = self._take({**self._fixed, **params} if self._fixed else params)
         values = list(taken) if len(self._names) > 1 else [taken]
-        for index, process in self._convert:
+        for index, kind, process in self._convert:
             value = values[index]
             if isinstance(value, datetime):  # the same ``now`` in every row: convert once
-                memo = (index, value)
+                memo = (kind, value)
                 if memo not in converted:
                     converted[memo] = process(value)
                 values[index] = converted[memo]
