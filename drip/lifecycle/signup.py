@@ -151,6 +151,9 @@ def sign_up(
         raise ValueError("each address may appear once per call")
     uids = iter(new_uids(3 * len(entries)))
     rows = [_row(course.slug, entry, consent, now, uids=uids) for entry in entries]
+    # in one order, whoever writes: two imports of the same people at once (PostgreSQL)
+    # wait for each other instead of deadlocking over the address index
+    rows.sort(key=lambda row: row["email"])
     outcomes: list[SignupResult] = []
     new_address = decide(
         status=None,
@@ -229,6 +232,7 @@ def _enrol_new(
             row["enrollment_id"] = id_
         statements.new_enrollment.insert_many(connection, fresh)
         statements.new_signup.insert_many(connection, fresh)
+        # (only inserts: a new enrollment has no lessons yet, and a course has a day 1)
         start_many(
             connection,
             [
@@ -257,8 +261,8 @@ def _enrol_new(
             course=course,
             now=now,
         )
-    # (the largest id counts the table's rows, give or take those erased)
-    analyze_if_grown(connection, _NEW_PEOPLE_TABLES, rows=max(subscriber_ids))
+    for table in _NEW_PEOPLE_TABLES:
+        analyze_if_grown(connection, table, inserted=len(fresh))
     left = [row for row in rows if row["email"] in known] + taken
     return left, [SignupResult(row["email"], Action.ACTIVATE, None) for row in fresh]
 

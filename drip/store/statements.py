@@ -12,7 +12,7 @@ from __future__ import annotations
 import operator
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Generic, TypeVar, cast
@@ -94,7 +94,8 @@ class Prepared:
         """This ``INSERT … VALUES`` once per parameter set, as fast as the database takes
         many rows: SQLite's ``executemany``; on PostgreSQL one COPY, one statement for
         them all (its statement triggers fire once, not once a row). An ``ON CONFLICT``
-        clause still applies: there the rows go through a temporary table."""
+        clause still applies: there the rows go through a temporary table. Nothing is
+        returned (a ``RETURNING`` clause is left out)."""
         if connection.dialect.name != "postgresql":
             self.executemany(connection, rows)
             return
@@ -103,6 +104,8 @@ class Prepared:
             raise ValueError(f"not an INSERT … VALUES: {self.sql}")
         table, columns, values, conflict = match.groups()
         order = _PLACEHOLDER.findall(values)
+        if len(order) != len(columns.split(",")):  # a value that is no plain parameter
+            raise ValueError(f"COPY takes one parameter per column: {self.sql}")
         converted: dict[tuple[str, Any], Any] = {}
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
         target = f"_drip_copy_{table}" if conflict else table
@@ -235,22 +238,31 @@ def new_ids(connection: Connection, table: str, count: int) -> list[int]:
                 {"count": count},
             ).scalars()
         )
-    last = connection.execute(text(f"SELECT coalesce(max(id), 0) FROM {table}")).scalar_one()
+    last = last_id(connection, table)
     return list(range(last + 1, last + 1 + count))
 
 
-def analyze_if_grown(connection: Connection, tables: Sequence[str], *, rows: int) -> None:
-    """PostgreSQL, after a bulk insert: count the tables again (``ANALYZE``, as PostgreSQL
-    advises after a bulk load) once the first holds more than twice the ``rows`` its
-    statistics last counted. With a table believed small the planner reads the whole of
-    it for each batch (a thousand addresses looked up by a scan), and autovacuum comes
-    by only once a minute: an import grew slower batch by batch."""
+def analyze_if_grown(connection: Connection, table: str, *, inserted: int) -> None:
+    """PostgreSQL, in a bulk insert's transaction: count ``table`` again (``ANALYZE``, as
+    PostgreSQL advises after a bulk load) once the rows written since it was last counted,
+    with the ``inserted`` ones, outnumber what was counted. With a table believed small
+    the planner reads the whole of it for each batch (a thousand addresses looked up by a
+    scan), and autovacuum comes by only once a minute: an import grew slower batch by
+    batch."""
     if connection.dialect.name != "postgresql":
         return
-    counted = connection.execute(
-        text("SELECT reltuples FROM pg_class WHERE oid = CAST(:table AS regclass)"),
-        {"table": tables[0]},
-    ).scalar_one()
-    if rows > 2 * max(counted, 1000):
-        for table in tables:
-            connection.execute(text(f"ANALYZE {table}"))
+    counted, written = connection.execute(
+        text(
+            "SELECT c.reltuples, coalesce(s.n_mod_since_analyze, 0) FROM pg_class c"
+            " LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid"
+            " WHERE c.oid = CAST(:table AS regclass)"
+        ),
+        {"table": table},
+    ).one()
+    if written + inserted > max(counted, 1000):
+        connection.execute(text(f"ANALYZE {table}"))
+
+
+def last_id(connection: Connection, table: str) -> int:
+    """The largest id in ``table`` (0 when empty)."""
+    return int(connection.execute(text(f"SELECT coalesce(max(id), 0) FROM {table}")).scalar_one())

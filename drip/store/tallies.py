@@ -51,6 +51,7 @@ from drip.core.states import (
     MailEventKind,
     WebhookStatus,
 )
+from drip.store.statements import last_id
 
 #: (name, labels) → count; labels are comma-separated values, "" for none
 Tallies = Counter[tuple[str, str]]
@@ -415,25 +416,35 @@ def counted_at_the_end(connection: Connection, tables: Sequence[str]) -> Iterato
     other connection writes meanwhile, nor sees anything before the commit), the insert
     triggers of ``tables`` are set aside; at the end the rows the block inserted are
     counted from the rows (``recount``'s parts, over the new ids) and the triggers put
-    back, in the same transaction. The block must only insert into ``tables``: a row of
-    theirs it updated or deleted would be counted wrong. PostgreSQL's triggers fire once
-    per statement already: there the block runs as it is.
+    back as they were, in the same transaction. Only when the installed triggers are this
+    drip's rules (another drip may have installed newer ones): else the triggers count
+    as usual. The block must only insert into ``tables``: a row of theirs it updated or
+    deleted would be counted wrong. PostgreSQL's triggers fire once per statement
+    already: there the block runs as it is.
     """
     dialect = connection.dialect.name
-    if dialect != "sqlite":
+    if dialect != "sqlite" or not is_current(connection):
         yield
         return
-    marks = {
-        table: connection.execute(text(f"SELECT coalesce(max(id), 0) FROM {table}")).scalar_one()
-        for table in tables
-    }
-    set_aside = [t for t in _triggers(dialect) if t[1] == "AFTER INSERT" and t[2] in tables]
-    for name, *_ in set_aside:
-        connection.execute(text(f"DROP TRIGGER {name}"))
+    marks = {table: last_id(connection, table) for table in tables}
+    names = [f"tally_{table}_insert" for table in tables]
+    installed = (
+        connection.execute(
+            text(
+                "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name IN :names"
+            ).bindparams(bindparam("names", expanding=True)),
+            {"names": names},
+        )
+        .scalars()
+        .all()
+    )
+    for name in names:
+        connection.execute(text(f"DROP TRIGGER IF EXISTS {name}"))
     try:
         yield
     finally:  # put back whatever happened: the caller may still commit
-        _create(connection, set_aside)
+        for sql in installed:
+            connection.execute(text(sql))
     selects = [
         f"{_select(part, 'r', dialect, source=table)} AND r.id > {int(marks[table])}"
         for table in tables

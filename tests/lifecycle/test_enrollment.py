@@ -839,3 +839,24 @@ def test_an_address_taken_while_a_list_is_imported_takes_the_long_way(
         lessons = session.exec(select(Delivery.key).where(Delivery.kind == EmailKind.LESSON))
         assert sorted(statuses) == [("ana@example.org", "active"), ("new@example.org", "active")]
         assert list(lessons) == [course.days[0].id] * 2
+
+
+def test_a_batch_is_written_in_address_order(any_engine: Engine, course: Course) -> None:
+    """Whatever order a list comes in, its people are written in the order of their
+    addresses, so two imports of the same people at once (PostgreSQL) take their locks in
+    one order and wait for each other instead of deadlocking; outcomes keep the list's."""
+    emails = ["cat@example.org", "ana@example.org", "ben@example.org"]
+    with any_engine.begin() as connection:
+        outcomes = sign_up(
+            connection,
+            course=course,
+            entries=[Entry.clean(email=email) for email in emails],
+            consent=Consent(source="import"),
+            by_operator=True,
+            confirmed=True,
+            now=NOW,
+        )
+    assert [outcome.email for outcome in outcomes] == emails
+    with Session(any_engine) as session:
+        stored = session.exec(select(Subscriber.email).order_by(col(Subscriber.id))).all()
+    assert stored == sorted(emails)

@@ -220,10 +220,20 @@ def test_rows_counted_at_the_end_of_a_bulk_insert_count_as_the_triggers_would(
         assert _trigger_names(connection) == installed
         assert tallies.totals(connection) == tallies.recount(connection)
         assert tallies.totals(connection)["subscribers", "active"] == 2
+        before = _trigger_sql(connection)
         with pytest.raises(RuntimeError, match="^half-way$"):
             with tallies.counted_at_the_end(connection, ("subscriber", "enrollment")):
                 raise RuntimeError("half-way")
-        assert _trigger_names(connection) == installed
+        assert _trigger_sql(connection) == before
+        # rules another drip installed (newer ones, say) are neither set aside nor replaced
+        installation.write(connection, tallies.INSTALLED, "another drip's rules")
+        with tallies.counted_at_the_end(connection, ("subscriber",)):
+            assert _trigger_sql(connection) == before
+
+
+def _trigger_sql(connection: object) -> dict[str, str]:
+    query = text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")
+    return dict(connection.execute(query).all())  # type: ignore[attr-defined]
 
 
 def _trigger_names(connection: object) -> set[str]:
