@@ -466,20 +466,21 @@ class _Statements:
             ),
             dialect,
         )
+        #: what a signup gives the subscriber it makes
+        person = {
+            "uid": bindparam("subscriber_uid"),
+            "email": email,
+            "name": bindparam("name"),
+            "timezone": bindparam("timezone"),
+            "created_at": now,
+            "consent_at": at,
+            "consent_ip": bindparam("ip"),
+            "consent_user_agent": bindparam("agent"),
+            "consent_source": bindparam("source"),
+        }
         self.subscriber = Prepared(
             upsert(Subscriber)
-            .values(
-                uid=bindparam("subscriber_uid"),
-                email=email,
-                name=bindparam("name"),
-                timezone=bindparam("timezone"),
-                status=SubscriberStatus.PENDING,
-                created_at=now,
-                consent_at=at,
-                consent_ip=bindparam("ip"),
-                consent_user_agent=bindparam("agent"),
-                consent_source=bindparam("source"),
-            )
+            .values(**person, status=SubscriberStatus.PENDING)
             .on_conflict_do_nothing(index_elements=["email"]),
             dialect,
         )
@@ -534,17 +535,9 @@ class _Statements:
             upsert(Subscriber)
             .values(
                 id=bindparam("subscriber_id"),
-                uid=bindparam("subscriber_uid"),
-                email=email,
-                name=bindparam("name"),
-                timezone=bindparam("timezone"),
+                **person,
                 status=SubscriberStatus.ACTIVE,
-                created_at=now,
                 confirmed_at=now,
-                consent_at=at,
-                consent_ip=bindparam("ip"),
-                consent_user_agent=bindparam("agent"),
-                consent_source=bindparam("source"),
             )
             .on_conflict_do_nothing(index_elements=["email"]),
             dialect,
