@@ -1,12 +1,13 @@
 """`drip send-due` throughput: N due subscribers on SQLite, into a local SMTP sink.
 
-Prints messages/second of the real CLI process (claim, render, send, record each lesson)
+Prints messages/second of the real CLI run (claim, render, send, record each lesson; by
+default two send-due processes share it, `DRIP_SEND_PROCESSES=2`, one connection each)
 and its ratio, in the same run and into the same sink, to two baselines: a raw smtplib
 loop sending prebuilt messages over one connection, and postfix's C client `smtp-source
 -d` (reused connections, not pipelined) with as many connections and messages of the same
-size; plus the CLI's own peak RSS. drip's own SMTP client, sending prebuilt lessons over
-the same connections, is measured too: the wire's share of the work, apart from render,
-check and receipt.
+size; plus the CLI's own peak RSS (the process cron starts). drip's own SMTP client,
+sending prebuilt lessons over the same connections, is measured too: the wire's share of
+the work, apart from render, check and receipt.
 
 Run: make bench (or .venv/bin/python benchmarks/send_due.py [--subscribers 100000])
 Where its time goes (py-spy from PyPI, sampling the whole process):
@@ -53,6 +54,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--subscribers", type=int, default=10_000)
     parser.add_argument("--connections", type=int, default=2)
+    parser.add_argument(
+        "--send-processes",
+        type=int,
+        default=2,
+        help="DRIP_SEND_PROCESSES: send-due processes sharing the run, the connections "
+        "shared out between them (1: one process with every connection)",
+    )
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument(
         "--rtt-ms", type=float, default=0, help="add this round trip to the SMTP connections"
@@ -89,7 +97,8 @@ def main() -> None:
             DRIP_SECRET_KEY=SECRET,
             DRIP_COURSES_DIR=str(ROOT / "courses"),
             DRIP_SEND_RATE="0",
-            DRIP_SMTP_CONNECTIONS=str(args.connections),
+            DRIP_SMTP_CONNECTIONS=str(max(1, args.connections // args.send_processes)),
+            DRIP_SEND_PROCESSES=str(args.send_processes),
         )
         # drip runs first, while this process is small: Linux counts the parent's memory
         # at fork into the child's peak RSS.
@@ -110,7 +119,7 @@ def main() -> None:
     ours = n / elapsed
     print(
         f"drip send-due: {n} due lessons on SQLite into {description}, "
-        f"{args.connections} SMTP connection(s)"
+        f"{args.connections} SMTP connection(s) in {args.send_processes} process(es)"
     )
     print(f"  raw smtplib, prebuilt, 1 conn. : {baseline:8.0f} msgs/s")
     print(f"  drip send-due (whole process)  : {ours:8.0f} msgs/s   ({elapsed:.1f} s, {summary})")

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
+from collections import Counter
+from datetime import datetime
 from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -76,8 +81,21 @@ def send_due(
     from drip.sending.webhooks import Dispatcher, run_beside
 
     database = signing_engine(new_key=new_key)
-    sender = make_sender(engine=database, settings=settings(), catalog=catalog(strict=False))
-    interrupted = stop_on_signals(sender.stopping.set)
+    config = settings()
+    shares = _processes(database, config, when=when, limit=limit)
+    config = _per_process(config, shares)
+    helpers = [
+        _start_helper(config, when=when, limit=_share(limit, shares)) for _ in range(shares - 1)
+    ]
+    limit = _share(limit, shares, first=True)
+    sender = make_sender(engine=database, settings=config, catalog=catalog(strict=False))
+
+    def stop() -> None:
+        sender.stopping.set()
+        for helper in helpers:
+            helper.send_signal(signal.SIGTERM)
+
+    interrupted = stop_on_signals(stop)
     dispatcher = Dispatcher(database)
     try:
         if is_tty() and not as_json:
@@ -87,10 +105,15 @@ def send_due(
         report, posted = run_beside(dispatcher, job, now=when, stop=sender.stopping)
     finally:
         dispatcher.close()
+    shares_sent = [report.sent]
+    helped = _join_helpers(helpers, report, posted, shares_sent)
     for problem in report.course_problems:
         typer.echo(plain(problem), err=True)
     if as_json:
-        typer.echo(json.dumps({**report.as_dict(), "ok": report.ok, "webhooks": dict(posted)}))
+        summary_json = {**report.as_dict(), "ok": report.ok, "webhooks": dict(posted)}
+        if helpers:  # what each process sent
+            summary_json["processes"] = shares_sent
+        typer.echo(json.dumps(summary_json))
     else:
         posts = ", ".join(
             f"{n} {what.replace('_', ' ')}" for what, n in sorted(posted.items()) if n
@@ -100,8 +123,83 @@ def send_due(
         raise ConfigError(report.config_error)
     if interrupted:
         raise typer.Exit(INTERRUPTED)
-    if not report.ok:
+    if not report.ok or not helped:
         raise typer.Exit(1)
+
+
+def _processes(database: Any, config: Any, *, when: datetime, limit: int | None) -> int:
+    """How many ``send-due`` processes share this run: ``DRIP_SEND_PROCESSES`` when enough
+    is due for each to claim a few batches, else one (a helper's start-up would cost more
+    than it saves). The claim keeps any two from taking the same email, as for
+    overlapping cron runs."""
+    from drip.reporting.outbox import due
+    from drip.store.engine import READ_ONLY
+
+    wanted = 2 * config.batch_size * config.smtp_connections * config.send_processes
+    if config.send_processes == 1 or (limit is not None and limit < wanted):
+        return 1
+    with database.connect() as connection:
+        reading = connection.execution_options(**{READ_ONLY: True})
+        enough = len(due(reading, now=when, limit=wanted)) == wanted
+    return config.send_processes if enough else 1
+
+
+def _per_process(config: Any, shares: int) -> Any:
+    """The settings of each of ``shares`` processes: ``DRIP_SEND_RATE`` is the whole
+    run's, shared out."""
+    return config.model_copy(update={"send_rate": config.send_rate / shares})
+
+
+def _start_helper(config: Any, *, when: datetime, limit: int | None) -> subprocess.Popen[str]:
+    """One more ``send-due`` on this run, with ``config``'s rate (its share), reporting
+    in JSON."""
+    env = {**os.environ, "DRIP_SEND_PROCESSES": "1", "DRIP_SEND_RATE": repr(config.send_rate)}
+    command = [sys.executable, "-m", "drip", "send-due", "--now", when.isoformat(), "--json"]
+    return subprocess.Popen(
+        command + ([] if limit is None else ["--limit", str(limit)]),
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        # a Ctrl-C reaches this process only, which passes one stop on to each helper (a
+        # second signal would make a helper exit before writing its receipts)
+        start_new_session=True,
+    )
+
+
+def _share(limit: int | None, shares: int, *, first: bool = False) -> int | None:
+    """One process's share of ``--limit`` (the first takes what does not divide)."""
+    if limit is None:
+        return None
+    return limit // shares + (limit % shares if first else 0)
+
+
+def _join_helpers(
+    helpers: list[subprocess.Popen[str]],
+    report: RunReport,
+    posted: Counter[str],
+    sent: list[int],
+) -> bool:
+    """Wait for the helper processes and add what they did to ``report`` and ``posted``,
+    and what each sent to ``sent``; False if one of them did not finish its share (its
+    own log lines say why)."""
+    from drip.sending.engine import SendOutcome
+
+    finished = True
+    for helper in helpers:
+        out, _ = helper.communicate()
+        try:
+            theirs = json.loads(out.strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            finished = False
+            continue
+        for outcome in SendOutcome:
+            report.counts[outcome] += int(theirs.get(str(outcome), 0))
+        sent.append(int(theirs.get(str(SendOutcome.SENT), 0)))
+        posted.update({what: int(n) for what, n in theirs.get("webhooks", {}).items()})
+        if helper.returncode != 0 or theirs.get("stopped"):
+            finished = False
+            report.stopped = report.stopped or theirs.get("stopped")
+    return finished
 
 
 def summary(report: RunReport) -> str:

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     #: messages per second across all connections; 0 means unthrottled
     send_rate: float = Field(default=10.0, ge=0)
     smtp_connections: int = Field(default=2, ge=1, le=32)
+    #: send-due processes sharing a large run (each with its connections and its share
+    #: of the rate): a run bound by the interpreter's CPU uses more of the machine's cores
+    send_processes: int = Field(default=1, ge=1, le=16)
     smtp_timeout: float = Field(default=30.0, gt=0)
     #: seconds a claimed delivery stays leased before another worker may retry it
     lease_seconds: int = Field(default=300, ge=10)

@@ -568,3 +568,37 @@ def test_db_recount_sets_counts_edited_by_hand_back_and_keeps_the_counters(
     signups = database.execute("SELECT n FROM tally WHERE name = 'drip_signups'").fetchone()
     assert signups == (3,)  # ben's signup still counted, though his rows are gone
     database.close()
+
+
+def test_each_helper_process_keeps_to_its_share_of_the_rate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``DRIP_SEND_RATE`` is the whole run's: with 4 processes each is started with a
+    quarter of it (the parent too), and none starts helpers of its own."""
+    from drip.cli import send
+    from drip.core.config import Settings
+    from drip.store.engine import make_engine
+    from tests.fixtures import TEST_SECRET
+    from tests.sending.test_concurrency import NOW, seed
+
+    database_url = f"sqlite:///{tmp_path / 'drip.db'}"
+    seed(database_url, 40)
+    config = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url=database_url,
+        secret_key=TEST_SECRET,
+        send_rate=10,
+        send_processes=4,
+        batch_size=5,
+        smtp_connections=1,
+    )
+    engine = make_engine(database_url)
+    assert send._processes(engine, config, when=NOW, limit=None) == 4
+    assert send._processes(engine, config, when=NOW, limit=39) == 1  # a share under 2 batches
+    started: list[dict[str, str]] = []
+    monkeypatch.setattr(send.subprocess, "Popen", lambda command, env, **_: started.append(env))
+    share = send._per_process(config, 4)
+    assert share.send_rate == 2.5
+    send._start_helper(share, when=NOW, limit=None)
+    assert started[0]["DRIP_SEND_RATE"] == "2.5" and started[0]["DRIP_SEND_PROCESSES"] == "1"
+    engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -297,3 +298,28 @@ def test_serve_with_the_scheduler_stops_cleanly_on_ctrl_c(
     time.sleep(0.5)
     statuses = _statuses(database_url)
     assert statuses["sending"] == 0 and statuses["sent"] == len(smtp_sink.received) < 40
+
+
+def test_a_large_run_is_shared_with_helper_processes(
+    database_url: str, smtp_sink: SmtpSink
+) -> None:
+    """``DRIP_SEND_PROCESSES=2``: a run with many emails due starts a second send-due
+    process on it; each sends part, none twice, the summary counts both, and each keeps
+    to its share of ``--limit``. A small run starts none."""
+    seed(database_url, COUNT)
+    env = drip_env(database_url, smtp_sink, DRIP_SEND_PROCESSES="2", DRIP_SMTP_CONNECTIONS="1")
+    command = [str(DRIP), "send-due", "--now", NOW.isoformat(), "--json"]
+    limited = subprocess.run([*command, "--limit", "301"], env=env, capture_output=True)
+    assert limited.returncode == 0, limited.stderr.decode()
+    first = json.loads(limited.stdout)
+    assert first["sent"] == 301 and sorted(first["processes"]) == [150, 151]
+    rest = subprocess.run(command, env=env, capture_output=True)
+    assert rest.returncode == 0, rest.stderr.decode()
+    summary = json.loads(rest.stdout)
+    assert summary["sent"] == COUNT - 301
+    assert len(summary["processes"]) == 2 and all(n > 0 for n in summary["processes"])
+    ids = smtp_sink.message_ids()
+    assert len(ids) == len(set(ids)) == COUNT
+    assert sent_rows(database_url) == COUNT
+    nothing_due = json.loads(subprocess.run(command, env=env, capture_output=True).stdout)
+    assert nothing_due["sent"] == 0 and "processes" not in nothing_due
