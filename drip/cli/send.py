@@ -84,34 +84,47 @@ def send_due(
     config = settings()
     shares = _processes(database, config, when=when, limit=limit)
     config = _per_process(config, shares)
-    helpers = [
-        _start_helper(config, when=when, limit=_share(limit, shares)) for _ in range(shares - 1)
-    ]
-    limit = _share(limit, shares, first=True)
+    helper_limit, limit = _share(limit, shares), _share(limit, shares, first=True)
     sender = make_sender(engine=database, settings=config, catalog=catalog(strict=False))
+    helpers: list[subprocess.Popen[str]] = []
 
     def stop() -> None:
         sender.stopping.set()
-        for helper in helpers:
-            helper.send_signal(signal.SIGTERM)
+        _stop_helpers(helpers)
 
     interrupted = stop_on_signals(stop)
+    # how a parent stops its helpers: settle and record, as for SIGTERM, but never the
+    # "exit at once" of a second signal (a helper may also get the SIGTERM sent to all)
+    signal.signal(signal.SIGUSR1, lambda *_: sender.stopping.set())
     dispatcher = Dispatcher(database)
     try:
+        for _ in range(shares - 1):
+            if sender.stopping.is_set():  # asked to stop already: no helper to start
+                break
+            helpers.append(_start_helper(config, when=when, limit=helper_limit))
         if is_tty() and not as_json:
             job = partial(_with_progress, sender, when, limit)
         else:
             job = partial(sender.send_due, now=when, limit=limit)
         report, posted = run_beside(dispatcher, job, now=when, stop=sender.stopping)
+    except BaseException:
+        _stop_helpers(helpers)  # none goes on alone after this process failed
+        for helper in helpers:
+            helper.communicate()
+        raise
     finally:
         dispatcher.close()
-    shares_sent = [report.sent]
-    helped = _join_helpers(helpers, report, posted, shares_sent)
+    shares_sent: list[int | None] = [report.sent]
+    failed = _join_helpers(helpers, report, posted, shares_sent)
     for problem in report.course_problems:
         typer.echo(plain(problem), err=True)
     if as_json:
-        summary_json = {**report.as_dict(), "ok": report.ok, "webhooks": dict(posted)}
-        if helpers:  # what each process sent
+        summary_json = {
+            **report.as_dict(),
+            "ok": report.ok and not failed,
+            "webhooks": dict(posted),
+        }
+        if helpers:  # what each process sent (null: it did not report)
             summary_json["processes"] = shares_sent
         typer.echo(json.dumps(summary_json))
     else:
@@ -123,8 +136,8 @@ def send_due(
         raise ConfigError(report.config_error)
     if interrupted:
         raise typer.Exit(INTERRUPTED)
-    if not report.ok or not helped:
-        raise typer.Exit(1)
+    if not report.ok or failed:
+        raise typer.Exit(max([1, *failed]))
 
 
 def _processes(database: Any, config: Any, *, when: datetime, limit: int | None) -> int:
@@ -153,15 +166,19 @@ def _per_process(config: Any, shares: int) -> Any:
 def _start_helper(config: Any, *, when: datetime, limit: int | None) -> subprocess.Popen[str]:
     """One more ``send-due`` on this run, with ``config``'s rate (its share), reporting
     in JSON."""
+    from drip.core.config import env_file
+
     env = {**os.environ, "DRIP_SEND_PROCESSES": "1", "DRIP_SEND_RATE": repr(config.send_rate)}
-    command = [sys.executable, "-m", "drip", "send-due", "--now", when.isoformat(), "--json"]
+    command = [sys.executable, "-m", "drip"]
+    if env_file().is_file():  # the settings this process read, wherever they came from
+        command += ["--env-file", str(env_file().resolve())]
+    command += ["send-due", "--now", when.isoformat(), "--json"]
     return subprocess.Popen(
         command + ([] if limit is None else ["--limit", str(limit)]),
         env=env,
         stdout=subprocess.PIPE,
         text=True,
-        # a Ctrl-C reaches this process only, which passes one stop on to each helper (a
-        # second signal would make a helper exit before writing its receipts)
+        # a Ctrl-C reaches this process only, which passes the stop on (SIGUSR1)
         start_new_session=True,
     )
 
@@ -173,33 +190,40 @@ def _share(limit: int | None, shares: int, *, first: bool = False) -> int | None
     return limit // shares + (limit % shares if first else 0)
 
 
+def _stop_helpers(helpers: list[subprocess.Popen[str]]) -> None:
+    for helper in helpers:
+        if helper.poll() is None:
+            helper.send_signal(signal.SIGUSR1)
+
+
 def _join_helpers(
     helpers: list[subprocess.Popen[str]],
     report: RunReport,
     posted: Counter[str],
-    sent: list[int],
-) -> bool:
+    sent: list[int | None],
+) -> list[int]:
     """Wait for the helper processes and add what they did to ``report`` and ``posted``,
-    and what each sent to ``sent``; False if one of them did not finish its share (its
-    own log lines say why)."""
+    and what each sent to ``sent`` (None: it did not report); the exit codes of those
+    that did not finish their share (their own log lines say why)."""
     from drip.sending.engine import SendOutcome
 
-    finished = True
+    failed = []
     for helper in helpers:
         out, _ = helper.communicate()
         try:
             theirs = json.loads(out.strip().splitlines()[-1])
         except (IndexError, ValueError):
-            finished = False
+            sent.append(None)
+            failed.append(helper.returncode or 1)
             continue
         for outcome in SendOutcome:
             report.counts[outcome] += int(theirs.get(str(outcome), 0))
         sent.append(int(theirs.get(str(SendOutcome.SENT), 0)))
         posted.update({what: int(n) for what, n in theirs.get("webhooks", {}).items()})
         if helper.returncode != 0 or theirs.get("stopped"):
-            finished = False
+            failed.append(helper.returncode or 1)
             report.stopped = report.stopped or theirs.get("stopped")
-    return finished
+    return failed
 
 
 def summary(report: RunReport) -> str:

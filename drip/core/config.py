@@ -262,6 +262,11 @@ def _generated_key(settings: Settings) -> str:
 _env_file: Path = Path(".env")
 
 
+def env_file() -> Path:
+    """The file ``get_settings`` reads besides the environment."""
+    return _env_file
+
+
 def use_env_file(path: Path) -> None:
     """Read settings from ``path`` instead of ``./.env`` (the environment still wins): for
     a process started with no environment of its own, in another directory, such as an

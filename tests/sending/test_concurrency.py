@@ -11,6 +11,7 @@ import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -301,19 +302,26 @@ def test_serve_with_the_scheduler_stops_cleanly_on_ctrl_c(
 
 
 def test_a_large_run_is_shared_with_helper_processes(
-    database_url: str, smtp_sink: SmtpSink
+    database_url: str, smtp_sink: SmtpSink, tmp_path: Path
 ) -> None:
     """``DRIP_SEND_PROCESSES=2``: a run with many emails due starts a second send-due
     process on it; each sends part, none twice, the summary counts both, and each keeps
     to its share of ``--limit``. A small run starts none."""
     seed(database_url, COUNT)
     env = drip_env(database_url, smtp_sink, DRIP_SEND_PROCESSES="2", DRIP_SMTP_CONNECTIONS="1")
-    command = [str(DRIP), "send-due", "--now", NOW.isoformat(), "--json"]
-    limited = subprocess.run([*command, "--limit", "301"], env=env, capture_output=True)
+    # the database named only in the file given with --env-file: helpers read it too
+    settings_file = tmp_path / "drip.env"
+    settings_file.write_text(f"DRIP_DATABASE_URL={env.pop('DRIP_DATABASE_URL')}\n")
+    command = [str(DRIP), "--env-file", str(settings_file), "send-due", "--now", NOW.isoformat()]
+    command.append("--json")
+    elsewhere = tmp_path / "elsewhere"  # (where no drip.db is found by default)
+    elsewhere.mkdir()
+    run = partial(subprocess.run, env=env, capture_output=True, cwd=elsewhere)
+    limited = run([*command, "--limit", "301"])
     assert limited.returncode == 0, limited.stderr.decode()
     first = json.loads(limited.stdout)
     assert first["sent"] == 301 and sorted(first["processes"]) == [150, 151]
-    rest = subprocess.run(command, env=env, capture_output=True)
+    rest = run(command)
     assert rest.returncode == 0, rest.stderr.decode()
     summary = json.loads(rest.stdout)
     assert summary["sent"] == COUNT - 301
@@ -321,5 +329,5 @@ def test_a_large_run_is_shared_with_helper_processes(
     ids = smtp_sink.message_ids()
     assert len(ids) == len(set(ids)) == COUNT
     assert sent_rows(database_url) == COUNT
-    nothing_due = json.loads(subprocess.run(command, env=env, capture_output=True).stdout)
+    nothing_due = json.loads(run(command).stdout)
     assert nothing_due["sent"] == 0 and "processes" not in nothing_due
