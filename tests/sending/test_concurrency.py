@@ -331,3 +331,37 @@ def test_a_large_run_is_shared_with_helper_processes(
     assert sent_rows(database_url) == COUNT
     nothing_due = json.loads(run(command).stdout)
     assert nothing_due["sent"] == 0 and "processes" not in nothing_due
+
+
+def test_a_stop_sent_to_every_process_of_a_shared_run_leaves_nothing_unrecorded(
+    database_url: str, smtp_sink: SmtpSink
+) -> None:
+    """SIGTERM to the send-due and to its helper at once (systemd stops a whole group;
+    the parent passes the stop on too): each settles what it has in flight and writes its
+    receipts; nothing is left claimed, and every message the server took is recorded."""
+    seed(database_url, COUNT)
+    smtp_sink.data_delay = 0.005  # a run still going when the stop comes
+    env = drip_env(database_url, smtp_sink, DRIP_SEND_PROCESSES="2", DRIP_SMTP_CONNECTIONS="1")
+    parent = send_due(env, NOW)
+    deadline = time.monotonic() + 60
+    helpers: list[int] = []
+    while time.monotonic() < deadline and (len(smtp_sink.received) < 100 or not helpers):
+        found = subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True, text=True)
+        helpers = [int(pid) for pid in found.stdout.split()]
+        time.sleep(0.05)
+    assert helpers, "no helper started"
+    for pid in [*helpers, parent.pid]:  # (the helper's own first: the parent's comes second)
+        os.kill(pid, signal.SIGTERM)
+    _, stderr = parent.communicate(timeout=120)
+    assert parent.returncode == 130, stderr.decode()
+    ids = smtp_sink.message_ids()
+    assert len(ids) == len(set(ids)) == sent_rows(database_url) < COUNT
+    engine = make_engine(database_url)
+    with Session(engine) as session:
+        claimed = session.execute(
+            select(func.count())
+            .select_from(Delivery)
+            .where(Delivery.status == DeliveryStatus.SENDING)
+        ).scalar_one()
+    engine.dispose()
+    assert claimed == 0
