@@ -12,7 +12,7 @@ import select as socket_select
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +27,7 @@ from drip.core.courses import Course
 from drip.core.entries import Entry
 from drip.core.models import Enrollment, Subscriber
 from drip.lifecycle import actions
-from drip.lifecycle.signup import Consent, sign_up
+from drip.lifecycle.signup import Consent, SignupResult, sign_up
 from drip.sending.mailer import memory
 from drip.store import tallies
 from drip.web import create_app
@@ -80,6 +80,22 @@ def enrol(
                 .join(Subscriber, Subscriber.id == Enrollment.subscriber_id)  # type: ignore[arg-type]
                 .where(Subscriber.email == email.lower(), Enrollment.course_slug == course.slug)
             ).scalar_one()
+        )
+
+
+def enrol_many(
+    engine: Engine, course: Course, emails: Sequence[str], *, now: datetime
+) -> list[SignupResult]:
+    """Subscribers the operator added as confirmed in one batch (an import); the outcomes."""
+    with engine.begin() as connection:
+        return sign_up(
+            connection,
+            course=course,
+            entries=[Entry.clean(email=email) for email in emails],
+            consent=Consent(source="test"),
+            by_operator=True,
+            confirmed=True,
+            now=now,
         )
 
 

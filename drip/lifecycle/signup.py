@@ -37,6 +37,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
+    BindParameter,
     Connection,
     Dialect,
     String,
@@ -452,20 +453,19 @@ class _Statements:
         email = bindparam("email", type_=String())
         signup_uid = bindparam("signup_uid", type_=String())
         subscriber = select(col(Subscriber.id)).where(col(Subscriber.email) == email)
-        self.record = Prepared(
-            insert(Signup).values(
-                uid=signup_uid,
-                email=email,
-                course_slug=bindparam("course"),
-                name=bindparam("name"),
-                timezone=bindparam("timezone"),
-                created_at=at,
-                ip=bindparam("ip"),
-                user_agent=bindparam("agent"),
-                source=bindparam("source"),
-            ),
-            dialect,
-        )
+        #: a signup as it was posted
+        posted: dict[str, BindParameter[Any]] = {
+            "uid": signup_uid,
+            "email": email,
+            "course_slug": bindparam("course", type_=String()),
+            "name": bindparam("name", type_=String()),
+            "timezone": bindparam("timezone", type_=String()),
+            "created_at": at,
+            "ip": bindparam("ip", type_=String()),
+            "user_agent": bindparam("agent", type_=String()),
+            "source": bindparam("source", type_=String()),
+        }
+        self.record = Prepared(insert(Signup).values(**posted), dialect)
         #: what a signup gives the subscriber it makes
         person = {
             "uid": bindparam("subscriber_uid"),
@@ -501,32 +501,8 @@ class _Statements:
         )
         self.stored = Prepared(
             insert(Signup).from_select(
-                [
-                    "uid",
-                    "email",
-                    "course_slug",
-                    "name",
-                    "timezone",
-                    "created_at",
-                    "ip",
-                    "user_agent",
-                    "source",
-                    "subscriber_id",
-                    "processed_at",
-                ],
-                subscriber.with_only_columns(
-                    signup_uid,
-                    email,
-                    bindparam("course", type_=String()),
-                    bindparam("name", type_=String()),
-                    bindparam("timezone", type_=String()),
-                    at,
-                    bindparam("ip", type_=String()),
-                    bindparam("agent", type_=String()),
-                    bindparam("source", type_=String()),
-                    col(Subscriber.id),
-                    now,
-                ),
+                [*posted, "subscriber_id", "processed_at"],
+                subscriber.with_only_columns(*posted.values(), col(Subscriber.id), now),
             ),
             dialect,
         )
@@ -556,15 +532,7 @@ class _Statements:
         )
         self.new_signup = Prepared(
             insert(Signup).values(
-                uid=signup_uid,
-                email=email,
-                course_slug=bindparam("course"),
-                name=bindparam("name"),
-                timezone=bindparam("timezone"),
-                created_at=at,
-                ip=bindparam("ip"),
-                user_agent=bindparam("agent"),
-                source=bindparam("source"),
+                **posted,
                 subscriber_id=bindparam("subscriber_id"),
                 processed_at=now,
                 confirmed_at=now,

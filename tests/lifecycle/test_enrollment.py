@@ -28,7 +28,7 @@ from drip.lifecycle.enrollment import (
 from drip.lifecycle.signup import Action, Consent, SignupResult, process_recorded, record, sign_up
 from drip.outbox import deliveries
 from drip.runner import make_sender
-from tests.fixtures import enrol
+from tests.fixtures import enrol, enrol_many
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
@@ -820,16 +820,7 @@ def test_an_address_taken_while_a_list_is_imported_takes_the_long_way(
 
     _pending(any_engine, course, "ana@example.org", now=NOW)
     monkeypatch.setattr(signup, "_known", lambda connection, emails: set())  # the race
-    with any_engine.begin() as connection:
-        outcomes = sign_up(
-            connection,
-            course=course,
-            entries=[Entry.clean(email=e) for e in ("new@example.org", "ana@example.org")],
-            consent=Consent(source="import"),
-            by_operator=True,
-            confirmed=True,
-            now=NOW,
-        )
+    outcomes = enrol_many(any_engine, course, ["new@example.org", "ana@example.org"], now=NOW)
     assert outcomes == [
         SignupResult("new@example.org", Action.ACTIVATE, None),
         SignupResult("ana@example.org", Action.ACTIVATE, SubscriberStatus.PENDING),
@@ -846,16 +837,7 @@ def test_a_batch_is_written_in_address_order(any_engine: Engine, course: Course)
     addresses, so two imports of the same people at once (PostgreSQL) take their locks in
     one order and wait for each other instead of deadlocking; outcomes keep the list's."""
     emails = ["cat@example.org", "ana@example.org", "ben@example.org"]
-    with any_engine.begin() as connection:
-        outcomes = sign_up(
-            connection,
-            course=course,
-            entries=[Entry.clean(email=email) for email in emails],
-            consent=Consent(source="import"),
-            by_operator=True,
-            confirmed=True,
-            now=NOW,
-        )
+    outcomes = enrol_many(any_engine, course, emails, now=NOW)
     assert [outcome.email for outcome in outcomes] == emails
     with Session(any_engine) as session:
         stored = session.exec(select(Subscriber.email).order_by(col(Subscriber.id))).all()

@@ -12,11 +12,13 @@ from sqlalchemy import Engine, bindparam, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from drip.core.courses import Course
 from drip.core.exceptions import SchemaOutOfDate
 from drip.core.models import Delivery, Enrollment, Subscriber
 from drip.store.engine import make_engine
 from drip.store.schema import current_revision, ensure_schema, head_revision, upgrade
 from drip.store.statements import Prepared
+from tests.fixtures import enrol_many
 
 NOW = datetime(2026, 11, 25, 7, 0, tzinfo=UTC)
 
@@ -346,18 +348,13 @@ def test_the_tallies_migration_counts_the_history_and_keeps_erased_counts(
 
 
 def test_a_signup_batch_finds_its_people_by_address_not_by_their_course(
-    any_engine: Engine,
+    any_engine: Engine, course: Course
 ) -> None:
     """Processing a batch of signups reads its people by their addresses, however many
     others took the course: were the course's enrollments read instead (SQLite, without
     statistics, takes ``course_slug = ?`` for a selective term), every batch of an
     import would read the whole course and a large import would slow down row by row."""
     from sqlalchemy import event
-
-    from drip.core.courses import load_course
-    from drip.core.entries import Entry
-    from drip.lifecycle.signup import Consent, sign_up
-    from tests.fixtures import SHIPPED_COURSE
 
     reads: list[tuple[str, object]] = []
 
@@ -366,43 +363,24 @@ def test_a_signup_batch_finds_its_people_by_address_not_by_their_course(
             reads.append((statement, parameters))
 
     event.listen(any_engine, "before_cursor_execute", capture)
-    with any_engine.begin() as connection:
-        sign_up(
-            connection,
-            course=load_course(SHIPPED_COURSE),
-            entries=[Entry.clean(email=f"p{i}@example.org") for i in range(1000)],  # one batch
-            consent=Consent(source="test"),
-            by_operator=True,
-            confirmed=True,
-            now=NOW,
-        )
+    enrol_many(any_engine, course, [f"p{i}@example.org" for i in range(1000)], now=NOW)
     event.remove(any_engine, "before_cursor_execute", capture)
     [(statement, parameters)] = reads
     plan = _plan(any_engine, statement, parameters, name="members")
     assert "ix_enrollment_course_slug" not in plan, plan
 
 
-def test_many_emails_queued_at_once_are_each_queued_once(any_engine: Engine) -> None:
+def test_many_emails_queued_at_once_are_each_queued_once(
+    any_engine: Engine, course: Course
+) -> None:
     """More emails than one statement takes (PostgreSQL: one COPY through a temporary
     table, for its statement triggers to fire once): every one is queued, the one
     already in the outbox is not queued twice, and nothing of the copy is left."""
-    from drip.core.courses import load_course
-    from drip.core.entries import Entry
     from drip.core.states import EmailKind
-    from drip.lifecycle.signup import Consent, sign_up
     from drip.outbox.deliveries import QUEUE_ROWS, queue_many
-    from tests.fixtures import SHIPPED_COURSE
 
+    enrol_many(any_engine, course, ["ana@example.org"], now=NOW)
     with any_engine.begin() as connection:
-        sign_up(
-            connection,
-            course=load_course(SHIPPED_COURSE),
-            entries=[Entry.clean(email="ana@example.org")],
-            consent=Consent(source="test"),
-            by_operator=True,
-            confirmed=True,
-            now=NOW,
-        )
         [enrollment_id] = connection.execute(select(Enrollment.id)).scalars()
         emails = [
             {
@@ -427,30 +405,17 @@ def test_many_emails_queued_at_once_are_each_queued_once(any_engine: Engine) -> 
     assert not [table for table in tables if table.startswith("_drip_copy")]
 
 
-def test_a_large_import_keeps_postgresqls_statistics_up_with_it(pg_url: str) -> None:
+def test_a_large_import_keeps_postgresqls_statistics_up_with_it(
+    pg_url: str, course: Course
+) -> None:
     """PostgreSQL: a batch that outgrows what the planner last counted has the tables
     counted again (else, believing them small, it scans them for every batch); a list
     imported again, or one person added now and then, does not count them every time."""
-    from drip.core.courses import load_course
-    from drip.core.entries import Entry
-    from drip.lifecycle.signup import Consent, sign_up
-    from tests.fixtures import SHIPPED_COURSE
-
     engine = make_engine(pg_url)
     upgrade(engine)
-    course = load_course(SHIPPED_COURSE)
 
     def add(*emails: str) -> None:
-        with engine.begin() as connection:
-            sign_up(
-                connection,
-                course=course,
-                entries=[Entry.clean(email=email) for email in emails],
-                consent=Consent(source="test"),
-                by_operator=True,
-                confirmed=True,
-                now=NOW,
-            )
+        enrol_many(engine, course, emails, now=NOW)
 
     def counted() -> dict[str, float]:
         with engine.connect() as connection:

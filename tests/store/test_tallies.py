@@ -5,11 +5,12 @@ suppressed. (Every test's database is also checked against a recount at teardown
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, insert, select, text, update
+from sqlalchemy import Connection, Engine, insert, select, text, update
 from sqlmodel import col
 
 from drip.core.config import BouncePolicy
@@ -74,12 +75,7 @@ def test_two_bounces_for_one_lesson_at_once_count_it_once(
     with engine.connect() as first:
         first.begin()
         bounce(first, "smtp")
-        other = threading.Thread(target=second)
-        other.start()
-        lock_waited(engine, unless=other)
-        first.commit()
-    other.join(timeout=30)
-    assert not other.is_alive()
+        _commit_once_waited_on(engine, first, second)
     with engine.begin() as connection:
         tallies.fold(connection)
         kept = tallies.totals(connection)
@@ -119,18 +115,24 @@ def test_an_enrollment_made_while_its_subscriber_leaves_counts_by_the_status_the
             .where(col(Subscriber.id) == subscriber_id)
             .values(status=SubscriberStatus.UNSUBSCRIBED)
         )
-        other = threading.Thread(target=enrol_elsewhere)
-        other.start()
-        lock_waited(engine, unless=other)
-        first.commit()
-    other.join(timeout=30)
-    assert not other.is_alive()
+        _commit_once_waited_on(engine, first, enrol_elsewhere)
     with engine.connect() as connection:
         kept = tallies.totals(connection)
     assert kept["people", "another-course,unsubscribed"] == 1
     assert kept["people", "another-course,active"] == 0
     assert_tallies_hold(engine)
     engine.dispose()
+
+
+def _commit_once_waited_on(engine: Engine, first: Connection, second: Callable[[], None]) -> None:
+    """Run ``second`` in a thread of its own until it waits for ``first``'s locks, then
+    commit ``first`` and see ``second`` finish."""
+    other = threading.Thread(target=second)
+    other.start()
+    lock_waited(engine, unless=other)
+    first.commit()
+    other.join(timeout=30)
+    assert not other.is_alive()
 
 
 def test_someone_who_came_back_and_then_bounced_did_not_leave(
