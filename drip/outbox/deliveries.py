@@ -334,11 +334,22 @@ class _Statements:
         the row's number after it (none for a single row)."""
 
         def build(n: int) -> ClauseElement:
-            names = ("enrollment", "key", "kind", "signup", "due", "now")
+            columns = {
+                "enrollment": "enrollment_id",
+                "key": "key",
+                "kind": "kind",
+                "signup": "signup_id",
+                "due": "due_at",
+                "now": "created_at",
+            }
+            table = Delivery.__table__.c  # type: ignore[attr-defined]
             rows = []
             for i in range(n):
+                # each typed as its column: SQLAlchemy types only the first row's values
+                # (a time in a later row would reach SQLite unconverted)
                 p: dict[str, BindParameter[Any]] = {
-                    name: bindparam(f"{name}{i}" if n > 1 else name) for name in names
+                    name: bindparam(f"{name}{i}" if n > 1 else name, type_=table[column].type)
+                    for name, column in columns.items()
                 }
                 rows.append(
                     {

@@ -235,6 +235,81 @@ def test_signup_statements_store_times_as_every_other_write_does(tmp_path: Path)
     assert set(stored) == {orm} == {"2026-11-25 07:00:00.000000"}
 
 
+def test_a_batch_stores_every_time_in_the_one_format(tmp_path: Path, course: Course) -> None:
+    """An import of several people (multi-row statements, ``executemany``) stores every
+    time of every row as SQLAlchemy's own writes do, naive UTC to the microsecond, a time
+    given at another offset converted: SQLite compares and sorts them as text."""
+    import sqlite3
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'drip.db'}")
+    upgrade(engine)
+    in_lisbon = NOW.astimezone(timezone(timedelta(hours=-3)))
+    enrol_many(engine, course, [f"p{i}@example.org" for i in range(3)], now=in_lisbon)
+    engine.dispose()
+    times: dict[str, set[str]] = {}
+    with sqlite3.connect(tmp_path / "drip.db") as raw:
+        tables = raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        for (table,) in tables:
+            for _, column, kind, *_ in raw.execute(f"PRAGMA table_info({table})").fetchall():
+                if kind == "DATETIME":
+                    query = f"SELECT {column} FROM {table} WHERE {column} IS NOT NULL"
+                    for (value,) in raw.execute(query):
+                        times.setdefault(value, set()).add(f"{table}.{column}")
+    assert {"delivery.due_at", "enrollment.started_at"} <= set().union(*times.values())
+    pattern = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}"
+    assert {
+        value: where for value, where in times.items() if not re.fullmatch(pattern, value)
+    } == {}
+
+
+def test_the_outbox_times_migration_rewrites_each_as_its_instant_in_utc(tmp_path: Path) -> None:
+    """0010 → 0011 on SQLite: outbox times stored with an offset (as multi-row statements
+    used to) become naive UTC to the microsecond, the instant kept; the rest is untouched."""
+    import sqlite3
+
+    from alembic import command
+
+    from drip.store.schema import alembic_config
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'drip.db'}")
+    command.upgrade(alembic_config(engine), "0010")
+    stored = [
+        ("2026-11-25 07:00:00.000000", "2026-11-25 07:00:00.000000"),
+        ("2026-11-25 07:00:00+00:00", "2026-11-25 04:00:00.250000-03:00"),
+        ("2026-11-26 07:30:00.123456+00:00", "2026-11-25 07:00:00"),
+    ]
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO subscriber (id, uid, email, name, status, created_at)"
+                " VALUES (1, 'u1', 'a@x.org', '', 'active', '2026-11-25 07:00:00.000000');"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO enrollment (id, uid, subscriber_id, course_slug, status, created_at)"
+                " VALUES (1, 'e1', 1, 'c', 'active', '2026-11-25 07:00:00.000000')"
+            )
+        )
+        for number, (due, created) in enumerate(stored):
+            connection.execute(
+                text(
+                    "INSERT INTO delivery (enrollment_id, key, kind, status, due_at, attempts,"
+                    " created_at) VALUES (1, :key, 'lesson', 'scheduled', :due, 0, :created)"
+                ),
+                {"key": f"d{number}", "due": due, "created": created},
+            )
+    upgrade(engine)
+    engine.dispose()
+    with sqlite3.connect(tmp_path / "drip.db") as raw:
+        rows = raw.execute("SELECT due_at, created_at FROM delivery ORDER BY id").fetchall()
+    assert rows == [
+        ("2026-11-25 07:00:00.000000", "2026-11-25 07:00:00.000000"),
+        ("2026-11-25 07:00:00.000000", "2026-11-25 07:00:00.250000"),
+        ("2026-11-26 07:30:00.123456", "2026-11-25 07:00:00.000000"),
+    ]
+
+
 def test_a_claim_reads_only_the_rows_it_takes(any_engine: Engine) -> None:
     """The claim's reads go through the partial indexes: scheduled rows in (due_at, id)
     order, with no scan and sort of the whole backlog (every claim of a 100,000-lesson
