@@ -236,15 +236,24 @@ def test_signup_statements_store_times_as_every_other_write_does(tmp_path: Path)
 
 
 def test_a_batch_stores_every_time_in_the_one_format(tmp_path: Path, course: Course) -> None:
-    """An import of several people (multi-row statements, ``executemany``) stores every
-    time of every row as SQLAlchemy's own writes do, naive UTC to the microsecond, a time
-    given at another offset converted: SQLite compares and sorts them as text."""
+    """An import of several people and a send run of their first emails (multi-row
+    statements, ``executemany``) store every time of every row as SQLAlchemy's own writes
+    do, naive UTC to the microsecond, a time given at another offset converted: SQLite
+    compares and sorts them as text."""
     import sqlite3
+
+    from drip.core.courses import Catalog
+    from drip.runner import make_sender
+    from tests.fixtures import make_settings
 
     engine = make_engine(f"sqlite:///{tmp_path / 'drip.db'}")
     upgrade(engine)
     in_lisbon = NOW.astimezone(timezone(timedelta(hours=-3)))
     enrol_many(engine, course, [f"p{i}@example.org" for i in range(3)], now=in_lisbon)
+    sender = make_sender(
+        engine=engine, settings=make_settings(tmp_path), catalog=Catalog({course.slug: course})
+    )
+    assert sender.send_due(now=in_lisbon).sent == 3  # day 1 each; day 2 queued in one go
     engine.dispose()
     times: dict[str, set[str]] = {}
     with sqlite3.connect(tmp_path / "drip.db") as raw:
@@ -255,7 +264,9 @@ def test_a_batch_stores_every_time_in_the_one_format(tmp_path: Path, course: Cou
                     query = f"SELECT {column} FROM {table} WHERE {column} IS NOT NULL"
                     for (value,) in raw.execute(query):
                         times.setdefault(value, set()).add(f"{table}.{column}")
-    assert {"delivery.due_at", "enrollment.started_at"} <= set().union(*times.values())
+    assert {"delivery.due_at", "delivery.sent_at", "enrollment.started_at"} <= set().union(
+        *times.values()
+    )
     pattern = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}"
     assert {
         value: where for value, where in times.items() if not re.fullmatch(pattern, value)
