@@ -14,7 +14,6 @@ from sqlalchemy import Connection, Engine
 from drip.core.config import BouncePolicy, Settings
 from drip.core.courses import Catalog
 from drip.core.states import MailEventKind
-from drip.feedback import bounces
 from drip.lifecycle import chores
 from drip.outbox.deliveries import Claimed
 from drip.sending.engine import Chore, Sender
@@ -66,6 +65,8 @@ def _refused(
     connection: Connection, item: Claimed, reply: str, now: datetime, *, policy: BouncePolicy
 ) -> None:
     """A hard bounce at the SMTP conversation: recorded, and the address suppressed."""
+    from drip.feedback import bounces  # (only here: a run with no bounce never loads it)
+
     bounces.record(
         connection,
         subscriber_id=item.subscriber_id,
