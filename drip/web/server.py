@@ -11,6 +11,7 @@ internet), the proxy applies its own limits first.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import resource
@@ -118,4 +119,15 @@ def run(app: Any, listener: socket.socket, *, access_log: bool, json_logs: bool)
     )
     if json_logs:
         configure("INFO", json_lines=True)  # after uvicorn's Config, which sets up its own
+    set_aside_start_up()
     server.run(sockets=[listener])
+
+
+def set_aside_start_up() -> None:
+    """Leave what start-up made (modules, tables, the app: it lives as long as the
+    process) out of the garbage collector's full collections. Under load requests make
+    one every few seconds, and each walked every object of the process: 60–130 ms with
+    every request waiting, the slowest 1 % of signups at 32 connections. Only what the
+    requests made since is walked now."""
+    gc.collect()
+    gc.freeze()

@@ -92,3 +92,27 @@ def test_a_client_leaving_mid_body_is_one_log_line(
     with socket.create_connection(("127.0.0.1", running)) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert _closed_within(sock, 5).startswith(b"HTTP/1.1 200")
+
+
+def test_serving_starts_with_what_start_up_made_set_aside_from_the_collector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`drip serve` leaves the objects start-up made out of full collections (each one
+    otherwise walks them all while requests wait): by the time uvicorn serves, they are
+    frozen."""
+    import gc
+
+    frozen_when_serving: list[int] = []
+    monkeypatch.setattr(
+        uvicorn.Server,
+        "run",
+        lambda self, sockets: frozen_when_serving.append(gc.get_freeze_count()),
+    )
+    listener = server.listen("127.0.0.1", 0)
+    try:
+        server.run(create_app(make_settings(tmp_path)), listener, access_log=False, json_logs=False)
+    finally:
+        gc.unfreeze()  # (the test process goes on collecting as before)
+        listener.close()
+    [frozen] = frozen_when_serving
+    assert frozen > 10_000
