@@ -24,6 +24,7 @@ from sqlalchemy import (
     cast,
     exists,
     func,
+    literal,
     or_,
     select,
     update,
@@ -33,7 +34,7 @@ from sqlmodel import col
 from drip.core import schedule
 from drip.core.courses import Catalog, Course
 from drip.core.exceptions import InvalidToken, StaleToken
-from drip.core.models import Delivery, Enrollment, Signup, Subscriber
+from drip.core.models import Delivery, Enrollment, Signup, Subscriber, UTCDateTime
 from drip.core.schedule import NextLesson, Pace
 from drip.core.states import EmailKind, EnrollmentStatus, EventType, SubscriberStatus
 from drip.outbox import deliveries, webhooks
@@ -311,7 +312,8 @@ def activate_many(
             .where(col(Enrollment.id).in_([m.enrollment_id for m, _ in starting]))
             .values(
                 status=EnrollmentStatus.ACTIVE,
-                started_at=func.coalesce(col(Enrollment.started_at), now),
+                # typed as the column (converted to UTC), not as coalesce's argument
+                started_at=func.coalesce(col(Enrollment.started_at), literal(now, UTCDateTime())),
                 cancelled_at=None,
                 left_after=None,  # back: no longer someone who left
             )

@@ -236,24 +236,39 @@ def test_signup_statements_store_times_as_every_other_write_does(tmp_path: Path)
 
 
 def test_a_batch_stores_every_time_in_the_one_format(tmp_path: Path, course: Course) -> None:
-    """An import of several people and a send run of their first emails (multi-row
-    statements, ``executemany``) store every time of every row as SQLAlchemy's own writes
-    do, naive UTC to the microsecond, a time given at another offset converted: SQLite
-    compares and sorts them as text."""
+    """An import of several people, the activation of one who was pending, and a send run
+    of their first emails (multi-row statements, ``executemany``, updates) store every
+    time of every row as SQLAlchemy's own writes do, naive UTC to the microsecond: a time
+    given at another offset converted, never its wall-clock time. SQLite compares and sorts
+    them as text."""
     import sqlite3
 
     from drip.core.courses import Catalog
+    from drip.core.entries import Entry
+    from drip.lifecycle.signup import Consent, sign_up
     from drip.runner import make_sender
     from tests.fixtures import make_settings
 
     engine = make_engine(f"sqlite:///{tmp_path / 'drip.db'}")
     upgrade(engine)
-    in_lisbon = NOW.astimezone(timezone(timedelta(hours=-3)))
-    enrol_many(engine, course, [f"p{i}@example.org" for i in range(3)], now=in_lisbon)
+    # an offset no lesson time falls on: 07:00 UTC is 03:43 there
+    elsewhere = NOW.astimezone(timezone(-timedelta(hours=3, minutes=17)))
+    enrol_many(engine, course, [f"p{i}@example.org" for i in range(3)], now=elsewhere)
+    for confirmed in (False, True):  # pending first, then activated
+        with engine.begin() as connection:
+            sign_up(
+                connection,
+                course=course,
+                entries=[Entry.clean(email="late@example.org")],
+                consent=Consent(source="test"),
+                by_operator=True,
+                confirmed=confirmed,
+                now=elsewhere,
+            )
     sender = make_sender(
         engine=engine, settings=make_settings(tmp_path), catalog=Catalog({course.slug: course})
     )
-    assert sender.send_due(now=in_lisbon).sent == 3  # day 1 each; day 2 queued in one go
+    assert sender.send_due(now=elsewhere).sent >= 4  # day 1 each; day 2 queued in one go
     engine.dispose()
     times: dict[str, set[str]] = {}
     with sqlite3.connect(tmp_path / "drip.db") as raw:
@@ -269,7 +284,9 @@ def test_a_batch_stores_every_time_in_the_one_format(tmp_path: Path, course: Cou
     )
     pattern = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}"
     assert {
-        value: where for value, where in times.items() if not re.fullmatch(pattern, value)
+        value: where
+        for value, where in times.items()
+        if not re.fullmatch(pattern, value) or value.startswith("2026-11-25 03:43")
     } == {}
 
 
@@ -288,6 +305,7 @@ def test_the_outbox_times_migration_rewrites_each_as_its_instant_in_utc(tmp_path
         ("2026-11-25 07:00:00.000000", "2026-11-25 07:00:00.000000"),
         ("2026-11-25 07:00:00+00:00", "2026-11-25 04:00:00.250000-03:00"),
         ("2026-11-26 07:30:00.123456+00:00", "2026-11-25 07:00:00"),
+        ("2026-11-25T09:00:00+02:00", "not a time"),  # (no time drip wrote: left alone)
     ]
     with engine.begin() as connection:
         connection.execute(
@@ -318,6 +336,7 @@ def test_the_outbox_times_migration_rewrites_each_as_its_instant_in_utc(tmp_path
         ("2026-11-25 07:00:00.000000", "2026-11-25 07:00:00.000000"),
         ("2026-11-25 07:00:00.000000", "2026-11-25 07:00:00.250000"),
         ("2026-11-26 07:30:00.123456", "2026-11-25 07:00:00.000000"),
+        ("2026-11-25 07:00:00.000000", "not a time"),
     ]
 
 

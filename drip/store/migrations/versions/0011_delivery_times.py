@@ -1,7 +1,7 @@
 """SQLite: the outbox's times in the one text format. Emails queued several to a
 statement (the next lessons a send run queues, an import's first lessons) had every row
-after the first stored as the driver writes an aware time (``2026-11-25 07:00:00+00:00``,
-or at the offset of a ``--now`` given at one) instead of naive UTC to the microsecond;
+after the first stored as the driver writes an aware time (``2026-11-25 07:00:00+00:00``)
+instead of naive UTC to the microsecond;
 SQLite compares and sorts times as text, and a time read back drops its offset. Each is
 rewritten as the instant it names, in UTC. PostgreSQL stores typed times: nothing to do.
 
@@ -46,7 +46,10 @@ def upgrade() -> None:
 
 
 def _utc_text(value: str) -> str:
-    moment = datetime.fromisoformat(value)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:  # no time drip wrote: left as it is
+        return value
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC).replace(tzinfo=None)
     return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
