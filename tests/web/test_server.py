@@ -103,6 +103,9 @@ def test_serving_starts_with_what_start_up_made_set_aside_from_the_collector(
     import gc
 
     frozen_when_serving: list[int] = []
+    # (this process's logging and file limit stay as they are)
+    monkeypatch.setattr(uvicorn.Config, "configure_logging", lambda self: None)
+    monkeypatch.setattr(server, "raise_file_limit", lambda: None)
     monkeypatch.setattr(
         uvicorn.Server,
         "run",
