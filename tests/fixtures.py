@@ -84,9 +84,10 @@ def enrol(
 
 
 def enrol_many(
-    engine: Engine, course: Course, emails: Sequence[str], *, now: datetime
+    engine: Engine, course: Course, emails: Sequence[str], *, now: datetime, confirmed: bool = True
 ) -> list[SignupResult]:
-    """Subscribers the operator added as confirmed in one batch (an import); the outcomes."""
+    """Subscribers the operator added in one batch (an import), as confirmed unless
+    ``confirmed`` is False (then each is sent a confirmation); the outcomes."""
     with engine.begin() as connection:
         return sign_up(
             connection,
@@ -94,7 +95,7 @@ def enrol_many(
             entries=[Entry.clean(email=email) for email in emails],
             consent=Consent(source="test"),
             by_operator=True,
-            confirmed=True,
+            confirmed=confirmed,
             now=now,
         )
 

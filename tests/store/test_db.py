@@ -244,8 +244,6 @@ def test_a_batch_stores_every_time_in_the_one_format(tmp_path: Path, course: Cou
     import sqlite3
 
     from drip.core.courses import Catalog
-    from drip.core.entries import Entry
-    from drip.lifecycle.signup import Consent, sign_up
     from drip.runner import make_sender
     from tests.fixtures import make_settings
 
@@ -255,16 +253,7 @@ def test_a_batch_stores_every_time_in_the_one_format(tmp_path: Path, course: Cou
     elsewhere = NOW.astimezone(timezone(-timedelta(hours=3, minutes=17)))
     enrol_many(engine, course, [f"p{i}@example.org" for i in range(3)], now=elsewhere)
     for confirmed in (False, True):  # pending first, then activated
-        with engine.begin() as connection:
-            sign_up(
-                connection,
-                course=course,
-                entries=[Entry.clean(email="late@example.org")],
-                consent=Consent(source="test"),
-                by_operator=True,
-                confirmed=confirmed,
-                now=elsewhere,
-            )
+        enrol_many(engine, course, ["late@example.org"], now=elsewhere, confirmed=confirmed)
     sender = make_sender(
         engine=engine, settings=make_settings(tmp_path), catalog=Catalog({course.slug: course})
     )
