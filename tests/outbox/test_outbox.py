@@ -265,9 +265,10 @@ def test_signup_costs_the_same_whatever_the_address_state(
     """New, pending, active and unsubscribed addresses: over many interleaved requests,
     the median response times agree (the request does the same work for each).
 
-    A shared 2-core machine has bursts of noise longer than a measurement, so a differing
-    measurement is taken again, up to three times: a real difference (the one this guards
-    against was 2x) differs every time."""
+    A shared 2-core machine has bursts of noise longer than a measurement (the medians of
+    requests doing the same work have been seen 15 % apart), so agreeing means within 25 %,
+    and a differing measurement is taken again, up to three times: a real difference (the
+    one this guards against was 2x) differs every time."""
     database_url = f"sqlite:///{tmp_path / 'drip.db'}"
     now = datetime.now(UTC)
     engine = make_engine(database_url)
@@ -308,6 +309,7 @@ def test_signup_costs_the_same_whatever_the_address_state(
                     f"new{attempt}.{n}@example.org" if state == "new" else f"{state}@example.org"
                 )
                 body = f'{{"email": "{email}"}}'
+                sent_before = len(smtp_sink.received)
                 started = time.perf_counter()
                 connection.request("POST", "/subscribe", body, {"Content-Type": "application/json"})
                 response = connection.getresponse()
@@ -315,10 +317,17 @@ def test_signup_costs_the_same_whatever_the_address_state(
                 if n >= WARM_UP:
                     timings[state].append(time.perf_counter() - started)
                 assert (response.status, answer) == (202, b'{"status":"pending"}')
-                time.sleep(0.01)  # let the prompt sender's work for one request finish
+                # let the prompt sender's work for this request finish (a new address's
+                # confirmation first reaches the server), so that it does not slow the
+                # request after it, of another state
+                deadline = time.monotonic() + 5
+                while state == "new" and len(smtp_sink.received) <= sent_before:
+                    assert time.monotonic() < deadline, "no confirmation sent"
+                    time.sleep(0.002)
+                time.sleep(0.01)
             medians = {state: _median_ms(samples) for state, samples in timings.items()}
             measured.append(medians)
-            if max(medians.values()) / min(medians.values()) < 1.12:
+            if max(medians.values()) / min(medians.values()) < 1.25:
                 break
         else:
             raise AssertionError(f"the states' medians differ every time: {measured}")
