@@ -10,35 +10,22 @@ from sqlalchemy import Engine, event, update
 from sqlmodel import Session, col, select
 
 from drip.core.courses import Catalog, Course
-from drip.core.entries import Entry
 from drip.core.models import Delivery, Enrollment, Subscriber
 from drip.core.states import DeliveryStatus, EmailKind, SubscriberStatus
 from drip.lifecycle import actions
-from drip.lifecycle.signup import Consent, sign_up
 from drip.reporting import dashboard
 from drip.store import tallies
-from tests.fixtures import enrol
+from tests.fixtures import enrol, enrol_many
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
-
-
-def _add(engine: Engine, course: Course, *emails: str, now: datetime = NOW) -> None:
-    with engine.begin() as connection:
-        sign_up(
-            connection,
-            course=course,
-            entries=[Entry.clean(email=email) for email in emails],
-            consent=Consent(source="test"),
-            by_operator=True,
-            now=now,
-        )
 
 
 def test_search_matches_part_of_an_address_in_any_case(any_engine: Engine, course: Course) -> None:
     """A query matches anywhere in the address, typed in any case; `%` and `_` match only
     themselves; the newest come first, at most ``limit``."""
-    _add(any_engine, course, "ana@example.org", "joanna@elsewhere.net", "bob@example.org")
-    _add(any_engine, course, "under_score@example.org")
+    people = ["ana@example.org", "joanna@elsewhere.net", "bob@example.org"]
+    enrol_many(any_engine, course, people, now=NOW, confirmed=False)
+    enrol_many(any_engine, course, ["under_score@example.org"], now=NOW, confirmed=False)
     with any_engine.connect() as connection:
 
         def emails(query: str, limit: int = 50) -> list[str]:
@@ -64,9 +51,12 @@ def test_signups_per_day_counts_enrollments_by_utc_day(any_engine: Engine, cours
             with dbapi_connection.cursor() as cursor:
                 cursor.execute("SET TIME ZONE 'Pacific/Auckland'")
 
-    _add(any_engine, course, "late@example.org", now=datetime(2026, 11, 20, 23, 30, tzinfo=UTC))
-    _add(any_engine, course, "early@example.org", now=datetime(2026, 11, 21, 0, 30, tzinfo=UTC))
-    _add(any_engine, course, "old@example.org", now=datetime(2026, 11, 1, tzinfo=UTC))
+    for email, at in (
+        ("late@example.org", datetime(2026, 11, 20, 23, 30, tzinfo=UTC)),
+        ("early@example.org", datetime(2026, 11, 21, 0, 30, tzinfo=UTC)),
+        ("old@example.org", datetime(2026, 11, 1, tzinfo=UTC)),
+    ):
+        enrol_many(any_engine, course, [email], now=at, confirmed=False)
     with any_engine.connect() as connection:
         counts = dashboard.signups_per_day(tallies.totals(connection), now=NOW, days=3)
     assert counts == [(date(2026, 11, 19), 0), (date(2026, 11, 20), 1), (date(2026, 11, 21), 1)]
