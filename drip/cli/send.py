@@ -31,6 +31,9 @@ from drip.cli._common import (
 from drip.core.exceptions import ConfigError
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from drip.core.config import Settings
     from drip.sending.engine import RunReport, Sender
 
 
@@ -140,7 +143,7 @@ def send_due(
         raise typer.Exit(max([1, *failed]))
 
 
-def _processes(database: Any, config: Any, *, when: datetime, limit: int | None) -> int:
+def _processes(database: Engine, config: Settings, *, when: datetime, limit: int | None) -> int:
     """How many ``send-due`` processes share this run: ``DRIP_SEND_PROCESSES`` when enough
     is due for each to claim a few batches, else one (a helper's start-up would cost more
     than it saves). The claim keeps any two from taking the same email, as for
@@ -157,13 +160,13 @@ def _processes(database: Any, config: Any, *, when: datetime, limit: int | None)
     return config.send_processes if enough else 1
 
 
-def _per_process(config: Any, shares: int) -> Any:
+def _per_process(config: Settings, shares: int) -> Settings:
     """The settings of each of ``shares`` processes: ``DRIP_SEND_RATE`` is the whole
     run's, shared out."""
     return config.model_copy(update={"send_rate": config.send_rate / shares})
 
 
-def _start_helper(config: Any, *, when: datetime, limit: int | None) -> subprocess.Popen[str]:
+def _start_helper(config: Settings, *, when: datetime, limit: int | None) -> subprocess.Popen[str]:
     """One more ``send-due`` on this run, with ``config``'s rate (its share), reporting
     in JSON."""
     from drip.core.config import env_file
