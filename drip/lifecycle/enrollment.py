@@ -12,7 +12,7 @@ import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
@@ -43,9 +43,9 @@ from drip.outbox.webhooks import Event
 from drip.store.statements import Compiled, Prepared
 
 
-@dataclass(frozen=True)
-class Member:
-    """A subscriber on one course: the fields the lifecycle rules read."""
+class Member(NamedTuple):
+    """A subscriber on one course: the fields the lifecycle rules read (a row of
+    ``select()``)."""
 
     subscriber_id: int
     email: str
@@ -99,9 +99,9 @@ class Member:
         )
 
 
-@dataclass(frozen=True)
-class SignupDetails:
-    """What one signup said: applied to the subscriber when it is confirmed."""
+class SignupDetails(NamedTuple):
+    """What one signup said: applied to the subscriber when it is confirmed (a row of
+    ``columns()``)."""
 
     id: int
     name: str

