@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 
-@dataclass(frozen=True)
-class Pace:
+class Pace(NamedTuple):
     """When one enrollment's lessons go: the subscriber's zone and hour (hers, else the
     course's), the course's allowed weekdays, which run of the course this is (one more
     per restart), and a pause (no lesson before ``paused_until``)."""

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from types import MappingProxyType
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Connection, and_, insert, or_, select, update
 from sqlmodel import col
@@ -64,15 +65,14 @@ def signing_secrets(found: WebhookEndpoint, now: datetime) -> list[str]:
 # -- emitting --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
     """Something that happened to one subscriber (``subscriber_id``), or to one of their
     enrollments (``enrollment_id``), to be told to the endpoints. Its ``data`` is
     completed when emitted: ``subscriber`` (``id``, ``email``, ``name``, ``timezone``,
     ``status``), and for an enrollment ``course`` (its slug) and ``run``."""
 
     type: EventType
-    data: Mapping[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = MappingProxyType({})
     subscriber_id: int | None = None
     enrollment_id: int | None = None
 
