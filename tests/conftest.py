@@ -3,6 +3,7 @@ course. Helpers that tests import live in ``tests.fixtures``."""
 
 from __future__ import annotations
 
+import gc
 import os
 import secrets
 from collections.abc import Iterator
@@ -43,6 +44,14 @@ def _fresh_statement_caches() -> None:
     deliveries._statements.clear()
     signup._statements.clear()
     enrollment._statements.clear()
+
+
+@pytest.fixture(autouse=True)
+def _collector_as_it_was() -> Iterator[None]:
+    """What a command run in-process set aside from the garbage collector (``drip.core.
+    memory``) is collected as usual again after the test."""
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture(scope="session")

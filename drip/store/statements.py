@@ -51,11 +51,14 @@ class Prepared:
             for index, name in enumerate(self._names)
             if (processor := binds[name].type.dialect_impl(dialect).bind_processor(dialect))
         ]
+        #: times converted by recent single executions (a run's ``now``, a batch's lease:
+        #: the same for every message), kept to ``_RECENT`` of them
+        self._recent: dict[tuple[Any, ...], Any] = {}
 
     def execute(self, connection: Connection, params: dict[str, Any]) -> Any:
         """Run in ``connection``'s current transaction; returns the DBAPI cursor."""
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        cursor.execute(self.sql, self._bound(params, {}))
+        cursor.execute(self.sql, self._bound(params, self._recent))
         return cursor
 
     def read_alone(self, connection: Connection, params: dict[str, Any]) -> tuple[Any, ...] | None:
@@ -74,7 +77,7 @@ class Prepared:
         try:
             cursor = driver.cursor()  # type: ignore[union-attr]
             try:
-                cursor.execute(self.sql, self._bound(params, {}))
+                cursor.execute(self.sql, self._bound(params, self._recent))
                 return cursor.fetchone()  # type: ignore[no-any-return]
             finally:
                 cursor.close()
@@ -84,7 +87,7 @@ class Prepared:
 
     def executemany(self, connection: Connection, rows: Iterable[dict[str, Any]]) -> None:
         """Run once per parameter set, in one driver call."""
-        converted: dict[tuple[str, Any], Any] = {}
+        converted: dict[tuple[Any, ...], Any] = {}
         bound = [self._bound(params, converted) for params in rows]
         if bound:
             cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
@@ -106,7 +109,7 @@ class Prepared:
         order = _PLACEHOLDER.findall(values)
         if len(order) != len(columns.split(",")):  # a value that is no plain parameter
             raise ValueError(f"COPY takes one parameter per column: {self.sql}")
-        converted: dict[tuple[str, Any], Any] = {}
+        converted: dict[tuple[Any, ...], Any] = {}
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
         target = f"_drip_copy_{table}" if conflict else table
         if conflict:
@@ -124,7 +127,7 @@ class Prepared:
             )
             cursor.execute(f"DROP TABLE {target}")
 
-    def _bound(self, params: dict[str, Any], converted: dict[tuple[str, Any], Any]) -> Any:
+    def _bound(self, params: dict[str, Any], converted: dict[tuple[Any, ...], Any]) -> Any:
         if not self._names:
             return [] if self._positional else {}
         taken = self._take({**self._fixed, **params} if self._fixed else params)
@@ -132,15 +135,21 @@ class Prepared:
         for index, kind, process in self._convert:
             value = values[index]
             if isinstance(value, datetime):  # the same ``now`` in every row: convert once
-                memo = (kind, value)
-                if memo not in converted:
-                    converted[memo] = process(value)
-                values[index] = converted[memo]
+                # (by its zone too: equal instants at two offsets are equal datetimes)
+                memo = (kind, value, value.tzinfo)
+                found = converted.get(memo)
+                if found is None:
+                    if len(converted) >= _RECENT:
+                        converted.clear()
+                    found = converted[memo] = process(value)
+                values[index] = found
             else:
                 values[index] = process(value)
         return values if self._positional else dict(zip(self._names, values, strict=True))
 
 
+#: the most times a statement keeps converted (``Prepared._recent``)
+_RECENT = 16
 #: an INSERT … VALUES as compiled for PostgreSQL: table, columns, values, ON CONFLICT
 _INSERT = re.compile(
     r"INSERT INTO (\w+) \(([\w, ]+)\) VALUES \((.*?)\)"

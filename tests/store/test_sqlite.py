@@ -4,6 +4,7 @@ through SQLAlchemy's event API."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -59,6 +60,61 @@ def test_a_writer_waits_for_another_threads_transaction(db: Engine) -> None:
                 other.execution_options(**{BUSY_MS: 100}).begin()
         assert not _writes_at_once(db)
     assert _writes_at_once(db)
+
+
+def _held_by_another_process(path: Path, seconds: float) -> tuple[threading.Thread, list[float]]:
+    """SQLite's write lock on ``path`` taken at once and held for ``seconds`` by a
+    connection outside this process's lock (as another process's would be); the thread
+    and, once it let go, the moment it did."""
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    released: list[float] = []
+
+    def hold() -> None:
+        time.sleep(seconds)
+        holder.execute("COMMIT")
+        released.append(time.perf_counter())
+        holder.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    return thread, released
+
+
+def test_a_writer_waits_for_another_process_until_its_wait_is_over(
+    db: Engine, tmp_path: Path
+) -> None:
+    """Another process's write lock is waited for (tried again and again) until it is
+    free, or until the transaction's wait is over ("another process"); either way the
+    connection's busy timeout is the usual one after."""
+    path = tmp_path / "lock.db"
+    thread, _ = _held_by_another_process(path, 0.3)
+    with db.connect() as connection:
+        with connection.execution_options(**{BUSY_MS: 10_000}).begin():
+            connection.execute(text("INSERT INTO note VALUES ('after')"))
+        raw = connection.connection.dbapi_connection
+        assert raw is not None and raw.execute("PRAGMA busy_timeout").fetchone() == (30_000,)
+    thread.join()
+    thread, _ = _held_by_another_process(path, 1.0)
+    started = time.perf_counter()
+    with db.connect() as connection:
+        with pytest.raises(DatabaseBusy, match="another process"):
+            connection.execution_options(**{BUSY_MS: 200}).begin()
+        assert 0.2 <= time.perf_counter() - started < 0.6
+        raw = connection.connection.dbapi_connection
+        assert raw is not None and raw.execute("PRAGMA busy_timeout").fetchone() == (30_000,)
+    thread.join()
+
+
+@pytest.mark.timing
+def test_a_writer_gets_in_soon_after_another_process_lets_go(db: Engine, tmp_path: Path) -> None:
+    """Within a few milliseconds, where SQLite's own busy handler, sleeping 1, 2, 5, 10 …
+    50, 100 ms, would try again up to 28 ms after a lock held for 0.3 s is let go."""
+    thread, released = _held_by_another_process(tmp_path / "lock.db", 0.3)
+    with db.connect() as connection, connection.begin():
+        began = time.perf_counter()
+    thread.join()
+    assert began - released[0] < 0.015
 
 
 def test_the_lock_is_given_back_when_a_transaction_rolls_back(db: Engine) -> None:
