@@ -118,7 +118,12 @@ def _begin_immediate(raw: Any, deadline: float) -> None:
                 time.sleep(min(pause, left))
                 pause = min(2 * pause, LONGEST_RETRY_SECONDS)
     finally:
-        raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        try:
+            raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        except BaseException:
+            if raw.in_transaction:  # never a transaction open with the lock let go
+                raw.execute("ROLLBACK")
+            raise
 
 
 def sqlite_engine(database_url: str, *, pool_size: int) -> Engine:

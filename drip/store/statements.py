@@ -135,8 +135,9 @@ class Prepared:
         for index, kind, process in self._convert:
             value = values[index]
             if isinstance(value, datetime):  # the same ``now`` in every row: convert once
-                # (by its zone too: equal instants at two offsets are equal datetimes)
-                memo = (kind, value, value.tzinfo)
+                # (by its zone and fold too: equal datetimes can be two instants, or
+                # one instant at two offsets)
+                memo = (kind, value, value.tzinfo, value.fold)
                 found = converted.get(memo)
                 if found is None:
                     if len(converted) >= _RECENT:

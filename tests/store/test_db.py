@@ -235,6 +235,34 @@ def test_signup_statements_store_times_as_every_other_write_does(tmp_path: Path)
     assert set(stored) == {orm} == {"2026-11-25 07:00:00.000000"}
 
 
+def test_a_compiled_statement_converts_each_instant_it_is_given(tmp_path: Path) -> None:
+    """A statement keeps the times it converted recently (a run's lease, its ``now``);
+    equal datetimes that are two instants (a wall time that comes twice, told apart by
+    its fold) or one instant at two offsets are converted each as itself."""
+    from zoneinfo import ZoneInfo
+
+    from drip.core.models import UTCDateTime
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'drip.db'}")
+    statement = Prepared(select(bindparam("t", type_=UTCDateTime())), engine.dialect)
+    first = datetime(2026, 11, 1, 1, 30, tzinfo=ZoneInfo("America/New_York"))  # EDT
+    again = first.replace(fold=1)  # the same wall time an hour later, in EST
+    in_lisbon = NOW.astimezone(timezone(timedelta(hours=-3)))
+    with engine.connect() as connection:
+        stored = [
+            statement.execute(connection, {"t": moment}).fetchone()[0]
+            for moment in (first, again, first, NOW, in_lisbon)
+        ]
+    engine.dispose()
+    assert stored == [
+        "2026-11-01 05:30:00.000000",
+        "2026-11-01 06:30:00.000000",
+        "2026-11-01 05:30:00.000000",
+        "2026-11-25 07:00:00.000000",
+        "2026-11-25 07:00:00.000000",
+    ]
+
+
 def test_a_batch_stores_every_time_in_the_one_format(tmp_path: Path, course: Course) -> None:
     """An import of several people, the activation of one who was pending, and a send run
     of their first emails (multi-row statements, ``executemany``, updates) store every
