@@ -38,7 +38,14 @@ from drip.sending.message import Outgoing
 from drip.store import tallies
 from drip.store.engine import engine_for
 from drip.testing import Received, SmtpSink, free_port
-from tests.fixtures import SHIPPED_COURSE, WithholdingServer, enrol, make_settings, scripted_server
+from tests.fixtures import (
+    SHIPPED_COURSE,
+    WithholdingServer,
+    enrol,
+    enrol_many,
+    make_settings,
+    scripted_server,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -102,6 +109,32 @@ def test_seven_lessons_one_per_local_day_across_dst(
     assert [t.hour for t in local[1:]] == [7] * 7
     dates = [t.date() for t in local]
     assert all((b - a).days == 1 for a, b in zip(dates, dates[1:], strict=False))
+
+
+def test_a_run_asked_to_stop_mid_window_gives_back_what_it_composed(
+    tmp_path: Path, course: Course
+) -> None:
+    """Asked to stop after the third message of a window of ten (all ten composed before
+    the first was sent): nothing more is sent, and every claim not sent is given back,
+    due again at once, its attempt not counted; none is left `sending` until its lease."""
+    settings = make_settings(tmp_path, smtp_connections=1, smtp_window=10)
+    engine = engine_for(settings)
+    now = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+    enrol_many(engine, course, [f"p{n}@example.org" for n in range(25)], now=now)
+    sender = sender_for(engine, settings, course)
+
+    def stop_after_three(outcome: SendOutcome) -> None:
+        if len(memory.outbox) == 3:
+            sender.stopping.set()
+
+    report = sender.send_due(now=now, progress=stop_after_three)
+    rows = deliveries(engine)
+    engine.dispose()
+    assert report.sent == len(memory.outbox) == 3
+    assert Counter(row.status for row in rows if row.status != "scheduled") == {"sent": 3}
+    unsent = [row for row in rows if row.status == "scheduled" and row.due_at <= now]
+    assert unsent and all(row.attempts == 0 for row in unsent)
+    assert len(unsent) == 25 - 3  # (the three sent queued their day 2, due tomorrow)
 
 
 def test_subscriber_without_timezone_uses_course_default(
