@@ -78,6 +78,22 @@ def test_dockerfile_builds_from_what_exists_and_runs_drip_unprivileged() -> None
     )
 
 
+def test_mutation_testing_copies_every_file_the_image_is_built_from() -> None:
+    """`make mutate` runs the tests in a copy of the project (mutmut's ``also_copy``), where
+    the image's test looks for each file the Dockerfile copies: a file missing there
+    fails every mutant's run before it starts."""
+    import tomllib
+
+    mutmut = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
+    copied = [*mutmut["also_copy"], *mutmut["source_paths"], "pyproject.toml", "tests"]
+    for stage in _stages():
+        for instruction, arguments in stage:
+            if instruction == "COPY" and not arguments.startswith("--from"):
+                *sources, _ = shlex.split(arguments)
+                for source in sources:
+                    assert any(source.rstrip("/") == kept.rstrip("/") for kept in copied), source
+
+
 def _pinned(name: str) -> list[str]:
     """The packages a lock file pins, each to one version with a sha256 hash."""
     lock = (ROOT / name).read_text()
