@@ -78,20 +78,24 @@ def test_dockerfile_builds_from_what_exists_and_runs_drip_unprivileged() -> None
     )
 
 
-def test_mutation_testing_copies_every_file_the_image_is_built_from() -> None:
-    """`make mutate` runs the tests in a copy of the project (mutmut's ``also_copy``), where
-    the image's test looks for each file the Dockerfile copies: a file missing there
-    fails every mutant's run before it starts."""
+def test_mutation_testing_copies_every_file_the_tests_look_for() -> None:
+    """`make mutate` runs the tests in a copy of the project (mutmut's ``also_copy``),
+    where the image's test looks for each file the Dockerfile copies and the docs' test
+    for each file the README links to: one missing there fails every mutant's run
+    before it starts."""
     import tomllib
 
     mutmut = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
-    copied = [*mutmut["also_copy"], *mutmut["source_paths"], "pyproject.toml", "tests"]
+    copied = {kept.rstrip("/") for kept in [*mutmut["also_copy"], *mutmut["source_paths"]]}
+    copied |= {"pyproject.toml", "tests"}
+    wanted = re.findall(r"\]\(([^)#:]+?)(?:#[^)]*)?\)", (ROOT / "README.md").read_text())
     for stage in _stages():
         for instruction, arguments in stage:
             if instruction == "COPY" and not arguments.startswith("--from"):
-                *sources, _ = shlex.split(arguments)
-                for source in sources:
-                    assert any(source.rstrip("/") == kept.rstrip("/") for kept in copied), source
+                wanted += shlex.split(arguments)[:-1]
+    assert "CHANGELOG.md" in wanted and "requirements.lock" in wanted
+    for path in wanted:
+        assert path.split("/")[0] in copied, path
 
 
 def _pinned(name: str) -> list[str]:
