@@ -120,14 +120,8 @@ def run(app: Any, listener: socket.socket, *, access_log: bool, json_logs: bool)
     )
     if json_logs:
         configure("INFO", json_lines=True)  # after uvicorn's Config, which sets up its own
-    set_aside_start_up()
-    server.run(sockets=[listener])
-
-
-def set_aside_start_up() -> None:
-    """Leave what start-up made (modules, tables, the app: it lives as long as the
-    process) out of the garbage collector's full collections. Under load requests make
-    one every few seconds, and each walked every object of the process: 60–130 ms with
-    every request waiting, the slowest 1 % of signups at 32 connections. Only what the
-    requests made since is walked now."""
+    # what start-up made lives as long as the process: out of the collector's full
+    # collections, which under load walked every object every few seconds (60–130 ms
+    # with every request waiting, the slowest 1 % of signups at 32 connections)
     memory.set_aside()
+    server.run(sockets=[listener])
